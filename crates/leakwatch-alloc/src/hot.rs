@@ -1,0 +1,146 @@
+//! The hot path: what every allocation and free pays.
+//!
+//! An allocation costs one relaxed load of the global state byte, an increment and a
+//! subtraction on thread-local cells (the allocation count and the sampling countdown),
+//! and a branch. A free costs the same load, two thread-local updates, and one relaxed
+//! load from the sampled-address filter. Nothing here takes a lock, writes shared
+//! memory, or allocates; everything else is behind `#[cold]` calls into `tracker`.
+
+use crate::blocks::Entry;
+use crate::config::Config;
+use crate::filter;
+use crate::stack::stack_pointer;
+use crate::tracker;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Mode bits of [`STATE`]: not yet configured (first allocation pending).
+pub(crate) const UNINIT: u8 = 0;
+/// Mode bits of [`STATE`]: not tracking.
+pub(crate) const OFF: u8 = 1;
+/// Mode bits of [`STATE`]: byte-weighted sampling.
+pub(crate) const SAMPLED: u8 = 2;
+/// Mode bits of [`STATE`]: every allocation tracked.
+pub(crate) const EXACT: u8 = 3;
+/// Mask of the mode bits.
+pub(crate) const MODE_MASK: u8 = 3;
+/// Set once any block has been tracked: frees must consult the filter from then on, even
+/// with tracking off, so that tracked blocks are always accounted when freed.
+pub(crate) const FREE_CHECK: u8 = 4;
+
+/// The tracker's global state: mode bits plus [`FREE_CHECK`]. Read on every allocation
+/// and free, written only when the configuration changes.
+pub(crate) static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+/// Thread phase: no allocation seen yet on this thread.
+pub(crate) const NEW: u8 = 0;
+/// Thread phase: running normally.
+pub(crate) const LIVE: u8 = 1;
+/// Thread phase: its exit flush has run; counters are published on every operation.
+pub(crate) const EXITED: u8 = 2;
+
+/// Per-thread tracking state. `const`-initialised with no destructor, so access compiles
+/// to a plain thread-pointer-relative load and can never fail, even during thread exit.
+pub(crate) struct ThreadState {
+    /// Bytes until the next sampled byte. Also the allocated-bytes counter: bytes
+    /// allocated since the last flush are `countdown_base - countdown`.
+    pub(crate) countdown: Cell<i64>,
+    pub(crate) countdown_base: Cell<i64>,
+    /// Allocations since the last flush.
+    pub(crate) allocs: Cell<u64>,
+    /// Bytes of frees left before the next flush; freed bytes since the last flush are
+    /// `free_budget_base - free_budget`.
+    pub(crate) free_budget: Cell<i64>,
+    pub(crate) free_budget_base: Cell<i64>,
+    /// Frees since the last flush.
+    pub(crate) frees: Cell<u64>,
+    /// Re-entrancy guard: set while the tracker itself runs (or inside `untracked`).
+    pub(crate) busy: Cell<bool>,
+    pub(crate) phase: Cell<u8>,
+    /// Sampling rate the countdown was drawn with.
+    pub(crate) rate: Cell<u32>,
+    pub(crate) rng: Cell<u64>,
+    pub(crate) stack_lo: Cell<usize>,
+    pub(crate) stack_hi: Cell<usize>,
+}
+
+impl ThreadState {
+    const NEW: ThreadState = ThreadState {
+        countdown: Cell::new(0),
+        countdown_base: Cell::new(0),
+        allocs: Cell::new(0),
+        free_budget: Cell::new(0),
+        free_budget_base: Cell::new(0),
+        frees: Cell::new(0),
+        busy: Cell::new(false),
+        phase: Cell::new(NEW),
+        rate: Cell::new(0),
+        rng: Cell::new(0),
+        stack_lo: Cell::new(0),
+        stack_hi: Cell::new(0),
+    };
+}
+
+thread_local! {
+    pub(crate) static THREAD: ThreadState = const { ThreadState::NEW };
+}
+
+/// Records an allocation of `size` bytes at `addr` (after the inner allocator succeeded).
+#[inline(always)]
+pub(crate) fn on_alloc(addr: usize, size: usize, config: &Config) {
+    let mut state = STATE.load(Relaxed);
+    if state & MODE_MASK == OFF {
+        return;
+    }
+    if state & MODE_MASK == UNINIT {
+        state = tracker::first_use(config);
+        if state & MODE_MASK <= OFF {
+            return;
+        }
+    }
+    // Read here, in the allocator entry point, so the capture can skip our own frames.
+    let sp = stack_pointer();
+    THREAD.with(|t| {
+        t.allocs.set(t.allocs.get().wrapping_add(1));
+        let left = t.countdown.get().wrapping_sub(size as i64);
+        t.countdown.set(left);
+        if left <= 0 || state & MODE_MASK == EXACT {
+            tracker::on_alloc_slow(t, addr, size, sp);
+        }
+    });
+}
+
+/// Records a free of `size` bytes at `addr` (before the inner allocator frees it).
+#[inline(always)]
+pub(crate) fn on_free(addr: usize, size: usize) {
+    let state = STATE.load(Relaxed);
+    count_free(state, size);
+    take_tracked(state, addr, size);
+}
+
+/// Counts a free in the process totals.
+#[inline(always)]
+pub(crate) fn count_free(state: u8, size: usize) {
+    if state & MODE_MASK >= SAMPLED {
+        THREAD.with(|t| {
+            t.frees.set(t.frees.get().wrapping_add(1));
+            let left = t.free_budget.get().wrapping_sub(size as i64);
+            t.free_budget.set(left);
+            if left <= 0 {
+                tracker::flush(t);
+            }
+        });
+    }
+}
+
+/// If `addr` is a tracked block, stops tracking it and returns its entry. Must run
+/// before the inner allocator frees the block: once freed, the address can be handed
+/// out (and tracked) again by another thread.
+#[inline(always)]
+pub(crate) fn take_tracked(state: u8, addr: usize, size: usize) -> Option<Entry> {
+    if state & FREE_CHECK != 0 && filter::may_contain(addr) {
+        tracker::on_tracked_free(addr, size)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,156 @@
+//! A tracking global allocator: live heap bytes by call site, sampled or exact.
+//!
+//! `leakwatch-alloc` wraps any [`GlobalAlloc`](std::alloc::GlobalAlloc) (the system
+//! allocator, mimalloc, jemalloc) and records, for the allocations it samples, the stack
+//! of return addresses that made them. A [`snapshot`] then tells how many bytes are live
+//! at each call site. Sampling is byte-weighted (one sample per `R` allocated bytes on
+//! average, `R` = 512 KiB by default) and unbiased; `R = 1` tracks every allocation
+//! exactly. Most services depend on the `leakwatch` crate, which re-exports this one.
+//!
+//! # Quick start
+//! ```
+//! use leakwatch_alloc::LeakWatch;
+//!
+//! #[global_allocator]
+//! static ALLOC: LeakWatch = LeakWatch::system();
+//!
+//! leakwatch_alloc::set_sample_rate(1); // exact: track every allocation
+//! leakwatch_alloc::enable();
+//! let kept: Vec<u8> = vec![7; 4096];
+//! let snap = leakwatch_alloc::snapshot();
+//! assert!(snap.sites.iter().any(|s| s.live_bytes >= 4096));
+//! # drop(kept);
+//! ```
+//!
+//! # Turning it on
+//! Tracking is off until one of: `LEAKWATCH=1` (sampled) or `LEAKWATCH=exact` in the
+//! environment; `LeakWatch::system().enabled()` in the `static`; or [`enable`] at run
+//! time. Off costs one relaxed load per allocation and free. For staging-only builds,
+//! put the `static` behind a cargo feature:
+//! ```
+//! #[cfg(feature = "leakwatch")]
+//! #[global_allocator]
+//! static ALLOC: leakwatch_alloc::LeakWatch = leakwatch_alloc::LeakWatch::system();
+//! ```
+//! Environment variables (read once, at the first allocation): `LEAKWATCH`,
+//! `LEAKWATCH_SAMPLE` (bytes, `512k`, `1m`; `1` = exact), `LEAKWATCH_MAX_DEPTH`,
+//! `LEAKWATCH_MAX_SITES`, `LEAKWATCH_MAX_BLOCKS`, `LEAKWATCH_UNWINDER`
+//! (`auto|fp|backtrace`), `LEAKWATCH_SEED`. Invalid values are ignored and reported in
+//! [`Snapshot::warnings`].
+//!
+//! # Stack capture
+//! Build with `RUSTFLAGS="-C force-frame-pointers=yes"` (or the same in
+//! `.cargo/config.toml`): stacks are then captured by walking frame pointers (about 1 ns
+//! per frame). Without frame pointers leakwatch detects it and falls back to DWARF
+//! unwinding, which is about 100 times slower per sample and is reported as a warning.
+//!
+//! # How it works
+//! The hot path (every allocation and free) is one relaxed load of a global byte plus a
+//! few thread-local updates; it takes no lock and writes no shared cache line. When a
+//! thread's sampling countdown runs out, the cold path captures the stack, interns it in
+//! a bounded site table, and records the block in a sharded block table. A free checks a
+//! read-mostly filter of sampled addresses and only goes to the block table when the
+//! filter says the block may be tracked. See docs/ARCHITECTURE.md.
+//!
+//! # Caveats
+//! - Linux on x86_64 or aarch64 is the supported platform (frame-pointer capture, stack
+//!   bounds, module list); elsewhere stacks use the `backtrace` crate.
+//! - Process totals ([`ProcessStats`]) count from when tracking started.
+//! - Only Rust allocations are seen: C libraries calling `malloc` directly are not.
+
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+#[expect(unsafe_code)]
+mod blocks;
+mod config;
+mod filter;
+#[expect(unsafe_code)]
+mod global_alloc;
+mod hot;
+#[expect(unsafe_code)]
+mod os;
+mod sampler;
+#[expect(unsafe_code)]
+mod sites;
+mod snapshot;
+#[expect(unsafe_code)]
+mod spin;
+#[expect(unsafe_code)]
+mod stack;
+mod symbolize;
+#[expect(unsafe_code)]
+mod tracker;
+
+pub use config::{Config, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_RATE};
+pub use global_alloc::LeakWatch;
+pub use os::Module;
+pub use snapshot::{
+    Mode, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, TrackerStats,
+};
+pub use stack::Unwinder;
+pub use symbolize::{Symbol, Symbolizer};
+
+/// Takes a snapshot of the tracker: process totals, live bytes per call site, the
+/// tracker's own memory and overflow counters. Cheap enough to call every second
+/// (it copies the site table; it does not walk the block table).
+pub fn snapshot() -> Snapshot {
+    tracker::untracked(snapshot::build)
+}
+
+/// Turns tracking on at the current sample rate. Returns `false` when the tracker's
+/// tables could not be allocated (tracking then stays off) or when the global allocator
+/// is not a [`LeakWatch`] (then nothing is tracked; see [`is_installed`]).
+pub fn enable() -> bool {
+    let installed = is_installed();
+    tracker::start() && installed
+}
+
+/// Turns tracking off. Blocks already tracked are still accounted when freed.
+pub fn disable() {
+    tracker::stop();
+}
+
+/// The current tracking mode.
+pub fn mode() -> Mode {
+    match hot::STATE.load(std::sync::atomic::Ordering::Relaxed) & hot::MODE_MASK {
+        hot::SAMPLED => Mode::Sampled,
+        hot::EXACT => Mode::Exact,
+        _ => Mode::Off,
+    }
+}
+
+/// Sets the sampling rate `R` in bytes: on average one sample per `R` allocated bytes.
+/// `1` (or `0`) tracks every allocation exactly. Takes effect immediately if tracking
+/// is on; blocks already sampled keep the weight of the rate they were sampled at.
+pub fn set_sample_rate(bytes: u32) {
+    tracker::set_rate(bytes.max(1));
+}
+
+/// The sampling rate `R` in bytes (1 = exact).
+pub fn sample_rate() -> u32 {
+    tracker::RATE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sets the maximum number of frames kept per stack (1 to 256).
+pub fn set_max_depth(frames: u32) {
+    tracker::set_max_depth(frames);
+}
+
+/// Whether the global allocator is a [`LeakWatch`]. (It allocates once to find out.)
+pub fn is_installed() -> bool {
+    tracker::installed()
+}
+
+/// Runs `f` with tracking suspended on the calling thread: its allocations are counted
+/// in the process totals but never attributed to a site. Nests.
+pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    tracker::untracked(f)
+}
+
+/// Publishes the calling thread's batched process counters now (snapshots do this for
+/// the thread that takes them; other threads publish at least every 256 KiB of frees,
+/// at every sample, and when they exit).
+pub fn flush_thread() {
+    tracker::flush_current_thread();
+}

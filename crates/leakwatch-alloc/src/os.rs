@@ -1,0 +1,311 @@
+//! The operating-system calls the tracker needs, each wrapped in a small safe function:
+//! anonymous memory for the tracker's tables (never the global allocator, so the tables
+//! can grow without recursing into it), thread stack bounds for the frame-pointer walk,
+//! environment lookups that do not allocate, fork handlers, and the list of loaded
+//! modules for offline symbolization.
+
+use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Bytes the tracker currently holds in anonymous mappings.
+static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes currently mapped by [`Mapping`]s (the tracker's own tables).
+pub(crate) fn mapped_bytes() -> usize {
+    MAPPED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Types for which the all-zero bit pattern is a valid value.
+///
+/// # Safety
+/// Implement only for types whose every field is valid when zeroed (integers, atomics,
+/// arrays and structs of those).
+pub(crate) unsafe trait Zeroable {}
+
+// SAFETY: every bit pattern, including zero, is a valid integer.
+unsafe impl Zeroable for u64 {}
+
+/// A zero-filled array of `T` in its own anonymous memory mapping, returned to the
+/// system on drop. Pages become resident only when touched.
+pub(crate) struct Mapping<T: Zeroable> {
+    ptr: NonNull<T>,
+    len: usize,
+    bytes: usize,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: a `Mapping` owns its memory exclusively, like a `Box<[T]>`.
+unsafe impl<T: Zeroable + Send> Send for Mapping<T> {}
+// SAFETY: shared access only hands out `&[T]`, like a `Box<[T]>`.
+unsafe impl<T: Zeroable + Sync> Sync for Mapping<T> {}
+
+impl<T: Zeroable> Mapping<T> {
+    /// Maps `len` zeroed elements, or `None` when the system refuses (or `len` is absurd).
+    pub(crate) fn zeroed(len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(size_of::<T>())?.max(1);
+        let page = page_size();
+        let bytes = bytes.checked_add(page - 1)? & !(page - 1);
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions;
+        // failure is reported as MAP_FAILED and handled below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        MAPPED_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        Some(Self { ptr: NonNull::new(ptr.cast())?, len, bytes, _owns: PhantomData })
+    }
+
+    /// The mapping's size in bytes, rounded up to whole pages.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl<T: Zeroable> Deref for Mapping<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the mapping holds `len` elements, is page-aligned (so aligned for `T`),
+        // was zero-filled by the kernel (valid for `T: Zeroable`), and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> DerefMut for Mapping<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; `&mut self` guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T: Zeroable> Drop for Mapping<T> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`bytes` describe exactly the mapping created in `zeroed`, and no
+        // reference into it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+        MAPPED_BYTES.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page > 0 && (page as usize).is_power_of_two() { page as usize } else { 4096 }
+}
+
+/// The calling thread's stack as `(lowest, highest)` address, or `(0, 0)` when unknown.
+/// Uses C `malloc` internally on the main thread (never the Rust global allocator).
+#[cfg(target_os = "linux")]
+pub(crate) fn thread_stack_bounds() -> (usize, usize) {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initialises `attr` on success (return 0); we only read it
+    // and destroy it after success.
+    unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return (0, 0);
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        if rc != 0 || addr.is_null() {
+            return (0, 0);
+        }
+        let lo = addr as usize;
+        (lo, lo.saturating_add(size))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn thread_stack_bounds() -> (usize, usize) {
+    (0, 0)
+}
+
+/// Calls `f` with the value of environment variable `name`, without allocating.
+/// Returns `None` when the variable is unset.
+pub(crate) fn with_env<R>(name: &CStr, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    // SAFETY: getenv reads the environment; the returned pointer stays valid until the
+    // environment is modified. We copy out of it immediately. (Like every getenv caller we
+    // rely on no thread calling setenv concurrently, which Rust already makes `unsafe`.)
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returned a non-null pointer to a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
+    Some(f(bytes))
+}
+
+/// Registers fork handlers that hold the tracker's locks across `fork`.
+pub(crate) fn register_fork_handlers(
+    prepare: unsafe extern "C" fn(),
+    parent: unsafe extern "C" fn(),
+    child: unsafe extern "C" fn(),
+) -> bool {
+    // SAFETY: the handlers are plain functions that live for the whole program.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
+}
+
+/// A module (executable or shared library) mapped into the process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Module {
+    /// Path of the file, as the dynamic loader reports it (empty for the main program on
+    /// some systems: then it is `/proc/self/exe`'s target).
+    pub path: String,
+    /// Load bias: the value added to the file's virtual addresses.
+    pub base: u64,
+    /// Lowest address of the module's loadable segments.
+    pub start: u64,
+    /// One past the highest address of the module's loadable segments.
+    pub end: u64,
+    /// The GNU build id in lowercase hex, when the file has one.
+    pub build_id: Option<String>,
+}
+
+/// Lists loaded modules (allocates: call it only with tracking suspended).
+#[cfg(target_os = "linux")]
+pub(crate) fn loaded_modules() -> Vec<Module> {
+    let mut modules: Vec<Module> = Vec::new();
+    // SAFETY: dl_iterate_phdr calls `collect` synchronously with valid `info` pointers and
+    // passes our `data` pointer through unchanged; `modules` outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(collect), (&mut modules as *mut Vec<Module>).cast());
+    }
+    if let Some(main) = modules.first_mut() {
+        if main.path.is_empty() {
+            if let Ok(exe) = std::fs::read_link("/proc/self/exe") {
+                main.path = exe.to_string_lossy().into_owned();
+            }
+        }
+    }
+    modules
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn loaded_modules() -> Vec<Module> {
+    Vec::new()
+}
+
+#[cfg(target_os = "linux")]
+unsafe extern "C" fn collect(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: `data` is the `&mut Vec<Module>` passed by `loaded_modules`, and `info` is a
+    // valid pointer for the duration of this callback (dl_iterate_phdr's contract).
+    let (modules, info) = unsafe { (&mut *data.cast::<Vec<Module>>(), &*info) };
+    let base = info.dlpi_addr as u64;
+    let path = if info.dlpi_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+    };
+    let headers: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
+        &[]
+    } else {
+        // SAFETY: the loader guarantees `dlpi_phnum` program headers at `dlpi_phdr`.
+        unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
+    };
+    let (mut start, mut end, mut build_id) = (u64::MAX, 0u64, None);
+    for header in headers {
+        if header.p_type == libc::PT_LOAD {
+            start = start.min(base.wrapping_add(header.p_vaddr));
+            end = end.max(base.wrapping_add(header.p_vaddr).wrapping_add(header.p_memsz));
+        } else if header.p_type == libc::PT_NOTE && build_id.is_none() {
+            let at = base.wrapping_add(header.p_vaddr) as usize;
+            // SAFETY: PT_NOTE segments are part of a loaded PT_LOAD segment, mapped
+            // readable for the module's lifetime, and `p_filesz` bytes long.
+            let notes = unsafe { std::slice::from_raw_parts(at as *const u8, header.p_filesz as usize) };
+            build_id = find_build_id(notes);
+        }
+    }
+    if start == u64::MAX {
+        start = base;
+        end = base;
+    }
+    modules.push(Module { path, base, start, end, build_id });
+    0
+}
+
+/// Finds the GNU build id (note type 3, owner "GNU") in an ELF note segment.
+fn find_build_id(mut notes: &[u8]) -> Option<String> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let align4 = |n: usize| (n + 3) & !3;
+    while notes.len() >= 12 {
+        let name_size = word(notes, 0)? as usize;
+        let desc_size = word(notes, 4)? as usize;
+        let kind = word(notes, 8)?;
+        let name_end = 12 + align4(name_size);
+        let desc_end = name_end.checked_add(align4(desc_size))?;
+        let name = notes.get(12..12 + name_size)?;
+        let desc = notes.get(name_end..name_end + desc_size)?;
+        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            use std::fmt::Write;
+            let mut hex = String::with_capacity(desc.len() * 2);
+            for byte in desc {
+                let _ = write!(hex, "{byte:02x}");
+            }
+            return Some(hex);
+        }
+        notes = notes.get(desc_end..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_is_zeroed_and_accounted() {
+        let before = mapped_bytes();
+        let mut map = Mapping::<u64>::zeroed(1000).expect("mmap");
+        assert!(map.iter().all(|&x| x == 0));
+        map[999] = 7;
+        assert_eq!(map[999], 7);
+        assert!(map.bytes() >= 8000);
+        assert!(mapped_bytes() >= before + 8000);
+        drop(map);
+    }
+
+    #[test]
+    fn build_id_is_parsed_from_a_note() {
+        let mut note = Vec::new();
+        note.extend_from_slice(&4u32.to_ne_bytes());
+        note.extend_from_slice(&3u32.to_ne_bytes());
+        note.extend_from_slice(&3u32.to_ne_bytes());
+        note.extend_from_slice(b"GNU\0");
+        note.extend_from_slice(&[0xab, 0xcd, 0xef, 0]);
+        assert_eq!(find_build_id(&note).as_deref(), Some("abcdef"));
+        assert_eq!(find_build_id(&note[..10]), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_main_module_and_stack_are_found() {
+        let modules = loaded_modules();
+        assert!(!modules.is_empty());
+        assert!(modules[0].end > modules[0].start);
+        let (lo, hi) = thread_stack_bounds();
+        let local = 0u8;
+        let here = &local as *const u8 as usize;
+        assert!(lo < here && here < hi, "{lo:#x} < {here:#x} < {hi:#x}");
+    }
+}

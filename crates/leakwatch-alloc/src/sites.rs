@@ -1,0 +1,271 @@
+//! The site table: interns call stacks into small site ids and holds each site's counters.
+//!
+//! Fixed capacity (`max_sites`), mapped once when tracking first starts; records are
+//! appended and never move or disappear, so lookups are lock-free (an open-addressing
+//! index of `AtomicU32` published with release stores) and only inserting a new site takes
+//! the insert lock. Site 0 is the overflow site: samples whose stack could not be interned
+//! because the table (or its frame arena) was full are attributed there and reported as
+//! overflow, never dropped.
+
+use crate::os::{Mapping, Zeroable};
+use crate::sampler::{Weight, mix64};
+use crate::spin::SpinLock;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+/// Id of the overflow site.
+pub(crate) const OVERFLOW: u32 = 0;
+
+/// One call site: its stack and its counters (weighted estimates in sampled mode).
+#[repr(C, align(64))]
+pub(crate) struct SiteRecord {
+    hash: AtomicU64,
+    frames_start: AtomicU32,
+    /// Low 16 bits: depth; bit 16: the stack was truncated at the maximum depth.
+    depth_flags: AtomicU32,
+    alloc_bytes: AtomicU64,
+    alloc_count: AtomicU64,
+    freed_bytes: AtomicU64,
+    freed_count: AtomicU64,
+}
+
+// SAFETY: all fields are atomics of integers; zero is a valid, empty record.
+unsafe impl Zeroable for SiteRecord {}
+// SAFETY: an atomic integer is valid when zeroed.
+unsafe impl Zeroable for AtomicU64 {}
+// SAFETY: an atomic integer is valid when zeroed.
+unsafe impl Zeroable for AtomicU32 {}
+
+const TRUNCATED: u32 = 1 << 16;
+
+/// Counters of one site at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SiteCounters {
+    pub(crate) alloc_bytes: u64,
+    pub(crate) alloc_count: u64,
+    pub(crate) freed_bytes: u64,
+    pub(crate) freed_count: u64,
+}
+
+impl SiteRecord {
+    pub(crate) fn record_alloc(&self, w: Weight) {
+        self.alloc_bytes.fetch_add(w.bytes, Relaxed);
+        self.alloc_count.fetch_add(w.count, Relaxed);
+    }
+
+    pub(crate) fn record_free(&self, w: Weight) {
+        self.freed_bytes.fetch_add(w.bytes, Relaxed);
+        self.freed_count.fetch_add(w.count, Relaxed);
+    }
+
+    /// Takes back a free recorded by `record_free` (a `realloc` that failed).
+    pub(crate) fn unrecord_free(&self, w: Weight) {
+        self.freed_bytes.fetch_sub(w.bytes, Relaxed);
+        self.freed_count.fetch_sub(w.count, Relaxed);
+    }
+
+    /// Reads the counters so that freed never exceeds allocated: every free is added after
+    /// its allocation, so reading the freed side first gives a consistent lower bound.
+    pub(crate) fn counters(&self) -> SiteCounters {
+        let freed_bytes = self.freed_bytes.load(Acquire);
+        let freed_count = self.freed_count.load(Acquire);
+        SiteCounters {
+            alloc_bytes: self.alloc_bytes.load(Acquire).max(freed_bytes),
+            alloc_count: self.alloc_count.load(Acquire).max(freed_count),
+            freed_bytes,
+            freed_count,
+        }
+    }
+}
+
+/// The table's storage, mapped once.
+pub(crate) struct Sites {
+    records: Mapping<SiteRecord>,
+    index: Mapping<AtomicU32>,
+    frames: Mapping<AtomicU64>,
+    len: AtomicU32,
+    frames_used: AtomicU32,
+    insert_lock: SpinLock<()>,
+    /// Samples attributed to the overflow site, and their weighted bytes.
+    pub(crate) overflow_samples: AtomicU64,
+}
+
+static SITES: OnceLock<Option<Sites>> = OnceLock::new();
+
+/// Maps the table with room for `max_sites` sites of up to `max_depth` frames.
+/// Idempotent: later calls keep the first table. Returns false if it could not be mapped.
+pub(crate) fn init(max_sites: u32, max_depth: u32) -> bool {
+    SITES
+        .get_or_init(|| {
+            let max_sites = max_sites.max(2) as usize;
+            let index_len = (max_sites * 2).next_power_of_two();
+            // Average stacks are far shallower than the maximum; the arena is sized for
+            // half the maximum on average and overflows (counted) beyond that.
+            let frames_len = (max_sites * (max_depth.max(1) as usize)).div_ceil(2);
+            Some(Sites {
+                records: Mapping::zeroed(max_sites)?,
+                index: Mapping::zeroed(index_len)?,
+                frames: Mapping::zeroed(frames_len.min(u32::MAX as usize))?,
+                len: AtomicU32::new(1), // record 0 is the overflow site
+                frames_used: AtomicU32::new(0),
+                insert_lock: SpinLock::new(()),
+                overflow_samples: AtomicU64::new(0),
+            })
+        })
+        .is_some()
+}
+
+/// The table, once [`init`] succeeded.
+pub(crate) fn get() -> Option<&'static Sites> {
+    SITES.get().and_then(Option::as_ref)
+}
+
+fn hash_frames(frames: &[u64], truncated: bool) -> u64 {
+    let mut h = (frames.len() as u64) ^ ((truncated as u64) << 63);
+    for &f in frames {
+        h = (h.rotate_left(5) ^ f).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+    mix64(h)
+}
+
+impl Sites {
+    /// The id of the site with this stack, interning it if new; [`OVERFLOW`] when full.
+    pub(crate) fn intern(&self, frames: &[u64], truncated: bool) -> u32 {
+        let h = hash_frames(frames, truncated);
+        if let Some(id) = self.find(h, frames, truncated) {
+            return id;
+        }
+        let _guard = self.insert_lock.lock();
+        if let Some(id) = self.find(h, frames, truncated) {
+            return id;
+        }
+        let id = self.len.load(Relaxed);
+        let start = self.frames_used.load(Relaxed);
+        let end = start as usize + frames.len();
+        if id as usize >= self.records.len() || end > self.frames.len() {
+            self.overflow_samples.fetch_add(1, Relaxed);
+            return OVERFLOW;
+        }
+        for (slot, &frame) in self.frames[start as usize..end].iter().zip(frames) {
+            slot.store(frame, Relaxed);
+        }
+        let record = &self.records[id as usize];
+        record.hash.store(h, Relaxed);
+        record.frames_start.store(start, Relaxed);
+        let flags = if truncated { TRUNCATED } else { 0 };
+        record.depth_flags.store(frames.len() as u32 | flags, Relaxed);
+        self.frames_used.store(end as u32, Relaxed);
+        // Publish: the release stores make the record and its frames visible to any
+        // thread that finds the id through an acquire load.
+        self.len.store(id + 1, Release);
+        let mask = self.index.len() - 1;
+        let mut i = h as usize & mask;
+        while self.index[i].load(Relaxed) != 0 {
+            i = (i + 1) & mask;
+        }
+        self.index[i].store(id + 1, Release);
+        id
+    }
+
+    fn find(&self, h: u64, frames: &[u64], truncated: bool) -> Option<u32> {
+        let mask = self.index.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let slot = self.index[i].load(Acquire);
+            if slot == 0 {
+                return None;
+            }
+            let id = slot - 1;
+            let record = &self.records[id as usize];
+            if record.hash.load(Relaxed) == h {
+                let (stored, was_truncated) = self.frames_of(id);
+                if was_truncated == truncated
+                    && stored.len() == frames.len()
+                    && stored.iter().zip(frames).all(|(a, &b)| a.load(Relaxed) == b)
+                {
+                    return Some(id);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn frames_of(&self, id: u32) -> (&[AtomicU64], bool) {
+        let record = &self.records[id as usize];
+        let start = record.frames_start.load(Relaxed) as usize;
+        let flags = record.depth_flags.load(Relaxed);
+        let depth = (flags & 0xFFFF) as usize;
+        let frames = self.frames.get(start..start + depth).unwrap_or(&[]);
+        (frames, flags & TRUNCATED != 0)
+    }
+
+    /// The record of a site id returned by [`Sites::intern`].
+    pub(crate) fn record(&self, id: u32) -> &SiteRecord {
+        &self.records[id as usize]
+    }
+
+    /// Number of ids in use, including the overflow site.
+    pub(crate) fn len(&self) -> u32 {
+        self.len.load(Acquire)
+    }
+
+    /// The maximum number of sites.
+    pub(crate) fn capacity(&self) -> u32 {
+        self.records.len() as u32
+    }
+
+    /// Copies a site's stack into `out`; returns whether it was truncated.
+    pub(crate) fn copy_frames(&self, id: u32, out: &mut Vec<u64>) -> bool {
+        let (frames, truncated) = self.frames_of(id);
+        out.extend(frames.iter().map(|f| f.load(Relaxed)));
+        truncated
+    }
+
+    /// Bytes of the table's mappings.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.records.bytes() + self.index.bytes() + self.frames.bytes()
+    }
+
+    /// Fork support: takes the insert lock.
+    pub(crate) fn lock_for_fork(&self) {
+        self.insert_lock.lock_for_fork();
+    }
+
+    /// Fork support: releases the insert lock.
+    ///
+    /// # Safety
+    /// Only after [`Sites::lock_for_fork`] on this thread (or the thread that forked).
+    pub(crate) unsafe fn unlock_after_fork(&self) {
+        // SAFETY: guaranteed by the caller.
+        unsafe { self.insert_lock.force_unlock() };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_stable_and_bounded() {
+        assert!(init(64, 8));
+        let sites = get().unwrap();
+        let a = sites.intern(&[1, 2, 3], false);
+        let b = sites.intern(&[1, 2, 4], false);
+        let c = sites.intern(&[1, 2, 3], true);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(sites.intern(&[1, 2, 3], false), a);
+        let mut out = Vec::new();
+        assert!(!sites.copy_frames(a, &mut out));
+        assert_eq!(out, [1, 2, 3]);
+        // Fill the table: later stacks go to the overflow site and are counted.
+        for i in 0..100u64 {
+            sites.intern(&[i, i + 1000], false);
+        }
+        assert_eq!(sites.len(), sites.capacity());
+        assert_eq!(sites.intern(&[5000, 5001], false), OVERFLOW);
+        assert!(sites.overflow_samples.load(Relaxed) > 0);
+        // Existing sites are still found.
+        assert_eq!(sites.intern(&[1, 2, 4], false), b);
+    }
+}

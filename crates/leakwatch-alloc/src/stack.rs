@@ -1,0 +1,308 @@
+//! Call-stack capture: the return addresses above leakwatch's own frames.
+//!
+//! Two unwinders:
+//! - **Frame pointers** (about 1 ns per frame): follow the chain of saved frame pointers,
+//!   checking every step against the thread's stack bounds (each frame must lie inside
+//!   `[current sp, stack top)`, be aligned, and sit strictly above the previous one), so a
+//!   frame without a frame pointer ends or garbles the walk but can never fault or loop.
+//!   Needs `-C force-frame-pointers=yes` (Rust's prebuilt std keeps frame pointers).
+//! - **`backtrace::trace`** (DWARF unwinding, microseconds per stack): correct without
+//!   frame pointers.
+//!
+//! `Auto` probes once, on the first sample, whether a frame-pointer walk of a known call
+//! chain agrees with the DWARF unwinder, and uses frame pointers only if it does.
+//!
+//! Both skip leakwatch's own frames the same way: the allocator entry point reads its
+//! stack pointer, and only frames above it (its callers) are kept.
+
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+
+/// Hard upper bound on the configurable maximum depth.
+pub(crate) const MAX_DEPTH_LIMIT: usize = 256;
+
+/// Which unwinder captures stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Unwinder {
+    /// Probe at the first sample and use frame pointers when they work.
+    Auto,
+    /// Walk frame pointers (fast; needs `-C force-frame-pointers=yes`).
+    FramePointers,
+    /// DWARF unwinding through the `backtrace` crate (slow; always correct).
+    Backtrace,
+}
+
+const AUTO: u8 = 0;
+const FRAME_POINTERS: u8 = 1;
+const BACKTRACE: u8 = 2;
+
+static UNWINDER: AtomicU8 = AtomicU8::new(AUTO);
+
+pub(crate) fn set_unwinder(unwinder: Unwinder) {
+    let value = match unwinder {
+        Unwinder::Auto => AUTO,
+        Unwinder::FramePointers => FRAME_POINTERS,
+        Unwinder::Backtrace => BACKTRACE,
+    };
+    UNWINDER.store(value, Relaxed);
+}
+
+/// The unwinder in use (`Auto` until the first sample has probed).
+pub(crate) fn unwinder() -> Unwinder {
+    match UNWINDER.load(Relaxed) {
+        FRAME_POINTERS => Unwinder::FramePointers,
+        BACKTRACE => Unwinder::Backtrace,
+        _ => Unwinder::Auto,
+    }
+}
+
+/// A captured stack: return addresses, innermost first.
+pub(crate) struct Stack {
+    frames: [u64; MAX_DEPTH_LIMIT],
+    len: usize,
+    max: usize,
+    truncated: bool,
+}
+
+impl Stack {
+    pub(crate) fn new(max_depth: usize) -> Self {
+        Stack { frames: [0; MAX_DEPTH_LIMIT], len: 0, max: max_depth.clamp(1, MAX_DEPTH_LIMIT), truncated: false }
+    }
+
+    pub(crate) fn frames(&self) -> &[u64] {
+        &self.frames[..self.len]
+    }
+
+    pub(crate) fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Appends a frame; returns false once the stack is full (and marks it truncated).
+    fn push(&mut self, addr: u64) -> bool {
+        if self.len >= self.max {
+            self.truncated = true;
+            return false;
+        }
+        self.frames[self.len] = addr;
+        self.len += 1;
+        true
+    }
+}
+
+/// The current stack pointer. Inlined, so it reads the caller's stack pointer.
+#[inline(always)]
+pub(crate) fn stack_pointer() -> usize {
+    let sp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads a register; no memory access, no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads a register; no memory access, no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let marker = 0u8;
+        sp = std::hint::black_box(&marker) as *const u8 as usize;
+    }
+    sp
+}
+
+#[inline(always)]
+fn frame_pointer() -> usize {
+    let fp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads a register; no memory access, no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads a register; no memory access, no side effects.
+    unsafe {
+        std::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        fp = 0;
+    }
+    fp
+}
+
+/// Captures the stack of the code that called the allocator.
+///
+/// `above_sp` is the stack pointer read in the allocator entry point: frames at or below
+/// it are leakwatch's own and are skipped. `(stack_lo, stack_hi)` are the thread's stack
+/// bounds (`(0, 0)` when unknown, which rules out the frame-pointer walk).
+#[inline(never)]
+pub(crate) fn capture(stack: &mut Stack, above_sp: usize, stack_lo: usize, stack_hi: usize) {
+    let mut mode = UNWINDER.load(Relaxed);
+    if mode == AUTO {
+        mode = probe(stack_lo, stack_hi);
+        UNWINDER.store(mode, Relaxed);
+    }
+    let sp = stack_pointer();
+    let on_known_stack = stack_lo < sp && sp < stack_hi;
+    if mode == FRAME_POINTERS && on_known_stack {
+        walk_frame_pointers(stack, frame_pointer(), above_sp, sp, stack_hi);
+    } else {
+        walk_dwarf(stack, above_sp);
+    }
+}
+
+/// Follows saved frame pointers from `fp`, keeping return addresses of frames at or above
+/// `above_sp`. Every frame record read lies in `[sp, stack_hi)`.
+fn walk_frame_pointers(stack: &mut Stack, mut fp: usize, above_sp: usize, sp: usize, stack_hi: usize) {
+    const WORD: usize = size_of::<usize>();
+    loop {
+        if fp < sp || fp % WORD != 0 || fp > stack_hi.saturating_sub(2 * WORD) {
+            return;
+        }
+        // SAFETY: `fp` is aligned and `[fp, fp + 2 words)` lies within `[sp, stack_hi)`:
+        // the live part of this thread's stack, which is mapped and readable.
+        let (next, ret) = unsafe { (*(fp as *const usize), *((fp + WORD) as *const usize)) };
+        if fp >= above_sp {
+            if ret == 0 || !stack.push(ret as u64) {
+                return;
+            }
+        }
+        if next <= fp {
+            return; // frames must move strictly up the stack: no loops
+        }
+        fp = next;
+    }
+}
+
+/// DWARF unwinding through `backtrace`. Keeps the frames after the first one whose
+/// canonical frame address lies above `above_sp` (that one is the allocator entry point).
+fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
+    let mut passed_entry = false;
+    let mut skipped = 0usize;
+    let mut raw = [0u64; 32];
+    // SAFETY: `trace_unsynchronized` is unsafe only because some platforms' unwinders are
+    // not thread-safe (Windows dbghelp). On unix it calls libgcc/libunwind's
+    // `_Unwind_Backtrace`, which is safe to call from several threads at once. Taking the
+    // synchronized `trace` would hold a lock across allocations and fork.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let sp = frame.sp() as usize;
+            if passed_entry {
+                let ip = frame.ip() as u64;
+                return ip == 0 || stack.push(ip);
+            }
+            if sp > above_sp && sp != 0 {
+                passed_entry = true;
+                return true;
+            }
+            // Remember the first frames in case the unwinder reports no stack pointers.
+            if skipped < raw.len() {
+                raw[skipped] = frame.ip() as u64;
+            }
+            skipped += 1;
+            true
+        });
+    }
+    if !passed_entry {
+        // No usable stack pointers: keep everything rather than nothing.
+        for &ip in raw.iter().take(skipped) {
+            if !stack.push(ip) {
+                break;
+            }
+        }
+    }
+}
+
+/// Decides whether frame pointers can be trusted: walks a known call chain both ways and
+/// compares. Runs once, on the first sample.
+#[cold]
+fn probe(stack_lo: usize, stack_hi: usize) -> u8 {
+    if probe_outer(stack_lo, stack_hi) { FRAME_POINTERS } else { BACKTRACE }
+}
+
+#[inline(never)]
+fn probe_outer(stack_lo: usize, stack_hi: usize) -> bool {
+    let agree = probe_inner(std::hint::black_box(stack_lo), stack_hi);
+    std::hint::black_box(agree)
+}
+
+#[inline(never)]
+fn probe_inner(stack_lo: usize, stack_hi: usize) -> bool {
+    let sp = stack_pointer();
+    if !(stack_lo < sp && sp < stack_hi) {
+        return false;
+    }
+    let mut by_fp = Stack::new(8);
+    walk_frame_pointers(&mut by_fp, frame_pointer(), 0, sp, stack_hi);
+    let mut by_dwarf = Stack::new(64);
+    walk_dwarf(&mut by_dwarf, 0);
+    agrees(by_fp.frames(), by_dwarf.frames())
+}
+
+/// True when the frame-pointer walk's first frames appear, consecutively and in order,
+/// in the DWARF unwinder's stack.
+fn agrees(by_fp: &[u64], by_dwarf: &[u64]) -> bool {
+    let n = by_fp.len().min(3);
+    if n < 2 {
+        return false;
+    }
+    by_dwarf.windows(n).any(|w| w == &by_fp[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agreement_needs_consecutive_frames() {
+        assert!(agrees(&[3, 4, 5, 9], &[1, 2, 3, 4, 5, 6]));
+        assert!(!agrees(&[3, 5, 4], &[1, 2, 3, 4, 5, 6]));
+        assert!(!agrees(&[3], &[3]));
+    }
+
+    /// Captures this function's callers with both unwinders.
+    #[inline(never)]
+    fn capture_both_here() -> (Vec<u64>, Vec<u64>) {
+        let (_, hi) = crate::os::thread_stack_bounds();
+        let mut by_fp = Stack::new(64);
+        walk_frame_pointers(&mut by_fp, frame_pointer(), 0, stack_pointer(), hi);
+        let mut by_dwarf = Stack::new(64);
+        walk_dwarf(&mut by_dwarf, 0);
+        (by_fp.frames().to_vec(), by_dwarf.frames().to_vec())
+    }
+
+    #[test]
+    fn both_unwinders_see_the_callers() {
+        // This crate is built with frame pointers by the workspace's .cargo/config.toml.
+        let (fp, dwarf) = capture_both_here();
+        assert!(fp.len() >= 3, "frame-pointer walk too short: {fp:x?}");
+        assert!(agrees(&fp, &dwarf), "fp {fp:x?}\ndwarf {dwarf:x?}");
+        let (lo, hi) = crate::os::thread_stack_bounds();
+        assert!(probe_outer(lo, hi));
+    }
+
+    #[test]
+    fn the_walk_stops_at_bad_frames() {
+        let mut stack = Stack::new(16);
+        // A frame pointer outside the stack bounds yields nothing (and reads nothing).
+        walk_frame_pointers(&mut stack, 0x10, 0, 0x1000, 0x2000);
+        assert!(stack.frames().is_empty());
+        // A chain that does not move up the stack stops after one frame.
+        let words: [usize; 4] = [0, 0xabc, 0, 0];
+        let fp = words.as_ptr() as usize;
+        let mut stack = Stack::new(16);
+        walk_frame_pointers(&mut stack, fp, 0, fp, fp + 32);
+        assert_eq!(stack.frames(), &[0xabc]);
+    }
+
+    #[test]
+    fn depth_is_bounded_and_truncation_reported() {
+        let mut stack = Stack::new(2);
+        assert!(stack.push(1) && stack.push(2));
+        assert!(!stack.push(3));
+        assert!(stack.truncated());
+        assert_eq!(stack.frames(), &[1, 2]);
+    }
+}

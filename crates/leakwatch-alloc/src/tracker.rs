@@ -1,0 +1,441 @@
+//! The cold path: configuration, sampling decisions, stack capture, the site and block
+//! tables, batched process counters, thread exit and fork. Reached from `hot` only
+//! through `#[cold] #[inline(never)]` functions.
+//!
+//! Invariants:
+//! - While `busy` is set on a thread, its allocations are counted in the process totals
+//!   but never sampled, so nothing the tracker does can recurse into tracking.
+//! - No lock is held across a call to any allocator: the tables grow with `mmap`.
+//! - Nothing here panics on any input (wrapping arithmetic, checked indexing).
+
+use crate::blocks::{self, Entry, Inserted};
+use crate::config::{self, Config};
+use crate::filter;
+use crate::hot::{
+    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD, ThreadState,
+    UNINIT,
+};
+use crate::os;
+use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
+use crate::sites;
+use crate::stack::{self, Stack};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+
+/// Bytes of frees (and, in exact mode, of allocations) a thread batches before
+/// publishing them to the process totals.
+const FLUSH_BYTES: i64 = 256 * 1024;
+
+pub(crate) static RATE: AtomicU32 = AtomicU32::new(config::DEFAULT_SAMPLE_RATE);
+pub(crate) static MAX_DEPTH: AtomicU32 = AtomicU32::new(config::DEFAULT_MAX_DEPTH);
+pub(crate) static MAX_SITES: AtomicU32 = AtomicU32::new(config::DEFAULT_MAX_SITES);
+static SEED: AtomicU64 = AtomicU64::new(0);
+static THREAD_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Bit mask of `LEAKWATCH*` variables that were set to invalid values.
+pub(crate) static ENV_INVALID: AtomicU32 = AtomicU32::new(0);
+
+const INIT_NOT_STARTED: u8 = 0;
+const INIT_RUNNING: u8 = 1;
+const INIT_DONE: u8 = 2;
+static INIT: AtomicU8 = AtomicU8::new(INIT_NOT_STARTED);
+
+const TABLES_NONE: u8 = 0;
+const TABLES_READY: u8 = 1;
+const TABLES_FAILED: u8 = 2;
+static TABLES: AtomicU8 = AtomicU8::new(TABLES_NONE);
+static TABLES_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Process-wide totals, published by threads in batches.
+pub(crate) struct ProcessCounters {
+    pub(crate) allocs: AtomicU64,
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) frees: AtomicU64,
+    pub(crate) freed_bytes: AtomicU64,
+    pub(crate) peak_live: AtomicI64,
+}
+
+pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
+    allocs: AtomicU64::new(0),
+    alloc_bytes: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    freed_bytes: AtomicU64::new(0),
+    peak_live: AtomicI64::new(0),
+};
+
+/// Overflow and anomaly counters: what the tracker could not record, and how much.
+pub(crate) struct OverflowCounters {
+    pub(crate) untracked_blocks: AtomicU64,
+    pub(crate) untracked_bytes: AtomicU64,
+    pub(crate) truncated_stacks: AtomicU64,
+    pub(crate) replaced_entries: AtomicU64,
+}
+
+pub(crate) static OVERFLOW: OverflowCounters = OverflowCounters {
+    untracked_blocks: AtomicU64::new(0),
+    untracked_bytes: AtomicU64::new(0),
+    truncated_stacks: AtomicU64::new(0),
+    replaced_entries: AtomicU64::new(0),
+};
+
+// ---------------------------------------------------------------------------------------
+// Configuration and mode changes.
+
+/// Runs at the first allocation through a `LeakWatch`: applies its `const` config and the
+/// environment. Returns the resulting state.
+#[cold]
+#[inline(never)]
+pub(crate) fn first_use(config: &Config) -> u8 {
+    let reentrant = THREAD.with(|t| t.busy.get());
+    if reentrant {
+        return STATE.load(Relaxed);
+    }
+    match INIT.compare_exchange(INIT_NOT_STARTED, INIT_RUNNING, Acquire, Relaxed) {
+        Ok(_) => {
+            THREAD.with(|t| t.busy.set(true));
+            let mut config = *config;
+            ENV_INVALID.store(config::apply_env(&mut config), Relaxed);
+            apply(&config);
+            if config.enabled {
+                start();
+            } else {
+                let _ = STATE.compare_exchange(UNINIT, OFF, AcqRel, Relaxed);
+            }
+            INIT.store(INIT_DONE, Release);
+            THREAD.with(|t| t.busy.set(false));
+        }
+        Err(_) => {
+            // Another thread is configuring: it only parses the environment and maps
+            // tables, so this wait is short and cannot depend on this thread.
+            while INIT.load(Acquire) != INIT_DONE {
+                std::thread::yield_now();
+            }
+        }
+    }
+    STATE.load(Relaxed)
+}
+
+fn apply(config: &Config) {
+    RATE.store(config.sample_rate.max(1), Relaxed);
+    MAX_DEPTH.store(config.max_depth.clamp(1, stack::MAX_DEPTH_LIMIT as u32), Relaxed);
+    MAX_SITES.store(config.max_sites.max(2), Relaxed);
+    blocks::set_max_blocks(config.max_blocks);
+    stack::set_unwinder(config.unwinder);
+    SEED.store(config.seed, Relaxed);
+}
+
+/// Whether a `LeakWatch` global allocator has configured itself (seen an allocation).
+pub(crate) fn installed() -> bool {
+    if STATE.load(Relaxed) & MODE_MASK == UNINIT {
+        // Allocate once to trigger `first_use` if we are the global allocator.
+        drop(std::hint::black_box(Box::new(0u64)));
+    }
+    STATE.load(Relaxed) & MODE_MASK != UNINIT
+}
+
+/// Maps the tables (once) and registers the fork handlers. Returns false on failure.
+fn ensure_tables() -> bool {
+    loop {
+        match TABLES.load(Acquire) {
+            TABLES_READY => return true,
+            TABLES_FAILED => return false,
+            _ => {}
+        }
+        if TABLES_LOCK.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+            if TABLES.load(Acquire) == TABLES_NONE {
+                let ok = sites::init(MAX_SITES.load(Relaxed), MAX_DEPTH.load(Relaxed))
+                    && os::register_fork_handlers(fork_prepare, fork_release, fork_release);
+                TABLES.store(if ok { TABLES_READY } else { TABLES_FAILED }, Release);
+            }
+            TABLES_LOCK.store(false, Release);
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Whether the tables could not be created (tracking then stays off).
+pub(crate) fn tables_failed() -> bool {
+    TABLES.load(Relaxed) == TABLES_FAILED
+}
+
+fn mode_for_rate() -> u8 {
+    if RATE.load(Relaxed) <= 1 { EXACT } else { SAMPLED }
+}
+
+/// Turns tracking on at the current rate. Returns false if the tables could not be mapped.
+pub(crate) fn start() -> bool {
+    if !ensure_tables() {
+        set_mode(OFF);
+        return false;
+    }
+    set_mode(mode_for_rate());
+    true
+}
+
+/// Turns tracking off (frees of tracked blocks are still accounted).
+pub(crate) fn stop() {
+    set_mode(OFF);
+}
+
+fn set_mode(mode: u8) {
+    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
+        let free_check = if mode >= SAMPLED { FREE_CHECK } else { s & FREE_CHECK };
+        Some(mode | free_check)
+    });
+}
+
+/// Sets the sampling rate (1 = exact), switching mode if tracking is on.
+pub(crate) fn set_rate(rate: u32) {
+    RATE.store(rate.max(1), Relaxed);
+    if STATE.load(Relaxed) & MODE_MASK >= SAMPLED {
+        set_mode(mode_for_rate());
+    }
+}
+
+pub(crate) fn set_max_depth(depth: u32) {
+    MAX_DEPTH.store(depth.clamp(1, stack::MAX_DEPTH_LIMIT as u32), Relaxed);
+}
+
+// ---------------------------------------------------------------------------------------
+// The slow allocation path.
+
+/// Called when the countdown ran out (or in exact mode): decides, captures, records.
+#[cold]
+#[inline(never)]
+pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize) {
+    if t.busy.get() {
+        // The tracker's own allocation, or one inside `untracked`: counted, not sampled.
+        if t.countdown.get() <= 0 && t.phase.get() != NEW {
+            flush(t);
+            let mut rng = Rng(t.rng.get());
+            let next = if t.phase.get() == EXITED { 0 } else { next_countdown(&mut rng, RATE.load(Relaxed).max(2)) };
+            t.rng.set(rng.0);
+            set_countdown(t, next);
+        }
+        return;
+    }
+    t.busy.set(true);
+    if t.phase.get() == NEW {
+        thread_start(t);
+    }
+    let mode = STATE.load(Relaxed) & MODE_MASK;
+    let exiting = t.phase.get() == EXITED;
+    let pending = t.countdown_base.get().wrapping_sub(t.countdown.get());
+    if mode != EXACT || exiting || pending >= FLUSH_BYTES {
+        flush(t);
+    }
+    let rate = if mode == EXACT { 1 } else { RATE.load(Relaxed).max(2) };
+    let sampled = match mode {
+        EXACT => true,
+        SAMPLED => decide(t, size, rate),
+        _ => false,
+    };
+    if sampled {
+        track(t, addr, size, rate, sp);
+    }
+    if exiting {
+        set_countdown(t, 0);
+    }
+    t.busy.set(false);
+}
+
+/// Sampled mode: whether this allocation is sampled. Redraws the countdown when it is.
+fn decide(t: &ThreadState, size: usize, rate: u32) -> bool {
+    let mut rng = Rng(t.rng.get());
+    let sampled = if t.phase.get() == EXITED {
+        // After the thread's exit flush every allocation comes here: decide each one
+        // independently with the same probability the countdown would give it.
+        rng.next_f64() < sample_probability(size, rate)
+    } else if t.rate.get() != rate {
+        // First sample on this thread, or the rate changed: draw a fresh countdown.
+        t.rate.set(rate);
+        let left = next_countdown(&mut rng, rate).wrapping_sub(size as i64);
+        if left > 0 {
+            set_countdown(t, left);
+            false
+        } else {
+            set_countdown(t, next_countdown(&mut rng, rate));
+            true
+        }
+    } else if t.countdown.get() > 0 {
+        false
+    } else {
+        set_countdown(t, next_countdown(&mut rng, rate));
+        true
+    };
+    t.rng.set(rng.0);
+    sampled
+}
+
+/// Sets the countdown. Only right after a flush (the base is moved with it).
+fn set_countdown(t: &ThreadState, value: i64) {
+    t.countdown.set(value);
+    t.countdown_base.set(value);
+}
+
+fn thread_start(t: &ThreadState) {
+    let (lo, hi) = os::thread_stack_bounds();
+    t.stack_lo.set(lo);
+    t.stack_hi.set(hi);
+    let seq = THREAD_SEQ.fetch_add(1, Relaxed);
+    let seed = match SEED.load(Relaxed) {
+        0 => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (t as *const ThreadState as u64)
+        }
+        fixed => fixed,
+    };
+    t.rng.set(mix64(seed ^ seq.wrapping_mul(0xA076_1D64_78BD_642F)));
+    t.phase.set(LIVE);
+    t.free_budget.set(FLUSH_BYTES);
+    t.free_budget_base.set(FLUSH_BYTES);
+    // Register the exit flush (std may allocate to do so: we are `busy`, so that
+    // allocation is not tracked). `try_with` cannot panic.
+    let _ = EXIT_FLUSH.try_with(|_| ());
+}
+
+/// Captures the stack, interns the site, and records the block.
+fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
+    let Some(sites) = sites::get() else { return };
+    let mut stack = Stack::new(MAX_DEPTH.load(Relaxed) as usize);
+    stack::capture(&mut stack, sp, t.stack_lo.get(), t.stack_hi.get());
+    if stack.truncated() {
+        OVERFLOW.truncated_stacks.fetch_add(1, Relaxed);
+    }
+    let site = sites.intern(stack.frames(), stack.truncated());
+    let weight = Weight::of(size, rate);
+    match blocks::insert(addr, site, rate) {
+        Inserted::New => {
+            filter::insert(addr);
+            sites.record(site).record_alloc(weight);
+        }
+        Inserted::Replaced(_) => {
+            // A tracked block at this address was freed without passing through leakwatch
+            // (never expected). Its site keeps the stale bytes; the count says so.
+            OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
+            sites.record(site).record_alloc(weight);
+        }
+        Inserted::Full => {
+            OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
+            OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
+        }
+    }
+}
+
+/// A tracked block is being freed: remove it and subtract its weight from its site.
+#[cold]
+#[inline(never)]
+pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
+    let entry = blocks::remove(addr)?;
+    filter::remove(addr);
+    if let Some(sites) = sites::get() {
+        sites.record(entry.site).record_free(Weight::of(size, entry.rate));
+    }
+    Some(entry)
+}
+
+/// Undoes [`on_tracked_free`] after a failed `realloc` (the old block stays valid).
+#[cold]
+#[inline(never)]
+pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
+    let Some(sites) = sites::get() else { return };
+    let weight = Weight::of(size, entry.rate);
+    match blocks::insert(addr, entry.site, entry.rate) {
+        Inserted::New => {
+            filter::insert(addr);
+            sites.record(entry.site).unrecord_free(weight);
+        }
+        Inserted::Replaced(_) => {
+            OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
+            sites.record(entry.site).unrecord_free(weight);
+        }
+        Inserted::Full => {
+            // Stays accounted as freed; say that a block went untracked.
+            OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
+            OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Process totals.
+
+/// Publishes this thread's batched counts to the process totals.
+#[cold]
+#[inline(never)]
+pub(crate) fn flush(t: &ThreadState) {
+    let allocs = t.allocs.replace(0);
+    let alloc_bytes = t.countdown_base.get().wrapping_sub(t.countdown.get()) as u64;
+    t.countdown_base.set(t.countdown.get());
+    let frees = t.frees.replace(0);
+    let freed_bytes = t.free_budget_base.get().wrapping_sub(t.free_budget.get()) as u64;
+    let budget = if t.phase.get() == LIVE { FLUSH_BYTES } else { 0 };
+    t.free_budget.set(budget);
+    t.free_budget_base.set(budget);
+    if allocs == 0 && frees == 0 {
+        return;
+    }
+    PROCESS.allocs.fetch_add(allocs, Relaxed);
+    PROCESS.frees.fetch_add(frees, Relaxed);
+    let allocated = PROCESS.alloc_bytes.fetch_add(alloc_bytes, Relaxed).wrapping_add(alloc_bytes);
+    let freed = PROCESS.freed_bytes.fetch_add(freed_bytes, Relaxed).wrapping_add(freed_bytes);
+    PROCESS.peak_live.fetch_max(allocated.wrapping_sub(freed) as i64, Relaxed);
+}
+
+/// Publishes the calling thread's batched counts.
+pub(crate) fn flush_current_thread() {
+    THREAD.with(flush);
+}
+
+/// Flushes a thread's counts when it exits; afterwards its counts are published on every
+/// operation (other thread-local destructors may still allocate and free).
+struct ExitFlush;
+
+impl Drop for ExitFlush {
+    fn drop(&mut self) {
+        THREAD.with(|t| {
+            t.phase.set(EXITED);
+            flush(t);
+            set_countdown(t, 0);
+        });
+    }
+}
+
+thread_local! {
+    static EXIT_FLUSH: ExitFlush = const { ExitFlush };
+}
+
+/// Runs `f` with tracking suspended on this thread.
+pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD.with(|t| t.busy.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD.with(|t| t.busy.replace(true)));
+    f()
+}
+
+// ---------------------------------------------------------------------------------------
+// Fork: hold every tracker lock across fork() so the child never inherits one held by a
+// thread that does not exist there.
+
+unsafe extern "C" fn fork_prepare() {
+    if let Some(sites) = sites::get() {
+        sites.lock_for_fork();
+    }
+    blocks::lock_all_for_fork();
+}
+
+unsafe extern "C" fn fork_release() {
+    // SAFETY: runs in the parent or the child right after fork_prepare took these locks
+    // on the forking thread (pthread_atfork's contract).
+    unsafe {
+        blocks::unlock_all_after_fork();
+        if let Some(sites) = sites::get() {
+            sites.unlock_after_fork();
+        }
+    }
+}
