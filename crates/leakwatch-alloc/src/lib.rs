@@ -137,6 +137,16 @@ pub fn set_max_depth(frames: u32) {
     tracker::set_max_depth(frames);
 }
 
+/// Chooses the stack unwinder for later samples (`Auto` probes again).
+pub fn set_unwinder(unwinder: Unwinder) {
+    stack::set_unwinder(unwinder);
+}
+
+/// The unwinder in use (`Auto` until the first sample has probed).
+pub fn unwinder() -> Unwinder {
+    stack::unwinder()
+}
+
 /// Whether the global allocator is a [`LeakWatch`]. (It allocates once to find out.)
 pub fn is_installed() -> bool {
     tracker::installed()

@@ -12,8 +12,11 @@
 //! `Auto` probes once, on the first sample, whether a frame-pointer walk of a known call
 //! chain agrees with the DWARF unwinder, and uses frame pointers only if it does.
 //!
-//! Both skip leakwatch's own frames the same way: the allocator entry point reads its
-//! stack pointer, and only frames above it (its callers) are kept.
+//! Both skip leakwatch's own frames the same way: the allocator entry point `F` (the
+//! function the hot path is inlined into: `LeakWatch::alloc`, `__rust_alloc`, or the
+//! user's own function when those are inlined into it) reads its stack pointer, and the
+//! stack starts at the return address of `F`'s call into leakwatch's cold path, so the
+//! first frame is always in `F` and the user's function is never skipped.
 
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
@@ -153,10 +156,13 @@ pub(crate) fn capture(stack: &mut Stack, above_sp: usize, stack_lo: usize, stack
     }
 }
 
-/// Follows saved frame pointers from `fp`, keeping return addresses of frames at or above
-/// `above_sp`. Every frame record read lies in `[sp, stack_hi)`.
+/// Follows saved frame pointers from `fp`. Keeps return addresses from the first frame
+/// record whose saved frame pointer is at or above `above_sp` (the record of the call
+/// made by the allocator entry point `F`, so its return address lies in `F`) upwards.
+/// Every frame record read lies in `[sp, stack_hi)`.
 fn walk_frame_pointers(stack: &mut Stack, mut fp: usize, above_sp: usize, sp: usize, stack_hi: usize) {
     const WORD: usize = size_of::<usize>();
+    let mut keeping = false;
     loop {
         if fp < sp || fp % WORD != 0 || fp > stack_hi.saturating_sub(2 * WORD) {
             return;
@@ -164,10 +170,9 @@ fn walk_frame_pointers(stack: &mut Stack, mut fp: usize, above_sp: usize, sp: us
         // SAFETY: `fp` is aligned and `[fp, fp + 2 words)` lies within `[sp, stack_hi)`:
         // the live part of this thread's stack, which is mapped and readable.
         let (next, ret) = unsafe { (*(fp as *const usize), *((fp + WORD) as *const usize)) };
-        if fp >= above_sp {
-            if ret == 0 || !stack.push(ret as u64) {
-                return;
-            }
+        keeping = keeping || next >= above_sp;
+        if keeping && (ret == 0 || !stack.push(ret as u64)) {
+            return;
         }
         if next <= fp {
             return; // frames must move strictly up the stack: no loops
@@ -176,8 +181,9 @@ fn walk_frame_pointers(stack: &mut Stack, mut fp: usize, above_sp: usize, sp: us
     }
 }
 
-/// DWARF unwinding through `backtrace`. Keeps the frames after the first one whose
-/// canonical frame address lies above `above_sp` (that one is the allocator entry point).
+/// DWARF unwinding through `backtrace`. Keeps the frames from the first one whose
+/// canonical frame address lies above `above_sp` (the allocator entry point `F`, whose
+/// reported address is the return address of its call into leakwatch) upwards.
 fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
     let mut passed_entry = false;
     let mut skipped = 0usize;
@@ -195,7 +201,7 @@ fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
             }
             if sp > above_sp && sp != 0 {
                 passed_entry = true;
-                return true;
+                return stack.push(frame.ip() as u64);
             }
             // Remember the first frames in case the unwinder reports no stack pointers.
             if skipped < raw.len() {

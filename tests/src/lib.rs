@@ -1,0 +1,85 @@
+//! Shared helpers for leakwatch's integration tests: a tiny sequential test runner
+//! (our test binaries install their own global allocator and run without libtest's
+//! threads) and lookups of sites by the functions in their stacks.
+#![forbid(unsafe_code)]
+
+use leakwatch::{Snapshot, Symbol, Symbolizer};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Runs each named test in order, prints `test NAME ... ok|FAILED` and a closing
+/// `N passed, N failed` line, and exits non-zero if any failed.
+pub fn run(tests: &[(&str, fn())]) {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(test)) {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// What the sites whose stacks pass through one function add up to.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Totals {
+    /// Number of distinct sites.
+    pub sites: usize,
+    /// Live bytes summed over those sites.
+    pub live_bytes: u64,
+    /// Live blocks summed over those sites.
+    pub live_blocks: f64,
+    /// Allocated bytes summed over those sites.
+    pub alloc_bytes: u64,
+    /// Allocated blocks summed over those sites.
+    pub alloc_blocks: f64,
+}
+
+/// Sums the sites whose first frame inside this test crate is the function named
+/// `function` (the path's last segment). Frames of std, alloc and leakwatch are skipped.
+pub fn totals_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &str) -> Totals {
+    let mut totals = Totals::default();
+    for site in &snapshot.sites {
+        let first_user_function = symbolizer
+            .symbolize_stack(&site.frames)
+            .into_iter()
+            .filter(|s| !is_runtime_frame(s))
+            .find_map(|s| s.function);
+        if first_user_function.is_some_and(|f| last_segment(&f) == function) {
+            totals.sites += 1;
+            totals.live_bytes += site.live_bytes;
+            totals.live_blocks += site.live_blocks;
+            totals.alloc_bytes += site.alloc_bytes;
+            totals.alloc_blocks += site.alloc_blocks;
+        }
+    }
+    totals
+}
+
+/// Frames that belong to the allocator machinery rather than to the code under test:
+/// std/core/alloc (by their `/rustc/` sources or names), leakwatch's own crates, and the
+/// `__rust_alloc` shims. Inlined frames carry short names, so files are checked too.
+pub fn is_runtime_frame(symbol: &Symbol) -> bool {
+    const FILES: [&str; 3] = ["/rustc/", "crates/leakwatch-alloc/", "crates/leakwatch/"];
+    const NAMES: [&str; 10] =
+        ["std::", "core::", "alloc::", "leakwatch", "<leakwatch", "__rust", "__rdl", "<alloc::", "<std::", "<core::"];
+    let file = symbol.file.as_deref().unwrap_or("");
+    let function = symbol.function.as_deref().unwrap_or("");
+    FILES.iter().any(|f| file.contains(f)) || NAMES.iter().any(|p| function.starts_with(p))
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit("::").next().unwrap_or(path)
+}

@@ -1,0 +1,231 @@
+//! Exact mode equals ground truth: known workloads from several sites, with reallocs,
+//! alignments up to 4096 and 8 threads; per-site live bytes and blocks are exactly what
+//! the workload keeps, and every site returns to zero once everything is freed.
+
+use leakwatch::{LeakWatch, Mode, Symbolizer};
+use leakwatch_tests::{Totals, run, totals_for};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, realloc};
+use std::hint::black_box;
+
+#[global_allocator]
+static ALLOC: LeakWatch = LeakWatch::system().enabled().exact();
+
+const THREADS: usize = 8;
+
+/// A block the workload keeps, with the layout to free it.
+struct Kept {
+    ptr: usize,
+    layout: Layout,
+}
+
+/// Ground truth for one site function.
+#[derive(Default, Clone, Copy, Debug)]
+struct Expect {
+    live_bytes: u64,
+    live_blocks: u64,
+    alloc_bytes: u64,
+    alloc_blocks: u64,
+}
+
+fn keep(kept: &mut Vec<Kept>, ptr: *mut u8, layout: Layout) {
+    assert!(!ptr.is_null());
+    assert_eq!(ptr as usize % layout.align(), 0, "alignment {} not honoured", layout.align());
+    kept.push(Kept { ptr: ptr as usize, layout });
+}
+
+#[inline(never)]
+fn site_small(kept: &mut Vec<Kept>, n: usize) {
+    for i in 0..n {
+        let layout = Layout::from_size_align(1 + i % 64, 1 << (i % 5)).unwrap();
+        #[allow(unsafe_code)]
+        let ptr = unsafe { alloc(layout) };
+        keep(kept, ptr, layout);
+    }
+}
+
+#[inline(never)]
+fn site_aligned(kept: &mut Vec<Kept>) {
+    for (size, align) in [(24, 64), (100, 512), (5000, 4096), (1, 4096), (4096, 2048), (70_000, 4096)] {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        #[allow(unsafe_code)]
+        let ptr = unsafe { alloc(layout) };
+        keep(kept, ptr, layout);
+    }
+}
+
+#[inline(never)]
+fn site_zeroed(kept: &mut Vec<Kept>) {
+    for size in [8usize, 800, 80_000] {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        #[allow(unsafe_code)]
+        let ptr = unsafe { alloc_zeroed(layout) };
+        keep(kept, ptr, layout);
+    }
+}
+
+#[inline(never)]
+fn site_origin(kept: &mut Vec<Kept>, n: usize) {
+    for _ in 0..n {
+        let layout = Layout::from_size_align(16, 16).unwrap();
+        #[allow(unsafe_code)]
+        let ptr = unsafe { alloc(layout) };
+        keep(kept, ptr, layout);
+    }
+}
+
+/// Reallocates every block of `kept` through a grow, a shrink and a grow again; the
+/// result belongs to this site (a reallocation is a free plus an allocation here).
+#[inline(never)]
+fn site_resize(kept: &mut [Kept]) {
+    for block in kept.iter_mut() {
+        for new_size in [1000usize, 40, 3000] {
+            #[allow(unsafe_code)]
+            let ptr = unsafe { realloc(block.ptr as *mut u8, block.layout, new_size) };
+            assert!(!ptr.is_null());
+            block.ptr = ptr as usize;
+            block.layout = Layout::from_size_align(new_size, block.layout.align()).unwrap();
+        }
+    }
+}
+
+#[inline(never)]
+fn site_churn(n: usize) {
+    for i in 0..n {
+        let v: Vec<u8> = Vec::with_capacity(16 + i % 200);
+        black_box(&v);
+    }
+}
+
+#[inline(never)]
+fn site_vec_growth(kept: &mut Vec<Vec<u64>>) {
+    let mut v = Vec::new();
+    for i in 0..10_000u64 {
+        v.push(i); // grows by realloc: 4, 8, 16, ... 16384 elements
+    }
+    kept.push(v);
+}
+
+fn free_all(kept: Vec<Kept>) {
+    for block in kept {
+        #[allow(unsafe_code)]
+        unsafe {
+            dealloc(block.ptr as *mut u8, block.layout)
+        };
+    }
+}
+
+/// What one thread keeps, by site.
+struct Workload {
+    small: Vec<Kept>,
+    aligned: Vec<Kept>,
+    zeroed: Vec<Kept>,
+    resized: Vec<Kept>,
+    vecs: Vec<Vec<u64>>,
+}
+
+fn run_workload() -> Workload {
+    let mut w = Workload {
+        small: Vec::with_capacity(2000),
+        aligned: Vec::with_capacity(16),
+        zeroed: Vec::with_capacity(16),
+        resized: Vec::with_capacity(200),
+        vecs: Vec::with_capacity(4),
+    };
+    site_small(&mut w.small, 2000);
+    site_aligned(&mut w.aligned);
+    site_zeroed(&mut w.zeroed);
+    site_origin(&mut w.resized, 200);
+    site_resize(&mut w.resized);
+    site_churn(5000);
+    site_vec_growth(&mut w.vecs);
+    w
+}
+
+fn expected_per_thread() -> Vec<(&'static str, Expect)> {
+    let small_bytes: u64 = (0..2000u64).map(|i| 1 + i % 64).sum();
+    let aligned_bytes = 24 + 100 + 5000 + 1 + 4096 + 70_000;
+    let churn_bytes: u64 = (0..5000u64).map(|i| 16 + i % 200).sum();
+    // Vec<u64> growth: capacities 4, 8, ..., 16384 elements (each a realloc of the last).
+    let caps: Vec<u64> = std::iter::successors(Some(4u64), |c| (*c < 10_000).then_some(c * 2)).collect();
+    let vec_alloc_bytes: u64 = caps.iter().map(|c| c * 8).sum();
+    vec![
+        ("site_small", Expect { live_bytes: small_bytes, live_blocks: 2000, alloc_bytes: small_bytes, alloc_blocks: 2000 }),
+        ("site_aligned", Expect { live_bytes: aligned_bytes, live_blocks: 6, alloc_bytes: aligned_bytes, alloc_blocks: 6 }),
+        ("site_zeroed", Expect { live_bytes: 80_808, live_blocks: 3, alloc_bytes: 80_808, alloc_blocks: 3 }),
+        ("site_origin", Expect { live_bytes: 0, live_blocks: 0, alloc_bytes: 200 * 16, alloc_blocks: 200 }),
+        ("site_resize", Expect { live_bytes: 200 * 3000, live_blocks: 200, alloc_bytes: 200 * 4040, alloc_blocks: 600 }),
+        ("site_churn", Expect { live_bytes: 0, live_blocks: 0, alloc_bytes: churn_bytes, alloc_blocks: 5000 }),
+        (
+            "site_vec_growth",
+            Expect {
+                live_bytes: caps.last().unwrap() * 8,
+                live_blocks: 1,
+                alloc_bytes: vec_alloc_bytes,
+                alloc_blocks: caps.len() as u64,
+            },
+        ),
+    ]
+}
+
+/// Checks every site against `live_threads` workloads still live and `alloc_threads`
+/// workloads run in total.
+fn check(symbolizer: &mut Symbolizer, live_threads: u64, alloc_threads: u64) {
+    let snapshot = leakwatch::snapshot();
+    assert_eq!(snapshot.mode, Mode::Exact);
+    assert_eq!(snapshot.overflow.untracked_blocks, 0);
+    assert_eq!(snapshot.overflow.replaced_entries, 0);
+    for (function, per_thread) in expected_per_thread() {
+        let got = totals_for(&snapshot, symbolizer, function);
+        let live_bytes = per_thread.live_bytes * live_threads;
+        let live_blocks = per_thread.live_blocks * live_threads;
+        let want = Totals {
+            sites: got.sites,
+            live_bytes,
+            live_blocks: live_blocks as f64,
+            alloc_bytes: per_thread.alloc_bytes * alloc_threads,
+            alloc_blocks: (per_thread.alloc_blocks * alloc_threads) as f64,
+        };
+        assert!(got.sites >= 1, "{function}: no site found");
+        assert_eq!(got, want, "{function}");
+    }
+}
+
+fn single_thread_matches_ground_truth() {
+    let mut symbolizer = Symbolizer::new();
+    let w = run_workload();
+    check(&mut symbolizer, 1, 1);
+    free_workload(w);
+    check(&mut symbolizer, 0, 1);
+}
+
+fn free_workload(w: Workload) {
+    free_all(w.small);
+    free_all(w.aligned);
+    free_all(w.zeroed);
+    free_all(w.resized);
+    drop(w.vecs);
+}
+
+fn eight_threads_match_ground_truth() {
+    // Allocation totals accumulate over both tests; the single-threaded one freed its blocks.
+    let mut symbolizer = Symbolizer::new();
+    let workloads: Vec<Workload> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS).map(|_| s.spawn(run_workload)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    check(&mut symbolizer, THREADS as u64, 1 + THREADS as u64);
+    // Free on other threads than the ones that allocated.
+    std::thread::scope(|s| {
+        for w in workloads {
+            s.spawn(move || free_workload(w));
+        }
+    });
+    check(&mut symbolizer, 0, 1 + THREADS as u64);
+}
+
+fn main() {
+    run(&[
+        ("single_thread_matches_ground_truth", single_thread_matches_ground_truth),
+        ("eight_threads_match_ground_truth", eight_threads_match_ground_truth),
+    ]);
+}
