@@ -182,8 +182,10 @@ fn walk_frame_pointers(stack: &mut Stack, mut fp: usize, above_sp: usize, sp: us
 }
 
 /// DWARF unwinding through `backtrace`. Keeps the frames from the first one whose
-/// canonical frame address lies above `above_sp` (the allocator entry point `F`, whose
-/// reported address is the return address of its call into leakwatch) upwards.
+/// reported stack pointer is at or above `above_sp` upwards. With libgcc that is the
+/// allocator entry point `F` itself (its reported address is the return address of its
+/// call into leakwatch); an unwinder that reports canonical frame addresses instead
+/// makes it the frame of `F`'s callee, which adds one leakwatch frame but loses nothing.
 fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
     let mut passed_entry = false;
     let mut skipped = 0usize;
@@ -199,7 +201,7 @@ fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
                 let ip = frame.ip() as u64;
                 return ip == 0 || stack.push(ip);
             }
-            if sp > above_sp && sp != 0 {
+            if sp >= above_sp && sp != 0 {
                 passed_entry = true;
                 return stack.push(frame.ip() as u64);
             }
