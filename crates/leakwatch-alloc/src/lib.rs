@@ -164,3 +164,11 @@ pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
 pub fn flush_thread() {
     tracker::flush_current_thread();
 }
+
+/// Test support, not part of the API: holds every lock of the tracker's tables for
+/// `duration` (allocations of other threads that need them wait). Lets tests fork while
+/// a lock is held.
+#[doc(hidden)]
+pub fn __hold_tracker_locks_for_test(duration: std::time::Duration) {
+    tracker::hold_locks_for(duration);
+}

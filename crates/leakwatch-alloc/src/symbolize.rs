@@ -36,12 +36,14 @@ impl Symbolizer {
 
     /// The frames for one return address (at least one, possibly without a name).
     pub fn symbolize(&mut self, address: u64) -> &[Symbol] {
-        self.cache.entry(address).or_insert_with(|| untracked(|| resolve(address)))
+        let cache = &mut self.cache;
+        // The cache's own growth must not be tracked either.
+        untracked(move || &**cache.entry(address).or_insert_with(|| resolve(address)))
     }
 
     /// The frames for a whole stack, innermost first, inlined frames expanded.
     pub fn symbolize_stack(&mut self, frames: &[u64]) -> Vec<Symbol> {
-        frames.iter().flat_map(|&a| self.symbolize(a).to_vec()).collect()
+        untracked(|| frames.iter().flat_map(|&a| self.symbolize(a).to_vec()).collect())
     }
 
     /// Number of cached addresses.

@@ -422,6 +422,18 @@ pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
 // Fork: hold every tracker lock across fork() so the child never inherits one held by a
 // thread that does not exist there.
 
+/// Test support: holds every tracker lock for `duration`, as a thread caught mid-update
+/// would, so tests can fork into that window.
+pub(crate) fn hold_locks_for(duration: std::time::Duration) {
+    // SAFETY: fork_prepare only takes locks; fork_release releases exactly those, on this
+    // same thread, after the sleep.
+    unsafe {
+        fork_prepare();
+        std::thread::sleep(duration);
+        fork_release();
+    }
+}
+
 unsafe extern "C" fn fork_prepare() {
     if let Some(sites) = sites::get() {
         sites.lock_for_fork();
