@@ -179,6 +179,11 @@ pub(crate) fn len() -> u64 {
     SHARD_TABLE.iter().map(|s| s.0.lock().len as u64).sum()
 }
 
+/// Resident bytes of all shard tables.
+pub(crate) fn resident_bytes() -> usize {
+    SHARD_TABLE.iter().map(|s| s.0.lock().slots.as_ref().map_or(0, |t| t.resident_bytes())).sum()
+}
+
 /// Calls `f` on every tracked block (shard by shard; each shard is locked while visited,
 /// so `f` must not allocate through the tracked allocator).
 #[cfg(test)]

@@ -71,6 +71,28 @@ impl<T: Zeroable> Mapping<T> {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Bytes of the mapping that are resident in memory (pages touched so far).
+    /// Does not allocate, so it may run under the tracker's locks.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        const CHUNK_PAGES: usize = 1024;
+        let page = page_size();
+        let mut residency = [0u8; CHUNK_PAGES];
+        let mut resident = 0;
+        let mut offset = 0;
+        while offset < self.bytes {
+            let len = (self.bytes - offset).min(CHUNK_PAGES * page);
+            // SAFETY: `ptr + offset` is page-aligned and `[ptr + offset, + len)` lies
+            // inside our mapping; `residency` has room for `len / page` entries.
+            let rc = unsafe {
+                libc::mincore(self.ptr.as_ptr().cast::<u8>().add(offset).cast(), len, residency.as_mut_ptr())
+            };
+            let pages = len.div_ceil(page);
+            resident += if rc == 0 { residency[..pages].iter().filter(|&&r| r & 1 != 0).count() * page } else { len };
+            offset += len;
+        }
+        resident
+    }
 }
 
 impl<T: Zeroable> Deref for Mapping<T> {
@@ -276,12 +298,14 @@ mod tests {
     #[test]
     fn mapping_is_zeroed_and_accounted() {
         let before = mapped_bytes();
-        let mut map = Mapping::<u64>::zeroed(1000).expect("mmap");
-        assert!(map.iter().all(|&x| x == 0));
+        let mut map = Mapping::<u64>::zeroed(1 << 16).expect("mmap");
+        assert_eq!(map.resident_bytes(), 0, "nothing touched yet");
         map[999] = 7;
         assert_eq!(map[999], 7);
-        assert!(map.bytes() >= 8000);
-        assert!(mapped_bytes() >= before + 8000);
+        assert_eq!(map.resident_bytes(), page_size(), "only the touched page is resident");
+        assert!(map.iter().all(|&x| x == 0 || x == 7));
+        assert!(map.bytes() >= 8 << 16);
+        assert!(mapped_bytes() >= before + (8 << 16));
         drop(map);
     }
 

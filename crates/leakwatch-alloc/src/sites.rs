@@ -221,9 +221,9 @@ impl Sites {
         truncated
     }
 
-    /// Bytes of the table's mappings.
-    pub(crate) fn mapped_bytes(&self) -> usize {
-        self.records.bytes() + self.index.bytes() + self.frames.bytes()
+    /// Resident bytes of the table's mappings.
+    pub(crate) fn resident_bytes(&self) -> usize {
+        self.records.resident_bytes() + self.index.resident_bytes() + self.frames.resident_bytes()
     }
 
     /// Fork support: takes the insert lock.

@@ -109,8 +109,10 @@ pub struct SiteStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TrackerStats {
-    /// Bytes of memory the tracker's tables occupy (mapped; resident is at most this).
+    /// Bytes of memory the tracker's tables occupy (resident pages).
     pub memory_bytes: u64,
+    /// Bytes of address space reserved for the tables (most of it never touched).
+    pub reserved_bytes: u64,
     /// Distinct call sites recorded.
     pub sites: u32,
     /// Bound on call sites.
@@ -182,7 +184,7 @@ pub(crate) fn build() -> Snapshot {
     if let Some(table) = sites::get() {
         site_count = table.len().saturating_sub(1);
         max_sites = table.capacity().saturating_sub(1);
-        table_bytes = table.mapped_bytes();
+        table_bytes = table.resident_bytes();
         overflow_samples = table.overflow_samples.load(Relaxed);
         let o = table.record(sites::OVERFLOW).counters();
         overflow_live = o.alloc_bytes - o.freed_bytes;
@@ -207,10 +209,10 @@ pub(crate) fn build() -> Snapshot {
             });
         }
     }
-    let _ = table_bytes;
     let tracked_blocks = blocks::len();
     let tracker = TrackerStats {
-        memory_bytes: (os::mapped_bytes() + filter::BYTES) as u64,
+        memory_bytes: (table_bytes + blocks::resident_bytes() + filter::BYTES) as u64,
+        reserved_bytes: (os::mapped_bytes() + filter::BYTES) as u64,
         sites: site_count,
         max_sites,
         tracked_blocks,
