@@ -9,7 +9,7 @@ use crate::stack::{MAX_DEPTH_LIMIT, Unwinder};
 /// docs/BENCHMARKS.md for the overhead and accuracy measurements behind it.
 pub const DEFAULT_SAMPLE_RATE: u32 = 512 * 1024;
 /// Default maximum number of frames kept per stack.
-pub const DEFAULT_MAX_DEPTH: u32 = 64;
+pub const DEFAULT_MAX_DEPTH: u32 = 32;
 /// Default bound on distinct call sites.
 pub const DEFAULT_MAX_SITES: u32 = 65_536;
 /// Default bound on tracked live blocks (exact mode: about 1 GiB of table at the bound).

@@ -59,7 +59,7 @@ impl<A> LeakWatch<A> {
         self.sample_rate(1)
     }
 
-    /// Maximum frames kept per stack (1 to 256; default 64). Overridden by
+    /// Maximum frames kept per stack (1 to 256; default 32). Overridden by
     /// `LEAKWATCH_MAX_DEPTH`.
     pub const fn max_depth(mut self, frames: u32) -> Self {
         self.config.max_depth = frames;
@@ -104,9 +104,59 @@ impl<A> LeakWatch<A> {
 // through re-entrant calls that the `busy` guard keeps from being tracked, and never hold
 // a lock across a call into `A`.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
+    // Each method is a test and two tail calls: with tracking off the allocator entry
+    // point needs no stack frame of its own, so off costs one load and a branch.
+
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: our caller guarantees `layout` has non-zero size, as `A::alloc` requires.
+        if hot::is_off() {
+            // SAFETY: our caller guarantees `layout` has non-zero size, as `A::alloc` requires.
+            return unsafe { self.inner.alloc(layout) };
+        }
+        // SAFETY: as above.
+        unsafe { self.alloc_tracked(layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if hot::is_off() {
+            // SAFETY: as for `alloc`.
+            return unsafe { self.inner.alloc_zeroed(layout) };
+        }
+        // SAFETY: as for `alloc`.
+        unsafe { self.alloc_zeroed_tracked(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if hot::is_off() {
+            // SAFETY: our caller guarantees `ptr` was allocated by this allocator (hence by
+            // `A`, which produced every pointer we returned) with `layout`.
+            return unsafe { self.inner.dealloc(ptr, layout) };
+        }
+        // SAFETY: as above.
+        unsafe { self.dealloc_tracked(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if hot::is_off() {
+            // SAFETY: our caller guarantees `ptr` came from this allocator (so from `A`)
+            // with `layout`, and that `new_size` is valid for `layout.align()`.
+            return unsafe { self.inner.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: as above.
+        unsafe { self.realloc_tracked(ptr, layout, new_size) }
+    }
+}
+
+/// The tracking paths, out of line so the entry points above stay frameless.
+impl<A: GlobalAlloc> LeakWatch<A> {
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[inline(never)]
+    unsafe fn alloc_tracked(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller, who upholds `GlobalAlloc::alloc`'s contract.
         let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
             hot::on_alloc(ptr as usize, layout.size(), &self.config);
@@ -114,9 +164,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
         ptr
     }
 
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
+    /// # Safety
+    /// As [`GlobalAlloc::alloc_zeroed`].
+    #[inline(never)]
+    unsafe fn alloc_zeroed_tracked(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from our caller, who upholds `alloc_zeroed`'s contract.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
             hot::on_alloc(ptr as usize, layout.size(), &self.config);
@@ -124,20 +176,24 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
         ptr
     }
 
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn dealloc_tracked(&self, ptr: *mut u8, layout: Layout) {
+        // Forget the block before `A` can hand its address to another thread.
         hot::on_free(ptr as usize, layout.size());
-        // SAFETY: our caller guarantees `ptr` was allocated by this allocator (hence by
-        // `A`, which produced every pointer we returned) with `layout`.
+        // SAFETY: forwarded from our caller, who upholds `dealloc`'s contract.
         unsafe { self.inner.dealloc(ptr, layout) }
     }
 
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    /// # Safety
+    /// As [`GlobalAlloc::realloc`].
+    #[inline(never)]
+    unsafe fn realloc_tracked(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let state = STATE.load(Relaxed);
+        // Forget the old block before `A` can hand its address to another thread.
         let taken = hot::take_tracked(state, ptr as usize, layout.size());
-        // SAFETY: our caller guarantees `ptr` came from this allocator (so from `A`) with
-        // `layout`, and that `new_size` is valid for `layout.align()`.
+        // SAFETY: forwarded from our caller, who upholds `realloc`'s contract.
         let new_ptr = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if new_ptr.is_null() {
             // The old block is untouched and still live: track it again.

@@ -85,6 +85,13 @@ thread_local! {
     pub(crate) static THREAD: ThreadState = const { ThreadState::NEW };
 }
 
+/// True when tracking is off and nothing was ever tracked: allocations and frees then
+/// need no bookkeeping at all.
+#[inline(always)]
+pub(crate) fn is_off() -> bool {
+    STATE.load(Relaxed) == OFF
+}
+
 /// Records an allocation of `size` bytes at `addr` (after the inner allocator succeeded).
 #[inline(always)]
 pub(crate) fn on_alloc(addr: usize, size: usize, config: &Config) {

@@ -172,3 +172,10 @@ pub fn flush_thread() {
 pub fn __hold_tracker_locks_for_test(duration: std::time::Duration) {
     tracker::hold_locks_for(duration);
 }
+
+/// Benchmark support, not part of the API: captures the caller's stack with `unwinder`
+/// into `out` and returns the number of frames.
+#[doc(hidden)]
+pub fn __capture_for_bench(unwinder: Unwinder, out: &mut [u64]) -> usize {
+    tracker::capture_for_bench(unwinder, out)
+}

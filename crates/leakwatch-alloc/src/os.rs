@@ -68,6 +68,7 @@ impl<T: Zeroable> Mapping<T> {
     }
 
     /// The mapping's size in bytes, rounded up to whole pages.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }

@@ -18,6 +18,8 @@
 //! stack starts at the return address of `F`'s call into leakwatch's cold path, so the
 //! first frame is always in `F` and the user's function is never skipped.
 
+use crate::sites::FrameHasher;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// Hard upper bound on the configurable maximum depth.
@@ -60,25 +62,44 @@ pub(crate) fn unwinder() -> Unwinder {
     }
 }
 
-/// A captured stack: return addresses, innermost first.
-pub(crate) struct Stack {
-    frames: [u64; MAX_DEPTH_LIMIT],
+/// Room for one captured stack. Left uninitialised: zeroing 2 KiB per sample would cost
+/// more than the walk itself. Kept apart from [`Stack`]'s initialised fields so the
+/// compiler does not merge it into one big `memset`.
+pub(crate) type StackBuffer = [MaybeUninit<u64>; MAX_DEPTH_LIMIT];
+
+/// A fresh buffer for [`Stack::new`].
+#[inline(always)]
+pub(crate) fn stack_buffer() -> StackBuffer {
+    [MaybeUninit::uninit(); MAX_DEPTH_LIMIT]
+}
+
+/// A captured stack: return addresses, innermost first, in a caller-provided buffer.
+pub(crate) struct Stack<'a> {
+    frames: &'a mut StackBuffer,
     len: usize,
     max: usize,
     truncated: bool,
+    hasher: FrameHasher,
 }
 
-impl Stack {
-    pub(crate) fn new(max_depth: usize) -> Self {
-        Stack { frames: [0; MAX_DEPTH_LIMIT], len: 0, max: max_depth.clamp(1, MAX_DEPTH_LIMIT), truncated: false }
+impl<'a> Stack<'a> {
+    pub(crate) fn new(frames: &'a mut StackBuffer, max_depth: usize) -> Self {
+        Stack { frames, len: 0, max: max_depth.clamp(1, MAX_DEPTH_LIMIT), truncated: false, hasher: FrameHasher::new() }
     }
 
     pub(crate) fn frames(&self) -> &[u64] {
-        &self.frames[..self.len]
+        // SAFETY: `push` initialised every element below `len`, and `MaybeUninit<u64>`
+        // has the layout of `u64`.
+        unsafe { std::slice::from_raw_parts(self.frames.as_ptr().cast::<u64>(), self.len) }
     }
 
     pub(crate) fn truncated(&self) -> bool {
         self.truncated
+    }
+
+    /// The stack's hash for the site table (`sites::hash_frames` of its frames).
+    pub(crate) fn hash(&self) -> u64 {
+        self.hasher.finish(self.truncated)
     }
 
     /// Appends a frame; returns false once the stack is full (and marks it truncated).
@@ -87,8 +108,9 @@ impl Stack {
             self.truncated = true;
             return false;
         }
-        self.frames[self.len] = addr;
+        self.frames[self.len] = MaybeUninit::new(addr);
         self.len += 1;
+        self.hasher.add(addr);
         true
     }
 }
@@ -147,6 +169,12 @@ pub(crate) fn capture(stack: &mut Stack, above_sp: usize, stack_lo: usize, stack
         mode = probe(stack_lo, stack_hi);
         UNWINDER.store(mode, Relaxed);
     }
+    capture_with(mode, stack, above_sp, stack_lo, stack_hi);
+}
+
+/// [`capture`] with a given unwinder (`FRAME_POINTERS` or `BACKTRACE`).
+#[inline(always)]
+fn capture_with(mode: u8, stack: &mut Stack, above_sp: usize, stack_lo: usize, stack_hi: usize) {
     let sp = stack_pointer();
     let on_known_stack = stack_lo < sp && sp < stack_hi;
     if mode == FRAME_POINTERS && on_known_stack {
@@ -223,6 +251,18 @@ fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
     }
 }
 
+/// Benchmark support: captures the caller's whole stack with `unwinder` into `out`.
+#[inline(never)]
+pub(crate) fn capture_for_bench(unwinder: Unwinder, out: &mut [u64], stack_lo: usize, stack_hi: usize) -> usize {
+    let mode = if unwinder == Unwinder::Backtrace { BACKTRACE } else { FRAME_POINTERS };
+    let mut buffer = stack_buffer();
+    let mut stack = Stack::new(&mut buffer, out.len());
+    capture_with(mode, &mut stack, 0, stack_lo, stack_hi);
+    let frames = stack.frames();
+    out[..frames.len()].copy_from_slice(frames);
+    frames.len()
+}
+
 /// Decides whether frame pointers can be trusted: walks a known call chain both ways and
 /// compares. Runs once, on the first sample.
 #[cold]
@@ -242,9 +282,10 @@ fn probe_inner(stack_lo: usize, stack_hi: usize) -> bool {
     if !(stack_lo < sp && sp < stack_hi) {
         return false;
     }
-    let mut by_fp = Stack::new(8);
+    let (mut fp_buffer, mut dwarf_buffer) = (stack_buffer(), stack_buffer());
+    let mut by_fp = Stack::new(&mut fp_buffer, 8);
     walk_frame_pointers(&mut by_fp, frame_pointer(), 0, sp, stack_hi);
-    let mut by_dwarf = Stack::new(64);
+    let mut by_dwarf = Stack::new(&mut dwarf_buffer, 64);
     walk_dwarf(&mut by_dwarf, 0);
     agrees(by_fp.frames(), by_dwarf.frames())
 }
@@ -274,9 +315,10 @@ mod tests {
     #[inline(never)]
     fn capture_both_here() -> (Vec<u64>, Vec<u64>) {
         let (_, hi) = crate::os::thread_stack_bounds();
-        let mut by_fp = Stack::new(64);
+        let (mut a, mut b) = (stack_buffer(), stack_buffer());
+        let mut by_fp = Stack::new(&mut a, 64);
         walk_frame_pointers(&mut by_fp, frame_pointer(), 0, stack_pointer(), hi);
-        let mut by_dwarf = Stack::new(64);
+        let mut by_dwarf = Stack::new(&mut b, 64);
         walk_dwarf(&mut by_dwarf, 0);
         (by_fp.frames().to_vec(), by_dwarf.frames().to_vec())
     }
@@ -293,24 +335,28 @@ mod tests {
 
     #[test]
     fn the_walk_stops_at_bad_frames() {
-        let mut stack = Stack::new(16);
+        let mut buffer = stack_buffer();
+        let mut stack = Stack::new(&mut buffer, 16);
         // A frame pointer outside the stack bounds yields nothing (and reads nothing).
         walk_frame_pointers(&mut stack, 0x10, 0, 0x1000, 0x2000);
         assert!(stack.frames().is_empty());
         // A chain that does not move up the stack stops after one frame.
         let words: [usize; 4] = [0, 0xabc, 0, 0];
         let fp = words.as_ptr() as usize;
-        let mut stack = Stack::new(16);
+        let mut buffer = stack_buffer();
+        let mut stack = Stack::new(&mut buffer, 16);
         walk_frame_pointers(&mut stack, fp, 0, fp, fp + 32);
         assert_eq!(stack.frames(), &[0xabc]);
     }
 
     #[test]
     fn depth_is_bounded_and_truncation_reported() {
-        let mut stack = Stack::new(2);
+        let mut buffer = stack_buffer();
+        let mut stack = Stack::new(&mut buffer, 2);
         assert!(stack.push(1) && stack.push(2));
         assert!(!stack.push(3));
         assert!(stack.truncated());
         assert_eq!(stack.frames(), &[1, 2]);
+        assert_eq!(stack.hash(), crate::sites::hash_frames(&[1, 2], true));
     }
 }

@@ -298,12 +298,13 @@ fn thread_start(t: &ThreadState) {
 /// Captures the stack, interns the site, and records the block.
 fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
     let Some(sites) = sites::get() else { return };
-    let mut stack = Stack::new(MAX_DEPTH.load(Relaxed) as usize);
+    let mut buffer = stack::stack_buffer();
+    let mut stack = Stack::new(&mut buffer, MAX_DEPTH.load(Relaxed) as usize);
     stack::capture(&mut stack, sp, t.stack_lo.get(), t.stack_hi.get());
     if stack.truncated() {
         OVERFLOW.truncated_stacks.fetch_add(1, Relaxed);
     }
-    let site = sites.intern(stack.frames(), stack.truncated());
+    let site = sites.intern(stack.frames(), stack.truncated(), stack.hash());
     let weight = Weight::of(size, rate);
     match blocks::insert(addr, site, rate) {
         Inserted::New => {
@@ -404,6 +405,19 @@ impl Drop for ExitFlush {
 
 thread_local! {
     static EXIT_FLUSH: ExitFlush = const { ExitFlush };
+}
+
+/// Benchmark support: one stack capture with `unwinder`, using this thread's cached stack
+/// bounds.
+pub(crate) fn capture_for_bench(unwinder: stack::Unwinder, out: &mut [u64]) -> usize {
+    THREAD.with(|t| {
+        if t.stack_hi.get() == 0 {
+            let (lo, hi) = os::thread_stack_bounds();
+            t.stack_lo.set(lo);
+            t.stack_hi.set(hi);
+        }
+        stack::capture_for_bench(unwinder, out, t.stack_lo.get(), t.stack_hi.get())
+    })
 }
 
 /// Runs `f` with tracking suspended on this thread.

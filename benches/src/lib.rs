@@ -1,0 +1,152 @@
+//! Workloads shared by the allocator benchmarks, and their criterion registration.
+//!
+//! Every bench binary installs a different global allocator and calls [`register`]
+//! with its configuration's name, so the same workloads run against each.
+#![forbid(unsafe_code)]
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Alloc+free pairs per churn iteration.
+pub const CHURN_BATCH: u64 = 1_000;
+/// Blocks kept by the retained-growth workload.
+pub const RETAINED_BLOCKS: usize = 1_000_000;
+/// Distinct sites of the retained-growth workload.
+pub const RETAINED_SITES: usize = 50;
+/// Stack depth at which the churn workloads allocate.
+pub const DEPTH: u32 = 20;
+
+/// Runs `f` about `depth` frames deeper than the caller.
+#[inline(never)]
+pub fn at_depth<R>(depth: u32, f: &mut dyn FnMut() -> R) -> R {
+    if depth == 0 {
+        return f();
+    }
+    let r = at_depth(depth - 1, f);
+    black_box(depth);
+    r
+}
+
+/// `n` alloc+free pairs of 16 to 256 bytes.
+#[inline(never)]
+pub fn churn(n: u64) {
+    for i in 0..n {
+        let size = 16 + (i as usize * 47) % 241;
+        let v: Vec<u8> = Vec::with_capacity(size);
+        black_box(&v);
+    }
+}
+
+macro_rules! retained_sites {
+    ($($name:ident)*) => {
+        $(
+            #[inline(never)]
+            fn $name(keep: &mut Vec<Box<[u8]>>, n: usize, salt: usize) {
+                for i in 0..n {
+                    let size = 16 + ((i + salt) * 31) % 241;
+                    keep.push(vec![0u8; size].into_boxed_slice());
+                }
+            }
+        )*
+        /// The retained-growth sites: 50 distinct functions.
+        const SITES: [fn(&mut Vec<Box<[u8]>>, usize, usize); 50] = [$($name),*];
+    };
+}
+
+retained_sites!(
+    s00 s01 s02 s03 s04 s05 s06 s07 s08 s09 s10 s11 s12 s13 s14 s15 s16 s17 s18 s19
+    s20 s21 s22 s23 s24 s25 s26 s27 s28 s29 s30 s31 s32 s33 s34 s35 s36 s37 s38 s39
+    s40 s41 s42 s43 s44 s45 s46 s47 s48 s49
+);
+
+/// Allocates `RETAINED_BLOCKS` blocks of 16 to 256 bytes from `RETAINED_SITES` sites and
+/// returns them (the caller frees them by dropping).
+pub fn retained_growth() -> Vec<Box<[u8]>> {
+    let mut keep = Vec::with_capacity(RETAINED_BLOCKS);
+    let per_site = RETAINED_BLOCKS / RETAINED_SITES;
+    for (salt, site) in SITES.iter().enumerate() {
+        site(&mut keep, per_site, salt);
+    }
+    keep
+}
+
+/// Grows 1,000 vectors to 1,000 elements each by pushing (about 10 reallocs each).
+#[inline(never)]
+pub fn vec_growth() -> usize {
+    let mut total = 0;
+    for _ in 0..1_000 {
+        let mut v: Vec<u32> = Vec::new();
+        for i in 0..1_000 {
+            v.push(i);
+        }
+        total += black_box(v).len();
+    }
+    total
+}
+
+/// Two threads each doing `pairs` churn pairs at depth 20; returns the wall time of the
+/// parallel part.
+pub fn two_threads_churn(pairs: u64) -> Duration {
+    let barrier = Barrier::new(3);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                barrier.wait();
+                at_depth(DEPTH, &mut || churn(pairs));
+                barrier.wait();
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+/// Registers every workload under `config` (the allocator configuration's name).
+pub fn register(c: &mut Criterion, config: &str) {
+    let mut group = c.benchmark_group("churn");
+    group.throughput(Throughput::Elements(CHURN_BATCH));
+    group.bench_function(BenchmarkId::from_parameter(config), |b| {
+        b.iter(|| at_depth(DEPTH, &mut || churn(CHURN_BATCH)))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("two_threads_churn");
+    group.throughput(Throughput::Elements(CHURN_BATCH));
+    group.bench_function(BenchmarkId::from_parameter(config), |b| {
+        b.iter_custom(|iters| two_threads_churn(iters * CHURN_BATCH))
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("vec_growth");
+    group.throughput(Throughput::Elements(1_000_000));
+    group.bench_function(BenchmarkId::from_parameter(config), |b| b.iter(vec_growth));
+    group.finish();
+
+    let mut group = c.benchmark_group("retained_growth");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(RETAINED_BLOCKS as u64));
+    group.bench_function(BenchmarkId::from_parameter(config), |b| {
+        b.iter(|| drop(black_box(retained_growth())))
+    });
+    group.finish();
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Current resident set size of this process in bytes (Linux `VmRSS`), if known.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
