@@ -45,9 +45,13 @@ static SHARD_TABLE: [Shard; SHARDS] =
 /// Maximum entries per shard (the global bound divided by the shard count).
 static MAX_PER_SHARD: AtomicUsize = AtomicUsize::new(usize::MAX);
 
+/// Hard upper bound on tracked blocks (keeps the address filter's 16-bit buckets far
+/// from overflow).
+pub(crate) const MAX_BLOCKS_LIMIT: u64 = 1 << 30;
+
 /// Sets the bound on tracked blocks (spread evenly over the shards).
 pub(crate) fn set_max_blocks(max: u64) {
-    let per_shard = (max as usize).div_ceil(SHARDS).max(1);
+    let per_shard = (max.min(MAX_BLOCKS_LIMIT) as usize).div_ceil(SHARDS).max(1);
     MAX_PER_SHARD.store(per_shard, Relaxed);
 }
 

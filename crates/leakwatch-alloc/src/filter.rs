@@ -3,26 +3,26 @@
 //!
 //! A counting filter over address hashes: a tracked block increments its bucket, its free
 //! decrements it. A zero bucket proves the address is not tracked; a non-zero bucket sends
-//! the free to the block table (a false positive costs one sharded lookup). A bucket that
-//! reaches 255 sticks there (never decremented), which keeps the filter correct when many
-//! tracked blocks share a bucket (exact mode); such buckets only cost lookups.
+//! the free to the block table (a false positive costs one sharded lookup). Buckets are
+//! 16-bit and updated with one `fetch_add`/`fetch_sub` each; they cannot overflow because
+//! the block table holds at most 2^30 blocks, spread over 65,536 buckets by a
+//! multiplicative hash (about 16,384 per bucket at that bound, far below 65,535).
 //!
 //! Ordering: a block's free happens after its allocation returned (the program's own
 //! synchronisation), and the increment happens before the allocation returns, so the free
 //! sees a non-zero bucket. Relaxed operations suffice.
 
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
 const BITS: u32 = 16;
-const STICKY: u8 = u8::MAX;
 
-static BUCKETS: [AtomicU8; 1 << BITS] = [const { AtomicU8::new(0) }; 1 << BITS];
+static BUCKETS: [AtomicU16; 1 << BITS] = [const { AtomicU16::new(0) }; 1 << BITS];
 
 /// Size of the filter in bytes (reported as tracker memory).
-pub(crate) const BYTES: usize = 1 << BITS;
+pub(crate) const BYTES: usize = 2 << BITS;
 
 #[inline(always)]
-fn bucket(addr: usize) -> &'static AtomicU8 {
+fn bucket(addr: usize) -> &'static AtomicU16 {
     // Fibonacci hashing: the top bits of the product depend on every address bit.
     let index = ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize;
     &BUCKETS[index & ((1 << BITS) - 1)]
@@ -36,12 +36,12 @@ pub(crate) fn may_contain(addr: usize) -> bool {
 
 /// Notes that `addr` is now tracked.
 pub(crate) fn insert(addr: usize) {
-    let _ = bucket(addr).fetch_update(Relaxed, Relaxed, |n| (n != STICKY).then(|| n + 1));
+    bucket(addr).fetch_add(1, Relaxed);
 }
 
-/// Notes that `addr` is no longer tracked.
+/// Notes that `addr` is no longer tracked (only after a matching [`insert`]).
 pub(crate) fn remove(addr: usize) {
-    let _ = bucket(addr).fetch_update(Relaxed, Relaxed, |n| (n != STICKY && n != 0).then(|| n - 1));
+    bucket(addr).fetch_sub(1, Relaxed);
 }
 
 #[cfg(test)]
@@ -60,14 +60,16 @@ mod tests {
     }
 
     #[test]
-    fn saturated_buckets_stick() {
+    fn counts_many_blocks_per_bucket() {
         let addr = 0x5555_0000_1230;
-        for _ in 0..300 {
+        for _ in 0..1000 {
             insert(addr);
         }
-        for _ in 0..300 {
+        for _ in 0..999 {
             remove(addr);
+            assert!(may_contain(addr));
         }
-        assert!(may_contain(addr), "a saturated bucket must never report absence");
+        remove(addr);
+        assert!(!may_contain(addr));
     }
 }

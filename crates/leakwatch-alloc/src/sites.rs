@@ -78,6 +78,15 @@ impl SiteRecord {
     }
 }
 
+/// Views a published site's frames as plain integers, so they compare with `memcmp`.
+fn as_plain(frames: &[AtomicU64]) -> &[u64] {
+    // SAFETY: `AtomicU64` has the same size, alignment and bit validity as `u64`. The
+    // frames of a published site are written once, before the release store that
+    // publishes the site (which the caller observed with an acquire load), and never
+    // again, so these plain reads cannot race with a write.
+    unsafe { std::slice::from_raw_parts(frames.as_ptr().cast::<u64>(), frames.len()) }
+}
+
 /// The table's storage, mapped once.
 pub(crate) struct Sites {
     records: Mapping<SiteRecord>,
@@ -207,10 +216,7 @@ impl Sites {
             let record = &self.records[id as usize];
             if record.hash.load(Relaxed) == h {
                 let (stored, was_truncated) = self.frames_of(id);
-                if was_truncated == truncated
-                    && stored.len() == frames.len()
-                    && stored.iter().zip(frames).all(|(a, &b)| a.load(Relaxed) == b)
-                {
+                if was_truncated == truncated && as_plain(stored) == frames {
                     return Some(id);
                 }
             }
