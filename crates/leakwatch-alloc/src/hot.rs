@@ -9,6 +9,7 @@
 use crate::blocks::Entry;
 use crate::config::Config;
 use crate::filter;
+use crate::sites::SiteBatch;
 use crate::stack::stack_pointer;
 use crate::tracker;
 use std::cell::Cell;
@@ -62,6 +63,8 @@ pub(crate) struct ThreadState {
     pub(crate) rng: Cell<u64>,
     pub(crate) stack_lo: Cell<usize>,
     pub(crate) stack_hi: Cell<usize>,
+    /// Pending changes to site counters.
+    pub(crate) sites: SiteBatch,
 }
 
 impl ThreadState {
@@ -78,6 +81,7 @@ impl ThreadState {
         rng: Cell::new(0),
         stack_lo: Cell::new(0),
         stack_hi: Cell::new(0),
+        sites: SiteBatch::new(),
     };
 }
 

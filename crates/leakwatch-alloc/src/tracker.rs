@@ -17,7 +17,7 @@ use crate::hot::{
 };
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
-use crate::sites;
+use crate::sites::{self, SiteCounters};
 use crate::stack::{self, Stack};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
@@ -309,18 +309,28 @@ fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
     match blocks::insert(addr, site, rate) {
         Inserted::New => {
             filter::insert(addr);
-            sites.record(site).record_alloc(weight);
+            note_site(t, sites, site, SiteCounters::alloc(weight));
         }
         Inserted::Replaced(_) => {
             // A tracked block at this address was freed without passing through leakwatch
             // (never expected). Its site keeps the stale bytes; the count says so.
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
-            sites.record(site).record_alloc(weight);
+            note_site(t, sites, site, SiteCounters::alloc(weight));
         }
         Inserted::Full => {
             OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
             OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
         }
+    }
+}
+
+/// Records a change to a site's counters: batched per thread while the thread runs,
+/// written through once its exit flush has run (nothing would publish a batch later).
+fn note_site(t: &ThreadState, sites: &sites::Sites, site: u32, delta: SiteCounters) {
+    if t.phase.get() == EXITED {
+        sites.record(site).add(&delta);
+    } else {
+        t.sites.add(sites, site, delta);
     }
 }
 
@@ -331,7 +341,8 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
     let entry = blocks::remove(addr)?;
     filter::remove(addr);
     if let Some(sites) = sites::get() {
-        sites.record(entry.site).record_free(Weight::of(size, entry.rate));
+        let delta = SiteCounters::free(Weight::of(size, entry.rate));
+        THREAD.with(|t| note_site(t, sites, entry.site, delta));
     }
     Some(entry)
 }
@@ -345,11 +356,11 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     match blocks::insert(addr, entry.site, entry.rate) {
         Inserted::New => {
             filter::insert(addr);
-            sites.record(entry.site).unrecord_free(weight);
+            THREAD.with(|t| note_site(t, sites, entry.site, SiteCounters::unfree(weight)));
         }
         Inserted::Replaced(_) => {
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
-            sites.record(entry.site).unrecord_free(weight);
+            THREAD.with(|t| note_site(t, sites, entry.site, SiteCounters::unfree(weight)));
         }
         Inserted::Full => {
             // Stays accounted as freed; say that a block went untracked.
@@ -366,6 +377,9 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
 #[cold]
 #[inline(never)]
 pub(crate) fn flush(t: &ThreadState) {
+    if let Some(sites) = sites::get() {
+        t.sites.publish(sites);
+    }
     let allocs = t.allocs.replace(0);
     let alloc_bytes = t.countdown_base.get().wrapping_sub(t.countdown.get()) as u64;
     t.countdown_base.set(t.countdown.get());
