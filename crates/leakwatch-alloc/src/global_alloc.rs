@@ -104,12 +104,13 @@ impl<A> LeakWatch<A> {
 // through re-entrant calls that the `busy` guard keeps from being tracked, and never hold
 // a lock across a call into `A`.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
-    // Each method is a test and two tail calls: with tracking off the allocator entry
-    // point needs no stack frame of its own, so off costs one load and a branch.
+    // Each method tests and tail-calls: with tracking off, or for the allocations and
+    // frees that sampling skips, the entry point needs no stack frame of its own and the
+    // inner allocator is jumped to, not called. Everything else is out of line.
 
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if hot::is_off() {
+        if hot::is_off() || hot::try_count_unsampled_alloc(layout.size()) {
             // SAFETY: our caller guarantees `layout` has non-zero size, as `A::alloc` requires.
             return unsafe { self.inner.alloc(layout) };
         }
@@ -129,7 +130,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if hot::is_off() {
+        if hot::is_off() || hot::try_count_untracked_free(ptr as usize, layout.size()) {
             // SAFETY: our caller guarantees `ptr` was allocated by this allocator (hence by
             // `A`, which produced every pointer we returned) with `layout`.
             return unsafe { self.inner.dealloc(ptr, layout) };

@@ -96,6 +96,52 @@ pub(crate) fn is_off() -> bool {
     STATE.load(Relaxed) == OFF
 }
 
+/// The common case of an allocation while tracking: sampled mode and the countdown does
+/// not run out. Counts the allocation (of `size` bytes, about to be made) and returns
+/// true; returns false, changing nothing, when the allocation needs [`on_alloc`].
+///
+/// Deciding before the inner allocator runs lets the entry point tail-call it. If that
+/// allocation then fails, it stays counted: at most one countdown (about `R` bytes) per
+/// failed small allocation; larger ones run out the countdown and take the exact path.
+#[inline(always)]
+pub(crate) fn try_count_unsampled_alloc(size: usize) -> bool {
+    if STATE.load(Relaxed) & MODE_MASK != SAMPLED {
+        return false;
+    }
+    THREAD.with(|t| {
+        let left = t.countdown.get().wrapping_sub(size as i64);
+        if left <= 0 {
+            return false;
+        }
+        t.countdown.set(left);
+        t.allocs.set(t.allocs.get().wrapping_add(1));
+        true
+    })
+}
+
+/// The common case of a free while tracking: the block is not tracked and no batch is
+/// due. Counts the free and returns true; returns false, changing nothing, when the free
+/// needs [`on_free`].
+#[inline(always)]
+pub(crate) fn try_count_untracked_free(addr: usize, size: usize) -> bool {
+    let state = STATE.load(Relaxed);
+    if state & FREE_CHECK != 0 && filter::may_contain(addr) {
+        return false;
+    }
+    if state & MODE_MASK < SAMPLED {
+        return true;
+    }
+    THREAD.with(|t| {
+        let left = t.free_budget.get().wrapping_sub(size as i64);
+        if left <= 0 {
+            return false;
+        }
+        t.free_budget.set(left);
+        t.frees.set(t.frees.get().wrapping_add(1));
+        true
+    })
+}
+
 /// Records an allocation of `size` bytes at `addr` (after the inner allocator succeeded).
 #[inline(always)]
 pub(crate) fn on_alloc(addr: usize, size: usize, config: &Config) {
