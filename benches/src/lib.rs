@@ -150,3 +150,91 @@ pub fn rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Memory measurements, run once per process (one allocator configuration each).
+pub mod memory {
+    use super::{peak_rss_bytes, retained_growth, rss_bytes};
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    /// Runs the retained-growth workload and returns a JSON row: peak and baseline RSS,
+    /// the workload's heap bytes, and (from `tracker`, when given) the tracker's memory
+    /// and tracked blocks.
+    pub fn measure(config: &str, tracker: impl Fn() -> Option<(u64, u64)>) -> String {
+        let baseline = rss_bytes().unwrap_or(0);
+        let kept = retained_growth();
+        let heap: u64 = kept.iter().map(|b| b.len() as u64).sum::<u64>() + (kept.capacity() * 16) as u64;
+        let tracked = tracker();
+        let peak = peak_rss_bytes().unwrap_or(0);
+        black_box(&kept);
+        let mut row = serde_json::json!({
+            "config": config,
+            "blocks": kept.len(),
+            "heap_bytes": heap,
+            "baseline_rss_bytes": baseline,
+            "peak_rss_bytes": peak,
+            "peak_rss_over_baseline_bytes": peak.saturating_sub(baseline),
+        });
+        if let Some((tracker_bytes, tracked_blocks)) = tracked {
+            row["tracker_bytes"] = tracker_bytes.into();
+            row["tracked_blocks"] = tracked_blocks.into();
+            row["tracker_bytes_per_tracked_block"] =
+                (tracker_bytes as f64 / tracked_blocks.max(1) as f64).into();
+            row["tracker_percent_of_heap"] = (100.0 * tracker_bytes as f64 / heap as f64).into();
+        }
+        drop(kept);
+        row.to_string()
+    }
+
+    /// Allocates one block from each of 2^depth distinct call stacks (a binary tree of
+    /// calls through two functions), keeps them, and returns the stacks' count.
+    #[inline(never)]
+    fn left(depth: u32, path: u32, keep: &mut Vec<Vec<u8>>) {
+        branch(depth, path, keep);
+        black_box(path);
+    }
+
+    #[inline(never)]
+    fn right(depth: u32, path: u32, keep: &mut Vec<Vec<u8>>) {
+        branch(depth, path, keep);
+        black_box(path);
+    }
+
+    fn branch(depth: u32, path: u32, keep: &mut Vec<Vec<u8>>) {
+        if depth == 0 {
+            keep.push(vec![1u8; 64]);
+        } else if path & 1 == 0 {
+            left(depth - 1, path >> 1, keep);
+        } else {
+            right(depth - 1, path >> 1, keep);
+        }
+    }
+
+    /// Builds 16,384 live sites, then times snapshots: a JSON row with the median and
+    /// maximum of 20.
+    pub fn snapshot_cost() -> String {
+        let mut keep = Vec::with_capacity(1 << 14);
+        for path in 0..(1u32 << 14) {
+            branch(14, path, &mut keep);
+        }
+        let mut times: Vec<f64> = (0..20)
+            .map(|_| {
+                let start = Instant::now();
+                let snapshot = leakwatch::snapshot();
+                let elapsed = start.elapsed().as_secs_f64() * 1e3;
+                black_box(snapshot);
+                elapsed
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let sites = leakwatch::snapshot().sites.len();
+        black_box(&keep);
+        serde_json::json!({
+            "config": "leakwatch-exact",
+            "sites": sites,
+            "snapshot_ms_median": times[times.len() / 2],
+            "snapshot_ms_max": times[times.len() - 1],
+        })
+        .to_string()
+    }
+}
