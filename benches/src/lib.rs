@@ -163,7 +163,8 @@ pub mod memory {
     pub fn measure(config: &str, tracker: impl Fn() -> Option<(u64, u64)>) -> String {
         let baseline = rss_bytes().unwrap_or(0);
         let kept = retained_growth();
-        let heap: u64 = kept.iter().map(|b| b.len() as u64).sum::<u64>() + (kept.capacity() * 16) as u64;
+        let heap: u64 =
+            kept.iter().map(|b| b.len() as u64).sum::<u64>() + (kept.capacity() * 16) as u64;
         let tracked = tracker();
         let peak = peak_rss_bytes().unwrap_or(0);
         black_box(&kept);

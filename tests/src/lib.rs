@@ -9,7 +9,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// Runs each named test in order, prints `test NAME ... ok|FAILED` and a closing
 /// `N passed, N failed` line, and exits non-zero if any failed.
 pub fn run(tests: &[(&str, fn())]) {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let (mut passed, mut failed) = (0, 0);
     for (name, test) in tests {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
@@ -73,8 +76,18 @@ pub fn totals_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &s
 /// `__rust_alloc` shims. Inlined frames carry short names, so files are checked too.
 pub fn is_runtime_frame(symbol: &Symbol) -> bool {
     const FILES: [&str; 3] = ["/rustc/", "crates/leakwatch-alloc/", "crates/leakwatch/"];
-    const NAMES: [&str; 10] =
-        ["std::", "core::", "alloc::", "leakwatch", "<leakwatch", "__rust", "__rdl", "<alloc::", "<std::", "<core::"];
+    const NAMES: [&str; 10] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "leakwatch",
+        "<leakwatch",
+        "__rust",
+        "__rdl",
+        "<alloc::",
+        "<std::",
+        "<core::",
+    ];
     let file = symbol.file.as_deref().unwrap_or("");
     let function = symbol.function.as_deref().unwrap_or("");
     FILES.iter().any(|f| file.contains(f)) || NAMES.iter().any(|p| function.starts_with(p))

@@ -47,12 +47,34 @@ fn check_attribution(unwinder: Unwinder) {
             .collect::<Vec<_>>()
             .join("\n  ")
     };
-    let first = user.first().unwrap_or_else(|| panic!("no user frame in\n  {}", describe()));
-    assert!(first.function.as_deref().is_some_and(|f| f.ends_with("foo")), "first user frame {first:?}\n  {}", describe());
-    assert!(first.file.as_deref().is_some_and(|f| f.ends_with("tests/attribution.rs")), "{first:?}");
+    let first = user
+        .first()
+        .unwrap_or_else(|| panic!("no user frame in\n  {}", describe()));
+    assert!(
+        first
+            .function
+            .as_deref()
+            .is_some_and(|f| f.ends_with("foo")),
+        "first user frame {first:?}\n  {}",
+        describe()
+    );
+    assert!(
+        first
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with("tests/attribution.rs")),
+        "{first:?}"
+    );
     assert_eq!(first.line, Some(line), "{first:?}");
     let second = user.get(1).expect("a caller frame");
-    assert!(second.function.as_deref().is_some_and(|f| f.ends_with("bar")), "{second:?}\n  {}", describe());
+    assert!(
+        second
+            .function
+            .as_deref()
+            .is_some_and(|f| f.ends_with("bar")),
+        "{second:?}\n  {}",
+        describe()
+    );
     drop(block);
 }
 
@@ -71,14 +93,30 @@ fn foo_is_named_with_frame_pointers() {
 fn foo_is_named_with_dwarf_unwinding() {
     check_attribution(Unwinder::Backtrace);
     let snapshot = leakwatch::snapshot();
-    assert!(snapshot.warnings.iter().any(|w| w.contains("force-frame-pointers")), "{:?}", snapshot.warnings);
+    assert!(
+        snapshot
+            .warnings
+            .iter()
+            .any(|w| w.contains("force-frame-pointers")),
+        "{:?}",
+        snapshot.warnings
+    );
     leakwatch::set_unwinder(Unwinder::FramePointers);
 }
 
 fn main() {
     run(&[
-        ("auto_picks_frame_pointers_in_this_build", auto_picks_frame_pointers_in_this_build),
-        ("foo_is_named_with_frame_pointers", foo_is_named_with_frame_pointers),
-        ("foo_is_named_with_dwarf_unwinding", foo_is_named_with_dwarf_unwinding),
+        (
+            "auto_picks_frame_pointers_in_this_build",
+            auto_picks_frame_pointers_in_this_build,
+        ),
+        (
+            "foo_is_named_with_frame_pointers",
+            foo_is_named_with_frame_pointers,
+        ),
+        (
+            "foo_is_named_with_dwarf_unwinding",
+            foo_is_named_with_dwarf_unwinding,
+        ),
     ]);
 }

@@ -31,7 +31,12 @@ fn enable_disable_at_run_time() {
     assert_eq!(leakwatch::mode(), Mode::Exact);
     let kept = kept_while_on();
     let snapshot = leakwatch::snapshot();
-    let held: u64 = snapshot.sites.iter().filter(|s| s.live_bytes == 1_000_000).map(|s| s.live_bytes).sum();
+    let held: u64 = snapshot
+        .sites
+        .iter()
+        .filter(|s| s.live_bytes == 1_000_000)
+        .map(|s| s.live_bytes)
+        .sum();
     assert_eq!(held, 1_000_000, "the 100 blocks share one site");
     leakwatch::disable();
     assert_eq!(leakwatch::mode(), Mode::Off);
@@ -39,7 +44,14 @@ fn enable_disable_at_run_time() {
     drop(kept);
     let snapshot = leakwatch::snapshot();
     assert!(snapshot.sites.iter().all(|s| s.live_bytes < 1_000_000));
-    assert_eq!(snapshot.tracker.tracked_blocks, snapshot.sites.iter().map(|s| s.live_blocks as u64).sum::<u64>());
+    assert_eq!(
+        snapshot.tracker.tracked_blocks,
+        snapshot
+            .sites
+            .iter()
+            .map(|s| s.live_blocks as u64)
+            .sum::<u64>()
+    );
 
     leakwatch::set_sample_rate(4096);
     assert!(leakwatch::enable());
@@ -58,7 +70,10 @@ fn snapshots_round_trip_through_json() {
     assert_eq!(back, snapshot);
     assert!(json.contains("\"schema_version\":1"));
     assert!(!snapshot.modules.is_empty());
-    assert!(snapshot.modules[0].build_id.is_some(), "the test binary has a GNU build id");
+    assert!(
+        snapshot.modules[0].build_id.is_some(),
+        "the test binary has a GNU build id"
+    );
     leakwatch::disable();
     drop(kept);
 }
@@ -68,20 +83,29 @@ fn child_snapshot(scenario: &str, env: &[(&str, &str)]) -> Snapshot {
     let exe = std::env::current_exe().unwrap();
     let mut command = Command::new(exe);
     command.arg("--child").arg(scenario);
-    for var in ["LEAKWATCH", "LEAKWATCH_SAMPLE", "LEAKWATCH_MAX_SITES", "LEAKWATCH_MAX_BLOCKS"] {
+    for var in [
+        "LEAKWATCH",
+        "LEAKWATCH_SAMPLE",
+        "LEAKWATCH_MAX_SITES",
+        "LEAKWATCH_MAX_BLOCKS",
+    ] {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
     let output = command.output().unwrap();
-    assert!(output.status.success(), "child failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[inline(never)]
 fn from_many_sites() -> Vec<Vec<u8>> {
-    // Each closure instance is its own function: distinct stacks.
+    // Each `vec!` is its own call, at its own return address: distinct stacks.
     macro_rules! sites {
-        ($($n:literal)*) => { vec![$((|| vec![$n as u8; 1000 + $n])(),)*] };
+        ($($n:literal)*) => { vec![$(vec![$n as u8; 1000 + $n],)*] };
     }
     sites!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
 }
@@ -105,7 +129,10 @@ fn environment_turns_it_on() {
     let s = child_snapshot("plain", &[("LEAKWATCH", "1"), ("LEAKWATCH_SAMPLE", "64k")]);
     assert_eq!((s.mode, s.sample_rate), (Mode::Sampled, 65_536));
     let s = child_snapshot("plain", &[("LEAKWATCH", "1")]);
-    assert_eq!((s.mode, s.sample_rate), (Mode::Sampled, leakwatch::DEFAULT_SAMPLE_RATE));
+    assert_eq!(
+        (s.mode, s.sample_rate),
+        (Mode::Sampled, leakwatch::DEFAULT_SAMPLE_RATE)
+    );
     let s = child_snapshot("plain", &[]);
     assert_eq!(s.mode, Mode::Off);
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -113,32 +140,69 @@ fn environment_turns_it_on() {
 
 fn invalid_environment_is_reported_and_ignored() {
     let s = child_snapshot("plain", &[("LEAKWATCH", "1"), ("LEAKWATCH_SAMPLE", "lots")]);
-    assert_eq!((s.mode, s.sample_rate), (Mode::Sampled, leakwatch::DEFAULT_SAMPLE_RATE));
-    assert!(s.warnings.iter().any(|w| w == "LEAKWATCH_SAMPLE has an invalid value and was ignored"), "{:?}", s.warnings);
+    assert_eq!(
+        (s.mode, s.sample_rate),
+        (Mode::Sampled, leakwatch::DEFAULT_SAMPLE_RATE)
+    );
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w == "LEAKWATCH_SAMPLE has an invalid value and was ignored"),
+        "{:?}",
+        s.warnings
+    );
     let s = child_snapshot("plain", &[("LEAKWATCH", "perhaps")]);
     assert_eq!(s.mode, Mode::Off);
-    assert!(s.warnings.iter().any(|w| w.starts_with("LEAKWATCH has an invalid value")), "{:?}", s.warnings);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.starts_with("LEAKWATCH has an invalid value")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 fn a_full_site_table_is_counted_not_dropped() {
-    let s = child_snapshot("many-sites", &[("LEAKWATCH", "exact"), ("LEAKWATCH_MAX_SITES", "8")]);
+    let s = child_snapshot(
+        "many-sites",
+        &[("LEAKWATCH", "exact"), ("LEAKWATCH_MAX_SITES", "8")],
+    );
     assert_eq!(s.tracker.max_sites, 7, "one slot is the overflow site");
     assert_eq!(s.tracker.sites, 7);
     assert!(s.overflow.site_table_full_samples > 0);
     assert!(s.overflow.site_table_full_live_bytes > 0);
     // Every live byte is still accounted: in sites or in the overflow.
     let kept: u64 = (0..16).map(|n| 1000 + n).sum();
-    assert!(s.tracked_live_bytes() >= kept, "{} < {kept}", s.tracked_live_bytes());
-    assert!(s.warnings.iter().any(|w| w.contains("site table is full")), "{:?}", s.warnings);
+    assert!(
+        s.tracked_live_bytes() >= kept,
+        "{} < {kept}",
+        s.tracked_live_bytes()
+    );
+    assert!(
+        s.warnings.iter().any(|w| w.contains("site table is full")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 fn a_full_block_table_is_counted_not_dropped() {
-    let s = child_snapshot("many-blocks", &[("LEAKWATCH", "exact"), ("LEAKWATCH_MAX_BLOCKS", "256")]);
+    let s = child_snapshot(
+        "many-blocks",
+        &[("LEAKWATCH", "exact"), ("LEAKWATCH_MAX_BLOCKS", "256")],
+    );
     assert_eq!(s.tracker.max_blocks, 256);
     assert!(s.tracker.tracked_blocks <= 256);
-    assert!(s.overflow.untracked_blocks >= 1000 - 256, "{:?}", s.overflow);
+    assert!(
+        s.overflow.untracked_blocks >= 1000 - 256,
+        "{:?}",
+        s.overflow
+    );
     assert!(s.overflow.untracked_bytes >= (1000 - 256) * 10);
-    assert!(s.warnings.iter().any(|w| w.contains("block table is full")), "{:?}", s.warnings);
+    assert!(
+        s.warnings.iter().any(|w| w.contains("block table is full")),
+        "{:?}",
+        s.warnings
+    );
 }
 
 fn main() {
@@ -150,10 +214,22 @@ fn main() {
     run(&[
         ("off_until_enabled", off_until_enabled),
         ("enable_disable_at_run_time", enable_disable_at_run_time),
-        ("snapshots_round_trip_through_json", snapshots_round_trip_through_json),
+        (
+            "snapshots_round_trip_through_json",
+            snapshots_round_trip_through_json,
+        ),
         ("environment_turns_it_on", environment_turns_it_on),
-        ("invalid_environment_is_reported_and_ignored", invalid_environment_is_reported_and_ignored),
-        ("a_full_site_table_is_counted_not_dropped", a_full_site_table_is_counted_not_dropped),
-        ("a_full_block_table_is_counted_not_dropped", a_full_block_table_is_counted_not_dropped),
+        (
+            "invalid_environment_is_reported_and_ignored",
+            invalid_environment_is_reported_and_ignored,
+        ),
+        (
+            "a_full_site_table_is_counted_not_dropped",
+            a_full_site_table_is_counted_not_dropped,
+        ),
+        (
+            "a_full_block_table_is_counted_not_dropped",
+            a_full_block_table_is_counted_not_dropped,
+        ),
     ]);
 }

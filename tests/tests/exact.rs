@@ -29,8 +29,16 @@ struct Expect {
 
 fn keep(kept: &mut Vec<Kept>, ptr: *mut u8, layout: Layout) {
     assert!(!ptr.is_null());
-    assert_eq!(ptr as usize % layout.align(), 0, "alignment {} not honoured", layout.align());
-    kept.push(Kept { ptr: ptr as usize, layout });
+    assert_eq!(
+        ptr as usize % layout.align(),
+        0,
+        "alignment {} not honoured",
+        layout.align()
+    );
+    kept.push(Kept {
+        ptr: ptr as usize,
+        layout,
+    });
 }
 
 #[inline(never)]
@@ -38,6 +46,7 @@ fn site_small(kept: &mut Vec<Kept>, n: usize) {
     for i in 0..n {
         let layout = Layout::from_size_align(1 + i % 64, 1 << (i % 5)).unwrap();
         #[allow(unsafe_code)]
+        // SAFETY: the layout has a non-zero size; the result is checked by `keep`.
         let ptr = unsafe { alloc(layout) };
         keep(kept, ptr, layout);
     }
@@ -45,9 +54,17 @@ fn site_small(kept: &mut Vec<Kept>, n: usize) {
 
 #[inline(never)]
 fn site_aligned(kept: &mut Vec<Kept>) {
-    for (size, align) in [(24, 64), (100, 512), (5000, 4096), (1, 4096), (4096, 2048), (70_000, 4096)] {
+    for (size, align) in [
+        (24, 64),
+        (100, 512),
+        (5000, 4096),
+        (1, 4096),
+        (4096, 2048),
+        (70_000, 4096),
+    ] {
         let layout = Layout::from_size_align(size, align).unwrap();
         #[allow(unsafe_code)]
+        // SAFETY: the layout has a non-zero size; the result is checked by `keep`.
         let ptr = unsafe { alloc(layout) };
         keep(kept, ptr, layout);
     }
@@ -58,6 +75,7 @@ fn site_zeroed(kept: &mut Vec<Kept>) {
     for size in [8usize, 800, 80_000] {
         let layout = Layout::from_size_align(size, 8).unwrap();
         #[allow(unsafe_code)]
+        // SAFETY: the layout has a non-zero size; the result is checked by `keep`.
         let ptr = unsafe { alloc_zeroed(layout) };
         keep(kept, ptr, layout);
     }
@@ -68,6 +86,7 @@ fn site_origin(kept: &mut Vec<Kept>, n: usize) {
     for _ in 0..n {
         let layout = Layout::from_size_align(16, 16).unwrap();
         #[allow(unsafe_code)]
+        // SAFETY: the layout has a non-zero size; the result is checked by `keep`.
         let ptr = unsafe { alloc(layout) };
         keep(kept, ptr, layout);
     }
@@ -80,6 +99,8 @@ fn site_resize(kept: &mut [Kept]) {
     for block in kept.iter_mut() {
         for new_size in [1000usize, 40, 3000] {
             #[allow(unsafe_code)]
+            // SAFETY: `block` is live with `block.layout`; the new size is non-zero and
+            // valid for its alignment.
             let ptr = unsafe { realloc(block.ptr as *mut u8, block.layout, new_size) };
             assert!(!ptr.is_null());
             block.ptr = ptr as usize;
@@ -108,6 +129,8 @@ fn site_vec_growth(kept: &mut Vec<Vec<u64>>) {
 fn free_all(kept: Vec<Kept>) {
     for block in kept {
         #[allow(unsafe_code)]
+        // SAFETY: every kept block is live, with the layout it was (re)allocated with,
+        // and is freed exactly once here.
         unsafe {
             dealloc(block.ptr as *mut u8, block.layout)
         };
@@ -146,15 +169,64 @@ fn expected_per_thread() -> Vec<(&'static str, Expect)> {
     let aligned_bytes = 24 + 100 + 5000 + 1 + 4096 + 70_000;
     let churn_bytes: u64 = (0..5000u64).map(|i| 16 + i % 200).sum();
     // Vec<u64> growth: capacities 4, 8, ..., 16384 elements (each a realloc of the last).
-    let caps: Vec<u64> = std::iter::successors(Some(4u64), |c| (*c < 10_000).then_some(c * 2)).collect();
+    let caps: Vec<u64> =
+        std::iter::successors(Some(4u64), |c| (*c < 10_000).then_some(c * 2)).collect();
     let vec_alloc_bytes: u64 = caps.iter().map(|c| c * 8).sum();
     vec![
-        ("site_small", Expect { live_bytes: small_bytes, live_blocks: 2000, alloc_bytes: small_bytes, alloc_blocks: 2000 }),
-        ("site_aligned", Expect { live_bytes: aligned_bytes, live_blocks: 6, alloc_bytes: aligned_bytes, alloc_blocks: 6 }),
-        ("site_zeroed", Expect { live_bytes: 80_808, live_blocks: 3, alloc_bytes: 80_808, alloc_blocks: 3 }),
-        ("site_origin", Expect { live_bytes: 0, live_blocks: 0, alloc_bytes: 200 * 16, alloc_blocks: 200 }),
-        ("site_resize", Expect { live_bytes: 200 * 3000, live_blocks: 200, alloc_bytes: 200 * 4040, alloc_blocks: 600 }),
-        ("site_churn", Expect { live_bytes: 0, live_blocks: 0, alloc_bytes: churn_bytes, alloc_blocks: 5000 }),
+        (
+            "site_small",
+            Expect {
+                live_bytes: small_bytes,
+                live_blocks: 2000,
+                alloc_bytes: small_bytes,
+                alloc_blocks: 2000,
+            },
+        ),
+        (
+            "site_aligned",
+            Expect {
+                live_bytes: aligned_bytes,
+                live_blocks: 6,
+                alloc_bytes: aligned_bytes,
+                alloc_blocks: 6,
+            },
+        ),
+        (
+            "site_zeroed",
+            Expect {
+                live_bytes: 80_808,
+                live_blocks: 3,
+                alloc_bytes: 80_808,
+                alloc_blocks: 3,
+            },
+        ),
+        (
+            "site_origin",
+            Expect {
+                live_bytes: 0,
+                live_blocks: 0,
+                alloc_bytes: 200 * 16,
+                alloc_blocks: 200,
+            },
+        ),
+        (
+            "site_resize",
+            Expect {
+                live_bytes: 200 * 3000,
+                live_blocks: 200,
+                alloc_bytes: 200 * 4040,
+                alloc_blocks: 600,
+            },
+        ),
+        (
+            "site_churn",
+            Expect {
+                live_bytes: 0,
+                live_blocks: 0,
+                alloc_bytes: churn_bytes,
+                alloc_blocks: 5000,
+            },
+        ),
         (
             "site_vec_growth",
             Expect {
@@ -225,7 +297,13 @@ fn eight_threads_match_ground_truth() {
 
 fn main() {
     run(&[
-        ("single_thread_matches_ground_truth", single_thread_matches_ground_truth),
-        ("eight_threads_match_ground_truth", eight_threads_match_ground_truth),
+        (
+            "single_thread_matches_ground_truth",
+            single_thread_matches_ground_truth,
+        ),
+        (
+            "eight_threads_match_ground_truth",
+            eight_threads_match_ground_truth,
+        ),
     ]);
 }

@@ -119,14 +119,23 @@ fn fork_while_another_thread_samples() {
                 black_box(many);
                 let kept = child_allocates();
                 let snapshot = leakwatch::snapshot();
-                let found = snapshot.sites.iter().any(|s| s.live_bytes == kept.len() as u64);
+                let found = snapshot
+                    .sites
+                    .iter()
+                    .any(|s| s.live_bytes == kept.len() as u64);
                 #[allow(unsafe_code)]
                 // SAFETY: _exit ends the child without running the parent's destructors.
-                unsafe { libc::_exit(if found { 0 } else { 3 }) };
+                unsafe {
+                    libc::_exit(if found { 0 } else { 3 })
+                };
             }
             let status = wait_for_child(pid, Duration::from_secs(20));
             assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
-            assert_eq!(libc::WEXITSTATUS(status), 0, "child did not see its allocation");
+            assert_eq!(
+                libc::WEXITSTATUS(status),
+                0,
+                "child did not see its allocation"
+            );
         }
     });
 }
@@ -142,7 +151,10 @@ fn thread_exit_publishes_its_counts() {
     .join()
     .unwrap();
     let after = leakwatch::snapshot().process;
-    assert!(after.allocs - before.allocs >= 100, "{before:?} -> {after:?}");
+    assert!(
+        after.allocs - before.allocs >= 100,
+        "{before:?} -> {after:?}"
+    );
     assert!(after.frees - before.frees >= 100, "{before:?} -> {after:?}");
     assert!(after.freed_bytes - before.freed_bytes >= 100_000);
 }
@@ -181,7 +193,11 @@ fn allocations_in_thread_local_destructors_are_tracked() {
         .unwrap();
     }
     let snapshot = leakwatch::snapshot();
-    let t = totals_for(&snapshot, &mut Symbolizer::new(), "allocate_in_tls_destructor");
+    let t = totals_for(
+        &snapshot,
+        &mut Symbolizer::new(),
+        "allocate_in_tls_destructor",
+    );
     assert_eq!(t.live_bytes, 7_777 * threads, "{t:?}");
     assert_eq!(t.alloc_bytes, (7_777 + 5_000) * threads, "{t:?}");
     KEPT_AT_EXIT.lock().unwrap().clear();
@@ -198,19 +214,33 @@ fn the_trackers_own_allocations_are_never_sites() {
     // Snapshots, symbolization, a new thread (whose exit-flush registration allocates)
     // and DWARF unwinding all allocate inside leakwatch.
     leakwatch::set_unwinder(leakwatch::Unwinder::Backtrace);
-    std::thread::spawn(|| black_box(vec![0u8; 3])).join().unwrap();
+    std::thread::spawn(|| black_box(vec![0u8; 3]))
+        .join()
+        .unwrap();
     leakwatch::set_unwinder(leakwatch::Unwinder::FramePointers);
     let mut symbolizer = Symbolizer::new();
     let snapshot = leakwatch::snapshot();
-    assert_eq!(totals_for(&snapshot, &mut symbolizer, "allocate_untracked").sites, 0);
+    assert_eq!(
+        totals_for(&snapshot, &mut symbolizer, "allocate_untracked").sites,
+        0
+    );
     assert!(snapshot.sites.iter().all(|s| s.live_bytes != 44_444));
     // Untracked allocations still count in the process totals.
     assert!(snapshot.process.live_bytes - before.live_bytes >= 44_444);
-    let inside = ["leakwatch-alloc/src/snapshot.rs", "leakwatch-alloc/src/symbolize.rs", "leakwatch-alloc/src/tracker.rs", "leakwatch-alloc/src/stack.rs"];
+    let inside = [
+        "leakwatch-alloc/src/snapshot.rs",
+        "leakwatch-alloc/src/symbolize.rs",
+        "leakwatch-alloc/src/tracker.rs",
+        "leakwatch-alloc/src/stack.rs",
+    ];
     for site in &snapshot.sites {
         for symbol in symbolizer.symbolize_stack(&site.frames) {
             let file = symbol.file.unwrap_or_default();
-            assert!(!inside.iter().any(|f| file.ends_with(f)), "tracker allocation tracked: {file} in site {}", site.id);
+            assert!(
+                !inside.iter().any(|f| file.ends_with(f)),
+                "tracker allocation tracked: {file} in site {}",
+                site.id
+            );
         }
     }
     drop(hidden);
@@ -240,26 +270,54 @@ fn a_null_from_the_inner_allocator_passes_through() {
     #[allow(unsafe_code)]
     // SAFETY: `ptr` is live with layout `old`; the new size is valid for its alignment.
     let moved = unsafe { ALLOC.realloc(ptr as *mut u8, old, fail) };
-    assert!(black_box(moved).is_null(), "the inner allocator must fail this realloc");
+    assert!(
+        black_box(moved).is_null(),
+        "the inner allocator must fail this realloc"
+    );
     let mut symbolizer = Symbolizer::new();
     let after = leakwatch::snapshot();
     assert!(after.sites.iter().all(|s| s.live_bytes != fail as u64));
     assert!(after.process.allocs - before.process.allocs >= 1);
     let t = totals_for(&after, &mut symbolizer, "site_survives_failed_realloc");
-    assert_eq!((t.live_bytes, t.live_blocks, t.alloc_bytes), (100, 1.0, 100), "old block still tracked");
+    assert_eq!(
+        (t.live_bytes, t.live_blocks, t.alloc_bytes),
+        (100, 1.0, 100),
+        "old block still tracked"
+    );
     #[allow(unsafe_code)]
     // SAFETY: the failed realloc left `ptr` live with layout `old`.
-    unsafe { dealloc(ptr as *mut u8, old) };
-    let t = totals_for(&leakwatch::snapshot(), &mut symbolizer, "site_survives_failed_realloc");
+    unsafe {
+        dealloc(ptr as *mut u8, old)
+    };
+    let t = totals_for(
+        &leakwatch::snapshot(),
+        &mut symbolizer,
+        "site_survives_failed_realloc",
+    );
     assert_eq!((t.live_bytes, t.live_blocks), (0, 0.0));
 }
 
 fn main() {
     run(&[
-        ("fork_while_another_thread_samples", fork_while_another_thread_samples),
-        ("thread_exit_publishes_its_counts", thread_exit_publishes_its_counts),
-        ("allocations_in_thread_local_destructors_are_tracked", allocations_in_thread_local_destructors_are_tracked),
-        ("the_trackers_own_allocations_are_never_sites", the_trackers_own_allocations_are_never_sites),
-        ("a_null_from_the_inner_allocator_passes_through", a_null_from_the_inner_allocator_passes_through),
+        (
+            "fork_while_another_thread_samples",
+            fork_while_another_thread_samples,
+        ),
+        (
+            "thread_exit_publishes_its_counts",
+            thread_exit_publishes_its_counts,
+        ),
+        (
+            "allocations_in_thread_local_destructors_are_tracked",
+            allocations_in_thread_local_destructors_are_tracked,
+        ),
+        (
+            "the_trackers_own_allocations_are_never_sites",
+            the_trackers_own_allocations_are_never_sites,
+        ),
+        (
+            "a_null_from_the_inner_allocator_passes_through",
+            a_null_from_the_inner_allocator_passes_through,
+        ),
     ]);
 }

@@ -11,6 +11,8 @@ const RATE: u32 = 16 * 1024;
 #[global_allocator]
 static ALLOC: LeakWatch = LeakWatch::system().enabled().sample_rate(RATE).seed(0x5eed);
 
+/// Boxes on purpose: each is its own 48-byte heap block.
+#[allow(clippy::vec_box)]
 #[inline(never)]
 fn site_tiny(keep: &mut Vec<Box<[u8; 48]>>, n: usize) {
     for _ in 0..n {
@@ -49,8 +51,15 @@ fn site_mixed(keep: &mut Vec<Vec<u8>>, n: usize) -> u64 {
 
 fn within(label: &str, estimate: f64, truth: f64, tolerance: f64) {
     let error = (estimate - truth) / truth;
-    println!("  {label}: estimate {estimate:.0}, truth {truth:.0}, error {:+.2}%", error * 100.0);
-    assert!(error.abs() <= tolerance, "{label}: estimate {estimate} vs truth {truth} ({:+.1}%)", error * 100.0);
+    println!(
+        "  {label}: estimate {estimate:.0}, truth {truth:.0}, error {:+.2}%",
+        error * 100.0
+    );
+    assert!(
+        error.abs() <= tolerance,
+        "{label}: estimate {estimate} vs truth {truth} ({:+.1}%)",
+        error * 100.0
+    );
 }
 
 fn estimates_are_within_ten_percent() {
@@ -77,8 +86,18 @@ fn estimates_are_within_ten_percent() {
     ];
     for (function, bytes, blocks) in cases {
         let t = totals_for(&snapshot, &mut symbolizer, function);
-        within(&format!("{function} live bytes"), t.live_bytes as f64, bytes, 0.10);
-        within(&format!("{function} live blocks"), t.live_blocks, blocks, 0.10);
+        within(
+            &format!("{function} live bytes"),
+            t.live_bytes as f64,
+            bytes,
+            0.10,
+        );
+        within(
+            &format!("{function} live blocks"),
+            t.live_blocks,
+            blocks,
+            0.10,
+        );
     }
 
     // Free every other tiny box and half the pages: the estimates follow.
@@ -90,16 +109,30 @@ fn estimates_are_within_ten_percent() {
     pages.truncate(8192);
     let snapshot = leakwatch::snapshot();
     let t = totals_for(&snapshot, &mut symbolizer, "site_tiny");
-    within("site_tiny after freeing half", t.live_bytes as f64, 48.0 * 750_000.0, 0.10);
+    within(
+        "site_tiny after freeing half",
+        t.live_bytes as f64,
+        48.0 * 750_000.0,
+        0.10,
+    );
     let t = totals_for(&snapshot, &mut symbolizer, "site_page");
-    within("site_page after freeing half", t.live_bytes as f64, 4096.0 * 8192.0, 0.10);
+    within(
+        "site_page after freeing half",
+        t.live_bytes as f64,
+        4096.0 * 8192.0,
+        0.10,
+    );
 
     // Free everything: sampled sites return exactly to zero (each free subtracts the
     // weight its allocation added).
     drop((tiny, pages, large, mixed));
     let snapshot = leakwatch::snapshot();
     for function in ["site_tiny", "site_page", "site_large", "site_mixed"] {
-        assert_eq!(totals_for(&snapshot, &mut symbolizer, function).live_bytes, 0, "{function}");
+        assert_eq!(
+            totals_for(&snapshot, &mut symbolizer, function).live_bytes,
+            0,
+            "{function}"
+        );
     }
 }
 
@@ -111,19 +144,31 @@ fn process_totals_count_every_allocation() {
     }
     let after = leakwatch::snapshot().process;
     // The snapshot itself allocates too, so the deltas are at least the workload's.
-    assert!(after.allocs - before.allocs >= 10_000, "{before:?} -> {after:?}");
+    assert!(
+        after.allocs - before.allocs >= 10_000,
+        "{before:?} -> {after:?}"
+    );
     assert!(after.alloc_bytes - before.alloc_bytes >= 320_000);
     // 10,000 boxes of 32 bytes plus the 80,000-byte Vec holding them, plus whatever the
     // snapshot itself keeps (well under 64 KiB).
     let live_delta = after.live_bytes - before.live_bytes;
-    assert!((400_000..400_000 + 64 * 1024).contains(&live_delta), "live delta {live_delta}");
+    assert!(
+        (400_000..400_000 + 64 * 1024).contains(&live_delta),
+        "live delta {live_delta}"
+    );
     assert!(after.peak_live_bytes >= after.live_bytes);
     drop(kept);
 }
 
 fn main() {
     run(&[
-        ("estimates_are_within_ten_percent", estimates_are_within_ten_percent),
-        ("process_totals_count_every_allocation", process_totals_count_every_allocation),
+        (
+            "estimates_are_within_ten_percent",
+            estimates_are_within_ten_percent,
+        ),
+        (
+            "process_totals_count_every_allocation",
+            process_totals_count_every_allocation,
+        ),
     ]);
 }

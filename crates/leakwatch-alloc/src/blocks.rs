@@ -39,8 +39,12 @@ struct Table {
 #[repr(align(128))]
 struct Shard(SpinLock<Table>);
 
-static SHARD_TABLE: [Shard; SHARDS] =
-    [const { Shard(SpinLock::new(Table { slots: None, len: 0 })) }; SHARDS];
+static SHARD_TABLE: [Shard; SHARDS] = [const {
+    Shard(SpinLock::new(Table {
+        slots: None,
+        len: 0,
+    }))
+}; SHARDS];
 
 /// Maximum entries per shard (the global bound divided by the shard count).
 static MAX_PER_SHARD: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -90,7 +94,9 @@ pub(crate) fn insert(addr: usize, site: u32, rate: u32) -> Inserted {
         return Inserted::Full;
     }
     let Table { slots, len } = &mut *table;
-    let Some(slots) = slots.as_mut() else { return Inserted::Full };
+    let Some(slots) = slots.as_mut() else {
+        return Inserted::Full;
+    };
     let mask = slots.len() - 1;
     let mut i = (h >> SHARD_BITS) as usize & mask;
     loop {
@@ -167,13 +173,21 @@ pub(crate) fn remove(addr: usize) -> Option<Entry> {
             break;
         }
         let home = (hash(entry.addr) >> SHARD_BITS) as usize & mask;
-        let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
+        let stays = if hole <= j {
+            hole < home && home <= j
+        } else {
+            hole < home || home <= j
+        };
         if !stays {
             slots[hole] = entry;
             hole = j;
         }
     }
-    slots[hole] = Entry { addr: 0, site: 0, rate: 0 };
+    slots[hole] = Entry {
+        addr: 0,
+        site: 0,
+        rate: 0,
+    };
     *len -= 1;
     Some(removed)
 }
@@ -185,7 +199,10 @@ pub(crate) fn len() -> u64 {
 
 /// Resident bytes of all shard tables.
 pub(crate) fn resident_bytes() -> usize {
-    SHARD_TABLE.iter().map(|s| s.0.lock().slots.as_ref().map_or(0, |t| t.resident_bytes())).sum()
+    SHARD_TABLE
+        .iter()
+        .map(|s| s.0.lock().slots.as_ref().map_or(0, |t| t.resident_bytes()))
+        .sum()
 }
 
 /// Calls `f` on every tracked block (shard by shard; each shard is locked while visited,
@@ -232,7 +249,14 @@ mod tests {
         for i in 0..n {
             assert_eq!(insert(base + i * 16, i as u32, 1), Inserted::New);
         }
-        assert_eq!(insert(base, 99, 1), Inserted::Replaced(Entry { addr: base, site: 0, rate: 1 }));
+        assert_eq!(
+            insert(base, 99, 1),
+            Inserted::Replaced(Entry {
+                addr: base,
+                site: 0,
+                rate: 1
+            })
+        );
         for i in (0..n).rev().step_by(2) {
             let e = remove(base + i * 16).expect("tracked");
             assert_eq!(e.addr, base + i * 16);

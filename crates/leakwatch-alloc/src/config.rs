@@ -85,7 +85,9 @@ pub(crate) fn apply_env(config: &mut Config) -> u32 {
     }
     if let Some(ok) = with_env(c"LEAKWATCH_MAX_DEPTH", |v| {
         let depth = parse_size(v)?;
-        (1..=MAX_DEPTH_LIMIT as u64).contains(&depth).then(|| config.max_depth = depth as u32)
+        (1..=MAX_DEPTH_LIMIT as u64)
+            .contains(&depth)
+            .then(|| config.max_depth = depth as u32)
     }) {
         note(2, ok);
     }

@@ -37,7 +37,10 @@ impl LeakWatch<System> {
 impl<A> LeakWatch<A> {
     /// Wraps `inner` (for example `mimalloc::MiMalloc` or `tikv_jemallocator::Jemalloc`).
     pub const fn new(inner: A) -> Self {
-        LeakWatch { inner, config: Config::DEFAULT }
+        LeakWatch {
+            inner,
+            config: Config::DEFAULT,
+        }
     }
 
     /// Starts tracking at the first allocation, without waiting for `LEAKWATCH=1`

@@ -68,25 +68,27 @@ pub(crate) struct ThreadState {
 }
 
 impl ThreadState {
-    const NEW: ThreadState = ThreadState {
-        countdown: Cell::new(0),
-        countdown_base: Cell::new(0),
-        allocs: Cell::new(0),
-        free_budget: Cell::new(0),
-        free_budget_base: Cell::new(0),
-        frees: Cell::new(0),
-        busy: Cell::new(false),
-        phase: Cell::new(NEW),
-        rate: Cell::new(0),
-        rng: Cell::new(0),
-        stack_lo: Cell::new(0),
-        stack_hi: Cell::new(0),
-        sites: SiteBatch::new(),
-    };
+    const fn new() -> ThreadState {
+        ThreadState {
+            countdown: Cell::new(0),
+            countdown_base: Cell::new(0),
+            allocs: Cell::new(0),
+            free_budget: Cell::new(0),
+            free_budget_base: Cell::new(0),
+            frees: Cell::new(0),
+            busy: Cell::new(false),
+            phase: Cell::new(NEW),
+            rate: Cell::new(0),
+            rng: Cell::new(0),
+            stack_lo: Cell::new(0),
+            stack_hi: Cell::new(0),
+            sites: SiteBatch::new(),
+        }
+    }
 }
 
 thread_local! {
-    pub(crate) static THREAD: ThreadState = const { ThreadState::NEW };
+    pub(crate) static THREAD: ThreadState = const { ThreadState::new() };
 }
 
 /// True when tracking is off and nothing was ever tracked: allocations and frees then

@@ -82,7 +82,9 @@ mod symbolize;
 #[expect(unsafe_code)]
 mod tracker;
 
-pub use config::{Config, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_RATE};
+pub use config::{
+    Config, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_RATE,
+};
 pub use global_alloc::LeakWatch;
 pub use os::Module;
 pub use snapshot::{

@@ -64,7 +64,12 @@ impl<T: Zeroable> Mapping<T> {
             return None;
         }
         MAPPED_BYTES.fetch_add(bytes, Ordering::Relaxed);
-        Some(Self { ptr: NonNull::new(ptr.cast())?, len, bytes, _owns: PhantomData })
+        Some(Self {
+            ptr: NonNull::new(ptr.cast())?,
+            len,
+            bytes,
+            _owns: PhantomData,
+        })
     }
 
     /// The mapping's size in bytes, rounded up to whole pages.
@@ -86,10 +91,18 @@ impl<T: Zeroable> Mapping<T> {
             // SAFETY: `ptr + offset` is page-aligned and `[ptr + offset, + len)` lies
             // inside our mapping; `residency` has room for `len / page` entries.
             let rc = unsafe {
-                libc::mincore(self.ptr.as_ptr().cast::<u8>().add(offset).cast(), len, residency.as_mut_ptr())
+                libc::mincore(
+                    self.ptr.as_ptr().cast::<u8>().add(offset).cast(),
+                    len,
+                    residency.as_mut_ptr(),
+                )
             };
             let pages = len.div_ceil(page);
-            resident += if rc == 0 { residency[..pages].iter().filter(|&&r| r & 1 != 0).count() * page } else { len };
+            resident += if rc == 0 {
+                residency[..pages].iter().filter(|&&r| r & 1 != 0).count() * page
+            } else {
+                len
+            };
             offset += len;
         }
         resident
@@ -124,7 +137,11 @@ impl<T: Zeroable> Drop for Mapping<T> {
 fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page > 0 && (page as usize).is_power_of_two() { page as usize } else { 4096 }
+    if page > 0 && (page as usize).is_power_of_two() {
+        page as usize
+    } else {
+        4096
+    }
 }
 
 /// The calling thread's stack as `(lowest, highest)` address, or `(0, 0)` when unknown.
@@ -230,12 +247,14 @@ unsafe extern "C" fn collect(
     // SAFETY: `data` is the `&mut Vec<Module>` passed by `loaded_modules`, and `info` is a
     // valid pointer for the duration of this callback (dl_iterate_phdr's contract).
     let (modules, info) = unsafe { (&mut *data.cast::<Vec<Module>>(), &*info) };
-    let base = info.dlpi_addr as u64;
+    let base = info.dlpi_addr;
     let path = if info.dlpi_name.is_null() {
         String::new()
     } else {
         // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
     };
     let headers: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
         &[]
@@ -247,12 +266,16 @@ unsafe extern "C" fn collect(
     for header in headers {
         if header.p_type == libc::PT_LOAD {
             start = start.min(base.wrapping_add(header.p_vaddr));
-            end = end.max(base.wrapping_add(header.p_vaddr).wrapping_add(header.p_memsz));
+            end = end.max(
+                base.wrapping_add(header.p_vaddr)
+                    .wrapping_add(header.p_memsz),
+            );
         } else if header.p_type == libc::PT_NOTE && build_id.is_none() {
             let at = base.wrapping_add(header.p_vaddr) as usize;
             // SAFETY: PT_NOTE segments are part of a loaded PT_LOAD segment, mapped
             // readable for the module's lifetime, and `p_filesz` bytes long.
-            let notes = unsafe { std::slice::from_raw_parts(at as *const u8, header.p_filesz as usize) };
+            let notes =
+                unsafe { std::slice::from_raw_parts(at as *const u8, header.p_filesz as usize) };
             build_id = find_build_id(notes);
         }
     }
@@ -260,7 +283,13 @@ unsafe extern "C" fn collect(
         start = base;
         end = base;
     }
-    modules.push(Module { path, base, start, end, build_id });
+    modules.push(Module {
+        path,
+        base,
+        start,
+        end,
+        build_id,
+    });
     0
 }
 
@@ -303,7 +332,11 @@ mod tests {
         assert_eq!(map.resident_bytes(), 0, "nothing touched yet");
         map[999] = 7;
         assert_eq!(map[999], 7);
-        assert_eq!(map.resident_bytes(), page_size(), "only the touched page is resident");
+        assert_eq!(
+            map.resident_bytes(),
+            page_size(),
+            "only the touched page is resident"
+        );
         assert!(map.iter().all(|&x| x == 0 || x == 7));
         assert!(map.bytes() >= 8 << 16);
         assert!(mapped_bytes() >= before + (8 << 16));

@@ -70,11 +70,17 @@ impl Weight {
     /// what its allocation added.
     pub(crate) fn of(size: usize, rate: u32) -> Weight {
         if rate <= 1 {
-            return Weight { bytes: size as u64, count: COUNT_ONE };
+            return Weight {
+                bytes: size as u64,
+                count: COUNT_ONE,
+            };
         }
         let p = sample_probability(size, rate);
         if p <= 0.0 {
-            return Weight { bytes: size as u64, count: COUNT_ONE };
+            return Weight {
+                bytes: size as u64,
+                count: COUNT_ONE,
+            };
         }
         Weight {
             bytes: (size as f64 / p).round() as u64,
@@ -89,7 +95,13 @@ mod tests {
 
     #[test]
     fn exact_rate_weighs_one() {
-        assert_eq!(Weight::of(24, 1), Weight { bytes: 24, count: COUNT_ONE });
+        assert_eq!(
+            Weight::of(24, 1),
+            Weight {
+                bytes: 24,
+                count: COUNT_ONE
+            }
+        );
         assert_eq!(sample_probability(1, 1), 1.0);
     }
 
@@ -148,9 +160,19 @@ mod tests {
             let tolerance = 4.0 * ((1.0 - p) / (rounds as f64 * p)).sqrt() + 1e-3;
             let truth = (size * rounds) as f64;
             let err = (est_bytes[i] - truth).abs() / truth;
-            assert!(err < tolerance, "size {size}: bytes off by {:.2}% > {:.2}%", err * 100.0, tolerance * 100.0);
+            assert!(
+                err < tolerance,
+                "size {size}: bytes off by {:.2}% > {:.2}%",
+                err * 100.0,
+                tolerance * 100.0
+            );
             let err = (est_blocks[i] - rounds as f64).abs() / rounds as f64;
-            assert!(err < tolerance, "size {size}: blocks off by {:.2}% > {:.2}%", err * 100.0, tolerance * 100.0);
+            assert!(
+                err < tolerance,
+                "size {size}: blocks off by {:.2}% > {:.2}%",
+                err * 100.0,
+                tolerance * 100.0
+            );
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use crate::os::{Mapping, Zeroable};
 use crate::sampler::{Weight, mix64};
-use std::cell::Cell;
 use crate::spin::SpinLock;
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
@@ -87,12 +87,20 @@ fn as_plain(frames: &[AtomicU64]) -> &[u64] {
 impl SiteCounters {
     /// A batch holding one allocation of weight `w`.
     pub(crate) fn alloc(w: Weight) -> Self {
-        SiteCounters { alloc_bytes: w.bytes, alloc_count: w.count, ..Default::default() }
+        SiteCounters {
+            alloc_bytes: w.bytes,
+            alloc_count: w.count,
+            ..Default::default()
+        }
     }
 
     /// A batch holding one free of weight `w`.
     pub(crate) fn free(w: Weight) -> Self {
-        SiteCounters { freed_bytes: w.bytes, freed_count: w.count, ..Default::default() }
+        SiteCounters {
+            freed_bytes: w.bytes,
+            freed_count: w.count,
+            ..Default::default()
+        }
     }
 
     /// A batch taking back one free of weight `w` (a failed realloc).
@@ -127,9 +135,15 @@ pub(crate) struct SiteBatch {
 
 impl SiteBatch {
     pub(crate) const fn new() -> Self {
-        const EMPTY: SiteCounters =
-            SiteCounters { alloc_bytes: 0, alloc_count: 0, freed_bytes: 0, freed_count: 0 };
-        SiteBatch { slots: [const { (Cell::new(NO_SITE), Cell::new(EMPTY)) }; BATCH_SLOTS] }
+        const EMPTY: SiteCounters = SiteCounters {
+            alloc_bytes: 0,
+            alloc_count: 0,
+            freed_bytes: 0,
+            freed_count: 0,
+        };
+        SiteBatch {
+            slots: [const { (Cell::new(NO_SITE), Cell::new(EMPTY)) }; BATCH_SLOTS],
+        }
     }
 
     /// Adds `delta` to `site`'s pending changes.
@@ -213,7 +227,10 @@ impl FrameHasher {
     const K: u64 = 0x517C_C1B7_2722_0A95;
 
     pub(crate) const fn new() -> Self {
-        FrameHasher { state: 0x2545_F491_4F6C_DD1D, count: 0 }
+        FrameHasher {
+            state: 0x2545_F491_4F6C_DD1D,
+            count: 0,
+        }
     }
 
     #[inline(always)]
@@ -260,7 +277,9 @@ impl Sites {
         record.hash.store(h, Relaxed);
         record.frames_start.store(start, Relaxed);
         let flags = if truncated { TRUNCATED } else { 0 };
-        record.depth_flags.store(frames.len() as u32 | flags, Relaxed);
+        record
+            .depth_flags
+            .store(frames.len() as u32 | flags, Relaxed);
         self.frames_used.store(end as u32, Relaxed);
         // Publish: the release stores make the record and its frames visible to any
         // thread that finds the id through an acquire load.
@@ -353,7 +372,9 @@ mod tests {
     fn interning_is_stable_and_bounded() {
         assert!(init(64, 8));
         let sites = get().unwrap();
-        let intern = |frames: &[u64], truncated| sites.intern(frames, truncated, hash_frames(frames, truncated));
+        let intern = |frames: &[u64], truncated| {
+            sites.intern(frames, truncated, hash_frames(frames, truncated))
+        };
         let a = intern(&[1, 2, 3], false);
         let b = intern(&[1, 2, 4], false);
         let c = intern(&[1, 2, 3], true);
@@ -381,9 +402,18 @@ mod hash_tests {
 
     #[test]
     fn order_and_truncation_change_the_hash() {
-        assert_ne!(hash_frames(&[1, 2, 3], false), hash_frames(&[2, 1, 3], false));
-        assert_ne!(hash_frames(&[1, 2, 3], false), hash_frames(&[1, 2, 3], true));
+        assert_ne!(
+            hash_frames(&[1, 2, 3], false),
+            hash_frames(&[2, 1, 3], false)
+        );
+        assert_ne!(
+            hash_frames(&[1, 2, 3], false),
+            hash_frames(&[1, 2, 3], true)
+        );
         assert_ne!(hash_frames(&[1, 2], false), hash_frames(&[1, 2, 0], false));
-        assert_eq!(hash_frames(&[7, 8, 9], false), hash_frames(&[7, 8, 9], false));
+        assert_eq!(
+            hash_frames(&[7, 8, 9], false),
+            hash_frames(&[7, 8, 9], false)
+        );
     }
 }

@@ -147,7 +147,8 @@ pub struct OverflowStats {
 impl Snapshot {
     /// Live bytes over all sites, plus what overflowed the site table: the tracked heap.
     pub fn tracked_live_bytes(&self) -> u64 {
-        self.sites.iter().map(|s| s.live_bytes).sum::<u64>() + self.overflow.site_table_full_live_bytes
+        self.sites.iter().map(|s| s.live_bytes).sum::<u64>()
+            + self.overflow.site_table_full_live_bytes
     }
 }
 
@@ -167,7 +168,10 @@ pub(crate) fn build() -> Snapshot {
     let freed_bytes = PROCESS.freed_bytes.load(Relaxed);
     let alloc_bytes = PROCESS.alloc_bytes.load(Relaxed);
     let live_bytes = alloc_bytes.wrapping_sub(freed_bytes) as i64;
-    let peak = PROCESS.peak_live.fetch_max(live_bytes, Relaxed).max(live_bytes);
+    let peak = PROCESS
+        .peak_live
+        .fetch_max(live_bytes, Relaxed)
+        .max(live_bytes);
     let process = ProcessStats {
         live_bytes,
         peak_live_bytes: peak,
@@ -236,7 +240,11 @@ pub(crate) fn build() -> Snapshot {
             .map_or(0, |d| d.as_millis() as u64),
         pid: std::process::id(),
         mode,
-        sample_rate: if mode == Mode::Exact { 1 } else { RATE.load(Relaxed) },
+        sample_rate: if mode == Mode::Exact {
+            1
+        } else {
+            RATE.load(Relaxed)
+        },
         unwinder,
         process,
         sites: sites_out,

@@ -84,7 +84,13 @@ pub(crate) struct Stack<'a> {
 
 impl<'a> Stack<'a> {
     pub(crate) fn new(frames: &'a mut StackBuffer, max_depth: usize) -> Self {
-        Stack { frames, len: 0, max: max_depth.clamp(1, MAX_DEPTH_LIMIT), truncated: false, hasher: FrameHasher::new() }
+        Stack {
+            frames,
+            len: 0,
+            max: max_depth.clamp(1, MAX_DEPTH_LIMIT),
+            truncated: false,
+            hasher: FrameHasher::new(),
+        }
     }
 
     pub(crate) fn frames(&self) -> &[u64] {
@@ -188,7 +194,13 @@ fn capture_with(mode: u8, stack: &mut Stack, above_sp: usize, stack_lo: usize, s
 /// record whose saved frame pointer is at or above `above_sp` (the record of the call
 /// made by the allocator entry point `F`, so its return address lies in `F`) upwards.
 /// Every frame record read lies in `[sp, stack_hi)`.
-fn walk_frame_pointers(stack: &mut Stack, mut fp: usize, above_sp: usize, sp: usize, stack_hi: usize) {
+fn walk_frame_pointers(
+    stack: &mut Stack,
+    mut fp: usize,
+    above_sp: usize,
+    sp: usize,
+    stack_hi: usize,
+) {
     const WORD: usize = size_of::<usize>();
     let mut keeping = false;
     loop {
@@ -253,8 +265,17 @@ fn walk_dwarf(stack: &mut Stack, above_sp: usize) {
 
 /// Benchmark support: captures the caller's whole stack with `unwinder` into `out`.
 #[inline(never)]
-pub(crate) fn capture_for_bench(unwinder: Unwinder, out: &mut [u64], stack_lo: usize, stack_hi: usize) -> usize {
-    let mode = if unwinder == Unwinder::Backtrace { BACKTRACE } else { FRAME_POINTERS };
+pub(crate) fn capture_for_bench(
+    unwinder: Unwinder,
+    out: &mut [u64],
+    stack_lo: usize,
+    stack_hi: usize,
+) -> usize {
+    let mode = if unwinder == Unwinder::Backtrace {
+        BACKTRACE
+    } else {
+        FRAME_POINTERS
+    };
     let mut buffer = stack_buffer();
     let mut stack = Stack::new(&mut buffer, out.len());
     capture_with(mode, &mut stack, 0, stack_lo, stack_hi);
@@ -267,7 +288,11 @@ pub(crate) fn capture_for_bench(unwinder: Unwinder, out: &mut [u64], stack_lo: u
 /// compares. Runs once, on the first sample.
 #[cold]
 fn probe(stack_lo: usize, stack_hi: usize) -> u8 {
-    if probe_outer(stack_lo, stack_hi) { FRAME_POINTERS } else { BACKTRACE }
+    if probe_outer(stack_lo, stack_hi) {
+        FRAME_POINTERS
+    } else {
+        BACKTRACE
+    }
 }
 
 #[inline(never)]

@@ -43,7 +43,12 @@ impl Symbolizer {
 
     /// The frames for a whole stack, innermost first, inlined frames expanded.
     pub fn symbolize_stack(&mut self, frames: &[u64]) -> Vec<Symbol> {
-        untracked(|| frames.iter().flat_map(|&a| self.symbolize(a).to_vec()).collect())
+        untracked(|| {
+            frames
+                .iter()
+                .flat_map(|&a| self.symbolize(a).to_vec())
+                .collect()
+        })
     }
 
     /// Number of cached addresses.
@@ -67,7 +72,13 @@ fn resolve(address: u64) -> Vec<Symbol> {
     });
     match out.last_mut() {
         Some(last) => last.inlined = false,
-        None => out.push(Symbol { address, function: None, file: None, line: None, inlined: false }),
+        None => out.push(Symbol {
+            address,
+            function: None,
+            file: None,
+            line: None,
+            inlined: false,
+        }),
     }
     out
 }
@@ -93,10 +104,22 @@ mod tests {
         let frames = symbolizer.symbolize_stack(&ips);
         let ours = frames
             .iter()
-            .find(|s| s.function.as_deref().is_some_and(|f| f.ends_with("a_known_function")))
+            .find(|s| {
+                s.function
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with("a_known_function"))
+            })
             .unwrap_or_else(|| panic!("{frames:#?}"));
-        assert!(ours.file.as_deref().is_some_and(|f| f.ends_with("symbolize.rs")), "{ours:?}");
+        assert!(
+            ours.file
+                .as_deref()
+                .is_some_and(|f| f.ends_with("symbolize.rs")),
+            "{ours:?}"
+        );
         assert!(ours.line.is_some());
-        assert_eq!(symbolizer.cached(), ips.iter().collect::<std::collections::HashSet<_>>().len());
+        assert_eq!(
+            symbolizer.cached(),
+            ips.iter().collect::<std::collections::HashSet<_>>().len()
+        );
     }
 }

@@ -115,7 +115,10 @@ pub(crate) fn first_use(config: &Config) -> u8 {
 
 fn apply(config: &Config) {
     RATE.store(config.sample_rate.max(1), Relaxed);
-    MAX_DEPTH.store(config.max_depth.clamp(1, stack::MAX_DEPTH_LIMIT as u32), Relaxed);
+    MAX_DEPTH.store(
+        config.max_depth.clamp(1, stack::MAX_DEPTH_LIMIT as u32),
+        Relaxed,
+    );
     MAX_SITES.store(config.max_sites.max(2), Relaxed);
     blocks::set_max_blocks(config.max_blocks);
     stack::set_unwinder(config.unwinder);
@@ -139,7 +142,10 @@ fn ensure_tables() -> bool {
             TABLES_FAILED => return false,
             _ => {}
         }
-        if TABLES_LOCK.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+        if TABLES_LOCK
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .is_ok()
+        {
             if TABLES.load(Acquire) == TABLES_NONE {
                 let ok = sites::init(MAX_SITES.load(Relaxed), MAX_DEPTH.load(Relaxed))
                     && os::register_fork_handlers(fork_prepare, fork_release, fork_release);
@@ -158,7 +164,11 @@ pub(crate) fn tables_failed() -> bool {
 }
 
 fn mode_for_rate() -> u8 {
-    if RATE.load(Relaxed) <= 1 { EXACT } else { SAMPLED }
+    if RATE.load(Relaxed) <= 1 {
+        EXACT
+    } else {
+        SAMPLED
+    }
 }
 
 /// Turns tracking on at the current rate. Returns false if the tables could not be mapped.
@@ -178,7 +188,11 @@ pub(crate) fn stop() {
 
 fn set_mode(mode: u8) {
     let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
-        let free_check = if mode >= SAMPLED { FREE_CHECK } else { s & FREE_CHECK };
+        let free_check = if mode >= SAMPLED {
+            FREE_CHECK
+        } else {
+            s & FREE_CHECK
+        };
         Some(mode | free_check)
     });
 }
@@ -207,7 +221,11 @@ pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize
         if t.countdown.get() <= 0 && t.phase.get() != NEW {
             flush(t);
             let mut rng = Rng(t.rng.get());
-            let next = if t.phase.get() == EXITED { 0 } else { next_countdown(&mut rng, RATE.load(Relaxed).max(2)) };
+            let next = if t.phase.get() == EXITED {
+                0
+            } else {
+                next_countdown(&mut rng, RATE.load(Relaxed).max(2))
+            };
             t.rng.set(rng.0);
             set_countdown(t, next);
         }
@@ -223,7 +241,11 @@ pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize
     if mode != EXACT || exiting || pending >= FLUSH_BYTES {
         flush(t);
     }
-    let rate = if mode == EXACT { 1 } else { RATE.load(Relaxed).max(2) };
+    let rate = if mode == EXACT {
+        1
+    } else {
+        RATE.load(Relaxed).max(2)
+    };
     let sampled = match mode {
         EXACT => true,
         SAMPLED => decide(t, size, rate),
@@ -286,7 +308,8 @@ fn thread_start(t: &ThreadState) {
         }
         fixed => fixed,
     };
-    t.rng.set(mix64(seed ^ seq.wrapping_mul(0xA076_1D64_78BD_642F)));
+    t.rng
+        .set(mix64(seed ^ seq.wrapping_mul(0xA076_1D64_78BD_642F)));
     t.phase.set(LIVE);
     t.free_budget.set(FLUSH_BYTES);
     t.free_budget_base.set(FLUSH_BYTES);
@@ -385,7 +408,11 @@ pub(crate) fn flush(t: &ThreadState) {
     t.countdown_base.set(t.countdown.get());
     let frees = t.frees.replace(0);
     let freed_bytes = t.free_budget_base.get().wrapping_sub(t.free_budget.get()) as u64;
-    let budget = if t.phase.get() == LIVE { FLUSH_BYTES } else { 0 };
+    let budget = if t.phase.get() == LIVE {
+        FLUSH_BYTES
+    } else {
+        0
+    };
     t.free_budget.set(budget);
     t.free_budget_base.set(budget);
     if allocs == 0 && frees == 0 {
@@ -393,9 +420,17 @@ pub(crate) fn flush(t: &ThreadState) {
     }
     PROCESS.allocs.fetch_add(allocs, Relaxed);
     PROCESS.frees.fetch_add(frees, Relaxed);
-    let allocated = PROCESS.alloc_bytes.fetch_add(alloc_bytes, Relaxed).wrapping_add(alloc_bytes);
-    let freed = PROCESS.freed_bytes.fetch_add(freed_bytes, Relaxed).wrapping_add(freed_bytes);
-    PROCESS.peak_live.fetch_max(allocated.wrapping_sub(freed) as i64, Relaxed);
+    let allocated = PROCESS
+        .alloc_bytes
+        .fetch_add(alloc_bytes, Relaxed)
+        .wrapping_add(alloc_bytes);
+    let freed = PROCESS
+        .freed_bytes
+        .fetch_add(freed_bytes, Relaxed)
+        .wrapping_add(freed_bytes);
+    PROCESS
+        .peak_live
+        .fetch_max(allocated.wrapping_sub(freed) as i64, Relaxed);
 }
 
 /// Publishes the calling thread's batched counts.

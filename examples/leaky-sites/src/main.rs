@@ -77,19 +77,36 @@ fn label(symbolizer: &mut Symbolizer, frames: &[u64]) -> String {
     let is_runtime = |file: &str, function: &str| {
         file.contains("/rustc/")
             || file.contains("crates/leakwatch")
-            || ["std::", "core::", "alloc::", "hashbrown::", "__rust", "<alloc::", "<std::", "<core::", "<hashbrown::"]
-                .iter()
-                .any(|p| function.starts_with(p))
+            || [
+                "std::",
+                "core::",
+                "alloc::",
+                "hashbrown::",
+                "__rust",
+                "<alloc::",
+                "<std::",
+                "<core::",
+                "<hashbrown::",
+            ]
+            .iter()
+            .any(|p| function.starts_with(p))
     };
     let user = symbols.iter().find(|s| {
-        !is_runtime(s.file.as_deref().unwrap_or(""), s.function.as_deref().unwrap_or(""))
-            && s.function.is_some()
+        !is_runtime(
+            s.file.as_deref().unwrap_or(""),
+            s.function.as_deref().unwrap_or(""),
+        ) && s.function.is_some()
     });
     match user {
         Some(s) => {
             let file = s.file.as_deref().unwrap_or("?");
             let short = file.rsplit_once("/src/").map_or(file, |(_, rest)| rest);
-            format!("{} (src/{}:{})", s.function.as_deref().unwrap_or("?"), short, s.line.unwrap_or(0))
+            format!(
+                "{} (src/{}:{})",
+                s.function.as_deref().unwrap_or("?"),
+                short,
+                s.line.unwrap_or(0)
+            )
         }
         None => format!("{:#x}", frames.first().copied().unwrap_or(0)),
     }
@@ -115,7 +132,9 @@ fn parse_args() -> Result<u64, String> {
         match arg.as_str() {
             "--requests" => {
                 let value = args.next().ok_or("--requests needs a number")?;
-                requests = value.parse().map_err(|_| format!("--requests: not a number: {value}"))?;
+                requests = value
+                    .parse()
+                    .map_err(|_| format!("--requests: not a number: {value}"))?;
                 if requests < 2 {
                     return Err("--requests must be at least 2".into());
                 }
