@@ -77,6 +77,7 @@ fn label(symbolizer: &mut Symbolizer, frames: &[u64]) -> String {
     let is_runtime = |file: &str, function: &str| {
         file.contains("/rustc/")
             || file.contains("crates/leakwatch")
+            || file.contains("/hashbrown-")
             || [
                 "std::",
                 "core::",
