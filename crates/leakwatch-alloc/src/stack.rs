@@ -202,23 +202,38 @@ fn walk_frame_pointers(
     stack_hi: usize,
 ) {
     const WORD: usize = size_of::<usize>();
+    // Work on locals: stores into the frame buffer would otherwise force the compiler to
+    // reload and store `len` and the hash state on every frame.
+    let (mut len, mut hasher, max) = (stack.len, stack.hasher, stack.max);
+    let frames = &mut stack.frames[..max];
+    let limit = stack_hi.saturating_sub(2 * WORD);
     let mut keeping = false;
-    loop {
-        if fp < sp || fp % WORD != 0 || fp > stack_hi.saturating_sub(2 * WORD) {
-            return;
-        }
+    let mut truncated = false;
+    while fp >= sp && fp % WORD == 0 && fp <= limit {
         // SAFETY: `fp` is aligned and `[fp, fp + 2 words)` lies within `[sp, stack_hi)`:
         // the live part of this thread's stack, which is mapped and readable.
         let (next, ret) = unsafe { (*(fp as *const usize), *((fp + WORD) as *const usize)) };
         keeping = keeping || next >= above_sp;
-        if keeping && (ret == 0 || !stack.push(ret as u64)) {
-            return;
+        if keeping {
+            if ret == 0 {
+                break;
+            }
+            let Some(slot) = frames.get_mut(len) else {
+                truncated = true;
+                break;
+            };
+            *slot = MaybeUninit::new(ret as u64);
+            hasher.add(ret as u64);
+            len += 1;
         }
         if next <= fp {
-            return; // frames must move strictly up the stack: no loops
+            break; // frames must move strictly up the stack: no loops
         }
         fp = next;
     }
+    stack.len = len;
+    stack.hasher = hasher;
+    stack.truncated |= truncated;
 }
 
 /// DWARF unwinding through `backtrace`. Keeps the frames from the first one whose
