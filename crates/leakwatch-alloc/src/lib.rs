@@ -40,9 +40,9 @@
 //!
 //! # Stack capture
 //! Build with `RUSTFLAGS="-C force-frame-pointers=yes"` (or the same in
-//! `.cargo/config.toml`): stacks are then captured by walking frame pointers (about 1 ns
-//! per frame). Without frame pointers leakwatch detects it and falls back to DWARF
-//! unwinding, which is about 100 times slower per sample and is reported as a warning.
+//! `.cargo/config.toml`): stacks are then captured by walking frame pointers (about 51 ns
+//! for 20 frames). Without frame pointers leakwatch detects it and falls back to DWARF
+//! unwinding, about 47 times slower per sample, and says so in every snapshot's warnings.
 //!
 //! # How it works
 //! The hot path (every allocation and free) is one relaxed load of a global byte plus a
