@@ -1,7 +1,10 @@
 //! Shared helpers for leakwatch's integration tests: a tiny sequential test runner
 //! (our test binaries install their own global allocator and run without libtest's
-//! threads) and lookups of sites by the functions in their stacks.
-#![forbid(unsafe_code)]
+//! threads), lookups of sites by the functions in their stacks, and a fork helper.
+
+#[expect(unsafe_code)]
+mod process;
+pub use process::in_forked_child;
 
 use leakwatch::{Snapshot, Symbol, Symbolizer};
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -2,9 +2,10 @@
 //! survives fork, and returns every site to zero.
 
 use leakwatch::{LeakWatch, Mode, Symbolizer};
-use leakwatch_tests::{run, totals_for};
+use leakwatch_tests::{in_forked_child, run, totals_for};
 use std::alloc::{Layout, alloc, dealloc};
 use std::hint::black_box;
+use std::time::Duration;
 
 #[global_allocator]
 static ALLOC: LeakWatch<mimalloc::MiMalloc> = LeakWatch::new(mimalloc::MiMalloc).enabled().exact();
@@ -87,32 +88,14 @@ fn exact_over_mimalloc() {
 
 fn fork_over_mimalloc() {
     for _ in 0..5 {
-        #[allow(unsafe_code)]
-        // SAFETY: the child only allocates, takes a snapshot and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
+        in_forked_child(Duration::from_secs(20), || {
             let kept = black_box(vec![3u8; 12_345]);
-            let found = leakwatch::snapshot()
+            let snapshot = leakwatch::snapshot();
+            snapshot
                 .sites
                 .iter()
-                .any(|s| s.live_bytes == kept.len() as u64);
-            #[allow(unsafe_code)]
-            // SAFETY: ends the child without running the parent's destructors.
-            unsafe {
-                libc::_exit(if found { 0 } else { 3 })
-            };
-        }
-        let mut status = 0;
-        #[allow(unsafe_code)]
-        // SAFETY: waiting for our own child with a valid status pointer.
-        unsafe {
-            libc::waitpid(pid, &mut status, 0)
-        };
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "status {status:#x}"
-        );
+                .any(|s| s.live_bytes == kept.len() as u64)
+        });
     }
 }
 

@@ -3,12 +3,12 @@
 //! tracker's own allocations, and an inner allocator that returns null.
 
 use leakwatch::{LeakWatch, Symbolizer};
-use leakwatch_tests::{run, totals_for};
+use leakwatch_tests::{in_forked_child, run, totals_for};
 use std::alloc::{GlobalAlloc, Layout, System, alloc, dealloc};
 use std::hint::black_box;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The system allocator, except that requests of exactly `FAIL_SIZE` bytes fail.
 struct Flaky;
@@ -49,30 +49,6 @@ unsafe impl GlobalAlloc for Flaky {
 #[global_allocator]
 static ALLOC: LeakWatch<Flaky> = LeakWatch::new(Flaky).enabled().exact();
 
-/// Waits for a child process, killing it if it takes longer than `limit`.
-fn wait_for_child(pid: libc::pid_t, limit: Duration) -> libc::c_int {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        #[allow(unsafe_code)]
-        // SAFETY: waitpid on our own child with a valid pointer to `status`.
-        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if done == pid {
-            return status;
-        }
-        if start.elapsed() > limit {
-            #[allow(unsafe_code)]
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("child {pid} hung (deadlocked after fork?)");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[inline(never)]
 fn child_allocates() -> Vec<u8> {
     black_box(vec![1u8; 54_321])
@@ -107,35 +83,18 @@ fn fork_while_another_thread_samples() {
         }
         let _stop = StopOnDrop(&stop);
         for _ in 0..40 {
-            #[allow(unsafe_code)]
-            // SAFETY: fork has no memory-safety preconditions; the child only allocates,
-            // takes a snapshot and leaves with _exit.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
+            in_forked_child(Duration::from_secs(20), || {
                 // Enough allocations to touch every block-table shard: a lock inherited
                 // in the held state would hang the child here.
                 let many: Vec<Box<u64>> = (0..4096).map(Box::new).collect();
                 black_box(many);
                 let kept = child_allocates();
                 let snapshot = leakwatch::snapshot();
-                let found = snapshot
+                snapshot
                     .sites
                     .iter()
-                    .any(|s| s.live_bytes == kept.len() as u64);
-                #[allow(unsafe_code)]
-                // SAFETY: _exit ends the child without running the parent's destructors.
-                unsafe {
-                    libc::_exit(if found { 0 } else { 3 })
-                };
-            }
-            let status = wait_for_child(pid, Duration::from_secs(20));
-            assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
-            assert_eq!(
-                libc::WEXITSTATUS(status),
-                0,
-                "child did not see its allocation"
-            );
+                    .any(|s| s.live_bytes == kept.len() as u64)
+            });
         }
     });
 }
