@@ -1,0 +1,133 @@
+//! Robust trend statistics for one time series: the Theil-Sen slope and the
+//! Mann-Kendall trend test, plus the bucketing that keeps both cheap on long series.
+
+/// Reduces `(times, values)` to at most `max_points` points by averaging consecutive
+/// runs of equal length (the last run may be shorter). Keeps short series as they are.
+pub fn bucket(times: &[f64], values: &[f64], max_points: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = times.len().min(values.len());
+    if n <= max_points || max_points == 0 {
+        return (times[..n].to_vec(), values[..n].to_vec());
+    }
+    let per = n.div_ceil(max_points);
+    let mut t_out = Vec::with_capacity(max_points);
+    let mut v_out = Vec::with_capacity(max_points);
+    for (ts, vs) in times[..n].chunks(per).zip(values[..n].chunks(per)) {
+        let k = ts.len() as f64;
+        t_out.push(ts.iter().sum::<f64>() / k);
+        v_out.push(vs.iter().sum::<f64>() / k);
+    }
+    (t_out, v_out)
+}
+
+/// The Theil-Sen estimator: the median of the slopes between every pair of points with
+/// distinct times. Robust to up to ~29% outliers. `None` with fewer than two times.
+pub fn theil_sen(times: &[f64], values: &[f64]) -> Option<f64> {
+    let n = times.len().min(values.len());
+    let mut slopes = Vec::with_capacity(n * n.saturating_sub(1) / 2);
+    for i in 0..n {
+        for j in i + 1..n {
+            let dt = times[j] - times[i];
+            if dt > 0.0 {
+                slopes.push((values[j] - values[i]) / dt);
+            }
+        }
+    }
+    median(&mut slopes)
+}
+
+/// The median of `xs` (reorders it); `None` when empty.
+pub fn median(xs: &mut [f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mid = xs.len() / 2;
+    let (_, &mut upper, _) = xs.select_nth_unstable_by(mid, f64::total_cmp);
+    if xs.len() % 2 == 1 {
+        return Some(upper);
+    }
+    let lower = xs[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((lower + upper) / 2.0)
+}
+
+/// Result of the Mann-Kendall test for a monotonic trend.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannKendall {
+    /// Concordant minus discordant pairs (positive: increasing).
+    pub s: f64,
+    /// Normal approximation of `s` (with continuity and tie corrections).
+    pub z: f64,
+    /// One-sided p-value for an increasing trend (`P(Z >= z)`).
+    pub p_increasing: f64,
+    /// One-sided p-value for a decreasing trend (`P(Z <= z)`).
+    pub p_decreasing: f64,
+}
+
+/// The Mann-Kendall test on values in time order. With fewer than 3 values there is no
+/// evidence either way (p-values of 1).
+pub fn mann_kendall(values: &[f64]) -> MannKendall {
+    let n = values.len();
+    if n < 3 {
+        return MannKendall { s: 0.0, z: 0.0, p_increasing: 1.0, p_decreasing: 1.0 };
+    }
+    let mut s = 0i64;
+    for i in 0..n {
+        for j in i + 1..n {
+            s += match values[j].total_cmp(&values[i]) {
+                std::cmp::Ordering::Greater => 1,
+                std::cmp::Ordering::Less => -1,
+                std::cmp::Ordering::Equal => 0,
+            };
+        }
+    }
+    // Variance with the correction for groups of tied values.
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut ties = 0.0;
+    let mut run = 1usize;
+    for k in 1..=n {
+        if k < n && sorted[k] == sorted[k - 1] {
+            run += 1;
+        } else {
+            let t = run as f64;
+            ties += t * (t - 1.0) * (2.0 * t + 5.0);
+            run = 1;
+        }
+    }
+    let nf = n as f64;
+    let var = (nf * (nf - 1.0) * (2.0 * nf + 5.0) - ties) / 18.0;
+    let z = if var <= 0.0 {
+        0.0
+    } else if s > 0 {
+        (s as f64 - 1.0) / var.sqrt()
+    } else if s < 0 {
+        (s as f64 + 1.0) / var.sqrt()
+    } else {
+        0.0
+    };
+    MannKendall { s: s as f64, z, p_increasing: upper_tail(z), p_decreasing: upper_tail(-z) }
+}
+
+/// `P(Z >= z)` for a standard normal `Z`.
+pub fn upper_tail(z: f64) -> f64 {
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// The complementary error function (Numerical Recipes' Chebyshev fit, relative error
+/// below 1.2e-7: plenty for significance levels).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+#[cfg(test)]
+mod tests;
