@@ -67,17 +67,21 @@ pub struct MannKendall {
 pub fn mann_kendall(values: &[f64]) -> MannKendall {
     let n = values.len();
     if n < 3 {
-        return MannKendall { s: 0.0, z: 0.0, p_increasing: 1.0, p_decreasing: 1.0 };
+        return MannKendall {
+            s: 0.0,
+            z: 0.0,
+            p_increasing: 1.0,
+            p_decreasing: 1.0,
+        };
     }
+    // Branch-free: the comparisons are unpredictable, and this loop dominates ranking.
     let mut s = 0i64;
     for i in 0..n {
-        for j in i + 1..n {
-            s += match values[j].total_cmp(&values[i]) {
-                std::cmp::Ordering::Greater => 1,
-                std::cmp::Ordering::Less => -1,
-                std::cmp::Ordering::Equal => 0,
-            };
-        }
+        let vi = values[i];
+        s += values[i + 1..]
+            .iter()
+            .map(|&vj| i64::from(vj > vi) - i64::from(vj < vi))
+            .sum::<i64>();
     }
     // Variance with the correction for groups of tied values.
     let mut sorted = values.to_vec();
@@ -104,7 +108,12 @@ pub fn mann_kendall(values: &[f64]) -> MannKendall {
     } else {
         0.0
     };
-    MannKendall { s: s as f64, z, p_increasing: upper_tail(z), p_decreasing: upper_tail(-z) }
+    MannKendall {
+        s: s as f64,
+        z,
+        p_increasing: upper_tail(z),
+        p_decreasing: upper_tail(-z),
+    }
 }
 
 /// `P(Z >= z)` for a standard normal `Z`.

@@ -9,7 +9,11 @@ fn theil_sen_ignores_outliers() {
     let slope = theil_sen(&times, &values).unwrap();
     assert!((slope - 3.0).abs() < 1e-9, "{slope}");
     assert_eq!(theil_sen(&[1.0], &[1.0]), None);
-    assert_eq!(theil_sen(&[1.0, 1.0], &[1.0, 5.0]), None, "no distinct times");
+    assert_eq!(
+        theil_sen(&[1.0, 1.0], &[1.0, 5.0]),
+        None,
+        "no distinct times"
+    );
 }
 
 #[test]
@@ -21,7 +25,9 @@ fn median_of_even_and_odd() {
 
 #[test]
 fn mann_kendall_detects_trends_and_their_absence() {
-    let up: Vec<f64> = (0..30).map(|i| f64::from(i) + if i % 2 == 0 { 3.0 } else { -3.0 }).collect();
+    let up: Vec<f64> = (0..30)
+        .map(|i| f64::from(i) + if i % 2 == 0 { 3.0 } else { -3.0 })
+        .collect();
     let mk = mann_kendall(&up);
     assert!(mk.p_increasing < 1e-4 && mk.p_decreasing > 0.99, "{mk:?}");
     let down: Vec<f64> = up.iter().rev().copied().collect();

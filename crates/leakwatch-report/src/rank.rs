@@ -1,0 +1,262 @@
+//! Growth ranking: from a [`Series`] to a verdict and a rank for every site.
+//!
+//! Per site: a Theil-Sen growth rate over the whole window and over its recent part, the
+//! Mann-Kendall test for a monotonic trend, and the levels (medians) of the window's
+//! three thirds. The verdict follows from those:
+//!
+//! | verdict | whole window | last third against middle third |
+//! |---|---|---|
+//! | `leak` | significant growth (p < alpha), above the thresholds and the noise | not clearly stopped |
+//! | `plateau` | significant growth, above the thresholds and the noise | clearly short of a steady climb: grew, then stopped (a cache) |
+//! | `growing` | growth above the thresholds, weakly significant (p < 0.05; any rise with under 10 points) | not falling |
+//! | `shrinking` | significant decline | |
+//! | `stable` | none of the above | |
+//!
+//! Leaks rank first (by growth rate), then growing, plateau, stable, shrinking.
+
+use crate::series::Series;
+use crate::stats::{bucket, mann_kendall, median, theil_sen};
+use serde::{Deserialize, Serialize};
+
+/// What a site's live bytes are doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Sustained, significant growth that has not stopped.
+    Leak,
+    /// Growth that is not (yet) significant.
+    Growing,
+    /// Grew significantly, then stopped: a cache or pool filling up.
+    Plateau,
+    /// No trend.
+    Stable,
+    /// Significant decline.
+    Shrinking,
+}
+
+impl Verdict {
+    /// The verdict's name as printed in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Leak => "leak",
+            Verdict::Growing => "growing",
+            Verdict::Plateau => "plateau",
+            Verdict::Stable => "stable",
+            Verdict::Shrinking => "shrinking",
+        }
+    }
+}
+
+/// Thresholds of the ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankOptions {
+    /// Significance level of the trend test for `leak` and `plateau` (default 0.001: a
+    /// flat but noisy site is called a leak about once in a thousand windows).
+    pub alpha: f64,
+    /// Growth rates below this many bytes per second are no growth (default 16).
+    pub min_rate: f64,
+    /// Growth over the window below this many bytes is no growth (default 64 KiB).
+    pub min_growth: f64,
+    /// The recent part of the window, as a fraction of its points (default 1/3).
+    pub recent_fraction: f64,
+    /// Points the statistics work on: longer series are averaged into this many
+    /// buckets (default 64), which bounds the cost and smooths sampling noise.
+    pub max_points: usize,
+    /// The process's memory limit in bytes, for time-to-limit estimates.
+    pub limit_bytes: Option<u64>,
+}
+
+impl Default for RankOptions {
+    fn default() -> Self {
+        RankOptions {
+            alpha: 0.001,
+            min_rate: 16.0,
+            min_growth: 64.0 * 1024.0,
+            recent_fraction: 1.0 / 3.0,
+            max_points: 64,
+            limit_bytes: None,
+        }
+    }
+}
+
+/// The trend of one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteTrend<K> {
+    /// The site (id or label).
+    pub key: K,
+    /// Live bytes at the last point.
+    pub live_bytes: f64,
+    /// Growth rate over the window (Theil-Sen), bytes per second.
+    pub rate: f64,
+    /// Growth rate over the recent part of the window, bytes per second.
+    pub recent_rate: f64,
+    /// Growth over the window: the level (median) of its last third minus that of its
+    /// first third, bytes.
+    pub growth: f64,
+    /// The level of the last third minus that of the middle third, bytes.
+    pub recent_growth: f64,
+    /// Mann-Kendall p-value for an increasing trend over the window.
+    pub p_increasing: f64,
+    /// Mann-Kendall p-value for a decreasing trend over the window.
+    pub p_decreasing: f64,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Ranking score: higher is more urgent within a verdict.
+    pub score: f64,
+    /// Seconds until the process reaches its limit if this site keeps growing at
+    /// `recent_rate` (and nothing else changes); `None` without a limit or growth.
+    pub seconds_to_limit: Option<f64>,
+}
+
+/// Every site's trend, most urgent first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ranking<K> {
+    /// Seconds covered by the series.
+    pub window_seconds: f64,
+    /// Points in the series.
+    pub points: usize,
+    /// Process live bytes at the last point.
+    pub process_live_bytes: f64,
+    /// Process growth rate over the window (Theil-Sen), bytes per second.
+    pub process_rate: f64,
+    /// The limit used for time-to-limit estimates.
+    pub limit_bytes: Option<u64>,
+    /// Seconds until the process reaches its limit at the summed recent rate of the
+    /// leaking sites; `None` without a limit or a leak.
+    pub seconds_to_limit: Option<f64>,
+    /// Sites, most urgent first.
+    pub sites: Vec<SiteTrend<K>>,
+}
+
+/// Ranks every site of `series`.
+pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Ranking<K> {
+    let process_live = series.process.last().copied().unwrap_or(0.0);
+    let headroom = options
+        .limit_bytes
+        .map(|l| (l as f64 - process_live).max(0.0));
+    let mut sites: Vec<SiteTrend<K>> = series
+        .sites
+        .iter()
+        .map(|(key, values)| {
+            let mut trend = site_trend(key.clone(), &series.times, values, options);
+            trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
+            trend
+        })
+        .collect();
+    sites.sort_by(|a, b| a.verdict.cmp(&b.verdict).then(b.score.total_cmp(&a.score)));
+    let (t, p) = bucket(&series.times, &series.process, options.max_points);
+    let leak_rate: f64 = sites
+        .iter()
+        .filter(|s| s.verdict == Verdict::Leak)
+        .map(|s| s.recent_rate.max(0.0))
+        .sum();
+    Ranking {
+        window_seconds: series.times.last().copied().unwrap_or(0.0),
+        points: series.len(),
+        process_live_bytes: process_live,
+        process_rate: theil_sen(&t, &p).unwrap_or(0.0),
+        limit_bytes: options.limit_bytes,
+        seconds_to_limit: time_to(headroom, leak_rate, Verdict::Leak),
+        sites,
+    }
+}
+
+fn time_to(headroom: Option<f64>, rate: f64, verdict: Verdict) -> Option<f64> {
+    let headroom = headroom?;
+    (rate > 0.0 && matches!(verdict, Verdict::Leak | Verdict::Growing)).then(|| headroom / rate)
+}
+
+/// The levels of the first, middle and last third of a series: medians, so that noise
+/// and short spikes do not move them. Fewer than three points share thirds.
+fn thirds(values: &[f64]) -> [f64; 3] {
+    let n = values.len();
+    if n == 0 {
+        return [0.0; 3];
+    }
+    let cut = |k: usize| (n * k / 3).min(n - 1);
+    let part = |a: usize, b: usize| {
+        let mut part = values[a..b.max(a + 1).min(n)].to_vec();
+        median(&mut part).unwrap_or(0.0)
+    };
+    [part(0, cut(1)), part(cut(1), cut(2)), part(cut(2), n)]
+}
+
+/// The standard deviation of the difference of two thirds' medians due to noise alone.
+/// The noise is estimated from first differences (robust to trends and steps: the
+/// median absolute difference, scaled for a normal distribution).
+fn level_difference_noise(values: &[f64]) -> f64 {
+    if values.len() < 6 {
+        return 0.0;
+    }
+    let mut diffs: Vec<f64> = values.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
+    let mad = median(&mut diffs).unwrap_or(0.0);
+    let sigma = mad / 0.6745 / std::f64::consts::SQRT_2;
+    let per_third = (values.len() / 3).max(1) as f64;
+    // Median of m points: sd ~ 1.2533 sigma / sqrt(m); the difference of two: sqrt(2) x.
+    std::f64::consts::SQRT_2 * 1.2533 * sigma / per_third.sqrt()
+}
+
+fn site_trend<K>(key: K, times: &[f64], values: &[f64], o: &RankOptions) -> SiteTrend<K> {
+    let live_bytes = values.last().copied().unwrap_or(0.0);
+    let (t, v) = bucket(times, values, o.max_points);
+    let n = t.len();
+    let rate = theil_sen(&t, &v).unwrap_or(0.0);
+    let mk = mann_kendall(&v);
+    let recent_len = ((n as f64 * o.recent_fraction).round() as usize).clamp(n.min(3), n);
+    let recent_rate = theil_sen(&t[n - recent_len..], &v[n - recent_len..]).unwrap_or(0.0);
+
+    // Levels of the thirds of the window: a leak keeps climbing from the middle third to
+    // the last; a cache that filled up has stopped.
+    let [early, middle, late] = thirds(values);
+    let growth = late - early;
+    let recent_growth = late - middle;
+    let window = times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0);
+    let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
+    // How much two thirds' levels differ by noise alone.
+    let level_noise = level_difference_noise(values);
+
+    let grew = growth >= o.min_growth
+        && growth > 2.0 * level_noise
+        && rate.max(recent_rate).max(mean_rate) > o.min_rate;
+    let significant_up = mk.p_increasing < o.alpha;
+    // At a steady rate the last third sits half the total growth above the middle one.
+    // It has stopped only when it falls well short of that, by more than noise explains.
+    let expected = growth / 2.0;
+    let stopped = recent_growth < 0.5 * expected && expected - recent_growth > 2.5 * level_noise;
+    let still_growing = !stopped;
+
+    let verdict = if grew && significant_up && still_growing {
+        Verdict::Leak
+    } else if grew && significant_up {
+        Verdict::Plateau
+    } else if mk.p_decreasing < o.alpha && growth <= -o.min_growth && rate < -o.min_rate {
+        Verdict::Shrinking
+    } else if grew && recent_growth >= 0.0 && (mk.p_increasing < 0.05 || (n < 10 && mk.s > 0.0)) {
+        // Some evidence (or too few points for any): worth watching, not yet a leak.
+        Verdict::Growing
+    } else {
+        Verdict::Stable
+    };
+    let score = match verdict {
+        Verdict::Leak | Verdict::Growing => {
+            recent_rate.max(rate).max(mean_rate) * (1.0 - mk.p_increasing.min(1.0))
+        }
+        _ => live_bytes,
+    };
+    SiteTrend {
+        key,
+        live_bytes,
+        rate,
+        recent_rate,
+        growth,
+        recent_growth,
+        p_increasing: mk.p_increasing,
+        p_decreasing: mk.p_decreasing,
+        verdict,
+        score,
+        seconds_to_limit: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

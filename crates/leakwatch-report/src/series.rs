@@ -1,0 +1,130 @@
+//! Series: live bytes per site over a sequence of snapshots, as columns of numbers.
+
+use leakwatch_alloc::Snapshot;
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+/// Live bytes of each keyed site at each point in time. Sites absent from a snapshot
+/// (not yet allocated from) count as 0 bytes there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series<K> {
+    /// Seconds since the first point.
+    pub times: Vec<f64>,
+    /// Wall-clock time of the first point, in milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    /// Process-wide live bytes at each point.
+    pub process: Vec<f64>,
+    /// Per-site live bytes, one value per point.
+    pub sites: BTreeMap<K, Vec<f64>>,
+}
+
+impl<K: Ord + Clone> Series<K> {
+    /// An empty series.
+    pub fn new() -> Self {
+        Series {
+            times: Vec::new(),
+            start_ms: 0,
+            process: Vec::new(),
+            sites: BTreeMap::new(),
+        }
+    }
+
+    /// Appends one point: its time (ms since the epoch), process live bytes, and the live
+    /// bytes of each site present.
+    pub fn push(
+        &mut self,
+        timestamp_ms: u64,
+        process_live: f64,
+        sites: impl IntoIterator<Item = (K, f64)>,
+    ) {
+        if self.times.is_empty() {
+            self.start_ms = timestamp_ms;
+        }
+        let index = self.times.len();
+        self.times
+            .push(timestamp_ms.saturating_sub(self.start_ms) as f64 / 1000.0);
+        self.process.push(process_live);
+        for (key, live) in sites {
+            let column = self.sites.entry(key).or_insert_with(|| vec![0.0; index]);
+            // A key seen twice in one point (two sites with one label) adds up: each
+            // site's estimate is unbiased, so their sum is too.
+            if column.len() == index + 1 {
+                column[index] += live;
+            } else {
+                column.push(live);
+            }
+        }
+        for column in self.sites.values_mut() {
+            column.resize(index + 1, 0.0);
+        }
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether there are no points.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// The same series with sites merged under new keys (summing live bytes), e.g. to
+    /// merge every site with the same label.
+    pub fn regroup<K2: Ord + Clone + Hash>(&self, mut key_of: impl FnMut(&K) -> K2) -> Series<K2> {
+        let mut sites: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
+        for (key, column) in &self.sites {
+            let merged = sites
+                .entry(key_of(key))
+                .or_insert_with(|| vec![0.0; column.len()]);
+            for (sum, value) in merged.iter_mut().zip(column) {
+                *sum += value;
+            }
+        }
+        Series {
+            times: self.times.clone(),
+            start_ms: self.start_ms,
+            process: self.process.clone(),
+            sites,
+        }
+    }
+}
+
+impl<K: Ord + Clone> Default for Series<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Series<u32> {
+    /// A series keyed by site id from snapshots of one process, in time order.
+    pub fn from_snapshots<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Self {
+        let mut series = Series::new();
+        for snapshot in snapshots {
+            series.push(
+                snapshot.timestamp_ms,
+                snapshot.process.live_bytes as f64,
+                snapshot.sites.iter().map(|s| (s.id, s.live_bytes as f64)),
+            );
+        }
+        series
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_sites_are_zero_before_they_appear_and_keys_add_up() {
+        let mut s: Series<&str> = Series::new();
+        s.push(1_000, 10.0, [("a", 1.0)]);
+        s.push(2_000, 20.0, [("a", 2.0), ("b", 5.0), ("b", 1.0)]);
+        s.push(3_500, 30.0, [("b", 7.0)]);
+        assert_eq!(s.times, vec![0.0, 1.0, 2.5]);
+        assert_eq!(s.sites["a"], vec![1.0, 2.0, 0.0]);
+        assert_eq!(s.sites["b"], vec![0.0, 6.0, 7.0]);
+        let merged = s.regroup(|_| "all");
+        assert_eq!(merged.sites["all"], vec![1.0, 8.0, 7.0]);
+    }
+}
