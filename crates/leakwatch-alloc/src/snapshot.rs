@@ -15,11 +15,12 @@ use std::sync::atomic::Ordering::Relaxed;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Whether and how allocations are tracked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Mode {
     /// Not tracking (also before the first allocation through a `LeakWatch`).
+    #[default]
     Off,
     /// Byte-weighted sampling: per-site numbers are unbiased estimates.
     Sampled,
@@ -28,7 +29,10 @@ pub enum Mode {
 }
 
 /// Everything the tracker knows at one moment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Default` gives an empty snapshot, for building one field by field (in tests, or
+/// from a recorded file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Snapshot {
     /// [`SCHEMA_VERSION`] of this value.
@@ -61,7 +65,7 @@ pub struct Snapshot {
 /// publish their counts in batches (at each sample and every 256 KiB of frees), so these
 /// lag each running thread by at most about one batch; a snapshot publishes the calling
 /// thread's batch first, and exiting threads publish theirs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ProcessStats {
     /// Bytes allocated minus bytes freed since tracking started (frees of blocks
@@ -77,12 +81,17 @@ pub struct ProcessStats {
     pub frees: u64,
     /// Bytes released by those frees.
     pub freed_bytes: u64,
+    /// The process's resident memory (RSS) when the snapshot was taken, from
+    /// `/proc/self/statm`; 0 where unknown. Includes what the heap does not: code,
+    /// stacks, allocator slack, memory from C libraries.
+    #[serde(default)]
+    pub resident_bytes: u64,
 }
 
 /// One call site: a distinct stack of return addresses, and its heap usage. In sampled
 /// mode every number is an unbiased estimate built from weighted samples; in exact mode
 /// every number is exact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SiteStats {
     /// Site id, stable for the life of the process.
@@ -106,7 +115,7 @@ pub struct SiteStats {
 }
 
 /// The tracker's own memory and bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TrackerStats {
     /// Bytes of memory the tracker's tables occupy (resident pages).
@@ -126,7 +135,7 @@ pub struct TrackerStats {
 }
 
 /// What could not be recorded, and how much of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OverflowStats {
     /// Samples whose stack found no room in the site table.
@@ -179,6 +188,7 @@ pub(crate) fn build() -> Snapshot {
         alloc_bytes,
         frees: PROCESS.frees.load(Relaxed),
         freed_bytes,
+        resident_bytes: os::resident_bytes(),
     };
 
     let mut sites_out = Vec::new();

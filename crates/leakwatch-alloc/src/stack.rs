@@ -26,11 +26,12 @@ use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 pub(crate) const MAX_DEPTH_LIMIT: usize = 256;
 
 /// Which unwinder captures stacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Unwinder {
     /// Probe at the first sample and use frame pointers when they work.
+    #[default]
     Auto,
     /// Walk frame pointers (fast; needs `-C force-frame-pointers=yes`).
     FramePointers,

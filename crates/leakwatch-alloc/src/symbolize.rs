@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 /// One source-level frame. A return address can map to several: the inlined calls
 /// first, innermost first, then the function that contains them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Symbol {
     /// The address this frame came from (a return address, as in `SiteStats::frames`).

@@ -7,9 +7,19 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod error;
+pub mod history;
 pub mod rank;
+pub mod recording;
+pub mod report;
 pub mod series;
 pub mod stats;
+pub mod symbols;
 
 pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank};
+pub use error::{Error, Result};
+pub use history::History;
+pub use recording::{Recording, SeriesWriter};
+pub use report::{ProcessSummary, Report, ReportOptions, SiteReport};
 pub use series::Series;
+pub use symbols::{Frame, LabelRules, SymbolTable};

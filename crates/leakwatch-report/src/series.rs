@@ -29,6 +29,17 @@ impl<K: Ord + Clone> Series<K> {
         }
     }
 
+    /// A series with the given points' times (seconds since `start_ms`) and no sites yet;
+    /// process live bytes are 0 until set.
+    pub fn with_times(start_ms: u64, times: Vec<f64>) -> Self {
+        Series {
+            process: vec![0.0; times.len()],
+            times,
+            start_ms,
+            sites: BTreeMap::new(),
+        }
+    }
+
     /// Appends one point: its time (ms since the epoch), process live bytes, and the live
     /// bytes of each site present.
     pub fn push(

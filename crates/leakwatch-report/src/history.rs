@@ -1,0 +1,287 @@
+//! A bounded history of snapshots: live bytes per site over time, in a fixed memory
+//! budget.
+//!
+//! Every snapshot adds a point: its time, the process totals, and one `f32` of live bytes
+//! per site (a site's column starts when the site first appears; it reads 0 before). When
+//! the points would outgrow the budget, every second point of the older half is dropped:
+//! recent history stays at full resolution, older history thins out geometrically, so
+//! hours fit in a few megabytes and the window still reaches back to the start.
+//!
+//! The history also keeps what the reports need from the latest snapshot: each site's
+//! frames and counters, the tracker's own statistics and its warnings.
+
+use crate::series::Series;
+use leakwatch_alloc::{Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, TrackerStats};
+use leakwatch_alloc::Unwinder;
+
+/// Default memory budget of a [`History`]: 16 MiB.
+pub const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
+/// Default maximum number of points of a [`History`] (an hour at one a second before any
+/// thinning).
+pub const DEFAULT_MAX_POINTS: usize = 3600;
+/// Fewest points a [`History`] thins down to, whatever the budget.
+pub const MIN_POINTS: usize = 32;
+
+/// A bounded history of snapshots of one process.
+#[derive(Debug, Clone)]
+pub struct History {
+    budget_bytes: usize,
+    max_points: usize,
+    start_ms: Option<u64>,
+    /// Seconds since `start_ms`, one per point, non-decreasing.
+    times: Vec<f64>,
+    process: Vec<ProcessStats>,
+    /// Live bytes per point, indexed by site id (`None`: not seen yet).
+    columns: Vec<Option<Vec<f32>>>,
+    /// The latest counters and the frames of every site seen, indexed by site id.
+    sites: Vec<Option<SiteStats>>,
+    site_count: usize,
+    latest: Header,
+    thinned: u64,
+}
+
+/// What the latest snapshot said about the tracker and the process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Header {
+    /// Wall-clock time of the latest point, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Tracking mode.
+    pub mode: Mode,
+    /// Sampling rate in bytes (1 = exact).
+    pub sample_rate: u32,
+    /// Unwinder in use.
+    pub unwinder: Unwinder,
+    /// Process totals.
+    pub process: ProcessStats,
+    /// The tracker's own memory and bounds.
+    pub tracker: TrackerStats,
+    /// What the tracker could not record.
+    pub overflow: OverflowStats,
+    /// The tracker's warnings.
+    pub warnings: Vec<String>,
+    /// Loaded modules.
+    pub modules: Vec<Module>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History::new(DEFAULT_BUDGET_BYTES, DEFAULT_MAX_POINTS)
+    }
+}
+
+impl History {
+    /// An empty history that keeps at most `max_points` points and about `budget_bytes`
+    /// of memory for them (never fewer than [`MIN_POINTS`] points).
+    pub fn new(budget_bytes: usize, max_points: usize) -> Self {
+        History {
+            budget_bytes,
+            max_points: max_points.max(MIN_POINTS),
+            start_ms: None,
+            times: Vec::new(),
+            process: Vec::new(),
+            columns: Vec::new(),
+            sites: Vec::new(),
+            site_count: 0,
+            latest: Header::default(),
+            thinned: 0,
+        }
+    }
+
+    /// Adds a snapshot as the newest point. A snapshot older than the newest point is
+    /// taken as happening at the same time as it (wall clocks can step back).
+    pub fn push(&mut self, snapshot: &Snapshot) {
+        let index = self.times.len();
+        let start = *self.start_ms.get_or_insert(snapshot.timestamp_ms);
+        let mut time = snapshot.timestamp_ms.saturating_sub(start) as f64 / 1000.0;
+        if let Some(&last) = self.times.last() {
+            time = time.max(last);
+        }
+        self.times.push(time);
+        self.process.push(snapshot.process);
+        for site in &snapshot.sites {
+            let id = site.id as usize;
+            if id >= self.columns.len() {
+                self.columns.resize_with(id + 1, || None);
+                self.sites.resize_with(id + 1, || None);
+            }
+            let column = self.columns[id].get_or_insert_with(|| {
+                self.site_count += 1;
+                vec![0.0; index]
+            });
+            column.push(site.live_bytes as f32);
+            match &mut self.sites[id] {
+                Some(known) => {
+                    // Frames never change for an id; copy only the counters.
+                    known.live_bytes = site.live_bytes;
+                    known.live_blocks = site.live_blocks;
+                    known.alloc_bytes = site.alloc_bytes;
+                    known.alloc_blocks = site.alloc_blocks;
+                    known.freed_bytes = site.freed_bytes;
+                    known.freed_blocks = site.freed_blocks;
+                }
+                slot => *slot = Some(site.clone()),
+            }
+        }
+        // Sites missing from this snapshot keep their last value.
+        for (id, column) in self.columns.iter_mut().enumerate() {
+            if let Some(column) = column {
+                if column.len() == index {
+                    let last = self.sites[id].as_ref().map_or(0, |s| s.live_bytes);
+                    column.push(last as f32);
+                }
+            }
+        }
+        self.latest = Header {
+            timestamp_ms: snapshot.timestamp_ms,
+            pid: snapshot.pid,
+            mode: snapshot.mode,
+            sample_rate: snapshot.sample_rate,
+            unwinder: snapshot.unwinder,
+            process: snapshot.process,
+            tracker: snapshot.tracker,
+            overflow: snapshot.overflow,
+            warnings: snapshot.warnings.clone(),
+            modules: if snapshot.modules.is_empty() {
+                std::mem::take(&mut self.latest.modules)
+            } else {
+                snapshot.modules.clone()
+            },
+        };
+        while self.times.len() > self.capacity() {
+            self.thin();
+        }
+    }
+
+    /// How many points the budget allows with the sites seen so far.
+    pub fn capacity(&self) -> usize {
+        let per_point = std::mem::size_of::<f64>()
+            + std::mem::size_of::<ProcessStats>()
+            + self.site_count * std::mem::size_of::<f32>();
+        (self.budget_bytes / per_point).clamp(MIN_POINTS, self.max_points)
+    }
+
+    /// Drops every second point of the older half (never the first point).
+    fn thin(&mut self) {
+        let n = self.times.len();
+        let half = n / 2;
+        let keep = |i: usize| i >= half || i % 2 == 0;
+        fn retain_by<T>(v: &mut Vec<T>, keep: impl Fn(usize) -> bool) {
+            let mut i = 0;
+            v.retain(|_| {
+                let k = keep(i);
+                i += 1;
+                k
+            });
+        }
+        retain_by(&mut self.times, keep);
+        retain_by(&mut self.process, keep);
+        for column in self.columns.iter_mut().flatten() {
+            retain_by(column, keep);
+        }
+        self.thinned += (n - self.times.len()) as u64;
+    }
+
+    /// Number of points kept.
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether no snapshot was added.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Points dropped by thinning so far.
+    pub fn thinned(&self) -> u64 {
+        self.thinned
+    }
+
+    /// Seconds since the first point, one per point.
+    pub fn times(&self) -> &[f64] {
+        &self.times
+    }
+
+    /// Wall-clock time of the first point, ms since the Unix epoch (0 when empty).
+    pub fn start_ms(&self) -> u64 {
+        self.start_ms.unwrap_or(0)
+    }
+
+    /// Process totals, one per point.
+    pub fn process(&self) -> &[ProcessStats] {
+        &self.process
+    }
+
+    /// Live bytes of site `id` at each point (0 before it appeared).
+    pub fn column(&self, id: u32) -> Option<&[f32]> {
+        self.columns.get(id as usize)?.as_deref()
+    }
+
+    /// Every site seen, with its frames and latest counters, in id order.
+    pub fn sites(&self) -> impl Iterator<Item = &SiteStats> {
+        self.sites.iter().flatten()
+    }
+
+    /// The latest snapshot's header.
+    pub fn latest(&self) -> &Header {
+        &self.latest
+    }
+
+    /// Memory held by the points, in bytes (what the budget bounds).
+    pub fn memory_bytes(&self) -> usize {
+        self.times.capacity() * std::mem::size_of::<f64>()
+            + self.process.capacity() * std::mem::size_of::<ProcessStats>()
+            + self
+                .columns
+                .iter()
+                .flatten()
+                .map(|c| c.capacity() * std::mem::size_of::<f32>())
+                .sum::<usize>()
+    }
+
+    /// The history as a series keyed by site id (live bytes as `f64`).
+    pub fn series(&self) -> Series<u32> {
+        self.series_by(|site| site.id)
+    }
+
+    /// The history as a series with sites merged under `key_of(site)`, summing their live
+    /// bytes (each site's estimate is unbiased, so the sums are too).
+    pub fn series_by<K: Ord + Clone>(&self, mut key_of: impl FnMut(&SiteStats) -> K) -> Series<K> {
+        let mut series = Series::with_times(self.start_ms(), self.times.clone());
+        series.process = self.process.iter().map(|p| p.live_bytes as f64).collect();
+        for site in self.sites() {
+            let Some(column) = self.column(site.id) else { continue };
+            let sum = series
+                .sites
+                .entry(key_of(site))
+                .or_insert_with(|| vec![0.0; column.len()]);
+            for (s, &v) in sum.iter_mut().zip(column) {
+                *s += f64::from(v);
+            }
+        }
+        series
+    }
+
+    /// The latest state as a [`Snapshot`] (every site with its frames and counters).
+    pub fn latest_snapshot(&self) -> Snapshot {
+        let h = &self.latest;
+        let mut s = Snapshot::default();
+        s.schema_version = leakwatch_alloc::SCHEMA_VERSION;
+        s.timestamp_ms = h.timestamp_ms;
+        s.pid = h.pid;
+        s.mode = h.mode;
+        s.sample_rate = h.sample_rate;
+        s.unwinder = h.unwinder;
+        s.process = h.process;
+        s.sites = self.sites().cloned().collect();
+        s.modules = h.modules.clone();
+        s.tracker = h.tracker;
+        s.overflow = h.overflow;
+        s.warnings = h.warnings.clone();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use super::*;
+
+fn snapshot(t_ms: u64, sites: &[(u32, u64)]) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.timestamp_ms = t_ms;
+    s.pid = 42;
+    s.process.live_bytes = sites.iter().map(|&(_, b)| b as i64).sum();
+    s.sites = sites
+        .iter()
+        .map(|&(id, live)| {
+            let mut site = SiteStats::default();
+            site.id = id;
+            site.frames = vec![0x1000 + u64::from(id)];
+            site.live_bytes = live;
+            site.alloc_bytes = live;
+            site
+        })
+        .collect();
+    s
+}
+
+#[test]
+fn sites_appear_late_and_are_zero_before() {
+    let mut h = History::default();
+    h.push(&snapshot(1_000, &[(1, 10)]));
+    h.push(&snapshot(2_000, &[(1, 20), (3, 5)]));
+    h.push(&snapshot(3_500, &[(1, 30), (3, 7)]));
+    assert_eq!(h.times(), &[0.0, 1.0, 2.5]);
+    assert_eq!(h.column(1).unwrap(), &[10.0, 20.0, 30.0]);
+    assert_eq!(h.column(3).unwrap(), &[0.0, 5.0, 7.0]);
+    assert_eq!(h.column(2), None);
+    assert_eq!(h.sites().map(|s| s.id).collect::<Vec<_>>(), vec![1, 3]);
+    let merged = h.series_by(|_| "all");
+    assert_eq!(merged.sites["all"], vec![10.0, 25.0, 37.0]);
+    assert_eq!(merged.process, vec![10.0, 25.0, 37.0]);
+    let latest = h.latest_snapshot();
+    assert_eq!(latest.sites.len(), 2);
+    assert_eq!(latest.sites[1].live_bytes, 7);
+    assert_eq!(latest.sites[1].frames, vec![0x1003]);
+    assert_eq!(latest.pid, 42);
+}
+
+#[test]
+fn a_clock_stepping_back_does_not_reverse_time() {
+    let mut h = History::default();
+    h.push(&snapshot(5_000, &[]));
+    h.push(&snapshot(7_000, &[]));
+    h.push(&snapshot(6_000, &[]));
+    assert_eq!(h.times(), &[0.0, 2.0, 2.0]);
+}
+
+#[test]
+fn thinning_keeps_memory_bounded_and_recent_points_dense() {
+    // 1,000 sites and a 1 MiB budget: about 250 points fit.
+    let sites: Vec<(u32, u64)> = (1..=1000).map(|id| (id, 100)).collect();
+    let mut h = History::new(1 << 20, DEFAULT_MAX_POINTS);
+    for i in 0..5_000u64 {
+        h.push(&snapshot(i * 1000, &sites));
+        assert!(h.len() <= h.capacity());
+    }
+    let capacity = h.capacity();
+    assert!((200..300).contains(&capacity), "{capacity}");
+    assert!(h.memory_bytes() <= 2 << 20, "{}", h.memory_bytes());
+    assert_eq!(h.thinned() as usize + h.len(), 5_000);
+    let times = h.times();
+    // The first point survives; the newest points are one second apart; older ones are
+    // further apart.
+    assert_eq!(times[0], 0.0);
+    assert_eq!(*times.last().unwrap(), 4_999.0);
+    let n = times.len();
+    assert_eq!(times[n - 1] - times[n - 2], 1.0);
+    assert!(times[2] - times[1] > 1.0);
+    assert!(times.windows(2).all(|w| w[1] > w[0]));
+    // Every column stays aligned with the times.
+    assert!((1..=1000).all(|id| h.column(id).unwrap().len() == n));
+}
+
+#[test]
+fn max_points_bounds_a_small_history_too() {
+    let mut h = History::new(usize::MAX, 100);
+    for i in 0..1_000u64 {
+        h.push(&snapshot(i * 1000, &[(1, i)]));
+    }
+    assert!(h.len() <= 100 && h.len() > 50, "{}", h.len());
+}

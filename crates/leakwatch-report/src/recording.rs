@@ -1,0 +1,342 @@
+//! Series files: snapshots appended one JSON line at a time, for analysis after the fact
+//! (`leakwatch report SERIES.jsonl`).
+//!
+//! Each line is one snapshot, written by [`SeriesWriter`] and read back by
+//! [`Recording::read`]. To keep hours of recording small, a line carries only what changed
+//! since the previous line of the same process: a site's frames once (`new_sites`), each
+//! return address's symbols once (`symbols`), and a site's counters only when they moved
+//! (`sites`). The format is documented in docs/report-format.md.
+
+use crate::error::{Error, Result, describe_json};
+use crate::history::History;
+use crate::symbols::SymbolTable;
+use leakwatch_alloc::{Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, Symbol, TrackerStats, Unwinder};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io::BufRead;
+
+/// The version of the series line format (the value of every line's
+/// `leakwatch_series` field).
+pub const SERIES_VERSION: u32 = 1;
+
+/// One line of a series file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Line {
+    /// [`SERIES_VERSION`]: marks the line as ours.
+    leakwatch_series: u32,
+    timestamp_ms: u64,
+    pid: u32,
+    mode: Mode,
+    sample_rate: u32,
+    unwinder: Unwinder,
+    process: ProcessStats,
+    tracker: TrackerStats,
+    overflow: OverflowStats,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    /// The process's memory limit, when the writer knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_limit: Option<u64>,
+    /// Loaded modules: on a process's first line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    modules: Vec<Module>,
+    /// Sites seen for the first time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    new_sites: Vec<NewSite>,
+    /// Symbols of return addresses seen for the first time, one list per address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    symbols: Vec<Vec<Symbol>>,
+    /// Counters of the sites that changed: `[id, alloc_bytes, alloc_blocks, freed_bytes,
+    /// freed_blocks]`.
+    #[serde(default)]
+    sites: Vec<(u32, u64, f64, u64, f64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct NewSite {
+    id: u32,
+    frames: Vec<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+}
+
+type Counters = (u64, f64, u64, f64);
+
+fn counters(s: &SiteStats) -> Counters {
+    (s.alloc_bytes, s.alloc_blocks, s.freed_bytes, s.freed_blocks)
+}
+
+/// Turns snapshots of one process into series-file lines, each carrying only what
+/// changed since the previous one.
+#[derive(Debug, Default)]
+pub struct SeriesWriter {
+    pid: Option<u32>,
+    /// Last written counters, by site id.
+    written: Vec<Option<Counters>>,
+    symbols_written: HashSet<u64>,
+    limit_written: Option<Option<u64>>,
+}
+
+impl SeriesWriter {
+    /// A writer whose first line will describe everything.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The line (JSON, ending in `\n`) for `snapshot`. Symbols of new return addresses
+    /// are taken from `symbols` (resolve them first; missing ones are written as
+    /// unknown). `memory_limit` is written when it changes.
+    pub fn line(
+        &mut self,
+        snapshot: &Snapshot,
+        symbols: &SymbolTable,
+        memory_limit: Option<u64>,
+    ) -> String {
+        if self.pid != Some(snapshot.pid) {
+            // A new process (or a forked child writing on): start over.
+            *self = SeriesWriter::new();
+            self.pid = Some(snapshot.pid);
+        }
+        let first = self.limit_written.is_none();
+        let mut line = Line {
+            leakwatch_series: SERIES_VERSION,
+            timestamp_ms: snapshot.timestamp_ms,
+            pid: snapshot.pid,
+            mode: snapshot.mode,
+            sample_rate: snapshot.sample_rate,
+            unwinder: snapshot.unwinder,
+            process: snapshot.process,
+            tracker: snapshot.tracker,
+            overflow: snapshot.overflow,
+            warnings: snapshot.warnings.clone(),
+            memory_limit: None,
+            modules: if first {
+                snapshot.modules.clone()
+            } else {
+                Vec::new()
+            },
+            new_sites: Vec::new(),
+            symbols: Vec::new(),
+            sites: Vec::new(),
+        };
+        if self.limit_written != Some(memory_limit) {
+            line.memory_limit = memory_limit;
+            self.limit_written = Some(memory_limit);
+        }
+        for site in &snapshot.sites {
+            let id = site.id as usize;
+            if id >= self.written.len() {
+                self.written.resize(id + 1, None);
+            }
+            let now = counters(site);
+            match self.written[id] {
+                Some(before) if before == now => continue,
+                Some(_) => {}
+                None => {
+                    line.new_sites.push(NewSite {
+                        id: site.id,
+                        frames: site.frames.clone(),
+                        truncated: site.truncated,
+                    });
+                    for &address in &site.frames {
+                        if self.symbols_written.insert(address) {
+                            line.symbols.push(symbol_list(symbols, address));
+                        }
+                    }
+                }
+            }
+            self.written[id] = Some(now);
+            line.sites.push((site.id, now.0, now.1, now.2, now.3));
+        }
+        // Lines hold plain numbers and strings: serializing cannot fail.
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+}
+
+/// The symbols of `address` to write: the table's entry, or one unknown frame.
+fn symbol_list(symbols: &SymbolTable, address: u64) -> Vec<Symbol> {
+    match symbols.get(address) {
+        Some(list) if !list.is_empty() => list.to_vec(),
+        _ => {
+            let mut unknown = Symbol::default();
+            unknown.address = address;
+            vec![unknown]
+        }
+    }
+}
+
+/// A series file read back: the history of the last process in it, and the symbols.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// Live bytes per site over time (the file's last process).
+    pub history: History,
+    /// Symbols of every address the file describes.
+    pub symbols: SymbolTable,
+    /// The memory limit the writer recorded, if any.
+    pub memory_limit: Option<u64>,
+    /// Earlier processes in the file (a restart appends to the same file); only the
+    /// last one is kept.
+    pub earlier_processes: usize,
+    /// Snapshot lines read.
+    pub lines: usize,
+}
+
+impl Recording {
+    /// Reads a series file. `origin` names it in errors. Blank lines are skipped.
+    ///
+    /// # Errors
+    /// An [`Error`] naming the line for anything that is not a complete series line
+    /// (truncated or corrupt JSON, another format, an unknown version, counters of a
+    /// site never described) and for an empty input.
+    pub fn read(origin: &str, input: impl BufRead) -> Result<Recording> {
+        Self::read_into(origin, input, History::default())
+    }
+
+    /// [`Recording::read`] into a history with chosen bounds (see [`History::new`]).
+    ///
+    /// # Errors
+    /// As [`Recording::read`].
+    pub fn read_into(origin: &str, input: impl BufRead, empty: History) -> Result<Recording> {
+        let mut reader = Reader {
+            template: empty.clone(),
+            recording: Recording {
+                history: empty,
+                symbols: SymbolTable::new(),
+                memory_limit: None,
+                earlier_processes: 0,
+                lines: 0,
+            },
+            current: Snapshot::default(),
+            index: Vec::new(),
+            pid: None,
+        };
+        let mut number = 0;
+        for text in input.lines() {
+            number += 1;
+            let text = text.map_err(|e| Error::at(origin, Some(number), format!("read error: {e}")))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            reader
+                .apply(&text)
+                .map_err(|message| Error::at(origin, Some(number), message))?;
+        }
+        if reader.recording.lines == 0 {
+            return Err(Error::at(origin, None, "empty file: no snapshots recorded"));
+        }
+        Ok(reader.recording)
+    }
+}
+
+struct Reader {
+    template: History,
+    recording: Recording,
+    /// The process's state as of the last line.
+    current: Snapshot,
+    /// Position in `current.sites` of each site id.
+    index: Vec<Option<usize>>,
+    pid: Option<u32>,
+}
+
+impl Reader {
+    fn apply(&mut self, text: &str) -> std::result::Result<(), String> {
+        let line: Line = match serde_json::from_str(text) {
+            Ok(line) => line,
+            Err(e) => return Err(self.explain(text, &e)),
+        };
+        if line.leakwatch_series != SERIES_VERSION {
+            return Err(format!(
+                "series version {} is not supported (this build reads {SERIES_VERSION})",
+                line.leakwatch_series
+            ));
+        }
+        if self.pid != Some(line.pid) {
+            if self.pid.is_some() {
+                self.recording.earlier_processes += 1;
+                self.recording.history = self.template.clone();
+                self.current = Snapshot::default();
+                self.index.clear();
+            }
+            self.pid = Some(line.pid);
+        }
+        for list in line.symbols {
+            if let Some(address) = list.first().map(|s| s.address) {
+                self.recording.symbols.insert(address, list);
+            }
+        }
+        for new in line.new_sites {
+            let id = new.id as usize;
+            if id >= self.index.len() {
+                self.index.resize(id + 1, None);
+            }
+            if self.index[id].is_some() {
+                return Err(format!("site {} is described twice", new.id));
+            }
+            let mut site = SiteStats::default();
+            site.id = new.id;
+            site.frames = new.frames;
+            site.truncated = new.truncated;
+            // Keep `current.sites` in id order, as snapshots have it.
+            let at = self.current.sites.partition_point(|s| s.id < new.id);
+            self.current.sites.insert(at, site);
+            for (position, s) in self.current.sites.iter().enumerate().skip(at) {
+                self.index[s.id as usize] = Some(position);
+            }
+        }
+        for (id, alloc_bytes, alloc_blocks, freed_bytes, freed_blocks) in line.sites {
+            let Some(&Some(position)) = self.index.get(id as usize) else {
+                return Err(format!(
+                    "counters for site {id}, which no earlier line describes (is the file missing its beginning?)"
+                ));
+            };
+            let site = &mut self.current.sites[position];
+            site.alloc_bytes = alloc_bytes;
+            site.alloc_blocks = alloc_blocks;
+            site.freed_bytes = freed_bytes;
+            site.freed_blocks = freed_blocks;
+            site.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
+            site.live_blocks = (alloc_blocks - freed_blocks).max(0.0);
+        }
+        if line.memory_limit.is_some() {
+            self.recording.memory_limit = line.memory_limit;
+        }
+        let s = &mut self.current;
+        s.schema_version = leakwatch_alloc::SCHEMA_VERSION;
+        s.timestamp_ms = line.timestamp_ms;
+        s.pid = line.pid;
+        s.mode = line.mode;
+        s.sample_rate = line.sample_rate;
+        s.unwinder = line.unwinder;
+        s.process = line.process;
+        s.tracker = line.tracker;
+        s.overflow = line.overflow;
+        s.warnings = line.warnings;
+        s.modules = line.modules;
+        self.recording.history.push(s);
+        self.recording.lines += 1;
+        Ok(())
+    }
+
+    /// Why a line did not parse, in terms of the file rather than of serde.
+    fn explain(&self, text: &str, e: &serde_json::Error) -> String {
+        let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+        match value {
+            None => describe_json(e),
+            Some(v) if v.get("leakwatch_series").is_none() => {
+                if v.get("format").and_then(|f| f.as_str()) == Some(crate::report::REPORT_FORMAT) {
+                    "this is a JSON report, not a series file (compare reports with `leakwatch diff`)".into()
+                } else if v.get("schema_version").is_some() && v.get("sites").is_some() {
+                    "this is a single snapshot, not a series file (record with leakwatch's Recorder)".into()
+                } else {
+                    "not a leakwatch series line (no \"leakwatch_series\" field)".into()
+                }
+            }
+            Some(_) => format!("not a valid series line: {}", describe_json(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

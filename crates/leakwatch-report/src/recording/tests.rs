@@ -1,0 +1,144 @@
+use super::*;
+
+fn site(id: u32, alloc: u64, freed: u64) -> SiteStats {
+    let mut s = SiteStats::default();
+    s.id = id;
+    s.frames = vec![0x100 + u64::from(id), 0x999];
+    s.alloc_bytes = alloc;
+    s.alloc_blocks = alloc as f64 / 10.0;
+    s.freed_bytes = freed;
+    s.freed_blocks = freed as f64 / 10.0;
+    s.live_bytes = alloc - freed;
+    s.live_blocks = (alloc - freed) as f64 / 10.0;
+    s
+}
+
+fn snapshot(pid: u32, t: u64, sites: Vec<SiteStats>) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.pid = pid;
+    s.timestamp_ms = t;
+    s.sample_rate = 1;
+    s.mode = Mode::Exact;
+    s.process.live_bytes = sites.iter().map(|s| s.live_bytes as i64).sum();
+    s.sites = sites;
+    s
+}
+
+fn symbols() -> SymbolTable {
+    let mut table = SymbolTable::new();
+    for address in [0x101u64, 0x102, 0x999] {
+        let mut s = Symbol::default();
+        s.address = address;
+        s.function = Some(format!("app::f{address:x}"));
+        s.file = Some("/w/app/src/lib.rs".into());
+        s.line = Some(address as u32);
+        table.insert(address, vec![s]);
+    }
+    table
+}
+
+fn write(snapshots: &[Snapshot]) -> String {
+    let mut writer = SeriesWriter::new();
+    let table = symbols();
+    snapshots
+        .iter()
+        .map(|s| writer.line(s, &table, Some(1 << 30)))
+        .collect()
+}
+
+fn read(text: &str) -> Result<Recording> {
+    Recording::read("series.jsonl", text.as_bytes())
+}
+
+fn three_points() -> Vec<Snapshot> {
+    vec![
+        snapshot(7, 1_000, vec![site(1, 100, 0)]),
+        snapshot(7, 2_000, vec![site(1, 100, 0), site(2, 50, 10)]),
+        snapshot(7, 3_000, vec![site(1, 100, 0), site(2, 80, 10)]),
+    ]
+}
+
+#[test]
+fn a_written_series_reads_back_as_the_same_history() {
+    let snapshots = three_points();
+    let text = write(&snapshots);
+    let recording = read(&text).unwrap();
+    let mut direct = History::default();
+    for s in &snapshots {
+        direct.push(s);
+    }
+    assert_eq!(recording.lines, 3);
+    assert_eq!(recording.history.times(), direct.times());
+    assert_eq!(recording.history.column(1), direct.column(1));
+    assert_eq!(recording.history.column(2), direct.column(2));
+    assert_eq!(recording.history.latest_snapshot(), direct.latest_snapshot());
+    assert_eq!(recording.memory_limit, Some(1 << 30));
+    assert_eq!(recording.symbols, symbols());
+    assert_eq!(recording.earlier_processes, 0);
+}
+
+#[test]
+fn lines_carry_only_what_changed() {
+    let text = write(&three_points());
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Site 1 is described and counted on the first line only; its frames' symbols too.
+    assert_eq!(lines[0]["new_sites"].as_array().unwrap().len(), 1);
+    assert_eq!(lines[0]["symbols"].as_array().unwrap().len(), 2);
+    assert_eq!(lines[1]["sites"].as_array().unwrap().len(), 1, "{}", lines[1]);
+    assert_eq!(lines[1]["symbols"].as_array().unwrap().len(), 1, "0x999 is not repeated");
+    assert_eq!(lines[2]["sites"][0][0], 2);
+    assert!(lines[2].get("new_sites").is_none());
+    assert!(lines[1].get("memory_limit").is_none(), "the limit is written when it changes");
+}
+
+#[test]
+fn a_restarted_process_starts_a_new_history() {
+    let mut snapshots = three_points();
+    snapshots.push(snapshot(8, 10_000, vec![site(1, 5, 0)]));
+    let recording = read(&write(&snapshots)).unwrap();
+    assert_eq!(recording.earlier_processes, 1);
+    assert_eq!(recording.history.len(), 1);
+    assert_eq!(recording.history.latest().pid, 8);
+}
+
+fn error(text: &str) -> String {
+    read(text).unwrap_err().to_string()
+}
+
+#[test]
+fn bad_files_get_an_error_naming_the_line() {
+    let good = write(&three_points());
+    assert_eq!(error(""), "series.jsonl: empty file: no snapshots recorded");
+    assert_eq!(error("\n\n"), "series.jsonl: empty file: no snapshots recorded");
+
+    // Cut inside the last line, as a process killed mid-write leaves it.
+    let cut = &good[..good.len() - 20];
+    let e = error(cut);
+    assert!(e.starts_with("series.jsonl:3: truncated"), "{e}");
+
+    let mut corrupt: Vec<&str> = good.lines().collect();
+    corrupt[1] = "{\"leakwatch_series\": 1, garbage";
+    let e = error(&corrupt.join("\n"));
+    assert!(e.starts_with("series.jsonl:2: not valid JSON"), "{e}");
+
+    let e = error("hello world\n");
+    assert!(e.starts_with("series.jsonl:1: not valid JSON"), "{e}");
+    let e = error("{\"some\": \"json\"}\n");
+    assert_eq!(e, "series.jsonl:1: not a leakwatch series line (no \"leakwatch_series\" field)");
+    let e = error("{\"format\": \"leakwatch-report\", \"version\": 1}\n");
+    assert!(e.contains("this is a JSON report, not a series file"), "{e}");
+
+    let future = good.lines().next().unwrap().replace("\"leakwatch_series\":1", "\"leakwatch_series\":99");
+    let e = error(&future);
+    assert_eq!(e, "series.jsonl:1: series version 99 is not supported (this build reads 1)");
+
+    // The first lines lost: counters of a site no line describes.
+    let headless: String = good.lines().skip(2).map(|l| format!("{l}\n")).collect();
+    let e = error(&headless);
+    assert!(e.starts_with("series.jsonl:1: counters for site 2, which no earlier line describes"), "{e}");
+
+    // A field of the wrong type.
+    let wrong = good.lines().next().unwrap().replace("\"pid\":7", "\"pid\":\"seven\"");
+    let e = error(&wrong);
+    assert!(e.starts_with("series.jsonl:1: not a valid series line"), "{e}");
+}

@@ -1,0 +1,384 @@
+//! The report: a [`History`] ranked by growth, with sites named by their source lines.
+//!
+//! [`Report::build`] symbolizes every site's stack (from a [`SymbolTable`]), merges sites
+//! that share a label (so recursion depth, unrolled loops or several paths into one
+//! allocation line do not split a site), ranks the merged series, and keeps what the
+//! renderers need. A `Report` is also the JSON format (see docs/report-format.md): it
+//! serializes with serde and reads back with [`Report::from_json`].
+
+use crate::error::{Error, Result};
+use crate::history::History;
+use crate::rank::{RankOptions, Verdict, rank};
+use crate::stats::bucket;
+use crate::symbols::{Frame, LabelRules, SymbolTable};
+use leakwatch_alloc::{Mode, OverflowStats, TrackerStats};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The `format` field of every JSON report.
+pub const REPORT_FORMAT: &str = "leakwatch-report";
+/// The version of the JSON report format this crate writes and reads.
+pub const REPORT_VERSION: u32 = 1;
+
+/// How a report is built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOptions {
+    /// Thresholds of the ranking (and the memory limit).
+    pub rank: RankOptions,
+    /// Which frames are runtime rather than the service's own.
+    pub labels: LabelRules,
+    /// Keep only the first `top` ranked sites (`None`: all of them).
+    pub top: Option<usize>,
+    /// The first `detail` ranked sites carry their stack and live-bytes history.
+    pub detail: usize,
+    /// Points of the per-site histories (longer series are averaged down to this).
+    pub chart_points: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            rank: RankOptions::default(),
+            labels: LabelRules::default(),
+            top: None,
+            detail: 20,
+            chart_points: 300,
+        }
+    }
+}
+
+/// A ranked report of one process's growing call sites.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`REPORT_FORMAT`].
+    pub format: String,
+    /// [`REPORT_VERSION`] of the writer.
+    pub version: u32,
+    /// Time of the latest point, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Time of the first point, ms since the Unix epoch.
+    pub start_ms: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Tracking mode at the latest point.
+    pub mode: Mode,
+    /// Sampling rate in bytes (1 = exact).
+    pub sample_rate: u32,
+    /// Seconds between the first and the latest point.
+    pub window_seconds: f64,
+    /// Points in the history.
+    pub points: usize,
+    /// The process as a whole.
+    pub process: ProcessSummary,
+    /// Ranked sites, most urgent first.
+    pub sites: Vec<SiteReport>,
+    /// Sites left out by `top`: how many, and their live bytes.
+    pub omitted_sites: usize,
+    /// Live bytes of the omitted sites.
+    pub omitted_live_bytes: u64,
+    /// The tracker's own memory and bounds.
+    pub tracker: TrackerStats,
+    /// What the tracker could not record.
+    pub overflow: OverflowStats,
+    /// Problems worth reading before trusting the report.
+    pub warnings: Vec<String>,
+    /// Times of the chart points, seconds since `start_ms` (for `SiteReport::history`).
+    pub chart_times: Vec<f64>,
+    /// Process memory at the chart points.
+    pub chart_process: Vec<f64>,
+}
+
+/// The process as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    /// Live heap bytes (exact in every mode).
+    pub live_bytes: i64,
+    /// Highest live heap bytes seen.
+    pub peak_live_bytes: i64,
+    /// Resident set size (0 where unknown).
+    pub resident_bytes: u64,
+    /// Memory the time-to-limit estimate starts from: the larger of resident and live.
+    pub usage_bytes: u64,
+    /// Growth of `usage_bytes` over the window (Theil-Sen), bytes per second.
+    pub growth_rate: f64,
+    /// Allocations since tracking started.
+    pub allocs: u64,
+    /// Bytes allocated since tracking started.
+    pub alloc_bytes: u64,
+    /// The memory limit used for time-to-limit estimates.
+    pub limit_bytes: Option<u64>,
+    /// Seconds until `usage_bytes` reaches the limit at the leaking sites' summed recent
+    /// growth rate; `None` without a limit or a leak.
+    pub seconds_to_limit: Option<f64>,
+}
+
+/// One ranked site: every call stack that shares a label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteReport {
+    /// 1 for the most urgent site.
+    pub rank: usize,
+    /// `function (file:line)` of the first frame that is the service's own.
+    pub label: String,
+    /// The label frame's function.
+    pub function: Option<String>,
+    /// The label frame's file (full path).
+    pub file: Option<String>,
+    /// The label frame's line.
+    pub line: Option<u32>,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Live bytes at the latest point (an unbiased estimate in sampled mode).
+    pub live_bytes: u64,
+    /// Live blocks at the latest point.
+    pub live_blocks: f64,
+    /// Bytes allocated here in total.
+    pub alloc_bytes: u64,
+    /// Blocks allocated here in total.
+    pub alloc_blocks: f64,
+    /// Growth rate over the window (Theil-Sen), bytes per second.
+    pub rate: f64,
+    /// Growth rate over the recent part of the window, bytes per second.
+    pub recent_rate: f64,
+    /// Growth over the window (level of its last third minus its first), bytes.
+    pub growth: f64,
+    /// Growth of the last third over the middle third, bytes.
+    pub recent_growth: f64,
+    /// Mann-Kendall p-value of an increasing trend (small: confident it grows).
+    pub p_increasing: f64,
+    /// Seconds until the process reaches its limit at this site's recent rate.
+    pub seconds_to_limit: Option<f64>,
+    /// Ids of the call sites merged here.
+    pub site_ids: Vec<u32>,
+    /// The stack of the member site that grew most, innermost first (inlined frames
+    /// expanded). Only for the first `detail` sites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<Frame>,
+    /// Index in `stack` of the label frame.
+    #[serde(default)]
+    pub label_frame: usize,
+    /// Live bytes at each of the report's `chart_times`. Only for the first `detail`
+    /// sites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<f64>,
+}
+
+impl SiteReport {
+    /// The service's part of the stack: from the label frame outwards, with recursion
+    /// collapsed.
+    pub fn user_stack(&self) -> Vec<Frame> {
+        let start = self.label_frame.min(self.stack.len());
+        crate::symbols::collapse_recursion(&self.stack[start..])
+    }
+}
+
+/// A site's label and where it came from.
+struct Labelled {
+    label: String,
+    stack: Vec<Frame>,
+    label_frame: usize,
+}
+
+impl Report {
+    /// Ranks `history`, naming sites with `symbols` (addresses missing from it are shown
+    /// as hex).
+    pub fn build(history: &History, symbols: &SymbolTable, options: &ReportOptions) -> Report {
+        // Label every site; merge sites by label.
+        let mut labelled: BTreeMap<u32, Labelled> = BTreeMap::new();
+        for site in history.sites() {
+            let stack = symbols.stack(&site.frames);
+            let label_frame = options.labels.label_frame(&stack).unwrap_or(0);
+            let label = options.labels.label(&stack);
+            labelled.insert(
+                site.id,
+                Labelled {
+                    label,
+                    stack,
+                    label_frame,
+                },
+            );
+        }
+        let mut series = history.series_by(|site| labelled[&site.id].label.clone());
+        let usage: Vec<f64> = history
+            .process()
+            .iter()
+            .map(|p| (p.resident_bytes as f64).max(p.live_bytes as f64))
+            .collect();
+        series.process = usage.clone();
+        let ranking = rank(&series, &options.rank);
+
+        // Members of each label, and their latest counters.
+        struct Group {
+            ids: Vec<u32>,
+            live_blocks: f64,
+            alloc_bytes: u64,
+            alloc_blocks: f64,
+            /// Member that grew most: (growth, live, id).
+            representative: (f64, u64, u32),
+        }
+        let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
+        for site in history.sites() {
+            let column = history.column(site.id).unwrap_or(&[]);
+            let growth = f64::from(column.last().copied().unwrap_or(0.0))
+                - f64::from(column.first().copied().unwrap_or(0.0));
+            let g = groups
+                .entry(labelled[&site.id].label.as_str())
+                .or_insert(Group {
+                    ids: Vec::new(),
+                    live_blocks: 0.0,
+                    alloc_bytes: 0,
+                    alloc_blocks: 0.0,
+                    representative: (f64::NEG_INFINITY, 0, site.id),
+                });
+            g.ids.push(site.id);
+            g.live_blocks += site.live_blocks;
+            g.alloc_bytes += site.alloc_bytes;
+            g.alloc_blocks += site.alloc_blocks;
+            let candidate = (growth, site.live_bytes, site.id);
+            if candidate.0 > g.representative.0
+                || (candidate.0 == g.representative.0 && candidate.1 > g.representative.1)
+            {
+                g.representative = candidate;
+            }
+        }
+
+        let (chart_times, chart_process) =
+            bucket(history.times(), &usage, options.chart_points.max(2));
+        let keep = options.top.unwrap_or(usize::MAX);
+        let mut sites = Vec::new();
+        let (mut omitted_sites, mut omitted_live_bytes) = (0, 0u64);
+        for (i, trend) in ranking.sites.iter().enumerate() {
+            let live_bytes = trend.live_bytes.max(0.0).round() as u64;
+            if i >= keep {
+                omitted_sites += 1;
+                omitted_live_bytes += live_bytes;
+                continue;
+            }
+            let group = &groups[trend.key.as_str()];
+            let representative = &labelled[&group.representative.2];
+            let frame = representative.stack.get(representative.label_frame);
+            let detailed = i < options.detail;
+            sites.push(SiteReport {
+                rank: i + 1,
+                label: trend.key.clone(),
+                function: frame.and_then(|f| f.function.clone()),
+                file: frame.and_then(|f| f.file.clone()),
+                line: frame.and_then(|f| f.line),
+                verdict: trend.verdict,
+                live_bytes,
+                live_blocks: group.live_blocks,
+                alloc_bytes: group.alloc_bytes,
+                alloc_blocks: group.alloc_blocks,
+                rate: trend.rate,
+                recent_rate: trend.recent_rate,
+                growth: trend.growth,
+                recent_growth: trend.recent_growth,
+                p_increasing: trend.p_increasing,
+                seconds_to_limit: trend.seconds_to_limit,
+                site_ids: group.ids.clone(),
+                stack: if detailed {
+                    representative.stack.clone()
+                } else {
+                    Vec::new()
+                },
+                label_frame: representative.label_frame,
+                history: if detailed {
+                    bucket(history.times(), &series.sites[&trend.key], options.chart_points.max(2)).1
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+
+        let latest = history.latest();
+        let mut warnings = latest.warnings.clone();
+        if history.len() < 3 {
+            warnings.push(format!(
+                "only {} point(s) recorded: growth needs at least 3 snapshots over time",
+                history.len()
+            ));
+        }
+        if latest.mode == Mode::Off {
+            warnings.push("tracking is off: no new allocations are attributed to sites".into());
+        }
+        Report {
+            format: REPORT_FORMAT.to_string(),
+            version: REPORT_VERSION,
+            timestamp_ms: latest.timestamp_ms,
+            start_ms: history.start_ms(),
+            pid: latest.pid,
+            mode: latest.mode,
+            sample_rate: latest.sample_rate,
+            window_seconds: ranking.window_seconds,
+            points: history.len(),
+            process: ProcessSummary {
+                live_bytes: latest.process.live_bytes,
+                peak_live_bytes: latest.process.peak_live_bytes,
+                resident_bytes: latest.process.resident_bytes,
+                usage_bytes: ranking.process_live_bytes.max(0.0) as u64,
+                growth_rate: ranking.process_rate,
+                allocs: latest.process.allocs,
+                alloc_bytes: latest.process.alloc_bytes,
+                limit_bytes: ranking.limit_bytes,
+                seconds_to_limit: ranking.seconds_to_limit,
+            },
+            sites,
+            omitted_sites,
+            omitted_live_bytes,
+            tracker: latest.tracker,
+            overflow: latest.overflow,
+            warnings,
+            chart_times,
+            chart_process,
+        }
+    }
+
+    /// Sites whose verdict is `leak`, most urgent first.
+    pub fn leaks(&self) -> impl Iterator<Item = &SiteReport> {
+        self.sites.iter().filter(|s| s.verdict == Verdict::Leak)
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // A Report holds only strings, numbers and sequences: serializing cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a JSON report, checking its format and version. `origin` names the input in
+    /// errors (a file path, say).
+    ///
+    /// # Errors
+    /// [`Error`] when `json` is not a leakwatch report of a version this crate reads.
+    pub fn from_json(origin: &str, json: &str) -> Result<Report> {
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        if json.trim().is_empty() {
+            return Err(Error::at(origin, None, "empty file"));
+        }
+        let head: Head = serde_json::from_str(json).map_err(|e| Error::json(origin, &e))?;
+        if head.format.as_deref() != Some(REPORT_FORMAT) {
+            return Err(Error::at(
+                origin,
+                None,
+                format!("not a leakwatch report (no \"format\": \"{REPORT_FORMAT}\")"),
+            ));
+        }
+        match head.version {
+            Some(REPORT_VERSION) => {}
+            Some(v) => {
+                return Err(Error::at(
+                    origin,
+                    None,
+                    format!("report version {v} is not supported (this build reads {REPORT_VERSION})"),
+                ));
+            }
+            None => return Err(Error::at(origin, None, "report has no \"version\"")),
+        }
+        serde_json::from_str(json).map_err(|e| Error::json(origin, &e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

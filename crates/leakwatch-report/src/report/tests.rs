@@ -1,0 +1,150 @@
+use super::*;
+use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Symbols: 0x1xx addresses are `app::leaky_store` lines, 0x2xx `app::cache_put`, 0x3xx
+/// `app::recurse`, 0x9xx runtime (`alloc::vec`), 0x777 `app::main`.
+fn symbols() -> SymbolTable {
+    let mut table = SymbolTable::new();
+    let mut add = |address: u64, function: &str, file: &str, line: u32| {
+        let mut s = Symbol::default();
+        s.address = address;
+        s.function = Some(function.into());
+        s.file = Some(file.into());
+        s.line = Some(line);
+        table.insert(address, vec![s]);
+    };
+    add(0x101, "app::leaky_store", "/w/app/src/store.rs", 10);
+    add(0x201, "app::cache_put", "/w/app/src/cache.rs", 20);
+    add(0x301, "app::recurse", "/w/app/src/tree.rs", 30);
+    add(0x901, "alloc::vec::Vec<T>::push", "/rustc/x/library/alloc/src/vec/mod.rs", 1);
+    add(0x777, "app::main", "/w/app/src/main.rs", 1);
+    table
+}
+
+fn site(id: u32, frames: Vec<u64>, live: f64) -> SiteStats {
+    let mut s = SiteStats::default();
+    s.id = id;
+    s.frames = frames;
+    s.live_bytes = live as u64;
+    s.alloc_bytes = live as u64;
+    s.live_blocks = 1.0;
+    s
+}
+
+/// Ten minutes at 1 s: a leak split over two stacks into the same line, a cache, a
+/// recursive site at three depths, and a stable site.
+fn history() -> History {
+    let mut h = History::default();
+    for i in 0..600u64 {
+        let t = i as f64;
+        let mut s = Snapshot::default();
+        s.timestamp_ms = 1_700_000_000_000 + i * 1000;
+        s.pid = 9;
+        s.mode = Mode::Sampled;
+        s.sample_rate = 524_288;
+        s.sites = vec![
+            site(1, vec![0x901, 0x101, 0x777], 20_000.0 * t),
+            site(2, vec![0x901, 0x101, 0x301, 0x777], 10_000.0 * t),
+            site(3, vec![0x201, 0x777], 50.0 * MIB * (1.0 - (-t / 60.0).exp())),
+            site(4, vec![0x301, 0x301, 0x777], MIB),
+            site(5, vec![0x301, 0x301, 0x301, 0x777], MIB),
+            site(6, vec![0x901, 0x777], 3.0 * MIB),
+        ];
+        s.process.live_bytes = s.sites.iter().map(|s| s.live_bytes as i64).sum();
+        s.process.resident_bytes = s.process.live_bytes as u64 + (20 << 20);
+        h.push(&s);
+    }
+    h
+}
+
+fn report(options: &ReportOptions) -> Report {
+    Report::build(&history(), &symbols(), options)
+}
+
+#[test]
+fn sites_merge_by_label_and_the_leak_ranks_first() {
+    let r = report(&ReportOptions::default());
+    let labels: Vec<&str> = r.sites.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(labels[0], "app::leaky_store (app/src/store.rs:10)", "{labels:?}");
+    let leak = &r.sites[0];
+    assert_eq!(leak.verdict, Verdict::Leak);
+    assert_eq!(leak.site_ids, vec![1, 2]);
+    assert!((leak.rate - 30_000.0).abs() < 1.0, "{}", leak.rate);
+    assert_eq!(leak.function.as_deref(), Some("app::leaky_store"));
+    assert_eq!(leak.line, Some(10));
+    // The representative stack is the member that grew most (site 1), label frame past
+    // the runtime frame.
+    assert_eq!(leak.stack.len(), 3);
+    assert_eq!(leak.label_frame, 1);
+    assert_eq!(leak.user_stack().len(), 2);
+    assert_eq!(leak.history.len(), r.chart_times.len());
+
+    let cache = r.sites.iter().find(|s| s.label.starts_with("app::cache_put")).unwrap();
+    assert_eq!(cache.verdict, Verdict::Plateau);
+    // Recursion at two depths is one site.
+    let recursive = r.sites.iter().find(|s| s.label.starts_with("app::recurse")).unwrap();
+    assert_eq!(recursive.site_ids, vec![4, 5]);
+    assert_eq!(recursive.live_bytes, 2 * MIB as u64);
+    // A stack of runtime frames only is labelled by its first non-runtime frame.
+    assert!(r.sites.iter().any(|s| s.label == "app::main (app/src/main.rs:1)"));
+    assert_eq!(r.sites.len(), 4);
+    assert_eq!(r.points, 600);
+    assert_eq!(r.process.usage_bytes, r.process.live_bytes as u64 + (20 << 20));
+}
+
+#[test]
+fn top_and_detail_bound_the_report() {
+    let options = ReportOptions {
+        top: Some(2),
+        detail: 1,
+        ..ReportOptions::default()
+    };
+    let r = report(&options);
+    assert_eq!(r.sites.len(), 2);
+    assert_eq!(r.omitted_sites, 2);
+    assert!(r.omitted_live_bytes >= 5 * MIB as u64);
+    assert!(!r.sites[0].stack.is_empty() && r.sites[1].stack.is_empty());
+    assert!(r.sites[1].history.is_empty());
+}
+
+#[test]
+fn time_to_limit_uses_process_memory_and_the_leak_rate() {
+    let mut options = ReportOptions::default();
+    options.rank.limit_bytes = Some(2 << 30);
+    let r = report(&options);
+    let leak = &r.sites[0];
+    let headroom = (2u64 << 30) as f64 - r.process.usage_bytes as f64;
+    let expected = headroom / leak.recent_rate;
+    assert!((leak.seconds_to_limit.unwrap() - expected).abs() < 1e-6);
+    assert!((r.process.seconds_to_limit.unwrap() - expected).abs() < 1e-6);
+}
+
+#[test]
+fn json_round_trips_and_checks_its_format() {
+    let r = report(&ReportOptions::default());
+    let json = r.to_json();
+    assert_eq!(Report::from_json("r.json", &json).unwrap(), r);
+    let e = Report::from_json("r.json", "").unwrap_err().to_string();
+    assert_eq!(e, "r.json: empty file");
+    let e = Report::from_json("r.json", &json[..json.len() / 2]).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let e = Report::from_json("r.json", "{\"a\": 1}").unwrap_err().to_string();
+    assert!(e.contains("not a leakwatch report"), "{e}");
+    let e = Report::from_json("r.json", &json.replace("\"version\": 1", "\"version\": 7"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("report version 7 is not supported"), "{e}");
+}
+
+#[test]
+fn few_points_are_flagged() {
+    let mut h = History::default();
+    let mut s = Snapshot::default();
+    s.sites = vec![site(1, vec![0x101], 10.0)];
+    h.push(&s);
+    let r = Report::build(&h, &symbols(), &ReportOptions::default());
+    assert!(r.warnings.iter().any(|w| w.contains("only 1 point")), "{:?}", r.warnings);
+    assert!(r.warnings.iter().any(|w| w.contains("tracking is off")));
+}

@@ -1,0 +1,134 @@
+use super::*;
+
+fn frame(function: &str, file: &str, line: u32) -> Frame {
+    Frame {
+        address: 0x1000 + u64::from(line),
+        function: Some(function.to_string()),
+        file: Some(file.to_string()),
+        line: Some(line),
+        inlined: false,
+    }
+}
+
+fn unknown(address: u64) -> Frame {
+    Frame {
+        address,
+        function: None,
+        file: None,
+        line: None,
+        inlined: false,
+    }
+}
+
+#[test]
+fn short_paths_start_at_the_package() {
+    assert_eq!(
+        short_path("/work/main/examples/leaky-sites/src/main.rs"),
+        "leaky-sites/src/main.rs"
+    );
+    assert_eq!(
+        short_path("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hashbrown-0.15.2/src/map.rs"),
+        "hashbrown-0.15.2/src/map.rs"
+    );
+    assert_eq!(
+        short_path("/rustc/0123abcd/library/alloc/src/vec/mod.rs"),
+        "library/alloc/src/vec/mod.rs"
+    );
+    assert_eq!(short_path("src/lib.rs"), "src/lib.rs");
+    assert_eq!(short_path("main.rs"), "main.rs");
+}
+
+#[test]
+fn the_label_is_the_first_frame_outside_the_runtime() {
+    let stack = vec![
+        frame("leakwatch_alloc::hot::on_alloc", "/w/crates/leakwatch-alloc/src/hot.rs", 10),
+        frame("__rust_alloc", "", 0),
+        frame("alloc::raw_vec::RawVec<T>::grow", "/rustc/abc/library/alloc/src/raw_vec.rs", 400),
+        frame("<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem", "/rustc/abc/library/alloc/src/vec/spec_from_elem.rs", 30),
+        frame("hashbrown::raw::RawTable<T>::reserve", "/r/hashbrown-0.15.2/src/raw/mod.rs", 900),
+        frame("myapp::sessions::Store::insert", "/w/myapp/src/sessions.rs", 88),
+        frame("myapp::main", "/w/myapp/src/main.rs", 5),
+    ];
+    let rules = LabelRules::default();
+    assert_eq!(rules.label_frame(&stack), Some(5));
+    assert_eq!(
+        rules.label(&stack),
+        "myapp::sessions::Store::insert (myapp/src/sessions.rs:88)"
+    );
+    let user = rules.user_stack(&stack);
+    assert_eq!(user.len(), 2);
+    // A service's own allocation wrapper can be skipped too.
+    let rules = LabelRules::with_extra(["myapp::sessions::"]);
+    assert_eq!(rules.label(&stack), "myapp::main (myapp/src/main.rs:5)");
+}
+
+#[test]
+fn trait_impls_of_std_types_are_runtime_but_of_user_types_are_not() {
+    let rules = LabelRules::default();
+    assert!(rules.is_ignored(&frame("<alloc::vec::Vec<T> as core::clone::Clone>::clone", "x", 1)));
+    assert!(!rules.is_ignored(&frame("<myapp::Foo as core::fmt::Display>::fmt", "/w/myapp/src/foo.rs", 1)));
+}
+
+#[test]
+fn stacks_without_user_frames_fall_back() {
+    let rules = LabelRules::default();
+    assert_eq!(rules.label(&[]), "(no stack)");
+    let only_std = [frame("std::rt::lang_start", "/rustc/abc/library/std/src/rt.rs", 1)];
+    assert_eq!(rules.label_frame(&only_std), Some(0));
+    // An unnamed frame is kept, but a named one further out is preferred.
+    let stack = [unknown(0xdead), frame("myapp::run", "/w/myapp/src/run.rs", 3)];
+    assert_eq!(rules.label(&stack), "myapp::run (myapp/src/run.rs:3)");
+    assert_eq!(rules.label(&[unknown(0xbeef)]), "0xbeef");
+}
+
+#[test]
+fn recursion_of_any_depth_collapses_to_one_stack() {
+    let leaf = frame("app::leaf", "/a/src/t.rs", 1);
+    let walk = frame("app::walk", "/a/src/t.rs", 2);
+    let other = frame("app::other", "/a/src/t.rs", 3);
+    let main = frame("app::main", "/a/src/t.rs", 4);
+    let once = vec![leaf.clone(), walk.clone(), main.clone()];
+    let deep = vec![
+        leaf.clone(),
+        walk.clone(),
+        walk.clone(),
+        walk.clone(),
+        main.clone(),
+    ];
+    let mutual = vec![
+        leaf.clone(),
+        walk.clone(),
+        other.clone(),
+        walk.clone(),
+        other.clone(),
+        walk.clone(),
+        main.clone(),
+    ];
+    assert_eq!(collapse_recursion(&deep), once);
+    assert_eq!(collapse_recursion(&mutual), once);
+    assert_eq!(collapse_recursion(&once), once);
+    // Unknown frames are told apart by address.
+    let unknowns = vec![unknown(1), unknown(2), unknown(3)];
+    assert_eq!(collapse_recursion(&unknowns), unknowns);
+}
+
+#[test]
+fn tables_resolve_only_missing_addresses() {
+    let mut table = SymbolTable::new();
+    let mut calls = 0;
+    let mut resolve = |a: u64| {
+        calls += 1;
+        let mut s = Symbol::default();
+        s.address = a;
+        s.function = Some(format!("f{a}"));
+        vec![s]
+    };
+    let added = table.resolve_missing([&[3u64, 1, 3][..], &[2, 1][..]], &mut resolve);
+    assert_eq!(added, vec![1, 2, 3]);
+    let added = table.resolve_missing([&[1u64, 4][..]], &mut resolve);
+    assert_eq!(added, vec![4]);
+    assert_eq!(calls, 4);
+    let stack = table.stack(&[4, 9]);
+    assert_eq!(stack[0].function.as_deref(), Some("f4"));
+    assert_eq!(stack[1], unknown(9));
+}
