@@ -11,6 +11,7 @@ pub mod error;
 pub mod history;
 pub mod rank;
 pub mod recording;
+pub mod render;
 pub mod report;
 pub mod series;
 pub mod stats;
