@@ -17,3 +17,6 @@
 #![deny(missing_docs)]
 
 pub use leakwatch_alloc::*;
+
+/// Growth ranking and renderers (the `leakwatch-report` crate).
+pub use leakwatch_report as report;
