@@ -167,6 +167,19 @@ pub fn flush_thread() {
     tracker::flush_current_thread();
 }
 
+/// Parses a size in bytes as the `LEAKWATCH_*` variables take it: a decimal number with
+/// an optional binary suffix, `k`/`KiB`, `m`/`MiB`, `g`/`GiB` (case-insensitive; `KB`
+/// and `K` also mean 1024). `None` for anything else, or on overflow.
+///
+/// ```
+/// assert_eq!(leakwatch_alloc::parse_size("512k"), Some(512 * 1024));
+/// assert_eq!(leakwatch_alloc::parse_size("2GiB"), Some(2 << 30));
+/// assert_eq!(leakwatch_alloc::parse_size("lots"), None);
+/// ```
+pub fn parse_size(text: &str) -> Option<u64> {
+    config::parse_size(text.trim().as_bytes())
+}
+
 /// Test support, not part of the API: holds every lock of the tracker's tables for
 /// `duration` (allocations of other threads that need them wait). Lets tests fork while
 /// a lock is held.

@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod diff;
 pub mod error;
 pub mod history;
 pub mod rank;
@@ -18,6 +19,7 @@ pub mod stats;
 pub mod symbols;
 
 pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank};
+pub use diff::{Diff, SiteDiff, diff};
 pub use error::{Error, Result};
 pub use history::History;
 pub use recording::{Recording, SeriesWriter};

@@ -1,22 +1,48 @@
 //! leakwatch finds memory leaks in long-running services: a tracking global allocator
-//! that attributes live heap bytes to call sites, cheaply enough to leave on in staging.
+//! that attributes live heap bytes to call sites, cheaply enough to leave on in staging,
+//! and a recorder that ranks the sites whose memory keeps growing.
 //!
-//! This is the crate a service adds. Today it re-exports the allocator
-//! ([`leakwatch_alloc`]); growth ranking, reports and test assertions will live here too.
+//! This is the crate a service adds. It re-exports the allocator ([`leakwatch_alloc`])
+//! and the reports ([`report`], the `leakwatch-report` crate), and adds the
+//! [`Recorder`]: a background thread that snapshots the tracker every second, tells a
+//! leak from a cache that fills up, raises alerts, and renders reports (text, JSON,
+//! pprof, Prometheus, flame graph, HTML).
 //!
 //! # Quick start
+//! ```no_run
+//! #[global_allocator]
+//! static ALLOC: leakwatch::LeakWatch = leakwatch::LeakWatch::system();
+//!
+//! fn main() {
+//!     leakwatch::enable(); // or run with LEAKWATCH=1
+//!     let recorder = leakwatch::Recorder::builder()
+//!         .file("leakwatch-series.jsonl") // for `leakwatch report leakwatch-series.jsonl`
+//!         .start()
+//!         .expect("start leakwatch's recorder");
+//!     // ... serve traffic; a site that turns into a leak is logged (target "leakwatch") ...
+//!     println!("{}", recorder.text(10));
+//! }
+//! ```
+//!
+//! A snapshot alone says who holds memory now:
 //! ```
 //! #[global_allocator]
 //! static ALLOC: leakwatch::LeakWatch = leakwatch::LeakWatch::system();
 //!
-//! leakwatch::enable(); // or run with LEAKWATCH=1
+//! leakwatch::enable();
 //! let snapshot = leakwatch::snapshot();
 //! println!("{} bytes live", snapshot.process.live_bytes);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod limit;
+mod recorder;
 
 pub use leakwatch_alloc::*;
+pub use limit::memory_limit;
+pub use recorder::{AlertOptions, LeakHook, Recorder, RecorderBuilder, RecorderStats};
 
 /// Growth ranking and renderers (the `leakwatch-report` crate).
 pub use leakwatch_report as report;

@@ -1,0 +1,231 @@
+//! `leakwatch`: rank the call sites of a recorded series whose memory keeps growing, and
+//! compare two reports. Run `leakwatch help` for the usage.
+//!
+//! Every failure is one line on standard error: exit code 2 for bad arguments or input
+//! (naming the file and line), 1 when the output cannot be written.
+#![forbid(unsafe_code)]
+
+mod args;
+
+use args::{Command, Format, USAGE};
+use leakwatch_report::render::text::bytes;
+use leakwatch_report::render::{flamegraph, html, pprof, prometheus, text};
+use leakwatch_report::{Diff, Recording, Report, ReportOptions, diff};
+use std::io::{BufReader, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Why the command failed.
+enum Failure {
+    /// Bad arguments or input: exit 2.
+    Input(String),
+    /// The output could not be written: exit 1.
+    Output(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = args::parse(&args).map_err(Failure::Input).and_then(run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(message)) => {
+            eprintln!("leakwatch: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Output(message)) => {
+            eprintln!("leakwatch: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Help => emit(None, format!("{USAGE}\n").as_bytes()),
+        Command::Version => emit(
+            None,
+            format!("leakwatch {}\n", env!("CARGO_PKG_VERSION")).as_bytes(),
+        ),
+        Command::Report {
+            series,
+            top,
+            format,
+            limit,
+            output,
+        } => {
+            if format == Format::Pprof && output.is_none() && std::io::stdout().is_terminal() {
+                return Err(Failure::Input(
+                    "pprof output is binary: give --output FILE or redirect standard output".into(),
+                ));
+            }
+            let recording = read_series(&series)?;
+            let out = render_report(&recording, top, format, limit);
+            emit(output.as_deref(), &out)
+        }
+        Command::Diff {
+            before,
+            after,
+            top,
+            format,
+            output,
+        } => {
+            let a = read_report(&before)?;
+            let b = read_report(&after)?;
+            let d = diff(&a, &b);
+            let out = match format {
+                Format::Json => {
+                    format!("{}\n", serde_json::to_string_pretty(&d).unwrap_or_default())
+                }
+                _ => diff_text(&d, top.unwrap_or(20), &before, &after),
+            };
+            emit(output.as_deref(), out.as_bytes())
+        }
+    }
+}
+
+fn read_series(path: &Path) -> Result<Recording, Failure> {
+    let origin = path.display().to_string();
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::Input(format!("{origin}: cannot open: {e}")))?;
+    Recording::read(&origin, BufReader::new(file)).map_err(|e| Failure::Input(e.to_string()))
+}
+
+fn read_report(path: &Path) -> Result<Report, Failure> {
+    let origin = path.display().to_string();
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::Input(format!("{origin}: cannot open: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Failure::Input(format!(
+            "{origin}: not a text file (invalid UTF-8 at byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    Report::from_json(&origin, &text).map_err(|e| Failure::Input(e.to_string()))
+}
+
+fn render_report(
+    recording: &Recording,
+    top: Option<usize>,
+    format: Format,
+    limit: Option<u64>,
+) -> Vec<u8> {
+    let mut options = ReportOptions::default();
+    options.rank.limit_bytes = limit.or(recording.memory_limit);
+    if matches!(format, Format::Json | Format::Html) {
+        options.top = top;
+    }
+    let build = |options: &ReportOptions| {
+        let mut report = Report::build(&recording.history, &recording.symbols, options);
+        if recording.earlier_processes > 0 {
+            report.warnings.push(format!(
+                "the file holds {} earlier process(es); this report covers the last one (pid {})",
+                recording.earlier_processes, report.pid
+            ));
+        }
+        report
+    };
+    match format {
+        Format::Text => text::text(&build(&options), top.unwrap_or(10)).into_bytes(),
+        Format::Json => format!("{}\n", build(&options).to_json()).into_bytes(),
+        Format::Prom => prometheus::prometheus(&build(&options), top.unwrap_or(20)).into_bytes(),
+        Format::Pprof => pprof::pprof(&recording.history.latest_snapshot(), &recording.symbols),
+        Format::Svg => flamegraph::flamegraph(
+            &recording.history.latest_snapshot(),
+            &recording.symbols,
+            "Live heap bytes by stack",
+        )
+        .into_bytes(),
+        Format::Html => {
+            let svg = flamegraph::flamegraph(
+                &recording.history.latest_snapshot(),
+                &recording.symbols,
+                "Live heap bytes by stack",
+            );
+            html::html(&build(&options), Some(&svg)).into_bytes()
+        }
+    }
+}
+
+/// The diff as a terminal table, at most 100 columns wide.
+fn diff_text(d: &Diff, top: usize, before: &Path, after: &Path) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "leakwatch diff: {} -> {} ({:.0} s apart)\n",
+        before.display(),
+        after.display(),
+        d.seconds_between
+    ));
+    let (a, b) = d.process_live_bytes;
+    out.push_str(&format!(
+        "process live heap: {} -> {} ({})\n\n",
+        bytes(a as f64),
+        bytes(b as f64),
+        signed(bytes((b - a) as f64))
+    ));
+    out.push_str(&format!(
+        "{:>10} {:>10} {:>11}  {:<9}  {}\n",
+        "before", "after", "change", "verdict", "site"
+    ));
+    for s in d.sites.iter().take(top) {
+        let verdict = s.after_verdict.map_or("(gone)", |v| v.as_str());
+        let line = format!(
+            "{:>10} {:>10} {:>11}  {:<9}  {}",
+            bytes(s.before_bytes as f64),
+            bytes(s.after_bytes as f64),
+            signed(bytes(s.change_bytes as f64)),
+            verdict,
+            s.label
+        );
+        out.push_str(&fit(&line, 100));
+        out.push('\n');
+    }
+    if d.sites.len() > top {
+        out.push_str(&format!(
+            "({} more site(s); --top N shows more)\n",
+            d.sites.len() - top
+        ));
+    }
+    if d.sites.is_empty() {
+        out.push_str("(no sites in either report)\n");
+    }
+    for w in &d.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+fn signed(s: String) -> String {
+    if s.starts_with('-') || s.starts_with('+') {
+        s
+    } else {
+        format!("+{s}")
+    }
+}
+
+/// `line` cut to `width` characters, ending in `…` when cut.
+fn fit(line: &str, width: usize) -> String {
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
+}
+
+fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<(), Failure> {
+    match output {
+        Some(path) => std::fs::write(path, bytes)
+            .map_err(|e| Failure::Output(format!("cannot write {}: {e}", path.display()))),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+                Ok(()) => Ok(()),
+                // The reader went away (`| head`): nothing left to say.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(Failure::Output(format!(
+                    "cannot write to standard output: {e}"
+                ))),
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The `leakwatch` command as a user runs it: good series and reports give the expected
+//! output; every kind of bad input gives one line naming the file (and line) and exit
+//! code 2, never a panic.
+
+use leakwatch_alloc::{Mode, SiteStats, Snapshot, Symbol};
+use leakwatch_report::{SeriesWriter, SymbolTable};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn leakwatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+        .args(args)
+        .output()
+        .expect("run leakwatch")
+}
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("leakwatch-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn symbols() -> SymbolTable {
+    let mut table = SymbolTable::new();
+    for (address, function, line) in [
+        (0x101u64, "svc::sessions::remember", 42u32),
+        (0x201, "svc::cache::put", 17),
+        (0x777, "svc::main", 3),
+    ] {
+        let mut s = Symbol::default();
+        s.address = address;
+        s.function = Some(function.into());
+        s.file = Some("/src/svc/src/lib.rs".into());
+        s.line = Some(line);
+        table.insert(address, vec![s]);
+    }
+    table
+}
+
+/// Five minutes at one snapshot a second: a leak, a cache that fills up, a stable site.
+fn series_text(pid: u32) -> String {
+    let table = symbols();
+    let mut writer = SeriesWriter::new();
+    let mut out = String::new();
+    for i in 0..300u64 {
+        let t = i as f64;
+        let mut s = Snapshot::default();
+        s.timestamp_ms = 1_800_000_000_000 + i * 1000;
+        s.pid = pid;
+        s.mode = Mode::Sampled;
+        s.sample_rate = 524_288;
+        let sites = [
+            (1u32, vec![0x101u64, 0x777], 50_000.0 * t),
+            (2, vec![0x201, 0x777], 30e6 * (1.0 - (-t / 30.0).exp())),
+            (3, vec![0x777], 4e6),
+        ];
+        s.sites = sites
+            .into_iter()
+            .map(|(id, frames, live)| {
+                let mut site = SiteStats::default();
+                site.id = id;
+                site.frames = frames;
+                site.alloc_bytes = live as u64 + 1000;
+                site.freed_bytes = 1000;
+                site.live_bytes = live as u64;
+                site.alloc_blocks = live / 100.0 + 1.0;
+                site.freed_blocks = 1.0;
+                site.live_blocks = live / 100.0;
+                site
+            })
+            .collect();
+        s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+        out.push_str(&writer.line(&s, &table, Some(1 << 30)));
+    }
+    out
+}
+
+fn write_series(dir: &Path) -> PathBuf {
+    let path = dir.join("series.jsonl");
+    std::fs::write(&path, series_text(4242)).unwrap();
+    path
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn report_ranks_the_leak_first_in_every_format() {
+    let dir = scratch("formats");
+    let series = write_series(&dir);
+    let s = series.to_str().unwrap();
+
+    let text = leakwatch(&["report", s]);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let out = stdout(&text);
+    let first_leak = out
+        .lines()
+        .position(|l| l.contains("svc::sessions::remember"));
+    let cache = out.lines().position(|l| l.contains("svc::cache::put"));
+    assert!(first_leak.is_some() && first_leak < cache, "{out}");
+    assert!(out.lines().all(|l| l.chars().count() <= 100), "{out}");
+
+    let json = leakwatch(&["report", s, "--format", "json"]);
+    assert!(json.status.success(), "{}", stderr(&json));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["format"], "leakwatch-report");
+    assert_eq!(v["sites"][0]["verdict"], "leak");
+    assert_eq!(v["sites"][0]["function"], "svc::sessions::remember");
+    assert_eq!(
+        v["process"]["limit_bytes"],
+        1u64 << 30,
+        "the recorded limit is used"
+    );
+    let with_limit = leakwatch(&["report", s, "--format=json", "--limit", "4g"]);
+    let v: serde_json::Value = serde_json::from_slice(&with_limit.stdout).unwrap();
+    assert_eq!(v["process"]["limit_bytes"], 4u64 << 30, "--limit overrides");
+
+    let prom = leakwatch(&["report", s, "--format", "prom", "--top", "2"]);
+    assert!(prom.status.success(), "{}", stderr(&prom));
+    assert!(stdout(&prom).contains("svc::sessions::remember"));
+
+    let pprof = dir.join("heap.pb.gz");
+    let p = leakwatch(&[
+        "report",
+        s,
+        "--format",
+        "pprof",
+        "-o",
+        pprof.to_str().unwrap(),
+    ]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    let gz = std::fs::read(&pprof).unwrap();
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
+
+    let svg = leakwatch(&["report", s, "--format", "svg"]);
+    assert!(svg.status.success() && stdout(&svg).contains("<svg"));
+
+    let html = leakwatch(&["report", s, "--format", "html"]);
+    assert!(html.status.success(), "{}", stderr(&html));
+    let page = stdout(&html);
+    assert!(page.contains("svc::sessions::remember") && page.contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn diff_compares_two_json_reports() {
+    let dir = scratch("diff");
+    // The first report covers the first minute, the second all five.
+    let full = series_text(7);
+    let early: String = full.lines().take(60).map(|l| format!("{l}\n")).collect();
+    let (early_path, full_path) = (dir.join("early.jsonl"), dir.join("full.jsonl"));
+    std::fs::write(&early_path, early).unwrap();
+    std::fs::write(&full_path, full).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    for (series, report) in [(&early_path, &a), (&full_path, &b)] {
+        let o = leakwatch(&[
+            "report",
+            series.to_str().unwrap(),
+            "--format",
+            "json",
+            "-o",
+            report.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = leakwatch(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first_row = out.lines().find(|l| l.contains("svc::")).unwrap();
+    assert!(
+        first_row.contains("svc::sessions::remember") && first_row.contains("leak"),
+        "{out}"
+    );
+    assert!(out.contains("240 s apart"), "{out}");
+
+    let o = leakwatch(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["sites"][0]["label"].as_str().unwrap().split(' ').next(),
+        Some("svc::sessions::remember")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `args`, expects exit code 2 and one line on stderr containing every `needle`.
+fn fails(args: &[&str], needles: &[&str]) {
+    let o = leakwatch(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.starts_with("leakwatch: "), "{args:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+    assert!(o.stdout.is_empty(), "{args:?}: nothing on stdout");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_code_2() {
+    let dir = scratch("bad");
+    let good = series_text(1);
+    let path = |name: &str, content: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let missing = dir.join("missing.jsonl");
+    fails(
+        &["report", missing.to_str().unwrap()],
+        &["missing.jsonl: cannot open"],
+    );
+    fails(&["report", dir.to_str().unwrap()], &["leakwatch-cli-bad"]);
+    fails(
+        &["report", &path("empty.jsonl", b"")],
+        &["empty.jsonl: empty file"],
+    );
+    let truncated = &good[..good.len() / 2];
+    let line = truncated.lines().count();
+    fails(
+        &["report", &path("truncated.jsonl", truncated.as_bytes())],
+        &[&format!("truncated.jsonl:{line}: truncated")],
+    );
+    let mut corrupt: Vec<&str> = good.lines().collect();
+    corrupt[4] = "{\"leakwatch_series\":1,\"timestamp_ms\":\"oops\"}";
+    fails(
+        &[
+            "report",
+            &path("corrupt.jsonl", corrupt.join("\n").as_bytes()),
+        ],
+        &["corrupt.jsonl:5: not a valid series line"],
+    );
+    fails(
+        &[
+            "report",
+            &path("binary.jsonl", &[0xff, 0xfe, 0x00, 0x13, b'\n']),
+        ],
+        &["binary.jsonl:1:"],
+    );
+    fails(
+        &["report", &path("other.jsonl", b"{\"hello\": 1}\n")],
+        &["other.jsonl:1: not a leakwatch series line"],
+    );
+
+    // Reports for diff.
+    fails(
+        &["diff", &path("e.json", b""), &path("e2.json", b"")],
+        &["e.json: empty file"],
+    );
+    fails(
+        &[
+            "diff",
+            &path("cut.json", b"{\"format\": \"leakwatch-report\", \"vers"),
+            &path("x.json", b"{}"),
+        ],
+        &["cut.json:1: truncated"],
+    );
+    fails(
+        &[
+            "diff",
+            &path(
+                "series-not-report.json",
+                good.lines().next().unwrap().as_bytes(),
+            ),
+            &path("y.json", b"{}"),
+        ],
+        &["series-not-report.json: not a leakwatch report"],
+    );
+
+    // Wrong flags.
+    fails(&["report"], &["takes SERIES.jsonl"]);
+    fails(
+        &["report", "x.jsonl", "--format", "xml"],
+        &["unknown format \"xml\""],
+    );
+    fails(
+        &["report", "x.jsonl", "--top", "-3"],
+        &["--top: not a positive number"],
+    );
+    fails(
+        &["report", "x.jsonl", "--bogus"],
+        &["unknown option --bogus"],
+    );
+    fails(&["diff", "a.json"], &["takes A.json and B.json"]);
+    fails(&["explode"], &["unknown command \"explode\""]);
+    fails(&[], &["no command given"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let o = leakwatch(&["help"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("leakwatch report SERIES.jsonl"));
+    let o = leakwatch(&["--version"]);
+    assert!(o.status.success() && stdout(&o).starts_with("leakwatch "));
+}

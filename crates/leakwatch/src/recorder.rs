@@ -1,0 +1,618 @@
+//! The recorder: a background thread that snapshots the tracker every interval into a
+//! bounded [`History`], ranks it, raises alerts when a site turns into a leak, and can
+//! append every snapshot to a series file for `leakwatch report`.
+//!
+//! Everything the recorder does runs with tracking suspended on its thread
+//! ([`crate::untracked`]), so its own memory (the history, symbols, reports) never shows
+//! up as a growing site.
+
+use crate::limit::memory_limit;
+use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer};
+use leakwatch_report::render::text::{bytes, duration, rate};
+use leakwatch_report::{History, Report, ReportOptions, SeriesWriter, SiteReport, SymbolTable};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A callback run when a site first turns into a leak.
+pub type LeakHook = Arc<dyn Fn(&SiteReport) + Send + Sync>;
+
+/// When an alert is raised: a site turned `leak` and passes these thresholds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertOptions {
+    /// Growth below this many bytes per second raises no alert (default 1 KiB/s).
+    pub min_rate: f64,
+    /// Mann-Kendall p-value of the trend at most this (default 0.001: 99.9% confident
+    /// the site grows).
+    pub max_p_value: f64,
+    /// Log each alert through the `log` facade at `warn` level, target `leakwatch`
+    /// (default true). `tracing` subscribers receive it through `tracing-log`.
+    pub log: bool,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        AlertOptions {
+            min_rate: 1024.0,
+            max_p_value: 0.001,
+            log: true,
+        }
+    }
+}
+
+/// Where the memory limit for time-to-limit estimates comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitSource {
+    /// [`memory_limit`]: `LEAKWATCH_MEMORY_LIMIT`, else the cgroup's.
+    Detect,
+    Fixed(Option<u64>),
+}
+
+/// Settings of a [`Recorder`]; start it with [`RecorderBuilder::start`].
+pub struct RecorderBuilder {
+    interval: Duration,
+    budget_bytes: usize,
+    max_points: usize,
+    file: Option<PathBuf>,
+    limit: LimitSource,
+    report: ReportOptions,
+    alerts: AlertOptions,
+    alert_every: Duration,
+    hooks: Vec<LeakHook>,
+    thread: bool,
+}
+
+impl std::fmt::Debug for RecorderBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecorderBuilder")
+            .field("interval", &self.interval)
+            .field("budget_bytes", &self.budget_bytes)
+            .field("max_points", &self.max_points)
+            .field("file", &self.file)
+            .field("alerts", &self.alerts)
+            .field("hooks", &self.hooks.len())
+            .field("thread", &self.thread)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RecorderBuilder {
+    fn default() -> Self {
+        RecorderBuilder {
+            interval: Duration::from_secs(1),
+            budget_bytes: leakwatch_report::history::DEFAULT_BUDGET_BYTES,
+            max_points: leakwatch_report::history::DEFAULT_MAX_POINTS,
+            file: None,
+            limit: LimitSource::Detect,
+            report: ReportOptions::default(),
+            alerts: AlertOptions::default(),
+            alert_every: Duration::from_secs(10),
+            hooks: Vec::new(),
+            thread: true,
+        }
+    }
+}
+
+impl RecorderBuilder {
+    /// Time between snapshots (default 1 s; at least 10 ms).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Memory for the history's points (default 16 MiB) and their maximum number
+    /// (default 3,600). Older points are thinned to stay within both.
+    pub fn history_budget(mut self, bytes: usize, max_points: usize) -> Self {
+        self.budget_bytes = bytes;
+        self.max_points = max_points;
+        self
+    }
+
+    /// Appends every snapshot as one JSON line to `path` (created if missing), for
+    /// `leakwatch report`.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// The memory limit for time-to-limit estimates (`None`: no estimate). By default
+    /// it is detected: `LEAKWATCH_MEMORY_LIMIT`, else the cgroup's `memory.max`.
+    pub fn memory_limit(mut self, bytes: Option<u64>) -> Self {
+        self.limit = LimitSource::Fixed(bytes);
+        self
+    }
+
+    /// How reports are built (ranking thresholds, label rules, top N).
+    pub fn report_options(mut self, options: ReportOptions) -> Self {
+        self.report = options;
+        self
+    }
+
+    /// Alert thresholds.
+    pub fn alerts(mut self, alerts: AlertOptions) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    /// How often the recorder ranks its history to look for new leaks (default 10 s).
+    pub fn alert_every(mut self, every: Duration) -> Self {
+        self.alert_every = every;
+        self
+    }
+
+    /// Runs `hook` (on the recorder's thread) when a site first turns into a leak.
+    pub fn on_leak(mut self, hook: impl Fn(&SiteReport) + Send + Sync + 'static) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// No background thread: snapshots are added only by [`Recorder::record`] and
+    /// [`Recorder::push`], and alerts are checked only by [`Recorder::check_alerts`].
+    pub fn manual(mut self) -> Self {
+        self.thread = false;
+        self
+    }
+
+    /// Starts the recorder (and its thread, unless [`manual`](Self::manual)).
+    ///
+    /// # Errors
+    /// When the series file cannot be opened for appending or the thread cannot be
+    /// spawned.
+    pub fn start(self) -> std::io::Result<Recorder> {
+        crate::untracked(|| self.start_untracked())
+    }
+
+    fn start_untracked(self) -> std::io::Result<Recorder> {
+        let sink = match &self.file {
+            Some(path) => Some(Sink::open(path)?),
+            None => None,
+        };
+        let limit = match self.limit {
+            LimitSource::Detect => memory_limit(),
+            LimitSource::Fixed(limit) => limit,
+        };
+        let mut report = self.report;
+        report.rank.limit_bytes = limit;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                history: History::new(self.budget_bytes, self.max_points),
+                symbols: SymbolTable::new(),
+                sink,
+                alerted: HashSet::new(),
+                symbolized: Vec::new(),
+                stats: RecorderStats::default(),
+            }),
+            settings: Settings {
+                interval: self.interval,
+                limit,
+                report,
+                alerts: self.alerts,
+                hooks: self.hooks,
+            },
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let thread = if self.thread {
+            let worker = Arc::clone(&shared);
+            let alert_every = self.alert_every;
+            Some(
+                std::thread::Builder::new()
+                    .name("leakwatch-recorder".into())
+                    .spawn(move || crate::untracked(|| run(&worker, alert_every)))?,
+            )
+        } else {
+            None
+        };
+        Ok(Recorder { shared, thread })
+    }
+}
+
+/// Counters of the recorder's own work.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RecorderStats {
+    /// Snapshots added to the history.
+    pub snapshots: u64,
+    /// Wall-clock time spent taking and storing them (and writing the file).
+    pub record_time: Duration,
+    /// Rankings done to look for new leaks.
+    pub rankings: u64,
+    /// Wall-clock time spent on those rankings.
+    pub ranking_time: Duration,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Lines that could not be written to the series file.
+    pub file_errors: u64,
+}
+
+/// Records snapshots over time and reports which sites grow. See the module docs.
+///
+/// # Examples
+/// ```no_run
+/// #[global_allocator]
+/// static ALLOC: leakwatch::LeakWatch = leakwatch::LeakWatch::system().enabled();
+///
+/// let recorder = leakwatch::Recorder::builder()
+///     .file("/tmp/leakwatch-series.jsonl")
+///     .on_leak(|site| eprintln!("leak: {}", site.label))
+///     .start()
+///     .expect("start the recorder");
+/// // ... serve traffic ...
+/// println!("{}", recorder.text(10));
+/// ```
+pub struct Recorder {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("interval", &self.shared.settings.interval)
+            .field("running", &self.thread.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    settings: Settings,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+struct Settings {
+    interval: Duration,
+    limit: Option<u64>,
+    report: ReportOptions,
+    alerts: AlertOptions,
+    hooks: Vec<LeakHook>,
+}
+
+struct State {
+    history: History,
+    symbols: SymbolTable,
+    sink: Option<Sink>,
+    alerted: HashSet<String>,
+    /// Site ids whose frames are in `symbols` already.
+    symbolized: Vec<bool>,
+    stats: RecorderStats,
+}
+
+/// The series file.
+struct Sink {
+    path: PathBuf,
+    file: File,
+    writer: SeriesWriter,
+    failed: bool,
+}
+
+impl Sink {
+    fn open(path: &Path) -> std::io::Result<Sink> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("leakwatch: cannot open {}: {e}", path.display()),
+                )
+            })?;
+        Ok(Sink {
+            path: path.to_path_buf(),
+            file,
+            writer: SeriesWriter::new(),
+            failed: false,
+        })
+    }
+}
+
+impl Recorder {
+    /// A builder with the defaults: a snapshot every second, a 16 MiB history, alerts
+    /// logged, the memory limit detected.
+    pub fn builder() -> RecorderBuilder {
+        RecorderBuilder::default()
+    }
+
+    /// Starts a recorder with the defaults.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    pub fn start() -> std::io::Result<Recorder> {
+        Recorder::builder().start()
+    }
+
+    /// Takes a snapshot now and adds it.
+    pub fn record(&self) {
+        crate::untracked(|| {
+            let snapshot = leakwatch_alloc::snapshot();
+            self.shared.add(&snapshot);
+        })
+    }
+
+    /// Adds a snapshot taken elsewhere (in time order).
+    pub fn push(&self, snapshot: &Snapshot) {
+        crate::untracked(|| self.shared.add(snapshot))
+    }
+
+    /// Ranks the history now.
+    pub fn report(&self) -> Report {
+        self.report_with(&self.shared.settings.report)
+    }
+
+    /// Ranks the history now with other options (e.g. `top`). The recorder's memory
+    /// limit applies unless `options` sets one.
+    pub fn report_with(&self, options: &ReportOptions) -> Report {
+        crate::untracked(|| {
+            let mut options = options.clone();
+            if options.rank.limit_bytes.is_none() {
+                options.rank.limit_bytes = self.shared.settings.limit;
+            }
+            self.shared.state.lock().report(&options)
+        })
+    }
+
+    /// Ranks the history and raises alerts for sites that newly turned into leaks (the
+    /// background thread does this every `alert_every`). Returns the new leaks.
+    pub fn check_alerts(&self) -> Vec<SiteReport> {
+        crate::untracked(|| self.shared.check_alerts())
+    }
+
+    /// The latest snapshot with every site's frames and counters, and the symbols of
+    /// their addresses (for the pprof and flame graph renderers).
+    pub fn latest(&self) -> (Snapshot, SymbolTable) {
+        crate::untracked(|| {
+            let mut state = self.shared.state.lock();
+            state.resolve_symbols();
+            (state.history.latest_snapshot(), state.symbols.clone())
+        })
+    }
+
+    /// The report as a terminal table of the top `top` sites.
+    pub fn text(&self, top: usize) -> String {
+        crate::untracked(|| leakwatch_report::render::text::text(&self.report(), top))
+    }
+
+    /// The report as a self-contained HTML page, with a flame graph of live bytes.
+    pub fn html(&self) -> String {
+        crate::untracked(|| {
+            let report = self.report();
+            let (snapshot, symbols) = self.latest();
+            let svg = leakwatch_report::render::flamegraph::flamegraph(
+                &snapshot,
+                &symbols,
+                "Live heap by stack",
+            );
+            leakwatch_report::render::html::html(&report, Some(&svg))
+        })
+    }
+
+    /// The report in the Prometheus text format, with per-site series for the top `top`.
+    pub fn prometheus(&self, top: usize) -> String {
+        crate::untracked(|| leakwatch_report::render::prometheus::prometheus(&self.report(), top))
+    }
+
+    /// The latest snapshot as a gzipped pprof heap profile.
+    pub fn pprof(&self) -> Vec<u8> {
+        crate::untracked(|| {
+            let (snapshot, symbols) = self.latest();
+            leakwatch_report::render::pprof::pprof(&snapshot, &symbols)
+        })
+    }
+
+    /// The memory limit used for time-to-limit estimates.
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.shared.settings.limit
+    }
+
+    /// Points in the history, and the bytes they take.
+    pub fn history_size(&self) -> (usize, usize) {
+        let state = self.shared.state.lock();
+        (state.history.len(), state.history.memory_bytes())
+    }
+
+    /// Counters of the recorder's own work.
+    pub fn stats(&self) -> RecorderStats {
+        self.shared.state.lock().stats
+    }
+
+    /// Stops the background thread (after its current snapshot) and closes the file.
+    pub fn stop(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// The background thread: a snapshot every interval (on a fixed schedule, so the series
+/// stays evenly spaced), alerts every `alert_every`.
+fn run(shared: &Shared, alert_every: Duration) {
+    let interval = shared.settings.interval;
+    let mut next = Instant::now();
+    let mut next_alert = Instant::now() + alert_every;
+    loop {
+        {
+            let mut stop = shared.stop.lock();
+            while !*stop {
+                if shared.wake.wait_until(&mut stop, next).timed_out() {
+                    break;
+                }
+            }
+            if *stop {
+                return;
+            }
+        }
+        let snapshot = leakwatch_alloc::snapshot();
+        shared.add(&snapshot);
+        drop(snapshot);
+        let now = Instant::now();
+        if now >= next_alert {
+            shared.check_alerts();
+            next_alert = now + alert_every;
+        }
+        next += interval;
+        if next < now {
+            // Fell behind (a suspended process, a slow snapshot): skip, do not burst.
+            next = now + interval;
+        }
+    }
+}
+
+impl Shared {
+    fn add(&self, snapshot: &Snapshot) {
+        let started = Instant::now();
+        let mut state = self.state.lock();
+        state.history.push(snapshot);
+        if state.sink.is_some() {
+            state.write_line(snapshot, self.settings.limit);
+        }
+        state.stats.snapshots += 1;
+        state.stats.record_time += started.elapsed();
+    }
+
+    fn check_alerts(&self) -> Vec<SiteReport> {
+        let started = Instant::now();
+        let settings = &self.settings;
+        let mut options = settings.report.clone();
+        options.detail = options.detail.max(5);
+        let mut fresh = Vec::new();
+        let report = {
+            let mut state = self.state.lock();
+            let report = state.report(&options);
+            for site in report.leaks() {
+                if site.rate.max(site.recent_rate) >= settings.alerts.min_rate
+                    && site.p_increasing <= settings.alerts.max_p_value
+                    && state.alerted.insert(site.label.clone())
+                {
+                    fresh.push(site.clone());
+                }
+            }
+            state.stats.rankings += 1;
+            state.stats.alerts += fresh.len() as u64;
+            state.stats.ranking_time += started.elapsed();
+            report
+        };
+        // Outside the lock: hooks may call back into the recorder.
+        for site in &fresh {
+            if settings.alerts.log {
+                log::warn!(target: "leakwatch", "{}", alert_line(site, &report));
+            }
+            for hook in &settings.hooks {
+                hook(site);
+            }
+        }
+        fresh
+    }
+}
+
+/// The log line of an alert.
+pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {
+    let mut line = format!(
+        "leak: {} grows {} ({} over {}), {} live",
+        site.label,
+        rate(site.recent_rate.max(site.rate)),
+        bytes(site.growth),
+        duration(report.window_seconds),
+        bytes(site.live_bytes as f64),
+    );
+    if let Some(seconds) = site.seconds_to_limit {
+        line.push_str(&format!(
+            "; at this rate the process reaches its memory limit in {}",
+            duration(seconds)
+        ));
+    }
+    line
+}
+
+impl State {
+    /// Symbolizes the frames of every site of the history not symbolized yet.
+    fn resolve_symbols(&mut self) {
+        let State {
+            history,
+            symbols,
+            symbolized,
+            ..
+        } = self;
+        symbolize_new_sites(symbols, symbolized, history.sites());
+    }
+
+    fn report(&mut self, options: &ReportOptions) -> Report {
+        self.resolve_symbols();
+        let mut report = Report::build(&self.history, &self.symbols, options);
+        if let Some(sink) = &self.sink {
+            if sink.failed {
+                report.warnings.push(format!(
+                    "{} line(s) could not be written to {}",
+                    self.stats.file_errors,
+                    sink.path.display()
+                ));
+            }
+        }
+        if self.history.thinned() > 0 {
+            report.warnings.push(format!(
+                "older history is thinned to fit its memory budget ({} points dropped)",
+                self.history.thinned()
+            ));
+        }
+        report
+    }
+
+    fn write_line(&mut self, snapshot: &Snapshot, limit: Option<u64>) {
+        // Symbols of sites the file has not described yet must be known first.
+        symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+        let Some(sink) = &mut self.sink else { return };
+        let line = sink.writer.line(snapshot, &self.symbols, limit);
+        if let Err(e) = sink.file.write_all(line.as_bytes()) {
+            self.stats.file_errors += 1;
+            if !sink.failed {
+                sink.failed = true;
+                log::error!(target: "leakwatch", "cannot write to {}: {e}", sink.path.display());
+            }
+            // The writer believes the line landed; start over so the next line that
+            // does land describes everything again.
+            sink.writer = SeriesWriter::new();
+        }
+    }
+}
+
+/// Adds the symbols of the frames of `sites` whose ids `symbolized` does not mark yet,
+/// and marks them: each site's frames are looked up once in the life of the recorder.
+fn symbolize_new_sites<'a>(
+    symbols: &mut SymbolTable,
+    symbolized: &mut Vec<bool>,
+    sites: impl IntoIterator<Item = &'a SiteStats>,
+) {
+    let mut symbolizer: Option<Symbolizer> = None;
+    for site in sites {
+        let id = site.id as usize;
+        if id >= symbolized.len() {
+            symbolized.resize(id + 1, false);
+        }
+        if symbolized[id] {
+            continue;
+        }
+        symbolized[id] = true;
+        let symbolizer = symbolizer.get_or_insert_with(Symbolizer::new);
+        symbols.resolve_missing([site.frames.as_slice()], |address| {
+            symbolizer.symbolize(address).to_vec()
+        });
+    }
+}
