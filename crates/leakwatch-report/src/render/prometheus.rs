@@ -1,1 +1,286 @@
-//! (being written)
+//! Prometheus: the report in the text exposition format (version 0.0.4), for a scrape
+//! endpoint or the node exporter's textfile collector.
+//!
+//! Process-wide metrics describe the heap, the resident memory, the growth rate, the
+//! memory limit, the verdicts and the tracker itself. Per-site metrics cover only the
+//! first `top` sites, so the number of series stays bounded however many call sites the
+//! service has. Their labels identify a site and nothing else: `site` (its label),
+//! `function`, `file` (shortened) and `line`. Rank and verdict change from one report
+//! to the next, so they are values (`leakwatch_site_leak`), never labels, and series do
+//! not churn.
+//!
+//! | metric | type | what |
+//! |---|---|---|
+//! | `leakwatch_heap_live_bytes` | gauge | live heap bytes |
+//! | `leakwatch_heap_peak_live_bytes` | gauge | highest live heap bytes seen |
+//! | `leakwatch_resident_memory_bytes` | gauge | resident set size (when known) |
+//! | `leakwatch_memory_growth_bytes_per_second` | gauge | growth of the process's memory |
+//! | `leakwatch_allocations_total` | counter | allocations since tracking started |
+//! | `leakwatch_allocated_bytes_total` | counter | bytes allocated since tracking started |
+//! | `leakwatch_memory_limit_bytes` | gauge | the memory limit (when known) |
+//! | `leakwatch_time_to_limit_seconds` | gauge | time until the leaks reach it (when known) |
+//! | `leakwatch_report_sites{verdict}` | gauge | ranked sites by verdict |
+//! | `leakwatch_tracker_memory_bytes` | gauge | the tracker's own memory |
+//! | `leakwatch_tracker_sites` | gauge | call sites the tracker recorded |
+//! | `leakwatch_tracker_untracked_blocks_total` | counter | blocks not tracked: block table full |
+//! | `leakwatch_tracker_site_table_full_samples_total` | counter | samples lost: site table full |
+//! | `leakwatch_tracker_truncated_stacks_total` | counter | stacks cut at the maximum depth |
+//! | `leakwatch_sampling_rate_bytes` | gauge | bytes per sample (1 = exact) |
+//! | `leakwatch_window_seconds` | gauge | time covered by the report |
+//! | `leakwatch_site_live_bytes` | gauge | a site's live bytes |
+//! | `leakwatch_site_growth_bytes_per_second` | gauge | a site's growth rate |
+//! | `leakwatch_site_window_growth_bytes` | gauge | a site's growth over the window |
+//! | `leakwatch_site_time_to_limit_seconds` | gauge | time to the limit at a site's rate |
+//! | `leakwatch_site_leak` | gauge | 1 when a site's verdict is `leak`, else 0 |
+
+use crate::render::text::VERDICTS;
+use crate::report::{Report, SiteReport};
+use crate::symbols::short_path;
+use std::collections::BTreeSet;
+
+/// The report in the Prometheus text exposition format (version 0.0.4), with per-site
+/// metrics for the first `top` sites only.
+///
+/// # Examples
+///
+/// ```
+/// use leakwatch_report::{History, Report, ReportOptions, SymbolTable};
+///
+/// let report = Report::build(&History::default(), &SymbolTable::new(), &ReportOptions::default());
+/// let metrics = leakwatch_report::render::prometheus::prometheus(&report, 10);
+/// assert!(metrics.contains("\nleakwatch_report_sites{verdict=\"leak\"} 0\n"));
+/// ```
+pub fn prometheus(report: &Report, top: usize) -> String {
+    let mut out = Exposition::default();
+    let p = &report.process;
+    let one = |value: String| vec![(String::new(), value)];
+
+    out.gauge(
+        "leakwatch_heap_live_bytes",
+        "Live heap bytes: allocated minus freed since tracking started.",
+        one(p.live_bytes.to_string()),
+    );
+    out.gauge(
+        "leakwatch_heap_peak_live_bytes",
+        "Highest live heap bytes seen.",
+        one(p.peak_live_bytes.to_string()),
+    );
+    if p.resident_bytes > 0 {
+        out.gauge(
+            "leakwatch_resident_memory_bytes",
+            "Resident memory of the process (RSS).",
+            one(p.resident_bytes.to_string()),
+        );
+    }
+    out.gauge(
+        "leakwatch_memory_growth_bytes_per_second",
+        "Growth rate of the process's memory (the larger of resident and live heap) over the window.",
+        one(float(p.growth_rate)),
+    );
+    out.counter(
+        "leakwatch_allocations_total",
+        "Allocations since tracking started.",
+        one(p.allocs.to_string()),
+    );
+    out.counter(
+        "leakwatch_allocated_bytes_total",
+        "Bytes allocated since tracking started.",
+        one(p.alloc_bytes.to_string()),
+    );
+    if let Some(limit) = p.limit_bytes {
+        out.gauge(
+            "leakwatch_memory_limit_bytes",
+            "The memory limit used for time-to-limit estimates.",
+            one(limit.to_string()),
+        );
+    }
+    if let Some(seconds) = p.seconds_to_limit {
+        out.gauge(
+            "leakwatch_time_to_limit_seconds",
+            "Time until the process reaches its memory limit at the leaking sites' recent growth rate.",
+            one(float(seconds)),
+        );
+    }
+    out.gauge(
+        "leakwatch_report_sites",
+        "Ranked sites in the report, by verdict.",
+        VERDICTS
+            .iter()
+            .map(|&v| {
+                let count = report.sites.iter().filter(|s| s.verdict == v).count();
+                (labels(&[("verdict", v.as_str())]), count.to_string())
+            })
+            .collect(),
+    );
+    out.gauge(
+        "leakwatch_tracker_memory_bytes",
+        "Memory the tracker's own tables occupy.",
+        one(report.tracker.memory_bytes.to_string()),
+    );
+    out.gauge(
+        "leakwatch_tracker_sites",
+        "Distinct call sites the tracker recorded.",
+        one(report.tracker.sites.to_string()),
+    );
+    out.counter(
+        "leakwatch_tracker_untracked_blocks_total",
+        "Sampled blocks not tracked because the block table was full.",
+        one(report.overflow.untracked_blocks.to_string()),
+    );
+    out.counter(
+        "leakwatch_tracker_site_table_full_samples_total",
+        "Samples attributed to no site because the site table was full.",
+        one(report.overflow.site_table_full_samples.to_string()),
+    );
+    out.counter(
+        "leakwatch_tracker_truncated_stacks_total",
+        "Samples whose stack was cut at the maximum depth.",
+        one(report.overflow.truncated_stacks.to_string()),
+    );
+    out.gauge(
+        "leakwatch_sampling_rate_bytes",
+        "Mean bytes allocated per sample (1 in exact mode).",
+        one(report.sample_rate.to_string()),
+    );
+    out.gauge(
+        "leakwatch_window_seconds",
+        "Time between the report's first and latest snapshot.",
+        one(float(report.window_seconds)),
+    );
+
+    // The first `top` sites, each once (a report read from JSON could repeat a label).
+    let mut seen = BTreeSet::new();
+    let sites: Vec<(String, &SiteReport)> = report
+        .sites
+        .iter()
+        .take(top)
+        .filter(|s| seen.insert(s.label.as_str()))
+        .map(|s| (site_labels(s), s))
+        .collect();
+    let per_site = |value: &dyn Fn(&SiteReport) -> Option<String>| -> Vec<(String, String)> {
+        sites
+            .iter()
+            .filter_map(|(labels, s)| value(s).map(|v| (labels.clone(), v)))
+            .collect()
+    };
+    out.gauge(
+        "leakwatch_site_live_bytes",
+        "Live bytes allocated at a site (an estimate in sampled mode).",
+        per_site(&|s| Some(s.live_bytes.to_string())),
+    );
+    out.gauge(
+        "leakwatch_site_growth_bytes_per_second",
+        "Growth rate of a site's live bytes over the window.",
+        per_site(&|s| Some(float(s.rate))),
+    );
+    out.gauge(
+        "leakwatch_site_window_growth_bytes",
+        "Growth of a site's live bytes over the window (last third's level minus the first's).",
+        per_site(&|s| Some(float(s.growth))),
+    );
+    out.gauge(
+        "leakwatch_site_time_to_limit_seconds",
+        "Time until the process reaches its memory limit if a site keeps growing at its recent rate.",
+        per_site(&|s| s.seconds_to_limit.map(float)),
+    );
+    out.gauge(
+        "leakwatch_site_leak",
+        "1 when a site's verdict is leak, else 0.",
+        per_site(&|s| Some(u8::from(s.verdict == crate::Verdict::Leak).to_string())),
+    );
+    out.text
+}
+
+/// Metric families written one after the other.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(String, String)>) {
+        self.family(name, "gauge", help, samples);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, samples: Vec<(String, String)>) {
+        self.family(name, "counter", help, samples);
+    }
+
+    /// HELP, TYPE and the samples (rendered labels, value) of one family; nothing for a
+    /// family without samples.
+    fn family(&mut self, name: &str, kind: &str, help: &str, samples: Vec<(String, String)>) {
+        if samples.is_empty() {
+            return;
+        }
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        self.text
+            .push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            self.text.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    }
+}
+
+/// The labels of a site's series: `site`, and the label frame's `function`, `file` and
+/// `line` where known.
+fn site_labels(s: &SiteReport) -> String {
+    let line = s.line.map(|l| l.to_string());
+    let mut pairs = vec![("site", s.label.as_str())];
+    if let Some(function) = &s.function {
+        pairs.push(("function", function));
+    }
+    if let Some(file) = &s.file {
+        pairs.push(("file", short_path(file)));
+    }
+    if let Some(line) = &line {
+        pairs.push(("line", line));
+    }
+    labels(&pairs)
+}
+
+/// `{name="value",...}` with every value escaped.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push_str("=\"");
+        out.push_str(&escape_label_value(value));
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// A label value escaped as the format requires: backslash, double quote and line feed.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A sample value: `NaN`, `+Inf`, `-Inf`, or the number (in exponent form when very
+/// large or very small, to stay short).
+fn float(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".to_string()
+    } else if x.is_infinite() {
+        if x > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else if x == 0.0 || (1e-4..1e15).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+#[cfg(test)]
+mod tests;
