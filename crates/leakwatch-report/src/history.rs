@@ -11,8 +11,10 @@
 //! frames and counters, the tracker's own statistics and its warnings.
 
 use crate::series::Series;
-use leakwatch_alloc::{Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, TrackerStats};
 use leakwatch_alloc::Unwinder;
+use leakwatch_alloc::{
+    Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, TrackerStats,
+};
 
 /// Default memory budget of a [`History`]: 16 MiB.
 pub const DEFAULT_BUDGET_BYTES: usize = 16 << 20;
@@ -251,7 +253,9 @@ impl History {
         let mut series = Series::with_times(self.start_ms(), self.times.clone());
         series.process = self.process.iter().map(|p| p.live_bytes as f64).collect();
         for site in self.sites() {
-            let Some(column) = self.column(site.id) else { continue };
+            let Some(column) = self.column(site.id) else {
+                continue;
+            };
             let sum = series
                 .sites
                 .entry(key_of(site))

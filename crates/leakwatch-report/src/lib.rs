@@ -1,8 +1,19 @@
 //! Snapshots in, ranked growing call sites out.
 //!
-//! A [`Series`] holds live bytes per site over a sequence of snapshots; [`rank`] turns
-//! it into a [`Ranking`]: a growth rate, trend significance and [`Verdict`] per site,
-//! leaks first. Everything here is a pure function of the snapshots.
+//! The pieces, in the order data flows through them:
+//!
+//! - [`History`]: snapshots of one process over time, live bytes per site, bounded in
+//!   memory (older points thinned). Fed by leakwatch's recorder, or read back from a
+//!   series file by [`Recording`] (written by [`SeriesWriter`]).
+//! - [`SymbolTable`] and [`LabelRules`]: return addresses to `function (file:line)`, and
+//!   which frame names a site (the first one that is not runtime code).
+//! - [`rank()`](fn@rank): a pure function from a [`Series`] to a [`Ranking`]: growth rate
+//!   (Theil-Sen), trend significance (Mann-Kendall) and a [`Verdict`] per site.
+//! - [`Report`]: a history ranked by label, with stacks and charts; the JSON format.
+//! - [`render`]: text, pprof, Prometheus, flame graph and HTML renderers; [`diff()`](fn@diff)
+//!   compares two reports.
+//!
+//! Nothing here touches the live allocator: it sees `Snapshot` values only.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
@@ -18,10 +29,10 @@ pub mod series;
 pub mod stats;
 pub mod symbols;
 
-pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank};
 pub use diff::{Diff, SiteDiff, diff};
 pub use error::{Error, Result};
 pub use history::History;
+pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank};
 pub use recording::{Recording, SeriesWriter};
 pub use report::{ProcessSummary, Report, ReportOptions, SiteReport};
 pub use series::Series;

@@ -95,6 +95,9 @@ pub struct SiteTrend<K> {
     pub growth: f64,
     /// The level of the last third minus that of the middle third, bytes.
     pub recent_growth: f64,
+    /// Growth from the start of the window to its end: the level (median) of its last
+    /// tenth minus that of its first tenth, bytes. What a person means by "it grew by".
+    pub window_growth: f64,
     /// Mann-Kendall p-value for an increasing trend over the window.
     pub p_increasing: f64,
     /// Mann-Kendall p-value for a decreasing trend over the window.
@@ -181,6 +184,18 @@ fn thirds(values: &[f64]) -> [f64; 3] {
     [part(0, cut(1)), part(cut(1), cut(2)), part(cut(2), n)]
 }
 
+/// The level of the last tenth of `values` minus that of the first tenth (medians; at
+/// least one point each).
+fn edge_levels(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let k = (n / 10).max(1);
+    let level = |part: &[f64]| median(&mut part.to_vec()).unwrap_or(0.0);
+    level(&values[n - k..]) - level(&values[..k])
+}
+
 /// The standard deviation of the difference of two thirds' medians due to noise alone.
 /// The noise is estimated from first differences (robust to trends and steps: the
 /// median absolute difference, scaled for a normal distribution).
@@ -209,6 +224,7 @@ fn site_trend<K>(key: K, times: &[f64], values: &[f64], o: &RankOptions) -> Site
     // the last; a cache that filled up has stopped.
     let [early, middle, late] = thirds(values);
     let growth = late - early;
+    let window_growth = edge_levels(values);
     let recent_growth = late - middle;
     let window = times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0);
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
@@ -250,6 +266,7 @@ fn site_trend<K>(key: K, times: &[f64], values: &[f64], o: &RankOptions) -> Site
         recent_rate,
         growth,
         recent_growth,
+        window_growth,
         p_increasing: mk.p_increasing,
         p_decreasing: mk.p_decreasing,
         verdict,

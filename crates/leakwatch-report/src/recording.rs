@@ -10,7 +10,9 @@
 use crate::error::{Error, Result, describe_json};
 use crate::history::History;
 use crate::symbols::SymbolTable;
-use leakwatch_alloc::{Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, Symbol, TrackerStats, Unwinder};
+use leakwatch_alloc::{
+    Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, Symbol, TrackerStats, Unwinder,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -212,10 +214,10 @@ impl Recording {
             index: Vec::new(),
             pid: None,
         };
-        let mut number = 0;
-        for text in input.lines() {
-            number += 1;
-            let text = text.map_err(|e| Error::at(origin, Some(number), format!("read error: {e}")))?;
+        for (index, text) in input.lines().enumerate() {
+            let number = index + 1;
+            let text =
+                text.map_err(|e| Error::at(origin, Some(number), format!("read error: {e}")))?;
             if text.trim().is_empty() {
                 continue;
             }

@@ -139,7 +139,8 @@ pub struct SiteReport {
     pub rate: f64,
     /// Growth rate over the recent part of the window, bytes per second.
     pub recent_rate: f64,
-    /// Growth over the window (level of its last third minus its first), bytes.
+    /// Growth over the window: the level (median) of its last tenth minus that of its
+    /// first tenth, bytes.
     pub growth: f64,
     /// Growth of the last third over the middle third, bytes.
     pub recent_growth: f64,
@@ -270,7 +271,7 @@ impl Report {
                 alloc_blocks: group.alloc_blocks,
                 rate: trend.rate,
                 recent_rate: trend.recent_rate,
-                growth: trend.growth,
+                growth: trend.window_growth,
                 recent_growth: trend.recent_growth,
                 p_increasing: trend.p_increasing,
                 seconds_to_limit: trend.seconds_to_limit,
@@ -282,7 +283,12 @@ impl Report {
                 },
                 label_frame: representative.label_frame,
                 history: if detailed {
-                    bucket(history.times(), &series.sites[&trend.key], options.chart_points.max(2)).1
+                    bucket(
+                        history.times(),
+                        &series.sites[&trend.key],
+                        options.chart_points.max(2),
+                    )
+                    .1
                 } else {
                     Vec::new()
                 },
@@ -371,7 +377,9 @@ impl Report {
                 return Err(Error::at(
                     origin,
                     None,
-                    format!("report version {v} is not supported (this build reads {REPORT_VERSION})"),
+                    format!(
+                        "report version {v} is not supported (this build reads {REPORT_VERSION})"
+                    ),
                 ));
             }
             None => return Err(Error::at(origin, None, "report has no \"version\"")),

@@ -48,8 +48,9 @@ impl SymbolTable {
         let mut added = Vec::new();
         for stack in stacks {
             for &address in stack {
-                if !self.frames.contains_key(&address) {
-                    self.frames.insert(address, resolve(address));
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.frames.entry(address)
+                {
+                    slot.insert(resolve(address));
                     added.push(address);
                 }
             }

@@ -30,6 +30,9 @@ pub struct AlertOptions {
     /// Mann-Kendall p-value of the trend at most this (default 0.001: 99.9% confident
     /// the site grows).
     pub max_p_value: f64,
+    /// No alert before the history spans this long (default 30 s): a cache that is
+    /// still filling up looks like a leak until it levels off.
+    pub min_window: Duration,
     /// Log each alert through the `log` facade at `warn` level, target `leakwatch`
     /// (default true). `tracing` subscribers receive it through `tracing-log`.
     pub log: bool,
@@ -40,6 +43,7 @@ impl Default for AlertOptions {
         AlertOptions {
             min_rate: 1024.0,
             max_p_value: 0.001,
+            min_window: Duration::from_secs(30),
             log: true,
         }
     }
@@ -497,7 +501,8 @@ impl Shared {
         let report = {
             let mut state = self.state.lock();
             let report = state.report(&options);
-            for site in report.leaks() {
+            let long_enough = report.window_seconds >= settings.alerts.min_window.as_secs_f64();
+            for site in report.leaks().filter(|_| long_enough) {
                 if site.rate.max(site.recent_rate) >= settings.alerts.min_rate
                     && site.p_increasing <= settings.alerts.max_p_value
                     && state.alerted.insert(site.label.clone())

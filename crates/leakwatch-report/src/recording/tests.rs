@@ -71,7 +71,10 @@ fn a_written_series_reads_back_as_the_same_history() {
     assert_eq!(recording.history.times(), direct.times());
     assert_eq!(recording.history.column(1), direct.column(1));
     assert_eq!(recording.history.column(2), direct.column(2));
-    assert_eq!(recording.history.latest_snapshot(), direct.latest_snapshot());
+    assert_eq!(
+        recording.history.latest_snapshot(),
+        direct.latest_snapshot()
+    );
     assert_eq!(recording.memory_limit, Some(1 << 30));
     assert_eq!(recording.symbols, symbols());
     assert_eq!(recording.earlier_processes, 0);
@@ -80,15 +83,30 @@ fn a_written_series_reads_back_as_the_same_history() {
 #[test]
 fn lines_carry_only_what_changed() {
     let text = write(&three_points());
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     // Site 1 is described and counted on the first line only; its frames' symbols too.
     assert_eq!(lines[0]["new_sites"].as_array().unwrap().len(), 1);
     assert_eq!(lines[0]["symbols"].as_array().unwrap().len(), 2);
-    assert_eq!(lines[1]["sites"].as_array().unwrap().len(), 1, "{}", lines[1]);
-    assert_eq!(lines[1]["symbols"].as_array().unwrap().len(), 1, "0x999 is not repeated");
+    assert_eq!(
+        lines[1]["sites"].as_array().unwrap().len(),
+        1,
+        "{}",
+        lines[1]
+    );
+    assert_eq!(
+        lines[1]["symbols"].as_array().unwrap().len(),
+        1,
+        "0x999 is not repeated"
+    );
     assert_eq!(lines[2]["sites"][0][0], 2);
     assert!(lines[2].get("new_sites").is_none());
-    assert!(lines[1].get("memory_limit").is_none(), "the limit is written when it changes");
+    assert!(
+        lines[1].get("memory_limit").is_none(),
+        "the limit is written when it changes"
+    );
 }
 
 #[test]
@@ -109,7 +127,10 @@ fn error(text: &str) -> String {
 fn bad_files_get_an_error_naming_the_line() {
     let good = write(&three_points());
     assert_eq!(error(""), "series.jsonl: empty file: no snapshots recorded");
-    assert_eq!(error("\n\n"), "series.jsonl: empty file: no snapshots recorded");
+    assert_eq!(
+        error("\n\n"),
+        "series.jsonl: empty file: no snapshots recorded"
+    );
 
     // Cut inside the last line, as a process killed mid-write leaves it.
     let cut = &good[..good.len() - 20];
@@ -124,21 +145,44 @@ fn bad_files_get_an_error_naming_the_line() {
     let e = error("hello world\n");
     assert!(e.starts_with("series.jsonl:1: not valid JSON"), "{e}");
     let e = error("{\"some\": \"json\"}\n");
-    assert_eq!(e, "series.jsonl:1: not a leakwatch series line (no \"leakwatch_series\" field)");
+    assert_eq!(
+        e,
+        "series.jsonl:1: not a leakwatch series line (no \"leakwatch_series\" field)"
+    );
     let e = error("{\"format\": \"leakwatch-report\", \"version\": 1}\n");
-    assert!(e.contains("this is a JSON report, not a series file"), "{e}");
+    assert!(
+        e.contains("this is a JSON report, not a series file"),
+        "{e}"
+    );
 
-    let future = good.lines().next().unwrap().replace("\"leakwatch_series\":1", "\"leakwatch_series\":99");
+    let future = good
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"leakwatch_series\":1", "\"leakwatch_series\":99");
     let e = error(&future);
-    assert_eq!(e, "series.jsonl:1: series version 99 is not supported (this build reads 1)");
+    assert_eq!(
+        e,
+        "series.jsonl:1: series version 99 is not supported (this build reads 1)"
+    );
 
     // The first lines lost: counters of a site no line describes.
     let headless: String = good.lines().skip(2).map(|l| format!("{l}\n")).collect();
     let e = error(&headless);
-    assert!(e.starts_with("series.jsonl:1: counters for site 2, which no earlier line describes"), "{e}");
+    assert!(
+        e.starts_with("series.jsonl:1: counters for site 2, which no earlier line describes"),
+        "{e}"
+    );
 
     // A field of the wrong type.
-    let wrong = good.lines().next().unwrap().replace("\"pid\":7", "\"pid\":\"seven\"");
+    let wrong = good
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"pid\":7", "\"pid\":\"seven\"");
     let e = error(&wrong);
-    assert!(e.starts_with("series.jsonl:1: not a valid series line"), "{e}");
+    assert!(
+        e.starts_with("series.jsonl:1: not a valid series line"),
+        "{e}"
+    );
 }

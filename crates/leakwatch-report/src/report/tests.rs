@@ -18,7 +18,12 @@ fn symbols() -> SymbolTable {
     add(0x101, "app::leaky_store", "/w/app/src/store.rs", 10);
     add(0x201, "app::cache_put", "/w/app/src/cache.rs", 20);
     add(0x301, "app::recurse", "/w/app/src/tree.rs", 30);
-    add(0x901, "alloc::vec::Vec<T>::push", "/rustc/x/library/alloc/src/vec/mod.rs", 1);
+    add(
+        0x901,
+        "alloc::vec::Vec<T>::push",
+        "/rustc/x/library/alloc/src/vec/mod.rs",
+        1,
+    );
     add(0x777, "app::main", "/w/app/src/main.rs", 1);
     table
 }
@@ -47,7 +52,11 @@ fn history() -> History {
         s.sites = vec![
             site(1, vec![0x901, 0x101, 0x777], 20_000.0 * t),
             site(2, vec![0x901, 0x101, 0x301, 0x777], 10_000.0 * t),
-            site(3, vec![0x201, 0x777], 50.0 * MIB * (1.0 - (-t / 60.0).exp())),
+            site(
+                3,
+                vec![0x201, 0x777],
+                50.0 * MIB * (1.0 - (-t / 60.0).exp()),
+            ),
             site(4, vec![0x301, 0x301, 0x777], MIB),
             site(5, vec![0x301, 0x301, 0x301, 0x777], MIB),
             site(6, vec![0x901, 0x777], 3.0 * MIB),
@@ -67,7 +76,10 @@ fn report(options: &ReportOptions) -> Report {
 fn sites_merge_by_label_and_the_leak_ranks_first() {
     let r = report(&ReportOptions::default());
     let labels: Vec<&str> = r.sites.iter().map(|s| s.label.as_str()).collect();
-    assert_eq!(labels[0], "app::leaky_store (app/src/store.rs:10)", "{labels:?}");
+    assert_eq!(
+        labels[0], "app::leaky_store (app/src/store.rs:10)",
+        "{labels:?}"
+    );
     let leak = &r.sites[0];
     assert_eq!(leak.verdict, Verdict::Leak);
     assert_eq!(leak.site_ids, vec![1, 2]);
@@ -81,17 +93,32 @@ fn sites_merge_by_label_and_the_leak_ranks_first() {
     assert_eq!(leak.user_stack().len(), 2);
     assert_eq!(leak.history.len(), r.chart_times.len());
 
-    let cache = r.sites.iter().find(|s| s.label.starts_with("app::cache_put")).unwrap();
+    let cache = r
+        .sites
+        .iter()
+        .find(|s| s.label.starts_with("app::cache_put"))
+        .unwrap();
     assert_eq!(cache.verdict, Verdict::Plateau);
     // Recursion at two depths is one site.
-    let recursive = r.sites.iter().find(|s| s.label.starts_with("app::recurse")).unwrap();
+    let recursive = r
+        .sites
+        .iter()
+        .find(|s| s.label.starts_with("app::recurse"))
+        .unwrap();
     assert_eq!(recursive.site_ids, vec![4, 5]);
     assert_eq!(recursive.live_bytes, 2 * MIB as u64);
     // A stack of runtime frames only is labelled by its first non-runtime frame.
-    assert!(r.sites.iter().any(|s| s.label == "app::main (app/src/main.rs:1)"));
+    assert!(
+        r.sites
+            .iter()
+            .any(|s| s.label == "app::main (app/src/main.rs:1)")
+    );
     assert_eq!(r.sites.len(), 4);
     assert_eq!(r.points, 600);
-    assert_eq!(r.process.usage_bytes, r.process.live_bytes as u64 + (20 << 20));
+    assert_eq!(
+        r.process.usage_bytes,
+        r.process.live_bytes as u64 + (20 << 20)
+    );
 }
 
 #[test]
@@ -128,9 +155,13 @@ fn json_round_trips_and_checks_its_format() {
     assert_eq!(Report::from_json("r.json", &json).unwrap(), r);
     let e = Report::from_json("r.json", "").unwrap_err().to_string();
     assert_eq!(e, "r.json: empty file");
-    let e = Report::from_json("r.json", &json[..json.len() / 2]).unwrap_err().to_string();
+    let e = Report::from_json("r.json", &json[..json.len() / 2])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("truncated"), "{e}");
-    let e = Report::from_json("r.json", "{\"a\": 1}").unwrap_err().to_string();
+    let e = Report::from_json("r.json", "{\"a\": 1}")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a leakwatch report"), "{e}");
     let e = Report::from_json("r.json", &json.replace("\"version\": 1", "\"version\": 7"))
         .unwrap_err()
@@ -145,6 +176,10 @@ fn few_points_are_flagged() {
     s.sites = vec![site(1, vec![0x101], 10.0)];
     h.push(&s);
     let r = Report::build(&h, &symbols(), &ReportOptions::default());
-    assert!(r.warnings.iter().any(|w| w.contains("only 1 point")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("only 1 point")),
+        "{:?}",
+        r.warnings
+    );
     assert!(r.warnings.iter().any(|w| w.contains("tracking is off")));
 }

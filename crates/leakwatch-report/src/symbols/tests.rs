@@ -27,7 +27,9 @@ fn short_paths_start_at_the_package() {
         "leaky-sites/src/main.rs"
     );
     assert_eq!(
-        short_path("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hashbrown-0.15.2/src/map.rs"),
+        short_path(
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hashbrown-0.15.2/src/map.rs"
+        ),
         "hashbrown-0.15.2/src/map.rs"
     );
     assert_eq!(
@@ -41,12 +43,32 @@ fn short_paths_start_at_the_package() {
 #[test]
 fn the_label_is_the_first_frame_outside_the_runtime() {
     let stack = vec![
-        frame("leakwatch_alloc::hot::on_alloc", "/w/crates/leakwatch-alloc/src/hot.rs", 10),
+        frame(
+            "leakwatch_alloc::hot::on_alloc",
+            "/w/crates/leakwatch-alloc/src/hot.rs",
+            10,
+        ),
         frame("__rust_alloc", "", 0),
-        frame("alloc::raw_vec::RawVec<T>::grow", "/rustc/abc/library/alloc/src/raw_vec.rs", 400),
-        frame("<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem", "/rustc/abc/library/alloc/src/vec/spec_from_elem.rs", 30),
-        frame("hashbrown::raw::RawTable<T>::reserve", "/r/hashbrown-0.15.2/src/raw/mod.rs", 900),
-        frame("myapp::sessions::Store::insert", "/w/myapp/src/sessions.rs", 88),
+        frame(
+            "alloc::raw_vec::RawVec<T>::grow",
+            "/rustc/abc/library/alloc/src/raw_vec.rs",
+            400,
+        ),
+        frame(
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "/rustc/abc/library/alloc/src/vec/spec_from_elem.rs",
+            30,
+        ),
+        frame(
+            "hashbrown::raw::RawTable<T>::reserve",
+            "/r/hashbrown-0.15.2/src/raw/mod.rs",
+            900,
+        ),
+        frame(
+            "myapp::sessions::Store::insert",
+            "/w/myapp/src/sessions.rs",
+            88,
+        ),
         frame("myapp::main", "/w/myapp/src/main.rs", 5),
     ];
     let rules = LabelRules::default();
@@ -65,18 +87,33 @@ fn the_label_is_the_first_frame_outside_the_runtime() {
 #[test]
 fn trait_impls_of_std_types_are_runtime_but_of_user_types_are_not() {
     let rules = LabelRules::default();
-    assert!(rules.is_ignored(&frame("<alloc::vec::Vec<T> as core::clone::Clone>::clone", "x", 1)));
-    assert!(!rules.is_ignored(&frame("<myapp::Foo as core::fmt::Display>::fmt", "/w/myapp/src/foo.rs", 1)));
+    assert!(rules.is_ignored(&frame(
+        "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
+        "x",
+        1
+    )));
+    assert!(!rules.is_ignored(&frame(
+        "<myapp::Foo as core::fmt::Display>::fmt",
+        "/w/myapp/src/foo.rs",
+        1
+    )));
 }
 
 #[test]
 fn stacks_without_user_frames_fall_back() {
     let rules = LabelRules::default();
     assert_eq!(rules.label(&[]), "(no stack)");
-    let only_std = [frame("std::rt::lang_start", "/rustc/abc/library/std/src/rt.rs", 1)];
+    let only_std = [frame(
+        "std::rt::lang_start",
+        "/rustc/abc/library/std/src/rt.rs",
+        1,
+    )];
     assert_eq!(rules.label_frame(&only_std), Some(0));
     // An unnamed frame is kept, but a named one further out is preferred.
-    let stack = [unknown(0xdead), frame("myapp::run", "/w/myapp/src/run.rs", 3)];
+    let stack = [
+        unknown(0xdead),
+        frame("myapp::run", "/w/myapp/src/run.rs", 3),
+    ];
     assert_eq!(rules.label(&stack), "myapp::run (myapp/src/run.rs:3)");
     assert_eq!(rules.label(&[unknown(0xbeef)]), "0xbeef");
 }
