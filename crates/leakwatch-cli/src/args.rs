@@ -142,7 +142,7 @@ impl Flags {
                 flags.files.extend(args[i..].iter().map(PathBuf::from));
                 break;
             }
-            if !arg.starts_with("--") || arg == "-" {
+            if !(arg.starts_with("--") || arg == "-o" || arg.starts_with("-o=")) {
                 if arg.starts_with('-') && arg != "-" {
                     return Err(format!(
                         "unknown option {arg} for `leakwatch {command}` (try `leakwatch help`)"
