@@ -1,1 +1,481 @@
-//! (being written)
+//! pprof: a snapshot as a gzipped protobuf profile for `go tool pprof`, and so for
+//! Pyroscope, Parca, Datadog and the other tools that read Go's heap profiles.
+//!
+//! The format is `profile.proto` of github.com/google/pprof. Each site becomes one
+//! sample with four values, in the order of Go's heap profiles: `inuse_space` (bytes),
+//! `inuse_objects` (count), `alloc_space` (bytes), `alloc_objects` (count); `inuse_space`
+//! is the default. Its locations are the site's return addresses, innermost first,
+//! without leakwatch's own allocator at the top (see
+//! [`ALLOCATOR_FRAMES`](super::flamegraph::ALLOCATOR_FRAMES)), so pprof's flat bytes land
+//! where the service allocates rather than in the tracker, as in Go's heap profiles. Each
+//! address is one location whose lines are the frames inlined there (innermost first, as
+//! pprof wants; where the allocator is inlined into its caller, the allocator's lines are
+//! left out), and which points to the mapping of the module holding it. Sites with
+//! nothing to show (all four values 0) are left out.
+//!
+//! Functions carry the demangled name only (`system_name` is left empty): that tells
+//! pprof the name is already demangled, so it keeps Rust's `<T as Trait>::method` intact
+//! instead of stripping what looks like C++ template arguments.
+//!
+//! In sampled mode the snapshot's numbers are already unbiased estimates, so they are
+//! written as they are: pprof must not scale them again (and does not: it scales only
+//! legacy-format heap profiles).
+//!
+//! The protobuf encoding is written here by hand: the profile needs only varints and
+//! length-delimited fields.
+
+use super::flamegraph::AllocatorFrames;
+use crate::symbols::SymbolTable;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use leakwatch_alloc::{Mode, Module, SiteStats, Snapshot};
+use std::collections::HashMap;
+use std::io::Write;
+
+/// The sample types of every profile, as `(type, unit)`, in value order.
+pub const SAMPLE_TYPES: [(&str, &str); 4] = [
+    ("inuse_space", "bytes"),
+    ("inuse_objects", "count"),
+    ("alloc_space", "bytes"),
+    ("alloc_objects", "count"),
+];
+
+/// Renders `snapshot` as a gzipped pprof profile, naming frames from `symbols`.
+///
+/// Addresses missing from `symbols` still get a location (with only the address), so
+/// pprof can show them or symbolize them itself from the module's file.
+///
+/// # Examples
+///
+/// ```
+/// use leakwatch_alloc::Snapshot;
+/// use leakwatch_report::SymbolTable;
+/// use leakwatch_report::render::pprof::pprof;
+///
+/// let profile = pprof(&Snapshot::default(), &SymbolTable::new());
+/// assert_eq!(&profile[..2], &[0x1f, 0x8b]); // gzip
+/// ```
+pub fn pprof(snapshot: &Snapshot, symbols: &SymbolTable) -> Vec<u8> {
+    let raw = Profile::build(snapshot, symbols).encode(snapshot);
+    // Writing to a Vec cannot fail; should it anyway, pprof also reads an uncompressed
+    // profile.
+    gzip(&raw).unwrap_or(raw)
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 2), Compression::default());
+    encoder.write_all(data)?;
+    encoder.finish()
+}
+
+/// The profile's tables, before encoding. Ids are 1-based indexes into the tables.
+#[derive(Debug, Default)]
+struct Profile {
+    strings: Vec<String>,
+    string_ids: HashMap<String, i64>,
+    samples: Vec<Sample>,
+    mappings: Vec<Mapping>,
+    /// Module indexes sorted by start address, for finding an address's mapping.
+    by_start: Vec<usize>,
+    locations: Vec<Location>,
+    /// By address and the number of its first frames left out (allocator frames):
+    /// always 0 but for the address where the allocator is inlined into its caller.
+    location_ids: HashMap<(u64, usize), u64>,
+    functions: Vec<Function>,
+    function_ids: HashMap<(i64, i64), u64>,
+    comments: Vec<i64>,
+}
+
+#[derive(Debug)]
+struct Sample {
+    location_ids: Vec<u64>,
+    values: [i64; 4],
+    site_id: u32,
+}
+
+#[derive(Debug)]
+struct Mapping {
+    start: u64,
+    limit: u64,
+    filename: i64,
+    build_id: i64,
+    has_functions: bool,
+    has_filenames: bool,
+    has_line_numbers: bool,
+    has_inline_frames: bool,
+}
+
+#[derive(Debug)]
+struct Location {
+    mapping_id: u64,
+    address: u64,
+    /// `(function id, line)`, innermost inlined frame first.
+    lines: Vec<(u64, i64)>,
+}
+
+#[derive(Debug)]
+struct Function {
+    name: i64,
+    filename: i64,
+}
+
+/// Bytes as a profile value (saturating: pprof values are signed).
+fn bytes_value(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// A block-count estimate as a profile value: rounded (NaN becomes 0, and `as`
+/// saturates).
+fn blocks_value(blocks: f64) -> i64 {
+    blocks.round() as i64
+}
+
+fn mode_comment(snapshot: &Snapshot) -> String {
+    match snapshot.mode {
+        Mode::Exact => "leakwatch heap profile, exact mode: every allocation tracked \
+                        (sample rate 1 byte)"
+            .to_string(),
+        Mode::Sampled => format!(
+            "leakwatch heap profile, sampled mode: one sample per {} bytes allocated on \
+             average; values are unbiased estimates, already scaled",
+            snapshot.sample_rate
+        ),
+        _ => format!(
+            "leakwatch heap profile, tracking off (sample rate {} bytes)",
+            snapshot.sample_rate
+        ),
+    }
+}
+
+impl Profile {
+    fn build(snapshot: &Snapshot, symbols: &SymbolTable) -> Profile {
+        let mut p = Profile::default();
+        p.string(""); // index 0, as the format requires
+        for (kind, unit) in SAMPLE_TYPES {
+            p.string(kind);
+            p.string(unit);
+        }
+        p.string("space");
+        p.string("site");
+
+        let comment = p.string(&mode_comment(snapshot));
+        p.comments.push(comment);
+        for warning in &snapshot.warnings {
+            let comment = p.string(&format!("warning: {warning}"));
+            p.comments.push(comment);
+        }
+
+        p.add_mappings(&snapshot.modules);
+        let allocator = AllocatorFrames::new();
+        for site in &snapshot.sites {
+            p.add_sample(site, &snapshot.modules, symbols, &allocator);
+        }
+        p
+    }
+
+    /// The string table index of `s`, adding it if new.
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as i64;
+        self.strings.push(s.to_string());
+        self.string_ids.insert(s.to_string(), id);
+        id
+    }
+
+    /// One mapping per module, in the snapshot's order (the main program first, which
+    /// pprof takes as the main binary).
+    fn add_mappings(&mut self, modules: &[Module]) {
+        for module in modules {
+            let filename = self.string(&module.path);
+            let build_id = self.string(module.build_id.as_deref().unwrap_or(""));
+            self.mappings.push(Mapping {
+                start: module.start,
+                limit: module.end,
+                filename,
+                build_id,
+                has_functions: false,
+                has_filenames: false,
+                has_line_numbers: false,
+                has_inline_frames: false,
+            });
+        }
+        self.by_start = (0..modules.len()).collect();
+        self.by_start.sort_by_key(|&i| modules[i].start);
+    }
+
+    /// The id of the mapping holding `address` (0: none).
+    fn mapping_of(&self, address: u64, modules: &[Module]) -> u64 {
+        // The last module starting at or below the address is the only candidate, unless
+        // modules overlap; then fall back to a scan.
+        let after = self
+            .by_start
+            .partition_point(|&i| modules[i].start <= address);
+        let contains = |i: usize| modules[i].start <= address && address < modules[i].end;
+        let found = after
+            .checked_sub(1)
+            .map(|k| self.by_start[k])
+            .filter(|&i| contains(i))
+            .or_else(|| (0..modules.len()).find(|&i| contains(i)));
+        found.map_or(0, |i| i as u64 + 1)
+    }
+
+    fn add_sample(
+        &mut self,
+        site: &SiteStats,
+        modules: &[Module],
+        symbols: &SymbolTable,
+        allocator: &AllocatorFrames,
+    ) {
+        let values = [
+            bytes_value(site.live_bytes),
+            blocks_value(site.live_blocks),
+            bytes_value(site.alloc_bytes),
+            blocks_value(site.alloc_blocks),
+        ];
+        if values == [0; 4] {
+            return;
+        }
+        // Leave out the allocator's frames at the top: whole addresses, and the first
+        // inlined frames of the address where they end. The outermost frame stays
+        // should every frame be the allocator's.
+        // `SymbolTable::stack` gives at least one frame per address.
+        let frame_count = |address: u64| symbols.get(address).map_or(1, |s| s.len().max(1));
+        let mut top = Vec::new(); // the frames of the addresses the allocator may span
+        for &address in &site.frames {
+            let frames = symbols.stack(&[address]);
+            let beyond = frames.iter().any(|f| !allocator.may_be_top(f));
+            top.extend(frames);
+            if beyond {
+                break;
+            }
+        }
+        let total: usize = site.frames.iter().map(|&a| frame_count(a)).sum();
+        let cut = allocator.count(&top).min(total.saturating_sub(1));
+        let mut location_ids = Vec::with_capacity(site.frames.len());
+        let mut above = 0; // frames of the addresses before this one
+        for &address in &site.frames {
+            let count = frame_count(address);
+            let skip = cut.saturating_sub(above);
+            above += count;
+            if skip < count {
+                location_ids.push(self.location(address, skip, modules, symbols));
+            }
+        }
+        self.samples.push(Sample {
+            location_ids,
+            values,
+            site_id: site.id,
+        });
+    }
+
+    /// The id of the location of `address` without its first `skip` (inlined) frames,
+    /// adding it (and its functions) if new.
+    fn location(
+        &mut self,
+        address: u64,
+        skip: usize,
+        modules: &[Module],
+        symbols: &SymbolTable,
+    ) -> u64 {
+        if let Some(&id) = self.location_ids.get(&(address, skip)) {
+            return id;
+        }
+        let mapping_id = self.mapping_of(address, modules);
+        let mut lines = Vec::new();
+        let (mut has_file, mut has_line) = (false, false);
+        for symbol in symbols.get(address).unwrap_or(&[]).iter().skip(skip) {
+            let Some(name) = symbol.function.as_deref() else {
+                continue;
+            };
+            let name = self.string(name);
+            let filename = self.string(symbol.file.as_deref().unwrap_or(""));
+            has_file |= filename != 0;
+            has_line |= symbol.line.is_some();
+            let function_id = self.function(name, filename);
+            lines.push((function_id, i64::from(symbol.line.unwrap_or(0))));
+        }
+        let slot = usize::try_from(mapping_id)
+            .ok()
+            .and_then(|id| id.checked_sub(1));
+        if let Some(mapping) = slot.and_then(|i| self.mappings.get_mut(i)) {
+            mapping.has_functions |= !lines.is_empty();
+            mapping.has_filenames |= has_file;
+            mapping.has_line_numbers |= has_line;
+            mapping.has_inline_frames |= lines.len() > 1;
+        }
+        self.locations.push(Location {
+            mapping_id,
+            address,
+            lines,
+        });
+        let id = self.locations.len() as u64;
+        self.location_ids.insert((address, skip), id);
+        id
+    }
+
+    /// The id of the function `(name, filename)`, adding it if new.
+    fn function(&mut self, name: i64, filename: i64) -> u64 {
+        if let Some(&id) = self.function_ids.get(&(name, filename)) {
+            return id;
+        }
+        self.functions.push(Function { name, filename });
+        let id = self.functions.len() as u64;
+        self.function_ids.insert((name, filename), id);
+        id
+    }
+
+    fn encode(&self, snapshot: &Snapshot) -> Vec<u8> {
+        let mut w = Writer::default();
+        let id = |s: &str| self.string_ids.get(s).copied().unwrap_or(0);
+        for (kind, unit) in SAMPLE_TYPES {
+            w.message(field::SAMPLE_TYPE, |m| {
+                m.int(1, id(kind));
+                m.int(2, id(unit));
+            });
+        }
+        for sample in &self.samples {
+            w.message(field::SAMPLE, |m| {
+                m.packed(1, sample.location_ids.iter().copied());
+                m.packed(2, sample.values.iter().map(|&v| v as u64));
+                m.message(3, |label| {
+                    label.int(1, id("site"));
+                    label.int(3, i64::from(sample.site_id));
+                });
+            });
+        }
+        for (i, mapping) in self.mappings.iter().enumerate() {
+            w.message(field::MAPPING, |m| {
+                m.uint(1, i as u64 + 1);
+                m.uint(2, mapping.start);
+                m.uint(3, mapping.limit);
+                // file_offset (4) left 0: the module's first segment maps the file's start.
+                m.int(5, mapping.filename);
+                m.int(6, mapping.build_id);
+                m.bool(7, mapping.has_functions);
+                m.bool(8, mapping.has_filenames);
+                m.bool(9, mapping.has_line_numbers);
+                m.bool(10, mapping.has_inline_frames);
+            });
+        }
+        for (i, location) in self.locations.iter().enumerate() {
+            w.message(field::LOCATION, |m| {
+                m.uint(1, i as u64 + 1);
+                m.uint(2, location.mapping_id);
+                m.uint(3, location.address);
+                for &(function_id, line) in &location.lines {
+                    m.message(4, |l| {
+                        l.uint(1, function_id);
+                        l.int(2, line);
+                    });
+                }
+            });
+        }
+        for (i, function) in self.functions.iter().enumerate() {
+            w.message(field::FUNCTION, |m| {
+                m.uint(1, i as u64 + 1);
+                m.int(2, function.name);
+                // system_name (3) left empty: see the module's documentation.
+                m.int(4, function.filename);
+            });
+        }
+        for s in &self.strings {
+            w.bytes(field::STRING_TABLE, s.as_bytes());
+        }
+        let nanos = snapshot.timestamp_ms.saturating_mul(1_000_000);
+        w.int(field::TIME_NANOS, bytes_value(nanos));
+        w.message(field::PERIOD_TYPE, |m| {
+            m.int(1, id("space"));
+            m.int(2, id("bytes"));
+        });
+        w.int(field::PERIOD, i64::from(snapshot.sample_rate));
+        w.packed(field::COMMENT, self.comments.iter().map(|&c| c as u64));
+        w.int(field::DEFAULT_SAMPLE_TYPE, id(SAMPLE_TYPES[0].0));
+        w.buf
+    }
+}
+
+/// Field numbers of `Profile` in profile.proto.
+mod field {
+    pub const SAMPLE_TYPE: u32 = 1;
+    pub const SAMPLE: u32 = 2;
+    pub const MAPPING: u32 = 3;
+    pub const LOCATION: u32 = 4;
+    pub const FUNCTION: u32 = 5;
+    pub const STRING_TABLE: u32 = 6;
+    pub const TIME_NANOS: u32 = 9;
+    pub const PERIOD_TYPE: u32 = 11;
+    pub const PERIOD: u32 = 12;
+    pub const COMMENT: u32 = 13;
+    pub const DEFAULT_SAMPLE_TYPE: u32 = 14;
+}
+
+/// A protobuf writer: just the wire types the profile uses.
+#[derive(Debug, Default)]
+struct Writer {
+    buf: Vec<u8>,
+}
+
+const VARINT: u64 = 0;
+const LEN: u64 = 2;
+
+impl Writer {
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    fn key(&mut self, field: u32, wire_type: u64) {
+        self.varint((u64::from(field) << 3) | wire_type);
+    }
+
+    /// An unsigned scalar field, left out when 0 (the default).
+    fn uint(&mut self, field: u32, v: u64) {
+        if v != 0 {
+            self.key(field, VARINT);
+            self.varint(v);
+        }
+    }
+
+    /// A signed scalar field: `int64` encodes negative values as their 64-bit two's
+    /// complement.
+    fn int(&mut self, field: u32, v: i64) {
+        self.uint(field, v as u64);
+    }
+
+    fn bool(&mut self, field: u32, v: bool) {
+        self.uint(field, u64::from(v));
+    }
+
+    /// A length-delimited field (strings, bytes, messages, packed lists); always written,
+    /// so an empty string still takes its place in a repeated field.
+    fn bytes(&mut self, field: u32, data: &[u8]) {
+        self.key(field, LEN);
+        self.varint(data.len() as u64);
+        self.buf.extend_from_slice(data);
+    }
+
+    fn message(&mut self, field: u32, body: impl FnOnce(&mut Writer)) {
+        let mut inner = Writer::default();
+        body(&mut inner);
+        self.bytes(field, &inner.buf);
+    }
+
+    /// A packed repeated varint field, left out when empty.
+    fn packed(&mut self, field: u32, values: impl Iterator<Item = u64>) {
+        let mut inner = Writer::default();
+        for v in values {
+            inner.varint(v);
+        }
+        if !inner.buf.is_empty() {
+            self.bytes(field, &inner.buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,224 @@
+//! Renderers on a real process: a block leaked in `leaky_function` shows up in the pprof
+//! profile as `go tool pprof` reads it, and in the flame graph.
+//!
+//! `go` may be missing on a developer's machine: then the pprof check prints
+//! `SKIPPED: go not found` and passes, unless the environment variable `CI` is set.
+
+use leakwatch::report::SymbolTable;
+use leakwatch::report::render::flamegraph::flamegraph;
+use leakwatch::report::render::pprof::pprof;
+use leakwatch::{LeakWatch, Snapshot, Symbolizer};
+use leakwatch_tests::run;
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static ALLOC: LeakWatch = LeakWatch::system().enabled().exact();
+
+const LEAK_BYTES: usize = 3 << 20;
+
+/// Leaks one block of [`LEAK_BYTES`].
+#[inline(never)]
+fn leaky_function() -> &'static mut [u8] {
+    let block = vec![0x5a_u8; LEAK_BYTES];
+    black_box(block).leak()
+}
+
+/// A snapshot taken after a leak, and the symbols of its stacks.
+fn leak_and_snapshot() -> (Snapshot, SymbolTable) {
+    black_box(leaky_function());
+    let snapshot = leakwatch::snapshot();
+    let mut symbolizer = Symbolizer::new();
+    let mut symbols = SymbolTable::new();
+    symbols.resolve_missing(
+        snapshot.sites.iter().map(|s| s.frames.as_slice()),
+        |address| symbolizer.symbolize(address).to_vec(),
+    );
+    (snapshot, symbols)
+}
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path =
+            std::env::temp_dir().join(format!("leakwatch-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `go` can run; when it cannot, prints why and says to skip, unless `CI` is set.
+fn go_available() -> bool {
+    match Command::new("go")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("go not found ({e}) and CI is set: install golang-go")
+        }
+        Err(_) => {
+            // Straight to stderr, past libtest's capture of `eprintln!`: a skip must show.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: go not found (apt-get install golang-go)"
+            );
+            false
+        }
+    }
+}
+
+/// Runs `go tool pprof ARGS FILE` in `dir` (offline: only a file path, its temp dir in
+/// `dir`), killing it after 60 s, and returns its stdout.
+fn go_tool_pprof(dir: &Path, args: &[&str], file: &Path) -> String {
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new("go")
+        .arg("tool")
+        .arg("pprof")
+        .args(args)
+        .arg(file)
+        .current_dir(dir)
+        .env("PPROF_TMPDIR", dir)
+        .env("GOTOOLCHAIN", "local")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn go tool pprof");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for go tool pprof") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("go tool pprof did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        status.success(),
+        "go tool pprof failed: {status}\n{stderr}\n{stdout}"
+    );
+    stdout
+}
+
+/// Whether a function name is `leaky_function`'s: in full (`render_pprof::leaky_function`)
+/// or, for an inlined frame of an optimised build, as the line tables name it.
+fn is_leaky_function(name: &str) -> bool {
+    name == "leaky_function" || name.ends_with("::leaky_function")
+}
+
+/// Whether `text` names a function of leakwatch's allocator (in full, or by the short
+/// names of an optimised build's line tables).
+fn names_the_tracker(text: &str) -> bool {
+    ["leakwatch_alloc::", "alloc_tracked", "on_alloc"]
+        .iter()
+        .any(|f| text.contains(f))
+}
+
+/// A pprof byte count (`3MB`, `120.56kB`, `0`) in bytes.
+fn pprof_bytes(s: &str) -> f64 {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let number: f64 = s[..split].parse().unwrap_or(f64::NAN);
+    let scale = match &s[split..] {
+        "" | "B" => 1.0,
+        "kB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        unit => panic!("unexpected unit {unit:?} in {s:?}"),
+    };
+    number * scale
+}
+
+fn go_tool_pprof_finds_leaky_function() {
+    let (snapshot, symbols) = leak_and_snapshot();
+    let profile = pprof(&snapshot, &symbols);
+    if !go_available() {
+        return;
+    }
+    let dir = TempDir::new("render-pprof");
+    let file = dir.0.join("heap.pb.gz");
+    std::fs::write(&file, &profile).expect("write profile");
+    let top = go_tool_pprof(&dir.0, &["-top", "-sample_index=inuse_space"], &file);
+    println!("{top}");
+    // Rows: flat flat% sum% cum cum% name. The leak is allocated below leaky_function
+    // (in alloc::), so its bytes are cumulative there.
+    let rows: Vec<Vec<&str>> = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.len() >= 6)
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| is_leaky_function(&r[5..].join(" ")))
+        .unwrap_or_else(|| panic!("leaky_function is not in\n{top}"));
+    let cum = pprof_bytes(row[3]);
+    assert!(
+        cum >= LEAK_BYTES as f64,
+        "cum {cum} of leaky_function in\n{top}"
+    );
+    // The tracker's own frames are not in the profile: the flat bytes are the
+    // service's (here the standard library's allocation functions).
+    assert!(!names_the_tracker(&top), "{top}");
+}
+
+fn flamegraph_names_leaky_function() {
+    let (snapshot, symbols) = leak_and_snapshot();
+    let svg = flamegraph(&snapshot, &symbols, "render_pprof");
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(!svg.contains("<!DOCTYPE"));
+    let frame = svg
+        .split("<title>")
+        .find(|t| {
+            t.split_once(" (")
+                .is_some_and(|(name, _)| is_leaky_function(name))
+        })
+        .unwrap_or_else(|| panic!("no leaky_function frame in the flame graph"));
+    // `render_pprof::leaky_function (3,145,728 bytes, 42.0%)`: at least the leak.
+    let bytes: String = frame
+        .split_once(" (")
+        .map_or("", |(_, rest)| rest.split(" bytes").next().unwrap_or(""))
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let bytes: usize = bytes.parse().unwrap_or(0);
+    assert!(bytes >= LEAK_BYTES, "{frame}");
+    assert!(!names_the_tracker(&svg), "allocator frames are dropped");
+}
+
+fn main() {
+    run(&[
+        (
+            "go_tool_pprof_finds_leaky_function",
+            go_tool_pprof_finds_leaky_function,
+        ),
+        (
+            "flamegraph_names_leaky_function",
+            flamegraph_names_leaky_function,
+        ),
+    ]);
+}
