@@ -211,6 +211,62 @@ pub mod memory {
         }
     }
 
+    /// Process CPU time (user + system) so far, from `/proc/self/stat`.
+    fn process_cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
+    /// Builds `sites` live sites (at most 16,384), runs a recorder at its defaults (a
+    /// snapshot a second, a ranking every 10 s) for `seconds` while the program does
+    /// nothing else, and returns a JSON row with the process CPU time it used.
+    pub fn recorder_cost(sites: u32, seconds: u64) -> String {
+        let mut keep = Vec::with_capacity(sites as usize);
+        for path in 0..sites.min(1 << 14) {
+            branch(14, path, &mut keep);
+        }
+        let recorder = leakwatch::Recorder::builder()
+            .memory_limit(Some(8 << 30))
+            .start()
+            .expect("start the recorder");
+        // Let it take its first snapshot, then rank once to symbolize every site (a
+        // one-time cost, measured apart).
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let first_ranking = Instant::now();
+        recorder.check_alerts();
+        let first_ranking_ms = first_ranking.elapsed().as_secs_f64() * 1e3;
+        let warm = recorder.stats();
+        let cpu_before = process_cpu_seconds().unwrap_or(0.0);
+        let wall = Instant::now();
+        std::thread::sleep(std::time::Duration::from_secs(seconds));
+        let cpu = process_cpu_seconds().unwrap_or(0.0) - cpu_before;
+        let wall = wall.elapsed().as_secs_f64();
+        let stats = recorder.stats();
+        let (points, history_bytes) = recorder.history_size();
+        recorder.stop();
+        let snapshots = (stats.snapshots - warm.snapshots).max(1) as f64;
+        let rankings = (stats.rankings - warm.rankings).max(1) as f64;
+        black_box(&keep);
+        serde_json::json!({
+            "config": "leakwatch-exact",
+            "live_sites": leakwatch::snapshot().sites.len(),
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "cpu_percent_of_one_core": 100.0 * cpu / wall,
+            "first_ranking_with_symbolization_ms": first_ranking_ms,
+            "record_ms_mean": (stats.record_time - warm.record_time).as_secs_f64() * 1e3 / snapshots,
+            "ranking_ms_mean": (stats.ranking_time - warm.ranking_time).as_secs_f64() * 1e3 / rankings,
+            "history_points": points,
+            "history_bytes": history_bytes,
+        })
+        .to_string()
+    }
+
     /// Builds 16,384 live sites, then times snapshots: a JSON row with the median and
     /// maximum of 20.
     pub fn snapshot_cost() -> String {

@@ -321,6 +321,22 @@ fn find_build_id(mut notes: &[u8]) -> Option<String> {
     None
 }
 
+/// The process's resident set size in bytes, from `/proc/self/statm`; 0 where unknown.
+/// Allocates: call it only with tracking suspended.
+pub(crate) fn resident_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages.saturating_mul(u64::try_from(page_size).unwrap_or(4096))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,20 +382,4 @@ mod tests {
         let here = &local as *const u8 as usize;
         assert!(lo < here && here < hi, "{lo:#x} < {here:#x} < {hi:#x}");
     }
-}
-
-/// The process's resident set size in bytes, from `/proc/self/statm`; 0 where unknown.
-/// Allocates: call it only with tracking suspended.
-pub(crate) fn resident_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
-        return 0;
-    };
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
-    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages.saturating_mul(u64::try_from(page_size).unwrap_or(4096))
 }

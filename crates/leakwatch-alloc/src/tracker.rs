@@ -218,7 +218,19 @@ pub(crate) fn set_max_depth(depth: u32) {
 pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize) {
     if t.busy.get() {
         // The tracker's own allocation, or one inside `untracked`: counted, not sampled.
-        if t.countdown.get() <= 0 && t.phase.get() != NEW {
+        if t.phase.get() == NEW {
+            return;
+        }
+        if STATE.load(Relaxed) & MODE_MASK == EXACT {
+            // Every allocation comes here in exact mode, and the countdown is only a
+            // byte counter: publish once per batch, as tracked allocations do.
+            let pending = t.countdown_base.get().wrapping_sub(t.countdown.get());
+            if pending >= FLUSH_BYTES || t.phase.get() == EXITED {
+                flush(t);
+            }
+            return;
+        }
+        if t.countdown.get() <= 0 {
             flush(t);
             let mut rng = Rng(t.rng.get());
             let next = if t.phase.get() == EXITED {

@@ -15,7 +15,7 @@
 //! Leaks rank first (by growth rate), then growing, plateau, stable, shrinking.
 
 use crate::series::Series;
-use crate::stats::{bucket, mann_kendall, median, theil_sen};
+use crate::stats::{Bucketing, bucket, mann_kendall, median, theil_sen};
 use serde::{Deserialize, Serialize};
 
 /// What a site's live bytes are doing.
@@ -60,7 +60,8 @@ pub struct RankOptions {
     /// The recent part of the window, as a fraction of its points (default 1/3).
     pub recent_fraction: f64,
     /// Points the statistics work on: longer series are averaged into this many
-    /// buckets (default 64), which bounds the cost and smooths sampling noise.
+    /// buckets (default 32), which bounds the cost (Theil-Sen and Mann-Kendall look at
+    /// every pair) and smooths sampling noise.
     pub max_points: usize,
     /// The process's memory limit in bytes, for time-to-limit estimates.
     pub limit_bytes: Option<u64>,
@@ -73,7 +74,7 @@ impl Default for RankOptions {
             min_rate: 16.0,
             min_growth: 64.0 * 1024.0,
             recent_fraction: 1.0 / 3.0,
-            max_points: 64,
+            max_points: 32,
             limit_bytes: None,
         }
     }
@@ -137,11 +138,18 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
     let headroom = options
         .limit_bytes
         .map(|l| (l as f64 - process_live).max(0.0));
+    // Every site shares the time axis: bucket it once.
+    let axes = Axes {
+        coarse: Bucketing::new(&series.times, options.max_points),
+        fine: Bucketing::new(&series.times, options.max_points.saturating_mul(4)),
+        window: series.times.last().copied().unwrap_or(0.0)
+            - series.times.first().copied().unwrap_or(0.0),
+    };
     let mut sites: Vec<SiteTrend<K>> = series
         .sites
         .iter()
         .map(|(key, values)| {
-            let mut trend = site_trend(key.clone(), &series.times, values, options);
+            let mut trend = site_trend(key.clone(), &axes, values, options);
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
             trend
         })
@@ -184,6 +192,31 @@ fn thirds(values: &[f64]) -> [f64; 3] {
     [part(0, cut(1)), part(cut(1), cut(2)), part(cut(2), n)]
 }
 
+/// The trend of a site that never moved by `min_growth`: stable, with rates from the
+/// change between the window's ends (no significance test: p-values of 1).
+fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
+    let window_growth = edge_levels(values);
+    let rate = if window > 0.0 {
+        window_growth / window
+    } else {
+        0.0
+    };
+    SiteTrend {
+        key,
+        live_bytes: values.last().copied().unwrap_or(0.0),
+        rate,
+        recent_rate: rate,
+        growth: window_growth,
+        recent_growth: 0.0,
+        window_growth,
+        p_increasing: 1.0,
+        p_decreasing: 1.0,
+        verdict: Verdict::Stable,
+        score: values.last().copied().unwrap_or(0.0),
+        seconds_to_limit: None,
+    }
+}
+
 /// The level of the last tenth of `values` minus that of the first tenth (medians; at
 /// least one point each).
 fn edge_levels(values: &[f64]) -> f64 {
@@ -211,22 +244,44 @@ fn level_difference_noise(values: &[f64]) -> f64 {
     std::f64::consts::SQRT_2 * 1.2533 * sigma / per_third.sqrt()
 }
 
-fn site_trend<K>(key: K, times: &[f64], values: &[f64], o: &RankOptions) -> SiteTrend<K> {
+/// The time axis of a series, bucketed for the trend statistics (`coarse`) and for the
+/// levels (`fine`).
+struct Axes {
+    coarse: Bucketing,
+    fine: Bucketing,
+    window: f64,
+}
+
+fn site_trend<K>(key: K, axes: &Axes, values: &[f64], o: &RankOptions) -> SiteTrend<K> {
     let live_bytes = values.last().copied().unwrap_or(0.0);
-    let (t, v) = bucket(times, values, o.max_points);
+    let (low, high) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    if high - low < o.min_growth || high.is_nan() || low.is_nan() {
+        // Never moved by `min_growth`: no verdict but stable is possible (each needs a
+        // growth or decline of at least that much), so skip the statistics.
+        return flat_trend(key, axes.window, values);
+    }
+    let t = &axes.coarse.times;
+    let v = axes.coarse.apply(values);
     let n = t.len();
-    let rate = theil_sen(&t, &v).unwrap_or(0.0);
+    let rate = theil_sen(t, &v).unwrap_or(0.0);
     let mk = mann_kendall(&v);
     let recent_len = ((n as f64 * o.recent_fraction).round() as usize).clamp(n.min(3), n);
     let recent_rate = theil_sen(&t[n - recent_len..], &v[n - recent_len..]).unwrap_or(0.0);
 
     // Levels of the thirds of the window: a leak keeps climbing from the middle third to
-    // the last; a cache that filled up has stopped.
+    // the last; a cache that filled up has stopped. Levels and their noise are taken on
+    // a finer bucketing than the trend statistics (still bounding the cost).
+    let values = axes.fine.apply(values);
+    let values = values.as_slice();
     let [early, middle, late] = thirds(values);
     let growth = late - early;
     let window_growth = edge_levels(values);
     let recent_growth = late - middle;
-    let window = times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0);
+    let window = axes.window;
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
     // How much two thirds' levels differ by noise alone.
     let level_noise = level_difference_noise(values);

@@ -172,10 +172,9 @@ impl SiteReport {
     }
 }
 
-/// A site's label and where it came from.
+/// A site's label and which frame of its symbolized stack it comes from.
 struct Labelled {
     label: String,
-    stack: Vec<Frame>,
     label_frame: usize,
 }
 
@@ -186,18 +185,13 @@ impl Report {
         // Label every site; merge sites by label.
         let mut labelled: BTreeMap<u32, Labelled> = BTreeMap::new();
         for site in history.sites() {
-            let stack = symbols.stack(&site.frames);
-            let label_frame = options.labels.label_frame(&stack).unwrap_or(0);
-            let label = options.labels.label(&stack);
-            labelled.insert(
-                site.id,
-                Labelled {
-                    label,
-                    stack,
-                    label_frame,
-                },
-            );
+            let (label, label_frame) = options.labels.label_of(symbols, &site.frames);
+            labelled.insert(site.id, Labelled { label, label_frame });
         }
+        let frames_of: BTreeMap<u32, &[u64]> = history
+            .sites()
+            .map(|s| (s.id, s.frames.as_slice()))
+            .collect();
         let mut series = history.series_by(|site| labelled[&site.id].label.clone());
         let usage: Vec<f64> = history
             .process()
@@ -256,8 +250,19 @@ impl Report {
             }
             let group = &groups[trend.key.as_str()];
             let representative = &labelled[&group.representative.2];
-            let frame = representative.stack.get(representative.label_frame);
             let detailed = i < options.detail;
+            // Only detailed sites get their whole stack built (it copies strings).
+            let addresses = frames_of[&group.representative.2];
+            let stack = if detailed {
+                symbols.stack(addresses)
+            } else {
+                Vec::new()
+            };
+            let frame = symbols
+                .stack_refs(addresses)
+                .nth(representative.label_frame)
+                .map(|(address, symbol)| Frame::from_ref(address, symbol));
+            let frame = frame.as_ref();
             sites.push(SiteReport {
                 rank: i + 1,
                 label: trend.key.clone(),
@@ -276,11 +281,7 @@ impl Report {
                 p_increasing: trend.p_increasing,
                 seconds_to_limit: trend.seconds_to_limit,
                 site_ids: group.ids.clone(),
-                stack: if detailed {
-                    representative.stack.clone()
-                } else {
-                    Vec::new()
-                },
+                stack,
                 label_frame: representative.label_frame,
                 history: if detailed {
                     bucket(

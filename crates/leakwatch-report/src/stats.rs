@@ -5,18 +5,53 @@
 /// runs of equal length (the last run may be shorter). Keeps short series as they are.
 pub fn bucket(times: &[f64], values: &[f64], max_points: usize) -> (Vec<f64>, Vec<f64>) {
     let n = times.len().min(values.len());
-    if n <= max_points || max_points == 0 {
-        return (times[..n].to_vec(), values[..n].to_vec());
+    let buckets = Bucketing::new(&times[..n], max_points);
+    let values = buckets.apply(&values[..n]);
+    (buckets.times, values)
+}
+
+/// [`bucket`] split in two: the runs and their times, computed once for a series' time
+/// axis, then applied to each of its sites' values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucketing {
+    /// Points per run (1: no averaging).
+    per: usize,
+    /// Points covered.
+    len: usize,
+    /// The mean time of each run.
+    pub times: Vec<f64>,
+}
+
+impl Bucketing {
+    /// Runs of equal length that reduce `times` to at most `max_points` (`0`: no limit).
+    pub fn new(times: &[f64], max_points: usize) -> Bucketing {
+        let n = times.len();
+        let per = if n <= max_points || max_points == 0 {
+            1
+        } else {
+            n.div_ceil(max_points)
+        };
+        Bucketing {
+            per,
+            len: n,
+            times: mean_runs(times, per),
+        }
     }
-    let per = n.div_ceil(max_points);
-    let mut t_out = Vec::with_capacity(max_points);
-    let mut v_out = Vec::with_capacity(max_points);
-    for (ts, vs) in times[..n].chunks(per).zip(values[..n].chunks(per)) {
-        let k = ts.len() as f64;
-        t_out.push(ts.iter().sum::<f64>() / k);
-        v_out.push(vs.iter().sum::<f64>() / k);
+
+    /// `values` (one per time; extra values are ignored, missing ones shorten the
+    /// result) averaged over the runs.
+    pub fn apply(&self, values: &[f64]) -> Vec<f64> {
+        mean_runs(&values[..values.len().min(self.len)], self.per)
     }
-    (t_out, v_out)
+}
+
+fn mean_runs(xs: &[f64], per: usize) -> Vec<f64> {
+    if per <= 1 {
+        return xs.to_vec();
+    }
+    xs.chunks(per)
+        .map(|run| run.iter().sum::<f64>() / run.len() as f64)
+        .collect()
 }
 
 /// The Theil-Sen estimator: the median of the slopes between every pair of points with

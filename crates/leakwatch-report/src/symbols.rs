@@ -69,6 +69,23 @@ impl SymbolTable {
         self.frames.is_empty()
     }
 
+    /// A whole stack as borrowed source frames, innermost first, inlined frames
+    /// expanded: `(address, symbol)`, with `None` for an address without an entry. What
+    /// [`SymbolTable::stack`] builds, without copying any string.
+    pub fn stack_refs<'a>(
+        &'a self,
+        addresses: &'a [u64],
+    ) -> impl Iterator<Item = (u64, Option<&'a Symbol>)> + 'a {
+        addresses.iter().flat_map(move |&address| {
+            let symbols = self.frames.get(&address).map_or(&[][..], Vec::as_slice);
+            let unknown = symbols.is_empty().then_some((address, None));
+            symbols
+                .iter()
+                .map(move |s| (address, Some(s)))
+                .chain(unknown)
+        })
+    }
+
     /// A whole stack as source frames, innermost first, inlined frames expanded. An
     /// address without an entry becomes one frame with only its address.
     pub fn stack(&self, addresses: &[u64]) -> Vec<Frame> {
@@ -112,6 +129,14 @@ impl Frame {
             file: s.file.clone(),
             line: s.line,
             inlined: s.inlined,
+        }
+    }
+
+    /// The frame of one item of [`SymbolTable::stack_refs`].
+    pub(crate) fn from_ref(address: u64, symbol: Option<&Symbol>) -> Frame {
+        match symbol {
+            Some(s) => Frame::from_symbol(address, s),
+            None => Frame::unknown(address),
         }
     }
 
@@ -213,9 +238,13 @@ impl LabelRules {
     /// are never runtime here (an unknown frame is more likely the service's than ours);
     /// but see [`LabelRules::label_frame`], which prefers a named frame.
     pub fn is_ignored(&self, frame: &Frame) -> bool {
-        let function = frame.function.as_deref().unwrap_or("");
+        self.ignores(frame.function.as_deref(), frame.file.as_deref())
+    }
+
+    fn ignores(&self, function: Option<&str>, file: Option<&str>) -> bool {
+        let function = function.unwrap_or("");
         let function = function.strip_prefix('<').unwrap_or(function);
-        let file = frame.file.as_deref().unwrap_or("");
+        let file = file.unwrap_or("");
         self.ignore.iter().any(|rule| {
             if rule.contains('/') {
                 file.contains(rule.as_str())
@@ -237,6 +266,31 @@ impl LabelRules {
             .or(if stack.is_empty() { None } else { Some(0) })
     }
 
+    /// [`LabelRules::label_frame`] and [`LabelRules::label`] of a stack of return
+    /// addresses, symbolized with `symbols` (the same results as on
+    /// `symbols.stack(addresses)`, without building it).
+    pub fn label_of(&self, symbols: &SymbolTable, addresses: &[u64]) -> (String, usize) {
+        let mut first_kept: Option<(usize, u64, Option<&Symbol>)> = None;
+        let mut first: Option<(u64, Option<&Symbol>)> = None;
+        for (i, (address, symbol)) in symbols.stack_refs(addresses).enumerate() {
+            first.get_or_insert((address, symbol));
+            let function = symbol.and_then(|s| s.function.as_deref());
+            let file = symbol.and_then(|s| s.file.as_deref());
+            if self.ignores(function, file) {
+                continue;
+            }
+            if function.is_some() {
+                return (ref_label(address, symbol), i);
+            }
+            first_kept.get_or_insert((i, address, symbol));
+        }
+        match (first_kept, first) {
+            (Some((i, address, symbol)), _) => (ref_label(address, symbol), i),
+            (None, Some((address, symbol))) => (ref_label(address, symbol), 0),
+            (None, None) => ("(no stack)".to_string(), 0),
+        }
+    }
+
     /// The label of `stack`: its label frame as `function (file:line)`, or `"(no
     /// stack)"`.
     pub fn label(&self, stack: &[Frame]) -> String {
@@ -252,6 +306,11 @@ impl LabelRules {
         let start = self.label_frame(stack).unwrap_or(0);
         collapse_recursion(&stack[start.min(stack.len())..])
     }
+}
+
+/// [`Frame::label`] of a borrowed frame.
+fn ref_label(address: u64, symbol: Option<&Symbol>) -> String {
+    Frame::from_ref(address, symbol).label()
 }
 
 /// `stack` (innermost first) with every recursive cycle removed: wherever a frame (same

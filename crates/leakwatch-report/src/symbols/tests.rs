@@ -169,3 +169,62 @@ fn tables_resolve_only_missing_addresses() {
     assert_eq!(stack[0].function.as_deref(), Some("f4"));
     assert_eq!(stack[1], unknown(9));
 }
+
+#[test]
+fn labels_from_addresses_match_labels_from_built_stacks() {
+    let mut table = SymbolTable::new();
+    let add = |table: &mut SymbolTable, address: u64, frames: &[(&str, &str, u32)]| {
+        let list = frames
+            .iter()
+            .map(|&(function, file, line)| {
+                let mut s = Symbol::default();
+                s.address = address;
+                s.function = Some(function.into());
+                s.file = Some(file.into());
+                s.line = Some(line);
+                s
+            })
+            .collect();
+        table.insert(address, list);
+    };
+    add(
+        &mut table,
+        1,
+        &[(
+            "alloc::alloc::alloc",
+            "/rustc/x/library/alloc/src/alloc.rs",
+            9,
+        )],
+    );
+    // An address whose inlined frames hold both runtime and user code.
+    add(
+        &mut table,
+        2,
+        &[
+            (
+                "alloc::vec::Vec<T>::push",
+                "/rustc/x/library/alloc/src/vec/mod.rs",
+                1,
+            ),
+            ("app::store", "/w/app/src/lib.rs", 7),
+        ],
+    );
+    add(&mut table, 3, &[("app::main", "/w/app/src/main.rs", 2)]);
+    let rules = LabelRules::default();
+    for stack in [
+        &[1u64, 2, 3][..],
+        &[1, 99, 3],
+        &[1],
+        &[99],
+        &[],
+        &[99, 1, 98],
+    ] {
+        let built = table.stack(stack);
+        let expected = (rules.label(&built), rules.label_frame(&built).unwrap_or(0));
+        assert_eq!(rules.label_of(&table, stack), expected, "{stack:?}");
+    }
+    assert_eq!(
+        rules.label_of(&table, &[1, 2, 3]).0,
+        "app::store (app/src/lib.rs:7)"
+    );
+}
