@@ -173,26 +173,82 @@ impl SiteReport {
 }
 
 /// A site's label and which frame of its symbolized stack it comes from.
+#[derive(Debug, Clone)]
 struct Labelled {
     label: String,
     label_frame: usize,
+}
+
+/// Site labels kept from one report to the next. A site's frames never change, nor do
+/// the symbols of its addresses once resolved, so each site needs labelling once; a
+/// recorder that ranks every few seconds keeps one of these. It starts over when the
+/// label rules change. (Do not share one between processes: site ids are per process.)
+#[derive(Debug, Clone, Default)]
+pub struct LabelCache {
+    rules: Option<LabelRules>,
+    labels: Vec<Option<Labelled>>,
+}
+
+impl LabelCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Labels every site of `history` not labelled yet.
+    fn fill(&mut self, history: &History, symbols: &SymbolTable, rules: &LabelRules) {
+        if self.rules.as_ref() != Some(rules) {
+            self.labels.clear();
+            self.rules = Some(rules.clone());
+        }
+        for site in history.sites() {
+            let id = site.id as usize;
+            if id >= self.labels.len() {
+                self.labels.resize(id + 1, None);
+            }
+            if self.labels[id].is_none() {
+                let (label, label_frame) = rules.label_of(symbols, &site.frames);
+                self.labels[id] = Some(Labelled { label, label_frame });
+            }
+        }
+    }
+
+    /// The label of a site [`fill`](Self::fill) has seen.
+    fn get(&self, id: u32) -> &Labelled {
+        static NONE: Labelled = Labelled {
+            label: String::new(),
+            label_frame: 0,
+        };
+        self.labels
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .unwrap_or(&NONE)
+    }
 }
 
 impl Report {
     /// Ranks `history`, naming sites with `symbols` (addresses missing from it are shown
     /// as hex).
     pub fn build(history: &History, symbols: &SymbolTable, options: &ReportOptions) -> Report {
+        Report::build_cached(history, symbols, options, &mut LabelCache::new())
+    }
+
+    /// [`Report::build`], reusing the labels of an earlier report of the same history
+    /// (every symbol of its sites must be in `symbols` before a site is first labelled).
+    pub fn build_cached(
+        history: &History,
+        symbols: &SymbolTable,
+        options: &ReportOptions,
+        labels: &mut LabelCache,
+    ) -> Report {
         // Label every site; merge sites by label.
-        let mut labelled: BTreeMap<u32, Labelled> = BTreeMap::new();
-        for site in history.sites() {
-            let (label, label_frame) = options.labels.label_of(symbols, &site.frames);
-            labelled.insert(site.id, Labelled { label, label_frame });
-        }
+        labels.fill(history, symbols, &options.labels);
+        let labelled = &*labels;
         let frames_of: BTreeMap<u32, &[u64]> = history
             .sites()
             .map(|s| (s.id, s.frames.as_slice()))
             .collect();
-        let mut series = history.series_by(|site| labelled[&site.id].label.clone());
+        let mut series = history.series_by(|site| labelled.get(site.id).label.clone());
         let usage: Vec<f64> = history
             .process()
             .iter()
@@ -216,7 +272,7 @@ impl Report {
             let growth = f64::from(column.last().copied().unwrap_or(0.0))
                 - f64::from(column.first().copied().unwrap_or(0.0));
             let g = groups
-                .entry(labelled[&site.id].label.as_str())
+                .entry(labelled.get(site.id).label.as_str())
                 .or_insert(Group {
                     ids: Vec::new(),
                     live_blocks: 0.0,
@@ -249,7 +305,7 @@ impl Report {
                 continue;
             }
             let group = &groups[trend.key.as_str()];
-            let representative = &labelled[&group.representative.2];
+            let representative = labelled.get(group.representative.2);
             let detailed = i < options.detail;
             // Only detailed sites get their whole stack built (it copies strings).
             let addresses = frames_of[&group.representative.2];

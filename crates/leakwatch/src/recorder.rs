@@ -9,7 +9,9 @@
 use crate::limit::memory_limit;
 use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer};
 use leakwatch_report::render::text::{bytes, duration, rate};
-use leakwatch_report::{History, Report, ReportOptions, SeriesWriter, SiteReport, SymbolTable};
+use leakwatch_report::{
+    History, LabelCache, Report, ReportOptions, SeriesWriter, SiteReport, SymbolTable,
+};
 use parking_lot::{Condvar, Mutex};
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -189,6 +191,7 @@ impl RecorderBuilder {
                 sink,
                 alerted: HashSet::new(),
                 symbolized: Vec::new(),
+                labels: LabelCache::new(),
                 stats: RecorderStats::default(),
             }),
             settings: Settings {
@@ -285,6 +288,8 @@ struct State {
     alerted: HashSet<String>,
     /// Site ids whose frames are in `symbols` already.
     symbolized: Vec<bool>,
+    /// Labels of the sites, kept between reports.
+    labels: LabelCache,
     stats: RecorderStats,
 }
 
@@ -561,7 +566,8 @@ impl State {
 
     fn report(&mut self, options: &ReportOptions) -> Report {
         self.resolve_symbols();
-        let mut report = Report::build(&self.history, &self.symbols, options);
+        let mut report =
+            Report::build_cached(&self.history, &self.symbols, options, &mut self.labels);
         if let Some(sink) = &self.sink {
             if sink.failed {
                 report.warnings.push(format!(
