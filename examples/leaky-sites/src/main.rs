@@ -200,7 +200,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            println!("\nunexpected: the leaking site is not ranked first as a leak with the cache a plateau");
+            println!(
+                "\nunexpected: the leaking site is not ranked first as a leak with the cache a plateau"
+            );
             ExitCode::FAILURE
         }
     }
