@@ -7,7 +7,7 @@
 //! | verdict | whole window | last third against middle third |
 //! |---|---|---|
 //! | `leak` | significant growth (p < alpha), above the thresholds and the noise | not clearly stopped |
-//! | `plateau` | significant growth, above the thresholds and the noise | clearly short of a steady climb: grew, then stopped (a cache) |
+//! | `plateau` | growth above the thresholds and five times the noise (or significant) | clearly short of a steady climb: grew, then stopped (a cache); also a rise early in the window (last third well above the first tenth) followed by a flat stretch |
 //! | `growing` | growth above the thresholds, weakly significant (p < 0.05; any rise with under 10 points) | not falling |
 //! | `shrinking` | significant decline | |
 //! | `stable` | none of the above | |
@@ -192,6 +192,12 @@ fn thirds(values: &[f64]) -> [f64; 3] {
     [part(0, cut(1)), part(cut(1), cut(2)), part(cut(2), n)]
 }
 
+/// The level (median) of the first tenth of `values` (at least one point).
+fn first_tenth_level(values: &[f64]) -> f64 {
+    let k = (values.len() / 10).max(1).min(values.len());
+    median(&mut values[..k].to_vec()).unwrap_or(0.0)
+}
+
 /// The trend of a site that never moved by `min_growth`: stable, with rates from the
 /// change between the window's ends (no significance test: p-values of 1).
 fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
@@ -295,10 +301,22 @@ fn site_trend<K>(key: K, axes: &Axes, values: &[f64], o: &RankOptions) -> SiteTr
     let expected = growth / 2.0;
     let stopped = recent_growth < 0.5 * expected && expected - recent_growth > 2.5 * level_noise;
     let still_growing = !stopped;
+    // A rise early in the window (even before the first third's median would show it),
+    // then a flat stretch: the last third sits well above the window's start and barely
+    // above the middle third. Needs enough points for the noise estimate.
+    let enough_points = values.len() >= 10;
+    let rise = late - first_tenth_level(values);
+    let rose_then_stopped = enough_points
+        && rise >= o.min_growth
+        && rise > 5.0 * level_noise
+        && recent_growth < 0.15 * rise;
 
     let verdict = if grew && significant_up && still_growing {
         Verdict::Leak
-    } else if grew && significant_up {
+    } else if (grew && (significant_up || (stopped && enough_points))) || rose_then_stopped {
+        // Grew and stopped. A short rise followed by a long flat stretch is no monotonic
+        // trend to Mann-Kendall, but its levels tell it: the rise is more than five times
+        // the level noise (`stopped` requires it) and then it stayed.
         Verdict::Plateau
     } else if mk.p_decreasing < o.alpha && growth <= -o.min_growth && rate < -o.min_rate {
         Verdict::Shrinking

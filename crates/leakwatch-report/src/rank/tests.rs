@@ -87,6 +87,19 @@ fn a_cache_that_fills_then_levels_off() {
 }
 
 #[test]
+fn a_cache_that_fills_early_then_wanders_is_a_plateau() {
+    // Fills in the first 10% of the window, then drifts a little as sampled estimates
+    // of a churning cache do: no monotonic trend overall, but a clear rise that stopped.
+    check(
+        &[("early", &|t, n| {
+            let fill = (t / 60.0).min(1.0);
+            16.0 * MIB * fill - 1500.0 * (t - 60.0).max(0.0) + 200_000.0 * n.next()
+        })],
+        &[("early", Verdict::Plateau)],
+    );
+}
+
+#[test]
 fn a_sawtooth_is_stable() {
     // Allocate 1 MiB/s for 20 s, release everything, again and again.
     check(
@@ -188,7 +201,7 @@ fn false_alarms_are_rare_and_slow_leaks_are_found() {
     // like a leak, and how often is a slow leak under heavy noise caught? The leak grows
     // 4 KiB/s under noise of +-4 MiB (standard deviation 2.4 MiB): after ten minutes it
     // has grown by one standard deviation of the noise.
-    let (mut false_leaks, mut found) = (0, 0);
+    let (mut false_leaks, mut false_plateaus, mut found) = (0, 0, 0);
     for seed in 1..=200u64 {
         let s = seeded_series(
             seed.wrapping_mul(0x2545_F491_4F6C_DD1D),
@@ -202,9 +215,14 @@ fn false_alarms_are_rare_and_slow_leaks_are_found() {
         let ranking = rank(&s, &RankOptions::default());
         let verdict = |k: &str| ranking.sites.iter().find(|s| s.key == k).unwrap().verdict;
         false_leaks += usize::from(verdict("flat") == Verdict::Leak);
+        false_plateaus += usize::from(verdict("flat") == Verdict::Plateau);
         found += usize::from(verdict("slow") == Verdict::Leak);
     }
-    eprintln!("false leaks {false_leaks}, found {found}");
+    eprintln!("false leaks {false_leaks}, false plateaus {false_plateaus}, found {found}");
+    assert!(
+        false_plateaus <= 4,
+        "{false_plateaus} of 200 flat sites called plateaus"
+    );
     assert!(
         false_leaks <= 1,
         "{false_leaks} of 200 flat sites called leaks"
