@@ -28,6 +28,9 @@ pub(crate) const MODE_MASK: u8 = 3;
 /// Set once any block has been tracked: frees must consult the filter from then on, even
 /// with tracking off, so that tracked blocks are always accounted when freed.
 pub(crate) const FREE_CHECK: u8 = 4;
+/// Set while any [`Scope`](crate::Scope) is open: with tracking off, allocations still
+/// go to the tracking path, where threads outside a scope return at once.
+pub(crate) const SCOPED: u8 = 8;
 
 /// The tracker's global state: mode bits plus [`FREE_CHECK`]. Read on every allocation
 /// and free, written only when the configuration changes.
@@ -65,6 +68,8 @@ pub(crate) struct ThreadState {
     pub(crate) stack_hi: Cell<usize>,
     /// Pending changes to site counters.
     pub(crate) sites: SiteBatch,
+    /// Tag of the scope the thread is in (0: none); see `scope.rs`.
+    pub(crate) scope: Cell<u64>,
 }
 
 impl ThreadState {
@@ -83,6 +88,7 @@ impl ThreadState {
             stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
             sites: SiteBatch::new(),
+            scope: Cell::new(0),
         }
     }
 }
@@ -149,6 +155,16 @@ pub(crate) fn try_count_untracked_free(addr: usize, size: usize) -> bool {
 pub(crate) fn on_alloc(addr: usize, size: usize, config: &Config) {
     let mut state = STATE.load(Relaxed);
     if state & MODE_MASK == OFF {
+        if state & SCOPED != 0 {
+            // Tracking is off, but a scope is open: track this thread's allocation if it
+            // is in one.
+            let sp = stack_pointer();
+            THREAD.with(|t| {
+                if t.scope.get() != 0 {
+                    tracker::on_alloc_slow(t, addr, size, sp);
+                }
+            });
+        }
         return;
     }
     if state & MODE_MASK == UNINIT {

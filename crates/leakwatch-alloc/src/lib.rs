@@ -71,6 +71,7 @@ mod hot;
 #[expect(unsafe_code)]
 mod os;
 mod sampler;
+mod scope;
 #[expect(unsafe_code)]
 mod sites;
 mod snapshot;
@@ -87,6 +88,7 @@ pub use config::{
 };
 pub use global_alloc::LeakWatch;
 pub use os::Module;
+pub use scope::{MAX_SCOPES, Scope, ScopeError, ScopeGuard, ScopeHandle, ScopeStats};
 pub use snapshot::{
     Mode, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, TrackerStats,
 };

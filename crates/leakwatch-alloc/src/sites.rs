@@ -28,6 +28,9 @@ pub(crate) struct SiteRecord {
     alloc_count: AtomicU64,
     freed_bytes: AtomicU64,
     freed_count: AtomicU64,
+    /// The scope whose allocations this site holds (see `scope.rs`), 0 for none. Set
+    /// before the site is published, never changed.
+    scope: AtomicU64,
 }
 
 // SAFETY: all fields are atomics of integers; zero is a valid, empty record.
@@ -59,6 +62,11 @@ impl SiteRecord {
             self.freed_bytes.fetch_add(delta.freed_bytes, Relaxed);
             self.freed_count.fetch_add(delta.freed_count, Relaxed);
         }
+    }
+
+    /// The scope tag of this site (0: not a scope's site).
+    pub(crate) fn scope(&self) -> u64 {
+        self.scope.load(Relaxed)
     }
 
     /// Reads the counters so that freed never exceeds allocated: every free is added after
@@ -254,8 +262,10 @@ pub(crate) fn hash_frames(frames: &[u64], truncated: bool) -> u64 {
 
 impl Sites {
     /// The id of the site with this stack, interning it if new; [`OVERFLOW`] when full.
-    /// `h` is [`hash_frames`] of the stack (computed during capture).
-    pub(crate) fn intern(&self, frames: &[u64], truncated: bool, h: u64) -> u32 {
+    /// `h` is [`hash_frames`] of the stack (computed during capture). `scope` is the tag
+    /// of the scope the stack belongs to (0 for none; a scope's stacks end in its marker
+    /// frame, so they never match another scope's or an unscoped stack).
+    pub(crate) fn intern(&self, frames: &[u64], truncated: bool, h: u64, scope: u64) -> u32 {
         if let Some(id) = self.find(h, frames, truncated) {
             return id;
         }
@@ -275,6 +285,7 @@ impl Sites {
         }
         let record = &self.records[id as usize];
         record.hash.store(h, Relaxed);
+        record.scope.store(scope, Relaxed);
         record.frames_start.store(start, Relaxed);
         let flags = if truncated { TRUNCATED } else { 0 };
         record
@@ -373,7 +384,7 @@ mod tests {
         assert!(init(64, 8));
         let sites = get().unwrap();
         let intern = |frames: &[u64], truncated| {
-            sites.intern(frames, truncated, hash_frames(frames, truncated))
+            sites.intern(frames, truncated, hash_frames(frames, truncated), 0)
         };
         let a = intern(&[1, 2, 3], false);
         let b = intern(&[1, 2, 4], false);

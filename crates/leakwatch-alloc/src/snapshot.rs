@@ -112,6 +112,46 @@ pub struct SiteStats {
     pub freed_bytes: u64,
     /// Blocks allocated here and since freed.
     pub freed_blocks: f64,
+    /// The scope ([`Scope`](crate::Scope)) whose allocations this site holds, 0 for
+    /// none. A scope's sites count only its own allocations, tracked exactly.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scope: u64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
+/// A site's stats from the table (`None` for a site with no allocation yet). A scope's
+/// marker frame is not part of the frames.
+pub(crate) fn site_stats(table: &sites::Sites, id: u32) -> Option<SiteStats> {
+    let record = table.record(id);
+    let c = record.counters();
+    if c.alloc_count == 0 {
+        return None;
+    }
+    let mut frames = Vec::new();
+    let truncated = table.copy_frames(id, &mut frames);
+    let scope = record.scope();
+    if scope != 0
+        && frames
+            .last()
+            .is_some_and(|&f| f >= crate::scope::SCOPE_FRAME)
+    {
+        frames.pop();
+    }
+    Some(SiteStats {
+        id,
+        frames,
+        truncated,
+        live_bytes: c.alloc_bytes - c.freed_bytes,
+        live_blocks: blocks_of(c.alloc_count - c.freed_count),
+        alloc_bytes: c.alloc_bytes,
+        alloc_blocks: blocks_of(c.alloc_count),
+        freed_bytes: c.freed_bytes,
+        freed_blocks: blocks_of(c.freed_count),
+        scope,
+    })
 }
 
 /// The tracker's own memory and bounds.
@@ -203,25 +243,7 @@ pub(crate) fn build() -> Snapshot {
         let o = table.record(sites::OVERFLOW).counters();
         overflow_live = o.alloc_bytes - o.freed_bytes;
         sites_out.reserve(site_count as usize);
-        for id in 1..table.len() {
-            let c = table.record(id).counters();
-            if c.alloc_count == 0 {
-                continue;
-            }
-            let mut frames = Vec::new();
-            let truncated = table.copy_frames(id, &mut frames);
-            sites_out.push(SiteStats {
-                id,
-                frames,
-                truncated,
-                live_bytes: c.alloc_bytes - c.freed_bytes,
-                live_blocks: blocks_of(c.alloc_count - c.freed_count),
-                alloc_bytes: c.alloc_bytes,
-                alloc_blocks: blocks_of(c.alloc_count),
-                freed_bytes: c.freed_bytes,
-                freed_blocks: blocks_of(c.freed_count),
-            });
-        }
+        sites_out.extend((1..table.len()).filter_map(|id| site_stats(table, id)));
     }
     let tracked_blocks = blocks::len();
     let tracker = TrackerStats {

@@ -109,6 +109,16 @@ impl<'a> Stack<'a> {
         self.hasher.finish(self.truncated)
     }
 
+    /// Appends a frame beyond the maximum depth (the caller sized the stack one short
+    /// to leave room): a scope's marker frame.
+    pub(crate) fn push_marker(&mut self, marker: u64) {
+        if self.len < MAX_DEPTH_LIMIT {
+            self.frames[self.len] = MaybeUninit::new(marker);
+            self.len += 1;
+            self.hasher.add(marker);
+        }
+    }
+
     /// Appends a frame; returns false once the stack is full (and marks it truncated).
     fn push(&mut self, addr: u64) -> bool {
         if self.len >= self.max {

@@ -12,11 +12,12 @@ use crate::blocks::{self, Entry, Inserted};
 use crate::config::{self, Config};
 use crate::filter;
 use crate::hot::{
-    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD, ThreadState,
-    UNINIT,
+    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, SCOPED, STATE, THREAD,
+    ThreadState, UNINIT,
 };
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
+use crate::scope;
 use crate::sites::{self, SiteCounters};
 use crate::stack::{self, Stack};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
@@ -158,6 +159,11 @@ fn ensure_tables() -> bool {
     }
 }
 
+/// Maps the tables for a scope (tracking may stay off). Returns false on failure.
+pub(crate) fn ensure_tables_for_scope() -> bool {
+    ensure_tables()
+}
+
 /// Whether the tables could not be created (tracking then stays off).
 pub(crate) fn tables_failed() -> bool {
     TABLES.load(Relaxed) == TABLES_FAILED
@@ -193,7 +199,7 @@ fn set_mode(mode: u8) {
         } else {
             s & FREE_CHECK
         };
-        Some(mode | free_check)
+        Some(mode | free_check | (s & SCOPED))
     });
 }
 
@@ -221,9 +227,10 @@ pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize
         if t.phase.get() == NEW {
             return;
         }
-        if STATE.load(Relaxed) & MODE_MASK == EXACT {
-            // Every allocation comes here in exact mode, and the countdown is only a
-            // byte counter: publish once per batch, as tracked allocations do.
+        if STATE.load(Relaxed) & MODE_MASK == EXACT || t.scope.get() != 0 {
+            // Every allocation comes here in exact mode (and in a scope), and the
+            // countdown is only a byte counter: publish once per batch, as tracked
+            // allocations do. (Redrawing it would unpin a scoped thread's countdown.)
             let pending = t.countdown_base.get().wrapping_sub(t.countdown.get());
             if pending >= FLUSH_BYTES || t.phase.get() == EXITED {
                 flush(t);
@@ -250,6 +257,16 @@ pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize
     let mode = STATE.load(Relaxed) & MODE_MASK;
     let exiting = t.phase.get() == EXITED;
     let pending = t.countdown_base.get().wrapping_sub(t.countdown.get());
+    let tag = t.scope.get();
+    if tag != 0 {
+        // In a scope: every allocation is tracked exactly, whatever the mode.
+        if mode >= SAMPLED && (exiting || pending >= FLUSH_BYTES) {
+            flush(t);
+        }
+        track_scoped(t, addr, size, sp, tag);
+        t.busy.set(false);
+        return;
+    }
     if mode != EXACT || exiting || pending >= FLUSH_BYTES {
         flush(t);
     }
@@ -301,7 +318,7 @@ fn decide(t: &ThreadState, size: usize, rate: u32) -> bool {
 }
 
 /// Sets the countdown. Only right after a flush (the base is moved with it).
-fn set_countdown(t: &ThreadState, value: i64) {
+pub(crate) fn set_countdown(t: &ThreadState, value: i64) {
     t.countdown.set(value);
     t.countdown_base.set(value);
 }
@@ -339,7 +356,7 @@ fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
     if stack.truncated() {
         OVERFLOW.truncated_stacks.fetch_add(1, Relaxed);
     }
-    let site = sites.intern(stack.frames(), stack.truncated(), stack.hash());
+    let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), 0);
     let weight = Weight::of(size, rate);
     match blocks::insert(addr, site, rate) {
         Inserted::New => {
@@ -355,6 +372,43 @@ fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
         Inserted::Full => {
             OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
             OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
+        }
+    }
+}
+
+/// Captures the stack with the scope's marker as its outermost frame, interns it as one
+/// of the scope's sites, and records the block exactly (weight 1). The site's counters
+/// are written through: a scope's readings must not wait on a thread's batch.
+fn track_scoped(t: &ThreadState, addr: usize, size: usize, sp: usize, tag: u64) {
+    let Some(sites) = sites::get() else { return };
+    let mut buffer = stack::stack_buffer();
+    let depth = MAX_DEPTH.load(Relaxed).max(2) as usize;
+    let mut stack = Stack::new(&mut buffer, depth - 1);
+    stack::capture(&mut stack, sp, t.stack_lo.get(), t.stack_hi.get());
+    if stack.truncated() {
+        OVERFLOW.truncated_stacks.fetch_add(1, Relaxed);
+    }
+    stack.push_marker(scope::SCOPE_FRAME | tag);
+    let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), tag);
+    if site == sites::OVERFLOW {
+        scope::note_site_overflow(tag);
+    }
+    let weight = Weight::of(size, 1);
+    match blocks::insert(addr, site, 1) {
+        Inserted::New => {
+            filter::insert(addr);
+            sites.record(site).add(&SiteCounters::alloc(weight));
+            scope::note_alloc(tag, size, true);
+        }
+        Inserted::Replaced(_) => {
+            OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
+            sites.record(site).add(&SiteCounters::alloc(weight));
+            scope::note_alloc(tag, size, true);
+        }
+        Inserted::Full => {
+            OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
+            OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
+            scope::note_untracked(tag);
         }
     }
 }
@@ -377,7 +431,14 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
     filter::remove(addr);
     if let Some(sites) = sites::get() {
         let delta = SiteCounters::free(Weight::of(size, entry.rate));
-        THREAD.with(|t| note_site(t, sites, entry.site, delta));
+        let tag = sites.record(entry.site).scope();
+        if tag != 0 {
+            // A scope's block, freed by whichever thread: written through.
+            sites.record(entry.site).add(&delta);
+            scope::note_free(tag, size);
+        } else {
+            THREAD.with(|t| note_site(t, sites, entry.site, delta));
+        }
     }
     Some(entry)
 }
@@ -388,14 +449,23 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
 pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     let Some(sites) = sites::get() else { return };
     let weight = Weight::of(size, entry.rate);
+    let tag = sites.record(entry.site).scope();
+    let unfree = |delta: SiteCounters| {
+        if tag != 0 {
+            sites.record(entry.site).add(&delta);
+            scope::note_alloc(tag, size, false);
+        } else {
+            THREAD.with(|t| note_site(t, sites, entry.site, delta));
+        }
+    };
     match blocks::insert(addr, entry.site, entry.rate) {
         Inserted::New => {
             filter::insert(addr);
-            THREAD.with(|t| note_site(t, sites, entry.site, SiteCounters::unfree(weight)));
+            unfree(SiteCounters::unfree(weight));
         }
         Inserted::Replaced(_) => {
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
-            THREAD.with(|t| note_site(t, sites, entry.site, SiteCounters::unfree(weight)));
+            unfree(SiteCounters::unfree(weight));
         }
         Inserted::Full => {
             // Stays accounted as freed; say that a block went untracked.

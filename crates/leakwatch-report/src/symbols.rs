@@ -215,7 +215,11 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "/library/core/",
     "/library/alloc/",
     "/hashbrown-",
-    "/leakwatch-alloc/src/",
+    // Both the workspace's `crates/leakwatch-alloc/` and the registry's
+    // `leakwatch-alloc-0.1.0/`: release builds name inlined frames without their module
+    // path, so runtime frames are told by their files too.
+    "/leakwatch-alloc",
+    "/leakwatch-report",
 ];
 
 impl Default for LabelRules {

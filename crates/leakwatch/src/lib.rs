@@ -37,9 +37,11 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+pub mod check;
 mod limit;
 mod recorder;
 
+pub use check::check;
 pub use leakwatch_alloc::*;
 pub use limit::memory_limit;
 pub use recorder::{AlertOptions, LeakHook, Recorder, RecorderBuilder, RecorderStats};

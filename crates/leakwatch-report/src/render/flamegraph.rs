@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 /// thread-local access, into the allocator, and the allocator into the caller).
 pub const ALLOCATOR_FRAMES: &[&str] = &[
     "leakwatch_alloc::",
-    "/leakwatch-alloc/src/",
+    "/leakwatch-alloc",
     "__rust_alloc",
     "__rust_realloc",
     "__rg_",
