@@ -1,0 +1,123 @@
+//! Running the service: bind, start leakwatch's recorder, serve until Ctrl-C or SIGTERM.
+
+use crate::server::{AppState, Config, router};
+use leakwatch::Recorder;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How leakwatch runs in the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracking {
+    /// Not at all (no recorder; `/debug` answers 503).
+    Off,
+    /// Sampled at the default rate (what staging runs).
+    Sampled,
+    /// Every allocation.
+    Exact,
+}
+
+/// Settings of `model-server serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (port 0: any free port).
+    pub addr: SocketAddr,
+    /// The service's limits and the session store (fixed or leaky).
+    pub config: Config,
+    /// leakwatch's mode.
+    pub tracking: Tracking,
+    /// Time between the recorder's snapshots.
+    pub interval: Duration,
+    /// Memory limit for time-to-limit (default: detected from the cgroup).
+    pub memory_limit: Option<u64>,
+    /// Where the recorder appends its series, if anywhere.
+    pub series: Option<PathBuf>,
+}
+
+/// Starts tracking and the recorder as `tracking` asks.
+///
+/// # Errors
+/// When the series file cannot be opened.
+pub fn start_recorder(options: &ServeOptions) -> std::io::Result<Option<Recorder>> {
+    match options.tracking {
+        Tracking::Off => {
+            leakwatch::disable();
+            return Ok(None);
+        }
+        Tracking::Sampled => {
+            if leakwatch::sample_rate() <= 1 {
+                leakwatch::set_sample_rate(leakwatch::DEFAULT_SAMPLE_RATE);
+            }
+        }
+        Tracking::Exact => leakwatch::set_sample_rate(1),
+    }
+    if !leakwatch::enable() {
+        tracing::warn!("leakwatch could not start tracking: is it the global allocator?");
+        return Ok(None);
+    }
+    let mut builder = Recorder::builder().interval(options.interval);
+    if let Some(limit) = options.memory_limit {
+        builder = builder.memory_limit(Some(limit));
+    }
+    if let Some(path) = &options.series {
+        builder = builder.file(path);
+    }
+    builder.start().map(Some)
+}
+
+/// Serves until Ctrl-C or SIGTERM. Prints `model-server listening on http://ADDR` once
+/// bound (tests and the demo read the address from it).
+///
+/// # Errors
+/// When the address cannot be bound or the series file cannot be opened.
+pub async fn serve(options: ServeOptions) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.addr).await?;
+    let addr = listener.local_addr()?;
+    let recorder = start_recorder(&options)?;
+    let state = AppState::new(options.config.clone(), addr, recorder);
+    if !addr.ip().is_loopback() && options.config.debug_token.is_none() {
+        tracing::warn!(
+            "listening beyond loopback without --debug-token: /admin and /debug will refuse every request"
+        );
+    }
+    let sweeper = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                state.drop_idle_sessions();
+            }
+        })
+    };
+    println!("model-server listening on http://{addr}");
+    let result = axum::serve(listener, router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    sweeper.abort();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
