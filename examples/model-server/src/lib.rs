@@ -7,9 +7,39 @@
 //! - [`server`]: the HTTP endpoints (generation, model update, health, metrics, and
 //!   leakwatch's reports).
 //! - [`serve`]: runs the service with leakwatch's recorder.
+//! - [`loadgen`]: a load generator for the service (loopback only), as a library and as
+//!   `model-server loadgen`.
+//! - [`demo`]: `model-server demo`: the leak found by leakwatch, then the fix checked,
+//!   with the service as a child process ([`demo::ServerProcess`]).
 #![forbid(unsafe_code)]
 
+pub mod demo;
+pub mod loadgen;
 pub mod model;
 pub mod serve;
 pub mod server;
 pub mod sessions;
+
+/// Runs the service ([`serve::serve`]) on a multi-threaded runtime, with logs
+/// (leakwatch's alerts among them) on standard error, until Ctrl-C or SIGTERM: what
+/// `model-server serve` does, as a function for other binaries (the service benchmark
+/// runs its server child with it).
+///
+/// # Errors
+/// When the runtime cannot start, the address cannot be bound or the series file cannot
+/// be opened.
+pub fn run_service(options: serve::ServeOptions) -> std::io::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(serve::serve(options))
+}

@@ -1,14 +1,22 @@
 //! `model-server`: a small language model served over HTTP, with leakwatch watching it.
 //!
 //! ```text
-//! model-server serve [--addr 127.0.0.1:8080] [--leaky] [--leakwatch off|sampled|exact]
-//!                    [--debug-token TOKEN] [--budget 8MiB] [--context 128]
-//!                    [--interval 1s] [--memory-limit 1GiB] [--series FILE]
+//! model-server demo    [--out DIR] [--rate N] [--clients N] [--session-requests K]
+//!                      [--update-after S] [--max-leaky S] [--fixed-seconds S]
+//!                      [--leakwatch sampled|exact]
+//! model-server serve   [--addr 127.0.0.1:8080] [--leaky] [--leakwatch off|sampled|exact]
+//!                      [--debug-token TOKEN] [--budget 8MiB] [--context 128]
+//!                      [--interval 1s] [--memory-limit 1GiB] [--series FILE]
+//! model-server loadgen [--url http://127.0.0.1:8080] [--clients N] [--requests N]
+//!                      [--duration S] [--rate N] [--session-requests K]
+//!                      [--max-tokens LO-HI] [--timeout S]
 //! ```
 #![forbid(unsafe_code)]
 
 use leakwatch::LeakWatch;
-use model_server::serve::{ServeOptions, Tracking, serve};
+use model_server::demo::DemoOptions;
+use model_server::loadgen::{self, LoadOptions};
+use model_server::serve::{ServeOptions, Tracking};
 use model_server::server::Config;
 use model_server::sessions::Eviction;
 use std::process::ExitCode;
@@ -21,6 +29,19 @@ const USAGE: &str = "\
 model-server: a small language model served over HTTP, with leakwatch watching it
 
 usage:
+  model-server demo [options]
+      leakwatch finds the outage's leak in the service under load, then checks the fix
+      (about 40 s; starts the service itself, on loopback)
+      --out DIR              where the HTML report and server logs go
+                             (default target/model-server-demo)
+      --rate N               requests per second (default 1000)
+      --clients N            concurrent clients (default 4)
+      --session-requests K   a new session every K requests (default 8)
+      --update-after S       model update after S seconds of load, once the caches are a
+                             plateau (default 8)
+      --max-leaky S          longest the leaky run may take to find the leak (default 45)
+      --fixed-seconds S      length of the fixed run (default 20)
+      --leakwatch MODE       exact (default) or sampled
   model-server serve [options]
       --addr ADDR            where to listen (default 127.0.0.1:8080; port 0 = any free port)
       --leaky                the session store from before the postmortem (leaks after a model update)
@@ -32,6 +53,17 @@ usage:
       --interval SECONDS     leakwatch recorder interval (default 1; fractions allowed)
       --memory-limit BYTES   memory limit for time-to-limit (default: the cgroup's)
       --series FILE          append leakwatch's series to FILE (for `leakwatch report`)
+  model-server loadgen [options]
+      drives POST /v1/generate at a service on this machine (loopback only)
+      --url URL              http://127.x.x.x:PORT or http://localhost:PORT
+                             (default http://127.0.0.1:8080)
+      --clients N            concurrent clients, one connection each (default 4)
+      --requests N           stop after N requests (default: no bound)
+      --duration SECONDS     stop after this long (default 10)
+      --rate N               requests per second over all clients (default: as fast as answered)
+      --session-requests K   a new session every K requests (default 8)
+      --max-tokens LO-HI     max_tokens of each request, from LO to HI (default 8-24)
+      --timeout SECONDS      per request (default 10; connect: 2)
   model-server help";
 
 fn main() -> ExitCode {
@@ -42,7 +74,32 @@ fn main() -> ExitCode {
     };
     let rest = &args[1..];
     let result = match command.as_str() {
-        "serve" => parse_serve(rest).and_then(|options| run(serve(options))),
+        "serve" => parse_serve(rest)
+            .and_then(|options| model_server::run_service(options).map_err(|e| e.to_string())),
+        "loadgen" => {
+            match parse_loadgen(rest).and_then(|o| loadgen::run(o).map_err(|e| e.to_string())) {
+                Ok(report) => {
+                    println!("{report}");
+                    // Nothing answered: say so in the exit code too.
+                    if report.ok == 0 {
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        "demo" => match parse_demo(rest) {
+            Ok(options) => match model_server::demo::run(&options) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("model-server demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(e) => Err(e),
+        },
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -58,24 +115,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Runs `future` on a multi-threaded runtime, with logs (leakwatch's alerts among them)
-/// on standard error.
-fn run(future: impl std::future::Future<Output = std::io::Result<()>>) -> Result<(), String> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(future).map_err(|e| e.to_string())
 }
 
 /// The value after a flag.
@@ -158,6 +197,90 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             other => {
                 return Err(format!(
                     "unknown option {other:?} for serve (try `model-server help`)"
+                ));
+            }
+        }
+    }
+    Ok(options)
+}
+
+fn count(flag: &str, text: &str, max: u64) -> Result<u64, String> {
+    text.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("{flag}: a whole number from 1 to {max}, not {text:?}"))
+}
+
+fn rate(flag: &str, text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && (0.01..=1e6).contains(r))
+        .ok_or_else(|| format!("{flag}: requests per second from 0.01 to 1000000, not {text:?}"))
+}
+
+fn parse_loadgen(args: &[String]) -> Result<LoadOptions, String> {
+    let mut options = LoadOptions {
+        clients: 4,
+        ..LoadOptions::default()
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut text = || value(&mut args, flag);
+        match flag.as_str() {
+            "--url" => options.url = text()?.clone(),
+            "--clients" => {
+                options.clients = count(flag, text()?, loadgen::MAX_CLIENTS as u64)? as usize;
+            }
+            "--requests" => options.requests = count(flag, text()?, u64::MAX)?,
+            "--duration" => options.duration = seconds(flag, text()?)?,
+            "--rate" => options.rate = Some(rate(flag, text()?)?),
+            "--session-requests" => {
+                options.session_requests = count(flag, text()?, u64::from(u32::MAX))? as u32;
+            }
+            "--max-tokens" => {
+                let text = text()?;
+                let range = text.split_once('-').unwrap_or((text, text));
+                options.max_tokens = match (range.0.parse(), range.1.parse()) {
+                    (Ok(lo), Ok(hi)) if lo >= 1 && lo <= hi => (lo, hi),
+                    _ => return Err(format!("--max-tokens: LO-HI or N, from 1 up, not {text:?}")),
+                };
+            }
+            "--timeout" => options.request_timeout = seconds(flag, text()?)?,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} for loadgen (try `model-server help`)"
+                ));
+            }
+        }
+    }
+    // Refuse a bad URL here, with exit code 2, rather than after starting.
+    loadgen::Target::parse(&options.url).map_err(|e| e.to_string())?;
+    Ok(options)
+}
+
+fn parse_demo(args: &[String]) -> Result<DemoOptions, String> {
+    let mut options = DemoOptions::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut text = || value(&mut args, flag);
+        match flag.as_str() {
+            "--out" => options.out = text()?.into(),
+            "--rate" => options.rate = rate(flag, text()?)?,
+            "--clients" => options.clients = count(flag, text()?, 64)? as usize,
+            "--session-requests" => options.session_requests = count(flag, text()?, 1000)? as u32,
+            "--update-after" => options.update_after = seconds(flag, text()?)?,
+            "--max-leaky" => options.max_leaky = seconds(flag, text()?)?,
+            "--fixed-seconds" => options.fixed_run = seconds(flag, text()?)?,
+            "--leakwatch" => {
+                options.tracking = match text()?.as_str() {
+                    "sampled" => Tracking::Sampled,
+                    "exact" => Tracking::Exact,
+                    other => return Err(format!("--leakwatch: sampled or exact, not {other:?}")),
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} for demo (try `model-server help`)"
                 ));
             }
         }
