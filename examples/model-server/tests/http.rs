@@ -1,0 +1,779 @@
+//! Every endpoint of the real binary over loopback HTTP: answers, refusals (with their
+//! JSON errors), the bearer token beyond loopback, and `serve`'s bad flags.
+//!
+//! `promtool check metrics` and `go tool pprof` check the metrics and the heap profile
+//! when they are installed; without them those parts print `SKIPPED: ... not found` and
+//! pass, unless the environment variable `CI` is set.
+
+mod common;
+
+use common::{Response, Server, metric, run_binary};
+use model_server::server::GenerateResponse;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A loopback server whose recorder takes a snapshot every 0.1 s.
+fn server() -> Server {
+    Server::loopback(&["--interval", "0.1"])
+}
+
+fn generate(server: &Server, body: &str) -> Response {
+    server.post_json("/v1/generate", body)
+}
+
+/// Checks a refusal: `status`, a JSON body with a non-empty `error` and the same
+/// `status`.
+#[track_caller]
+fn assert_json_error(response: &Response, status: u16, what: &str) {
+    assert_eq!(response.status, status, "{what}: {response:?}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{what}: not JSON: {response:?}"
+    );
+    let body = response.json();
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: no error message: {response:?}"
+    );
+    assert_eq!(body["status"], status, "{what}: {response:?}");
+}
+
+/// Waits (at most 10 s) until the recorder has taken `points` snapshots.
+fn wait_for_points(server: &Server, points: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let report = server.get("/debug/leaks?format=json").json();
+        if report["points"].as_u64().is_some_and(|p| p >= points) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recorder did not take {points} snapshots in 10 s: {report:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn generate_continues_the_prompt_and_the_session_keeps_its_context() {
+    let server = server();
+    let body = r#"{"session_id": "alice", "prompt": "the baker sold bread", "max_tokens": 4}"#;
+    let first = generate(&server, body);
+    assert_eq!(first.status, 200, "{first:?}");
+    assert!(
+        first
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/json")),
+        "{first:?}"
+    );
+    let json = first.json();
+    let mut fields: Vec<&str> = json
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "context_tokens",
+            "model_version",
+            "session_id",
+            "text",
+            "tokens"
+        ],
+        "{json}"
+    );
+    let first: GenerateResponse = serde_json::from_value(json).expect("a GenerateResponse");
+    assert_eq!(first.session_id, "alice");
+    assert_eq!(first.model_version, 1);
+    assert_eq!(first.tokens, 4);
+    assert!(!first.text.trim().is_empty(), "{first:?}");
+    // Four prompt words and four generated ones.
+    assert_eq!(first.context_tokens, 8, "{first:?}");
+
+    // The same session again: its context grows by the new prompt and words.
+    let again: GenerateResponse = serde_json::from_value(generate(&server, body).json()).unwrap();
+    assert_eq!(again.session_id, "alice");
+    assert_eq!(again.context_tokens, 16, "{again:?}");
+
+    // Another session starts from scratch; without max_tokens, 16 words.
+    let bob = generate(
+        &server,
+        r#"{"session_id": "bob", "prompt": "the baker sold bread"}"#,
+    );
+    assert_eq!(bob.status, 200, "{bob:?}");
+    let bob: GenerateResponse = serde_json::from_value(bob.json()).unwrap();
+    assert_eq!((bob.tokens, bob.context_tokens), (16, 20), "{bob:?}");
+
+    let metrics = server.get("/metrics").text();
+    assert_eq!(
+        metric(&metrics, "model_server_generate_requests_total"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&metrics, "model_server_generated_tokens_total"),
+        Some(24.0)
+    );
+    assert_eq!(metric(&metrics, "model_server_sessions"), Some(2.0));
+}
+
+#[test]
+fn generate_refuses_bad_requests_with_a_json_error() {
+    let server = server();
+    let json = Some("application/json");
+    let long_id = "x".repeat(129);
+    let long_prompt = "word ".repeat(1000); // 5,000 bytes, over the 4,096-byte limit
+    let huge_prompt = "word ".repeat(14_000); // 70,000 bytes, over the 64 KiB body limit
+    // What, Content-Type, body, status.
+    let cases: Vec<(&str, Option<&str>, String, u16)> = vec![
+        (
+            "malformed JSON",
+            json,
+            r#"{"session_id": "a", "#.into(),
+            400,
+        ),
+        ("not an object", json, "[1, 2]".into(), 400),
+        ("empty body", json, String::new(), 400),
+        (
+            "wrong type",
+            json,
+            r#"{"session_id": "a", "prompt": "hi", "max_tokens": "four"}"#.into(),
+            400,
+        ),
+        ("missing field", json, r#"{"session_id": "a"}"#.into(), 400),
+        (
+            "unknown field",
+            json,
+            r#"{"session_id": "a", "prompt": "hi", "temperature": 0.5}"#.into(),
+            400,
+        ),
+        (
+            "negative max_tokens",
+            json,
+            r#"{"session_id": "a", "prompt": "hi", "max_tokens": -1}"#.into(),
+            400,
+        ),
+        (
+            "no content type",
+            None,
+            r#"{"session_id": "a", "prompt": "hi"}"#.into(),
+            415,
+        ),
+        (
+            "text content type",
+            Some("text/plain"),
+            r#"{"session_id": "a", "prompt": "hi"}"#.into(),
+            415,
+        ),
+        (
+            "empty session id",
+            json,
+            r#"{"session_id": "", "prompt": "hi"}"#.into(),
+            400,
+        ),
+        (
+            "session id with a space",
+            json,
+            r#"{"session_id": "a b", "prompt": "hi"}"#.into(),
+            400,
+        ),
+        (
+            "session id with a slash",
+            json,
+            r#"{"session_id": "../a", "prompt": "hi"}"#.into(),
+            400,
+        ),
+        (
+            "non-ASCII session id",
+            json,
+            r#"{"session_id": "café", "prompt": "hi"}"#.into(),
+            400,
+        ),
+        (
+            "129-byte session id",
+            json,
+            format!(r#"{{"session_id": "{long_id}", "prompt": "hi"}}"#),
+            400,
+        ),
+        (
+            "oversized prompt",
+            json,
+            format!(r#"{{"session_id": "a", "prompt": "{long_prompt}"}}"#),
+            413,
+        ),
+        (
+            "oversized body",
+            json,
+            format!(r#"{{"session_id": "a", "prompt": "{huge_prompt}"}}"#),
+            413,
+        ),
+        (
+            "max_tokens 0",
+            json,
+            r#"{"session_id": "a", "prompt": "hi", "max_tokens": 0}"#.into(),
+            400,
+        ),
+        (
+            "max_tokens over the limit",
+            json,
+            r#"{"session_id": "a", "prompt": "hi", "max_tokens": 65}"#.into(),
+            400,
+        ),
+    ];
+    for (what, content_type, body, status) in &cases {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|t| vec![("Content-Type", t)])
+            .unwrap_or_default();
+        let response = server.request("POST", "/v1/generate", &headers, body.as_bytes());
+        assert_json_error(&response, *status, what);
+    }
+    // At the limits, accepted.
+    let at_limits = [
+        (
+            "128-byte session id",
+            format!(r#"{{"session_id": "{}", "prompt": "hi"}}"#, "x".repeat(128)),
+        ),
+        (
+            "4,096-byte prompt",
+            format!(
+                r#"{{"session_id": "a", "prompt": "{}"}}"#,
+                "word ".repeat(819) + "w"
+            ),
+        ),
+        (
+            "max_tokens 64",
+            r#"{"session_id": "a-b_c.d:e", "prompt": "hi", "max_tokens": 64}"#.into(),
+        ),
+    ];
+    for (what, body) in &at_limits {
+        let response = generate(&server, body);
+        assert_eq!(response.status, 200, "{what}: {response:?}");
+    }
+    let metrics = server.get("/metrics").text();
+    assert_eq!(
+        metric(&metrics, "model_server_client_errors_total"),
+        Some(cases.len() as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "model_server_generate_requests_total"),
+        Some(at_limits.len() as f64),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn admin_model_swaps_to_the_next_or_the_given_version() {
+    let server = server();
+    let version_of_answers = |server: &Server| {
+        let response = generate(server, r#"{"session_id": "s", "prompt": "hi"}"#);
+        assert_eq!(response.status, 200, "{response:?}");
+        response.json()["model_version"].clone()
+    };
+    assert_eq!(version_of_answers(&server), 1);
+
+    let next = server.request("POST", "/admin/model", &[], b"");
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(
+        next.json(),
+        serde_json::json!({"previous": 1, "version": 2})
+    );
+    assert_eq!(version_of_answers(&server), 2);
+
+    let seven = server.post_json("/admin/model", r#"{"version": 7}"#);
+    assert_eq!(seven.status, 200, "{seven:?}");
+    assert_eq!(
+        seven.json(),
+        serde_json::json!({"previous": 2, "version": 7})
+    );
+    assert_eq!(version_of_answers(&server), 7);
+
+    for (what, body) in [
+        ("malformed JSON", r#"{"version": "#),
+        ("a string version", r#"{"version": "8"}"#),
+        ("a negative version", r#"{"version": -1}"#),
+        ("an unknown field", r#"{"versoin": 8}"#),
+        ("not an object", "8"),
+    ] {
+        let response = server.post_json("/admin/model", body);
+        assert_json_error(&response, 400, what);
+    }
+    // Refused updates changed nothing; a blank body is the next version.
+    assert_eq!(version_of_answers(&server), 7);
+    let blank = server.request("POST", "/admin/model", &[], b" \n");
+    assert_eq!(
+        blank.json(),
+        serde_json::json!({"previous": 7, "version": 8})
+    );
+
+    let metrics = server.get("/metrics").text();
+    assert_eq!(metric(&metrics, "model_server_model_version"), Some(8.0));
+    assert_eq!(
+        metric(&metrics, "model_server_model_swaps_total"),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn healthz_answers_ok() {
+    let server = server();
+    let response = server.get("/healthz");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.text(), "ok\n");
+}
+
+#[test]
+fn unknown_paths_get_a_json_404() {
+    let server = server();
+    for (method, path) in [
+        ("GET", "/"),
+        ("GET", "/v1/nope"),
+        ("POST", "/v2/generate"),
+        ("GET", "/debug/pprof/profile"),
+    ] {
+        let response = server.request(method, path, &[], b"");
+        assert_json_error(&response, 404, &format!("{method} {path}"));
+    }
+}
+
+#[test]
+fn metrics_are_prometheus_text_that_promtool_accepts() {
+    let server = server();
+    let response = generate(&server, r#"{"session_id": "m", "prompt": "hi"}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    wait_for_points(&server, 2);
+    let response = server.get("/metrics");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{response:?}"
+    );
+    let text = response.text();
+    for name in [
+        "model_server_generate_requests_total",
+        "model_server_client_errors_total",
+        "model_server_unauthorized_requests_total",
+        "model_server_generated_tokens_total",
+        "model_server_generate_seconds_total",
+        "model_server_model_swaps_total",
+        "model_server_model_version",
+        "model_server_sessions",
+        "model_server_session_cache_bytes",
+        "model_server_uptime_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} ")) && text.contains(&format!("# TYPE {name} ")),
+            "{name} is not announced:\n{text}"
+        );
+        assert!(metric(&text, name).is_some(), "no sample {name}:\n{text}");
+    }
+    assert_eq!(
+        metric(&text, "model_server_generate_requests_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&text, "model_server_session_cache_bytes"),
+        Some((128 * 32 * 2 * 4) as f64)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("leakwatch_")),
+        "no leakwatch metrics:\n{text}"
+    );
+    let Some((status, complaints)) = run_tool(
+        Command::new("promtool").args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        "promtool",
+        "apt-get install prometheus",
+    ) else {
+        return;
+    };
+    assert!(
+        status.success() && complaints.trim().is_empty(),
+        "promtool check metrics: {status}\n{complaints}\n--- metrics:\n{text}"
+    );
+}
+
+#[test]
+fn debug_leaks_in_text_json_and_html() {
+    let server = server();
+    let response = generate(&server, r#"{"session_id": "d", "prompt": "hi"}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    wait_for_points(&server, 3);
+
+    let json = server.get("/debug/leaks?format=json");
+    assert_eq!(json.status, 200, "{json:?}");
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    let report = json.json();
+    assert_eq!(report["format"], "leakwatch-report", "{report:#}");
+    assert_eq!(report["version"], 1, "{report:#}");
+    assert_eq!(report["mode"], "sampled", "{report:#}");
+    assert!(report["sites"].is_array(), "{report:#}");
+    assert!(report["process"]["live_bytes"].is_u64(), "{report:#}");
+
+    let top = server.get("/debug/leaks?format=json&top=1").json();
+    assert!(
+        top["sites"].as_array().is_some_and(|s| s.len() <= 1),
+        "{top:#}"
+    );
+
+    for path in ["/debug/leaks", "/debug/leaks?format=text"] {
+        let text = server.get(path);
+        assert_eq!(text.status, 200, "{path}: {text:?}");
+        assert!(
+            text.header("content-type")
+                .is_some_and(|t| t.starts_with("text/plain")),
+            "{path}: {text:?}"
+        );
+        assert!(
+            text.text().starts_with("leakwatch report"),
+            "{path}: {text:?}"
+        );
+    }
+
+    let html = server.get("/debug/leaks?format=html");
+    assert_eq!(html.status, 200, "{html:?}");
+    assert!(
+        html.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{html:?}"
+    );
+    let page = html.text();
+    assert!(
+        page.to_ascii_lowercase().starts_with("<!doctype html>"),
+        "{html:?}"
+    );
+    for part in ["<html", "<head>", "<title>", "<body", "</body>"] {
+        assert!(page.contains(part), "no {part} in the page: {html:?}");
+    }
+    assert!(page.trim_end().ends_with("</html>"), "{html:?}");
+
+    for query in ["format=pdf", "format=", "top=many"] {
+        let response = server.get(&format!("/debug/leaks?{query}"));
+        assert_json_error(&response, 400, query);
+    }
+}
+
+#[test]
+fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
+    let server = server();
+    let response = generate(&server, r#"{"session_id": "p", "prompt": "hi"}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    wait_for_points(&server, 2);
+    let response = server.get("/debug/pprof/heap");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(
+        response.body.starts_with(&[0x1f, 0x8b]),
+        "not gzip: {:02x?}",
+        &response.body[..response.body.len().min(16)]
+    );
+    let dir = TempDir::new("pprof");
+    let file = dir.0.join("heap.pb.gz");
+    std::fs::write(&file, &response.body).expect("write the profile");
+    let Some((status, output)) = run_tool(
+        Command::new("go")
+            .args(["tool", "pprof", "-top"])
+            .arg(&file)
+            .current_dir(&dir.0)
+            .env("PPROF_TMPDIR", &dir.0)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOTELEMETRY", "off"),
+        None,
+        "go",
+        "apt-get install golang-go",
+    ) else {
+        return;
+    };
+    assert!(status.success(), "go tool pprof -top: {status}\n{output}");
+    assert!(
+        output.contains("Type: inuse_space") && output.contains("flat%"),
+        "go tool pprof -top:\n{output}"
+    );
+}
+
+#[test]
+fn debug_endpoints_answer_503_when_leakwatch_is_off() {
+    let server = Server::loopback(&["--leakwatch", "off"]);
+    for path in [
+        "/debug/leaks",
+        "/debug/leaks?format=json",
+        "/debug/pprof/heap",
+    ] {
+        assert_json_error(&server.get(path), 503, path);
+    }
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
+/// The server bound to all interfaces (reached through 127.0.0.1): not loopback to it.
+fn beyond_loopback(args: &[&str], envs: &[(&str, &str)]) -> Server {
+    let server = Server::start("0.0.0.0:0", args, envs);
+    assert!(server.bound().ip().is_unspecified(), "{}", server.bound());
+    server
+}
+
+/// `/admin` and `/debug` with the token `s3cret` beyond loopback, the open endpoints
+/// without any.
+fn check_token_s3cret(server: &Server) {
+    let refused_with = |token: Option<&str>, method: &str, path: &str| {
+        let header = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = header
+            .as_deref()
+            .map(|h| vec![("Authorization", h)])
+            .unwrap_or_default();
+        let response = server.request(method, path, &headers, b"");
+        let what = format!("{method} {path} with token {token:?}");
+        assert_json_error(&response, 401, &what);
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some("Bearer"),
+            "{what}: {response:?}"
+        );
+    };
+    let mut refusals = 0.0;
+    for (method, path) in [
+        ("GET", "/debug/leaks"),
+        ("GET", "/debug/leaks?format=json"),
+        ("GET", "/debug/pprof/heap"),
+        ("POST", "/admin/model"),
+    ] {
+        for token in [
+            None,
+            Some("wrong"),
+            Some("s3cre"),
+            Some("s3cret2"),
+            Some(""),
+        ] {
+            refused_with(token, method, path);
+            refusals += 1.0;
+        }
+    }
+    let basic = server.request(
+        "GET",
+        "/debug/leaks",
+        &[("Authorization", "Basic czNjcmV0")],
+        b"",
+    );
+    assert_json_error(&basic, 401, "Basic authorization");
+    refusals += 1.0;
+
+    let right = [("Authorization", "Bearer s3cret")];
+    for (method, path) in [
+        ("GET", "/debug/leaks"),
+        ("GET", "/debug/leaks?format=json"),
+        ("GET", "/debug/pprof/heap"),
+        ("POST", "/admin/model"),
+    ] {
+        let response = server.request(method, path, &right, b"");
+        assert_eq!(response.status, 200, "{method} {path}: {response:?}");
+    }
+    assert_eq!(
+        server
+            .request("GET", "/debug/leaks?format=json", &right, b"")
+            .json()["format"],
+        "leakwatch-report"
+    );
+
+    // The service's own endpoints need no token.
+    let response = generate(server, r#"{"session_id": "t", "prompt": "hi"}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.json()["model_version"], 2, "{response:?}");
+    assert_eq!(server.get("/healthz").status, 200);
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert_eq!(
+        metric(&metrics.text(), "model_server_unauthorized_requests_total"),
+        Some(refusals)
+    );
+}
+
+#[test]
+fn beyond_loopback_admin_and_debug_need_the_debug_token() {
+    let server = beyond_loopback(&["--debug-token", "s3cret", "--interval", "0.1"], &[]);
+    check_token_s3cret(&server);
+}
+
+#[test]
+fn the_debug_token_can_come_from_the_environment() {
+    let server = beyond_loopback(
+        &["--interval", "0.1"],
+        &[("MODEL_SERVER_DEBUG_TOKEN", "s3cret")],
+    );
+    check_token_s3cret(&server);
+}
+
+#[test]
+fn beyond_loopback_without_a_token_admin_and_debug_refuse_everyone() {
+    let server = beyond_loopback(&["--interval", "0.1"], &[]);
+    for (method, path) in [
+        ("GET", "/debug/leaks"),
+        ("GET", "/debug/pprof/heap"),
+        ("POST", "/admin/model"),
+    ] {
+        for header in [None, Some("Bearer s3cret"), Some("Bearer ")] {
+            let headers: Vec<(&str, &str)> = header
+                .map(|h| vec![("Authorization", h)])
+                .unwrap_or_default();
+            let response = server.request(method, path, &headers, b"");
+            assert_json_error(&response, 401, &format!("{method} {path} with {header:?}"));
+        }
+    }
+    assert_eq!(server.get("/healthz").status, 200);
+    let response = generate(&server, r#"{"session_id": "t", "prompt": "hi"}"#);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(
+        response.json()["model_version"],
+        1,
+        "no update went through"
+    );
+    // It says so when it starts.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr_text().contains("without --debug-token") {
+        assert!(
+            Instant::now() < deadline,
+            "no warning about the missing token on stderr:\n{}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_with_bad_flags_exits_2_with_one_line() {
+    // An address in use: bound here, for the time of the test.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let taken = taken.local_addr().expect("its address").to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["frobnicate"],
+        vec!["serve", "--bogus"],
+        vec!["serve", "--addr"],
+        vec!["serve", "--addr", "localhost"],
+        vec!["serve", "--addr", "127.0.0.1:99999"],
+        vec!["serve", "--addr", &taken],
+        vec!["serve", "--leakwatch", "always"],
+        vec!["serve", "--budget", "lots"],
+        vec!["serve", "--budget", "0"],
+        vec!["serve", "--context", "4"],
+        vec!["serve", "--context", "many"],
+        vec!["serve", "--interval", "0"],
+        vec!["serve", "--interval", "NaN"],
+        vec!["serve", "--memory-limit", "-1"],
+        vec!["serve", "--debug-token", ""],
+        vec!["serve", "--leaky", "extra"],
+    ];
+    for args in &cases {
+        let (status, stdout, stderr) = run_binary(args);
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "model-server {args:?}: {status}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        assert_eq!(stdout, "", "model-server {args:?} wrote to stdout");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "model-server {args:?} should say what is wrong in one line:\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("model-server: ") && stderr.ends_with('\n'),
+            "model-server {args:?}: {stderr:?}"
+        );
+    }
+    let (status, stdout, _) = run_binary(&["help"]);
+    assert!(status.success() && stdout.contains("usage:"), "{stdout}");
+}
+
+/// Runs a tool (stdin from `input`), killed after 60 s; its exit status and its stdout
+/// and stderr together. `None` when it is not installed: then prints
+/// `SKIPPED: NAME not found` (straight to stderr, past libtest's capture), unless `CI` is
+/// set, which fails.
+fn run_tool(
+    command: &mut Command,
+    input: Option<&[u8]>,
+    name: &str,
+    install: &str,
+) -> Option<(ExitStatus, String)> {
+    let spawned = command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name} not found, and CI is set: install it ({install})"
+            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not found ({install})");
+            return None;
+        }
+        Err(e) => panic!("cannot run {name}: {e}"),
+    };
+    let writer = child.stdin.take().map(|mut stdin| {
+        let input = input.unwrap_or_default().to_vec();
+        std::thread::spawn(move || stdin.write_all(&input))
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not finish within 60 s ({other:?})");
+            }
+        }
+    };
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    let output = stdout.join().unwrap_or_default() + &stderr.join().unwrap_or_default();
+    Some((status, output))
+}
+
+/// A directory under the system's temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "model-server-test-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
