@@ -923,17 +923,19 @@ mod tests {
     fn a_paced_run_keeps_to_its_rate_and_duration() {
         let (target, _state) = service();
         let started = std::time::Instant::now();
+        // A rate and lengths a debug build keeps up with beside parallel tests.
         let report = run(LoadOptions {
             url: format!("http://{}", target.authority),
             clients: 2,
             duration: ms(1000),
-            rate: Some(100.0),
+            rate: Some(40.0),
+            max_tokens: (1, 2),
             ..LoadOptions::default()
         })
         .unwrap();
         assert!(started.elapsed() < ms(3000));
-        // 100/s for 1 s: about 100 (timer granularity and start-up allow some slack).
-        assert!((80..=102).contains(&report.requests), "{report}");
+        // 40/s for 1 s: 40 (timer granularity on a busy machine allows some slack).
+        assert!((32..=41).contains(&report.requests), "{report}");
         assert_eq!(report.ok, report.requests, "{report}");
     }
 
