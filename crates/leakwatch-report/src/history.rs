@@ -37,6 +37,10 @@ pub struct History {
     columns: Vec<Option<Vec<f32>>>,
     /// The latest counters and the frames of every site seen, indexed by site id.
     sites: Vec<Option<SiteStats>>,
+    /// Each site's `(alloc_bytes, freed_bytes)` at the first point it appeared in, so
+    /// the bytes it allocated and freed within the window are known (the first point is
+    /// never thinned away).
+    first_counts: Vec<(u64, u64)>,
     site_count: usize,
     latest: Header,
     thinned: u64,
@@ -85,6 +89,7 @@ impl History {
             process: Vec::new(),
             columns: Vec::new(),
             sites: Vec::new(),
+            first_counts: Vec::new(),
             site_count: 0,
             latest: Header::default(),
             thinned: 0,
@@ -107,9 +112,15 @@ impl History {
             if id >= self.columns.len() {
                 self.columns.resize_with(id + 1, || None);
                 self.sites.resize_with(id + 1, || None);
+                self.first_counts.resize(id + 1, (0, 0));
             }
             let column = self.columns[id].get_or_insert_with(|| {
                 self.site_count += 1;
+                // A site present from the first point came with counts from before the
+                // window; one that appears later started within it.
+                if index == 0 {
+                    self.first_counts[id] = (site.alloc_bytes, site.freed_bytes);
+                }
                 vec![0.0; index]
             });
             column.push(site.live_bytes as f32);
@@ -247,8 +258,19 @@ impl History {
         self.series_by(|site| site.id)
     }
 
+    /// Bytes site `id` allocated plus bytes it freed within the window.
+    pub fn churn(&self, site: &SiteStats) -> f64 {
+        let (alloc, freed) = self
+            .first_counts
+            .get(site.id as usize)
+            .copied()
+            .unwrap_or((0, 0));
+        site.alloc_bytes.saturating_sub(alloc) as f64
+            + site.freed_bytes.saturating_sub(freed) as f64
+    }
+
     /// The history as a series with sites merged under `key_of(site)`, summing their live
-    /// bytes (each site's estimate is unbiased, so the sums are too).
+    /// bytes (each site's estimate is unbiased, so the sums are too) and their churn.
     pub fn series_by<K: Ord + Clone>(&self, mut key_of: impl FnMut(&SiteStats) -> K) -> Series<K> {
         let mut series = Series::with_times(self.start_ms(), self.times.clone());
         series.process = self.process.iter().map(|p| p.live_bytes as f64).collect();
@@ -256,9 +278,11 @@ impl History {
             let Some(column) = self.column(site.id) else {
                 continue;
             };
+            let key = key_of(site);
+            *series.churn.entry(key.clone()).or_insert(0.0) += self.churn(site);
             let sum = series
                 .sites
-                .entry(key_of(site))
+                .entry(key)
                 .or_insert_with(|| vec![0.0; column.len()]);
             for (s, &v) in sum.iter_mut().zip(column) {
                 *s += f64::from(v);

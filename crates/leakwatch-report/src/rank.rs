@@ -65,6 +65,12 @@ pub struct RankOptions {
     pub max_points: usize,
     /// The process's memory limit in bytes, for time-to-limit estimates.
     pub limit_bytes: Option<u64>,
+    /// Bytes one sample stands for: the sampling rate `R` of sampled snapshots, 0 for
+    /// exact ones ([`Report::build`](crate::Report::build) sets it from the history).
+    /// Sampled estimates move in steps of about `R` and wander by about `sqrt(L R)`
+    /// around a level `L` as samples come and go, so growth must exceed four samples
+    /// and that wander before it counts.
+    pub sample_bytes: f64,
 }
 
 impl Default for RankOptions {
@@ -76,6 +82,28 @@ impl Default for RankOptions {
             recent_fraction: 1.0 / 3.0,
             max_points: 32,
             limit_bytes: None,
+            sample_bytes: 0.0,
+        }
+    }
+}
+
+impl RankOptions {
+    /// The smallest growth that counts: `min_growth`, and at least four samples' worth.
+    fn growth_floor(&self) -> f64 {
+        self.min_growth.max(4.0 * self.sample_bytes)
+    }
+
+    /// How much the difference of two levels of a sampled site varies by sampling alone
+    /// (0 for exact snapshots). Samples arrive with the site's allocations and leave with
+    /// its frees, each worth about `R` bytes, so over bytes `churn` allocated plus freed
+    /// the estimate moves by about `sqrt(R * churn)` more or less than the truth (for
+    /// the part of the churn between the two levels). Without a known churn,
+    /// two independent estimates around `level`: `sqrt(2 * level * R)`.
+    /// `span` is the fraction of the window between the two levels.
+    fn sampling_noise(&self, level: f64, churn: Option<f64>, span: f64) -> f64 {
+        match churn {
+            Some(churn) => (self.sample_bytes * churn.max(0.0) * span).sqrt(),
+            None => (2.0 * level.max(0.0) * self.sample_bytes).sqrt(),
         }
     }
 }
@@ -149,7 +177,8 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         .sites
         .iter()
         .map(|(key, values)| {
-            let mut trend = site_trend(key.clone(), &axes, values, options);
+            let churn = series.churn.get(key).copied();
+            let mut trend = site_trend(key.clone(), &axes, values, churn, options);
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
             trend
         })
@@ -258,14 +287,21 @@ struct Axes {
     window: f64,
 }
 
-fn site_trend<K>(key: K, axes: &Axes, values: &[f64], o: &RankOptions) -> SiteTrend<K> {
+fn site_trend<K>(
+    key: K,
+    axes: &Axes,
+    values: &[f64],
+    churn: Option<f64>,
+    o: &RankOptions,
+) -> SiteTrend<K> {
     let live_bytes = values.last().copied().unwrap_or(0.0);
     let (low, high) = values
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    if high - low < o.min_growth || high.is_nan() || low.is_nan() {
+    let min_growth = o.growth_floor();
+    if high - low < min_growth || high.is_nan() || low.is_nan() {
         // Never moved by `min_growth`: no verdict but stable is possible (each needs a
         // growth or decline of at least that much), so skip the statistics.
         return flat_trend(key, axes.window, values);
@@ -289,36 +325,43 @@ fn site_trend<K>(key: K, axes: &Axes, values: &[f64], o: &RankOptions) -> SiteTr
     let recent_growth = late - middle;
     let window = axes.window;
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
-    // How much two thirds' levels differ by noise alone.
-    let level_noise = level_difference_noise(values);
+    // How much two thirds' levels differ by noise alone: the series' own jitter, and
+    // for sampled sites the sampling's wander, between the first and last thirds
+    // (`level_noise`, two thirds of the window apart) and between the last two
+    // (`recent_noise`, one third apart).
+    let jitter = level_difference_noise(values);
+    let level_noise = jitter.max(o.sampling_noise(late.max(middle), churn, 2.0 / 3.0));
+    let recent_noise = jitter.max(o.sampling_noise(late.max(middle), churn, 1.0 / 3.0));
 
-    let grew = growth >= o.min_growth
+    let grew = growth >= min_growth
         && growth > 2.0 * level_noise
         && rate.max(recent_rate).max(mean_rate) > o.min_rate;
     let significant_up = mk.p_increasing < o.alpha;
     // At a steady rate the last third sits half the total growth above the middle one.
-    // It has stopped only when it falls well short of that, by more than noise explains.
+    // A leak must show it is still climbing: at least a quarter of that pace, and more
+    // than noise explains (noisy data is no evidence of a leak). It has stopped when it
+    // falls well short of that, by more than noise explains.
     let expected = growth / 2.0;
-    let stopped = recent_growth < 0.5 * expected && expected - recent_growth > 2.5 * level_noise;
-    let still_growing = !stopped;
+    let still_climbing = recent_growth >= 0.25 * expected && recent_growth > recent_noise;
+    let stopped = recent_growth < 0.5 * expected && expected - recent_growth > 2.5 * recent_noise;
     // A rise early in the window (even before the first third's median would show it),
     // then a flat stretch: the last third sits well above the window's start and barely
     // above the middle third. Needs enough points for the noise estimate.
     let enough_points = values.len() >= 10;
     let rise = late - first_tenth_level(values);
     let rose_then_stopped = enough_points
-        && rise >= o.min_growth
-        && rise > 5.0 * level_noise
+        && rise >= min_growth
+        && rise > 3.0 * level_noise
         && recent_growth < 0.15 * rise;
 
-    let verdict = if grew && significant_up && still_growing {
+    let verdict = if grew && significant_up && still_climbing {
         Verdict::Leak
     } else if (grew && (significant_up || (stopped && enough_points))) || rose_then_stopped {
-        // Grew and stopped. A short rise followed by a long flat stretch is no monotonic
-        // trend to Mann-Kendall, but its levels tell it: the rise is more than five times
-        // the level noise (`stopped` requires it) and then it stayed.
+        // Grew, and is not climbing now. A short rise followed by a long flat stretch is no
+        // monotonic trend to Mann-Kendall, but its levels tell it: the rise is more than
+        // three times the level noise and then it stayed.
         Verdict::Plateau
-    } else if mk.p_decreasing < o.alpha && growth <= -o.min_growth && rate < -o.min_rate {
+    } else if mk.p_decreasing < o.alpha && growth <= -min_growth && rate < -o.min_rate {
         Verdict::Shrinking
     } else if grew && recent_growth >= 0.0 && (mk.p_increasing < 0.05 || (n < 10 && mk.s > 0.0)) {
         // Some evidence (or too few points for any): worth watching, not yet a leak.

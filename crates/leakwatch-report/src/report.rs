@@ -255,7 +255,12 @@ impl Report {
             .map(|p| (p.resident_bytes as f64).max(p.live_bytes as f64))
             .collect();
         series.process = usage.clone();
-        let ranking = rank(&series, &options.rank);
+        let mut rank_options = options.rank;
+        let latest = history.latest();
+        if latest.mode == Mode::Sampled && latest.sample_rate > 1 {
+            rank_options.sample_bytes = f64::from(latest.sample_rate);
+        }
+        let ranking = rank(&series, &rank_options);
 
         // Members of each label, and their latest counters.
         struct Group {
@@ -352,7 +357,6 @@ impl Report {
             });
         }
 
-        let latest = history.latest();
         let mut warnings = latest.warnings.clone();
         if history.len() < 3 {
             warnings.push(format!(

@@ -16,6 +16,9 @@ pub struct Series<K> {
     pub process: Vec<f64>,
     /// Per-site live bytes, one value per point.
     pub sites: BTreeMap<K, Vec<f64>>,
+    /// Per-site bytes allocated plus bytes freed within the window, where known (the
+    /// ranking uses it to bound how much sampled estimates wander).
+    pub churn: BTreeMap<K, f64>,
 }
 
 impl<K: Ord + Clone> Series<K> {
@@ -26,6 +29,7 @@ impl<K: Ord + Clone> Series<K> {
             start_ms: 0,
             process: Vec::new(),
             sites: BTreeMap::new(),
+            churn: BTreeMap::new(),
         }
     }
 
@@ -37,6 +41,7 @@ impl<K: Ord + Clone> Series<K> {
             times,
             start_ms,
             sites: BTreeMap::new(),
+            churn: BTreeMap::new(),
         }
     }
 
@@ -84,9 +89,14 @@ impl<K: Ord + Clone> Series<K> {
     /// merge every site with the same label.
     pub fn regroup<K2: Ord + Clone + Hash>(&self, mut key_of: impl FnMut(&K) -> K2) -> Series<K2> {
         let mut sites: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
+        let mut churn: BTreeMap<K2, f64> = BTreeMap::new();
         for (key, column) in &self.sites {
+            let new_key = key_of(key);
+            if let Some(c) = self.churn.get(key) {
+                *churn.entry(new_key.clone()).or_insert(0.0) += c;
+            }
             let merged = sites
-                .entry(key_of(key))
+                .entry(new_key)
                 .or_insert_with(|| vec![0.0; column.len()]);
             for (sum, value) in merged.iter_mut().zip(column) {
                 *sum += value;
@@ -97,6 +107,7 @@ impl<K: Ord + Clone> Series<K> {
             start_ms: self.start_ms,
             process: self.process.clone(),
             sites,
+            churn,
         }
     }
 }

@@ -117,8 +117,10 @@ pub(crate) fn synthetic_history(
                 site.frames = frames.clone();
                 site.live_bytes = live as u64;
                 site.live_blocks = (live / 4096.0).ceil();
-                site.alloc_bytes = live as u64 * 3;
-                site.alloc_blocks = site.live_blocks * 3.0;
+                // Nothing freed: every site's live bytes are all it allocated (a
+                // consistent snapshot: live = allocated - freed).
+                site.alloc_bytes = live as u64;
+                site.alloc_blocks = site.live_blocks;
                 site
             })
             .collect();
@@ -312,11 +314,12 @@ pub(crate) fn model_server(limit: Option<u64>) -> Report {
     report
 }
 
-/// `n` sites, each a leak at a different rate.
+/// `n` sites, each a leak at a different rate (64 KiB/s and up: sampled at 512 KiB, two
+/// minutes of the slowest are 15 samples).
 pub(crate) fn many_leaks(n: usize, options: &ReportOptions) -> Report {
     let specs: Vec<Spec> = (0..n)
         .map(|k| {
-            let rate = (k + 1) as f64 * KIB;
+            let rate = (k + 1) as f64 * 64.0 * KIB;
             spec(
                 vec![loc(
                     &format!("app::worker_{k}::store"),
