@@ -225,11 +225,76 @@ fn manual_recorder_takes_snapshots_by_hand() {
     black_box(kept);
 }
 
+/// A synthetic exact-mode snapshot with one site holding `live` bytes.
+fn snapshot_at(t_seconds: u64, live: u64) -> leakwatch::Snapshot {
+    let mut s = leakwatch::Snapshot::default();
+    s.timestamp_ms = 1_800_000_000_000 + t_seconds * 1000;
+    s.pid = 1;
+    s.mode = leakwatch::Mode::Exact;
+    s.sample_rate = 1;
+    let mut site = leakwatch::SiteStats::default();
+    site.id = 1;
+    site.frames = vec![0x1234];
+    site.live_bytes = live;
+    site.alloc_bytes = live;
+    site.live_blocks = (live / 1000) as f64;
+    site.alloc_blocks = site.live_blocks;
+    s.sites = vec![site];
+    s.process.live_bytes = live as i64;
+    s
+}
+
+fn alerts_fire_when_a_site_turns_into_a_leak_and_rearm_after_it_stops() {
+    let alerts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hook_alerts = Arc::clone(&alerts);
+    let recorder = Recorder::builder()
+        .manual()
+        .memory_limit(None)
+        .report_options(leakwatch::report::ReportOptions {
+            recent_windows: vec![60.0],
+            ..Default::default()
+        })
+        .alerts(leakwatch::AlertOptions {
+            min_rate: 1.0,
+            min_window: Duration::from_secs(20),
+            log: false,
+            ..Default::default()
+        })
+        .on_leak(move |site| hook_alerts.lock().unwrap().push(site.label.clone()))
+        .start()
+        .unwrap();
+    let mut live = 0;
+    let mut checks = Vec::new();
+    for t in 0..700u64 {
+        // Grows 100 KB/s for a minute, holds still for five, then grows again.
+        if !(60..400).contains(&t) {
+            live += 100_000;
+        }
+        recorder.push(&snapshot_at(t, live));
+        if t % 10 == 9 {
+            checks.push((t, recorder.check_alerts().len()));
+        }
+    }
+    let alerts = alerts.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "{alerts:?} {checks:?}");
+    let fired: Vec<u64> = checks
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(fired[0] < 60, "{checks:?}");
+    assert!(fired[1] >= 400 && fired[1] < 460, "{checks:?}");
+}
+
 fn main() {
     run(&[
         (
             "manual_recorder_takes_snapshots_by_hand",
             manual_recorder_takes_snapshots_by_hand,
+        ),
+        (
+            "alerts_fire_when_a_site_turns_into_a_leak_and_rearm_after_it_stops",
+            alerts_fire_when_a_site_turns_into_a_leak_and_rearm_after_it_stops,
         ),
         (
             "leak_ranks_first_and_cache_is_plateau",

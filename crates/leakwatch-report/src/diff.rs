@@ -153,6 +153,7 @@ mod tests {
                     recent_growth: 0.0,
                     p_increasing: 1.0,
                     seconds_to_limit: None,
+                    verdict_window_seconds: 0.0,
                     site_ids: vec![],
                     stack: vec![],
                     label_frame: 0,

@@ -32,7 +32,7 @@ pub mod symbols;
 pub use diff::{Diff, SiteDiff, diff};
 pub use error::{Error, Result};
 pub use history::History;
-pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank};
+pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank, rank_windows};
 pub use recording::{Recording, SeriesWriter};
 pub use report::{LabelCache, ProcessSummary, Report, ReportOptions, SiteReport};
 pub use series::Series;

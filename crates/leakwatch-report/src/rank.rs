@@ -138,6 +138,8 @@ pub struct SiteTrend<K> {
     /// Seconds until the process reaches its limit if this site keeps growing at
     /// `recent_rate` (and nothing else changes); `None` without a limit or growth.
     pub seconds_to_limit: Option<f64>,
+    /// The window these statistics cover, in seconds.
+    pub window_seconds: f64,
 }
 
 /// Every site's trend, most urgent first.
@@ -179,6 +181,7 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         .map(|(key, values)| {
             let churn = series.churn.get(key).copied();
             let mut trend = site_trend(key.clone(), &axes, values, churn, options);
+            trend.window_seconds = axes.window;
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
             trend
         })
@@ -191,7 +194,8 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         .map(|s| s.recent_rate.max(0.0))
         .sum();
     Ranking {
-        window_seconds: series.times.last().copied().unwrap_or(0.0),
+        window_seconds: series.times.last().copied().unwrap_or(0.0)
+            - series.times.first().copied().unwrap_or(0.0),
         points: series.len(),
         process_live_bytes: process_live,
         process_rate: theil_sen(&t, &p).unwrap_or(0.0),
@@ -199,6 +203,54 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         seconds_to_limit: time_to(headroom, leak_rate, Verdict::Leak),
         sites,
     }
+}
+
+/// Ranks `series` over its whole window and over each of the `recent` windows (seconds,
+/// ending at its last point; only those well shorter than the whole): each site takes
+/// the most urgent `leak` or `growing` verdict a recent window gives it, with that
+/// window's statistics; otherwise the whole window's. A leak that began long after the
+/// start shows in a recent window first; a slow one only over a long one.
+pub fn rank_windows<K: Ord + Clone>(
+    series: &Series<K>,
+    options: &RankOptions,
+    recent: &[f64],
+) -> Ranking<K> {
+    let mut ranking = rank(series, options);
+    for &window in recent {
+        if window.is_nan() || window <= 0.0 || ranking.window_seconds < 1.5 * window {
+            continue;
+        }
+        let position: std::collections::BTreeMap<K, usize> = ranking
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+        for trend in rank(&series.last_seconds(window), options).sites {
+            if !matches!(trend.verdict, Verdict::Leak | Verdict::Growing) {
+                continue;
+            }
+            if let Some(&i) = position.get(&trend.key) {
+                if trend.verdict < ranking.sites[i].verdict {
+                    ranking.sites[i] = trend;
+                }
+            }
+        }
+    }
+    ranking
+        .sites
+        .sort_by(|a, b| a.verdict.cmp(&b.verdict).then(b.score.total_cmp(&a.score)));
+    let headroom = options
+        .limit_bytes
+        .map(|l| (l as f64 - ranking.process_live_bytes).max(0.0));
+    let leak_rate: f64 = ranking
+        .sites
+        .iter()
+        .filter(|s| s.verdict == Verdict::Leak)
+        .map(|s| s.recent_rate.max(0.0))
+        .sum();
+    ranking.seconds_to_limit = time_to(headroom, leak_rate, Verdict::Leak);
+    ranking
 }
 
 fn time_to(headroom: Option<f64>, rate: f64, verdict: Verdict) -> Option<f64> {
@@ -249,6 +301,7 @@ fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
         verdict: Verdict::Stable,
         score: values.last().copied().unwrap_or(0.0),
         seconds_to_limit: None,
+        window_seconds: 0.0,
     }
 }
 
@@ -388,6 +441,7 @@ fn site_trend<K>(
         verdict,
         score,
         seconds_to_limit: None,
+        window_seconds: 0.0,
     }
 }
 

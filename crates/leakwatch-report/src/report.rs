@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::history::History;
-use crate::rank::{RankOptions, Verdict, rank};
+use crate::rank::{RankOptions, Verdict, rank_windows};
 use crate::stats::bucket;
 use crate::symbols::{Frame, LabelRules, SymbolTable};
 use leakwatch_alloc::{Mode, OverflowStats, TrackerStats};
@@ -33,6 +33,16 @@ pub struct ReportOptions {
     pub detail: usize,
     /// Points of the per-site histories (longer series are averaged down to this).
     pub chart_points: usize,
+    /// Rank only the last this many seconds of the history (`None`: all of it). A leak
+    /// that starts after hours of uptime shows sooner in a recent window; a slow one needs
+    /// a long window to stand out of the noise. (The churn that bounds sampling noise is
+    /// known for the whole history; a window takes its share by time.)
+    pub window_seconds: Option<f64>,
+    /// Shorter windows, ending now, ranked as well (default 5 min and 1 h): a site takes
+    /// the most urgent verdict any of them gives it. After a day of uptime, a leak that
+    /// began ten minutes ago barely moves the whole day's thirds, but fills a recent
+    /// window. Each site says which window its verdict came from.
+    pub recent_windows: Vec<f64>,
 }
 
 impl Default for ReportOptions {
@@ -43,6 +53,8 @@ impl Default for ReportOptions {
             top: None,
             detail: 20,
             chart_points: 300,
+            window_seconds: None,
+            recent_windows: vec![300.0, 3600.0],
         }
     }
 }
@@ -148,6 +160,10 @@ pub struct SiteReport {
     pub p_increasing: f64,
     /// Seconds until the process reaches its limit at this site's recent rate.
     pub seconds_to_limit: Option<f64>,
+    /// The window (seconds, ending at the latest point) the verdict and rates come from:
+    /// the report's whole window, or a recent one where the site was more urgent.
+    #[serde(default)]
+    pub verdict_window_seconds: f64,
     /// Ids of the call sites merged here.
     pub site_ids: Vec<u32>,
     /// The stack of the member site that grew most, innermost first (inlined frames
@@ -254,13 +270,16 @@ impl Report {
             .iter()
             .map(|p| (p.resident_bytes as f64).max(p.live_bytes as f64))
             .collect();
-        series.process = usage.clone();
+        series.process = usage;
+        if let Some(window) = options.window_seconds {
+            series = series.last_seconds(window);
+        }
         let mut rank_options = options.rank;
         let latest = history.latest();
         if latest.mode == Mode::Sampled && latest.sample_rate > 1 {
             rank_options.sample_bytes = f64::from(latest.sample_rate);
         }
-        let ranking = rank(&series, &rank_options);
+        let ranking = rank_windows(&series, &rank_options, &options.recent_windows);
 
         // Members of each label, and their latest counters.
         struct Group {
@@ -298,7 +317,7 @@ impl Report {
         }
 
         let (chart_times, chart_process) =
-            bucket(history.times(), &usage, options.chart_points.max(2));
+            bucket(&series.times, &series.process, options.chart_points.max(2));
         let keep = options.top.unwrap_or(usize::MAX);
         let mut sites = Vec::new();
         let (mut omitted_sites, mut omitted_live_bytes) = (0, 0u64);
@@ -341,12 +360,13 @@ impl Report {
                 recent_growth: trend.recent_growth,
                 p_increasing: trend.p_increasing,
                 seconds_to_limit: trend.seconds_to_limit,
+                verdict_window_seconds: trend.window_seconds,
                 site_ids: group.ids.clone(),
                 stack,
                 label_frame: representative.label_frame,
                 history: if detailed {
                     bucket(
-                        history.times(),
+                        &series.times,
                         &series.sites[&trend.key],
                         options.chart_points.max(2),
                     )
@@ -376,7 +396,7 @@ impl Report {
             mode: latest.mode,
             sample_rate: latest.sample_rate,
             window_seconds: ranking.window_seconds,
-            points: history.len(),
+            points: series.len(),
             process: ProcessSummary {
                 live_bytes: latest.process.live_bytes,
                 peak_live_bytes: latest.process.peak_live_bytes,

@@ -75,6 +75,37 @@ impl<K: Ord + Clone> Series<K> {
         }
     }
 
+    /// The series from point `first` on (times still counted from the original start).
+    pub fn since(&self, first: usize) -> Series<K> {
+        let first = first.min(self.times.len());
+        Series {
+            times: self.times[first..].to_vec(),
+            start_ms: self.start_ms,
+            process: self.process.get(first..).unwrap_or(&[]).to_vec(),
+            sites: self
+                .sites
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get(first..).unwrap_or(&[]).to_vec()))
+                .collect(),
+            churn: self.churn.clone(),
+        }
+    }
+
+    /// The last `seconds` of the series. The churn is known for the whole series only,
+    /// so each site's is scaled to the kept share of the time.
+    pub fn last_seconds(&self, seconds: f64) -> Series<K> {
+        let end = self.times.last().copied().unwrap_or(0.0);
+        let span = end - self.times.first().copied().unwrap_or(0.0);
+        let first = self.times.partition_point(|&t| t < end - seconds.max(0.0));
+        let mut tail = self.since(first);
+        let kept = end - tail.times.first().copied().unwrap_or(end);
+        if span > 0.0 {
+            let share = (kept / span).clamp(0.0, 1.0);
+            tail.churn.values_mut().for_each(|c| *c *= share);
+        }
+        tail
+    }
+
     /// Number of points.
     pub fn len(&self) -> usize {
         self.times.len()

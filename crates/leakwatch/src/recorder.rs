@@ -13,7 +13,7 @@ use leakwatch_report::{
     History, LabelCache, Report, ReportOptions, SeriesWriter, SiteReport, SymbolTable,
 };
 use parking_lot::{Condvar, Mutex};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -189,7 +189,7 @@ impl RecorderBuilder {
                 history: History::new(self.budget_bytes, self.max_points),
                 symbols: SymbolTable::new(),
                 sink,
-                alerted: HashSet::new(),
+                alerted: HashMap::new(),
                 symbolized: Vec::new(),
                 labels: LabelCache::new(),
                 stats: RecorderStats::default(),
@@ -285,7 +285,8 @@ struct State {
     history: History,
     symbols: SymbolTable,
     sink: Option<Sink>,
-    alerted: HashSet<String>,
+    /// Sites that alerted, and the checks in a row since they were last a leak.
+    alerted: HashMap<String, u32>,
     /// Site ids whose frames are in `symbols` already.
     symbolized: Vec<bool>,
     /// Labels of the sites, kept between reports.
@@ -505,16 +506,34 @@ impl Shared {
         let mut fresh = Vec::new();
         let report = {
             let mut state = self.state.lock();
+            // The report ranks the whole history and recent windows (the options'
+            // `recent_windows`): slow leaks stand out over hours, a leak that starts
+            // after hours of uptime in the last minutes.
             let report = state.report(&options);
             let long_enough = report.window_seconds >= settings.alerts.min_window.as_secs_f64();
+            let mut leaking: HashSet<String> = HashSet::new();
             for site in report.leaks().filter(|_| long_enough) {
-                if site.rate.max(site.recent_rate) >= settings.alerts.min_rate
-                    && site.p_increasing <= settings.alerts.max_p_value
-                    && state.alerted.insert(site.label.clone())
+                if site.rate.max(site.recent_rate) < settings.alerts.min_rate
+                    || site.p_increasing > settings.alerts.max_p_value
                 {
+                    continue;
+                }
+                if leaking.insert(site.label.clone()) && !state.alerted.contains_key(&site.label) {
                     fresh.push(site.clone());
                 }
             }
+            // A site alerts when it turns into a leak. It can alert again only after it
+            // has not been one for `REARM_CHECKS` checks in a row (no alert storm from a
+            // verdict that flickers; no false alarm silencing a later real leak).
+            for label in &leaking {
+                state.alerted.insert(label.clone(), 0);
+            }
+            state.alerted.retain(|label, quiet| {
+                if !leaking.contains(label) {
+                    *quiet += 1;
+                }
+                *quiet < REARM_CHECKS
+            });
             state.stats.rankings += 1;
             state.stats.alerts += fresh.len() as u64;
             state.stats.ranking_time += started.elapsed();
@@ -532,6 +551,9 @@ impl Shared {
         fresh
     }
 }
+
+/// Checks in a row without a `leak` verdict after which a site can alert again.
+const REARM_CHECKS: u32 = 3;
 
 /// The log line of an alert.
 pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {

@@ -19,6 +19,7 @@ use model_server::loadgen::{self, LoadOptions};
 use model_server::serve::{ServeOptions, Tracking};
 use model_server::server::Config;
 use model_server::sessions::Eviction;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -41,7 +42,7 @@ usage:
                              plateau (default 8)
       --max-leaky S          longest the leaky run may take to find the leak (default 45)
       --fixed-seconds S      length of the fixed run (default 20)
-      --leakwatch MODE       exact (default) or sampled
+      --leakwatch MODE       sampled (default) or exact
   model-server serve [options]
       --addr ADDR            where to listen (default 127.0.0.1:8080; port 0 = any free port)
       --leaky                the session store from before the postmortem (leaks after a model update)
@@ -101,7 +102,8 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         "help" | "--help" | "-h" => {
-            println!("{USAGE}");
+            // A closed pipe (`| head`) is no error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
             Ok(())
         }
         other => Err(format!(

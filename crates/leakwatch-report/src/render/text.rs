@@ -54,10 +54,22 @@ pub fn text(report: &Report, top: usize) -> String {
     if !shown.is_empty() {
         lines.push(String::new());
         lines.push(format!(
-            "Most urgent sites (rate and growth over the {} window):",
+            "Most urgent sites (growth over the {} window; rate: recent for leaks):",
             duration(report.window_seconds)
         ));
-        lines.extend(table(shown));
+        lines.extend(table(shown, report.window_seconds));
+        // Verdicts found in a recent window rather than the whole one.
+        let recent: Vec<f64> = shown
+            .iter()
+            .filter(|s| from_recent_window(s, report.window_seconds))
+            .map(|s| s.verdict_window_seconds)
+            .collect();
+        if let Some(&window) = recent.first() {
+            lines.push(format!(
+                "* verdict from the last {} (a leak that began late shows there first)",
+                duration(window)
+            ));
+        }
     }
     let not_shown = (report.sites.len() - shown.len()).saturating_add(report.omitted_sites);
     if not_shown > 0 {
@@ -411,7 +423,12 @@ fn header(report: &Report) -> Vec<String> {
 /// The table of `sites`: columns as wide as their widest cell, then the label. When
 /// every label fits in what is left of the line, a row is one line; otherwise each
 /// label goes on a line of its own under its row (shortened only past the full width).
-fn table(sites: &[SiteReport]) -> Vec<String> {
+/// Whether `site`'s verdict came from a recent window, well shorter than the report's.
+fn from_recent_window(site: &SiteReport, report_window: f64) -> bool {
+    site.verdict_window_seconds > 0.0 && site.verdict_window_seconds < 0.9 * report_window
+}
+
+fn table(sites: &[SiteReport], report_window: f64) -> Vec<String> {
     let with_limit = sites.iter().any(|s| s.seconds_to_limit.is_some());
     let mut rows: Vec<Vec<String>> = vec![
         ["#", "verdict", "live", "rate", "growth", "to limit"]
@@ -422,9 +439,18 @@ fn table(sites: &[SiteReport]) -> Vec<String> {
     for s in sites {
         rows.push(vec![
             s.rank.to_string(),
-            s.verdict.as_str().to_string(),
+            if from_recent_window(s, report_window) {
+                format!("{}*", s.verdict.as_str())
+            } else {
+                s.verdict.as_str().to_string()
+            },
             bytes(s.live_bytes as f64),
-            rate(s.rate),
+            // How fast a leak grows now; for the rest, their trend over the window.
+            rate(if matches!(s.verdict, Verdict::Leak | Verdict::Growing) {
+                s.recent_rate.max(s.rate)
+            } else {
+                s.rate
+            }),
             signed_bytes(s.growth),
             s.seconds_to_limit.map_or("-".to_string(), duration),
         ]);

@@ -183,3 +183,66 @@ fn few_points_are_flagged() {
     );
     assert!(r.warnings.iter().any(|w| w.contains("tracking is off")));
 }
+
+#[test]
+fn a_window_ranks_only_the_recent_history() {
+    // Ten minutes; the leak's growth is the same throughout, so it is a leak in any
+    // window, and the window changes what the report covers.
+    let options = ReportOptions {
+        window_seconds: Some(120.0),
+        ..ReportOptions::default()
+    };
+    let r = report(&options);
+    assert_eq!(r.points, 121);
+    assert!(
+        (r.window_seconds - 120.0).abs() < 1e-9,
+        "{}",
+        r.window_seconds
+    );
+    assert_eq!(r.sites[0].verdict, Verdict::Leak);
+    assert!((r.sites[0].rate - 30_000.0).abs() < 1.0);
+    // The cache filled in the first minutes: over the last two it holds still.
+    let cache = r
+        .sites
+        .iter()
+        .find(|s| s.label.starts_with("app::cache_put"))
+        .unwrap();
+    assert_ne!(cache.verdict, Verdict::Leak);
+    assert_eq!(r.chart_times.first().copied(), Some(479.0));
+}
+
+#[test]
+fn a_leak_that_starts_after_hours_shows_in_a_recent_window() {
+    // Three hours at a snapshot every 10 s: flat, then leaking 50 KB/s for 8 minutes.
+    let mut h = History::default();
+    for i in 0..1080u64 {
+        let t = i as f64 * 10.0;
+        let leak_start = 3.0 * 3600.0 - 480.0;
+        let live = 4.0 * MIB + (t - leak_start).max(0.0) * 50_000.0;
+        let mut s = Snapshot::default();
+        s.timestamp_ms = 1_700_000_000_000 + i * 10_000;
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        s.sites = vec![site(1, vec![0x101, 0x777], live)];
+        s.process.live_bytes = live as i64;
+        h.push(&s);
+    }
+    let whole_only = ReportOptions {
+        recent_windows: vec![],
+        ..ReportOptions::default()
+    };
+    let r = Report::build(&h, &symbols(), &whole_only);
+    assert_ne!(r.sites[0].verdict, Verdict::Leak, "{:#?}", r.sites[0]);
+    let r = Report::build(&h, &symbols(), &ReportOptions::default());
+    let leak = &r.sites[0];
+    assert_eq!(leak.verdict, Verdict::Leak, "{leak:#?}");
+    assert!(
+        (leak.verdict_window_seconds - 300.0).abs() < 10.0,
+        "{leak:#?}"
+    );
+    assert!((leak.rate - 50_000.0).abs() < 500.0, "{leak:#?}");
+    assert!((r.window_seconds - 10_790.0).abs() < 1e-6);
+    let text = crate::render::text::text(&r, 5);
+    assert!(text.contains("leak*"), "{text}");
+    assert!(text.contains("* verdict from the last 5 min"), "{text}");
+}
