@@ -128,6 +128,8 @@ mod tests {
                 resident_bytes: 0,
                 usage_bytes: 0,
                 growth_rate: 0.0,
+                recent_growth_rate: None,
+                recent_window_seconds: None,
                 allocs: 0,
                 alloc_bytes: 0,
                 limit_bytes: None,

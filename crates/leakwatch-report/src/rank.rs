@@ -153,6 +153,9 @@ pub struct Ranking<K> {
     pub process_live_bytes: f64,
     /// Process growth rate over the window (Theil-Sen), bytes per second.
     pub process_rate: f64,
+    /// Process growth rate over the shortest recent window ranked (seconds, bytes per
+    /// second), when [`rank_windows`] ranked one.
+    pub process_recent_rate: Option<(f64, f64)>,
     /// The limit used for time-to-limit estimates.
     pub limit_bytes: Option<u64>,
     /// Seconds until the process reaches its limit at the summed recent rate of the
@@ -199,6 +202,7 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         points: series.len(),
         process_live_bytes: process_live,
         process_rate: theil_sen(&t, &p).unwrap_or(0.0),
+        process_recent_rate: None,
         limit_bytes: options.limit_bytes,
         seconds_to_limit: time_to(headroom, leak_rate, Verdict::Leak),
         sites,
@@ -226,7 +230,12 @@ pub fn rank_windows<K: Ord + Clone>(
             .enumerate()
             .map(|(i, s)| (s.key.clone(), i))
             .collect();
-        for trend in rank(&series.last_seconds(window), options).sites {
+        let recent = rank(&series.last_seconds(window), options);
+        let shortest = ranking.process_recent_rate.is_none_or(|(w, _)| window < w);
+        if shortest {
+            ranking.process_recent_rate = Some((recent.window_seconds, recent.process_rate));
+        }
+        for trend in recent.sites {
             if !matches!(trend.verdict, Verdict::Leak | Verdict::Growing) {
                 continue;
             }

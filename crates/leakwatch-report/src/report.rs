@@ -113,6 +113,14 @@ pub struct ProcessSummary {
     pub usage_bytes: u64,
     /// Growth of `usage_bytes` over the window (Theil-Sen), bytes per second.
     pub growth_rate: f64,
+    /// Growth of `usage_bytes` over the shortest recent window ranked (see
+    /// `ReportOptions::recent_windows`), bytes per second; `None` when the history is
+    /// too short for one.
+    #[serde(default)]
+    pub recent_growth_rate: Option<f64>,
+    /// That recent window, in seconds.
+    #[serde(default)]
+    pub recent_window_seconds: Option<f64>,
     /// Allocations since tracking started.
     pub allocs: u64,
     /// Bytes allocated since tracking started.
@@ -403,6 +411,8 @@ impl Report {
                 resident_bytes: latest.process.resident_bytes,
                 usage_bytes: ranking.process_live_bytes.max(0.0) as u64,
                 growth_rate: ranking.process_rate,
+                recent_growth_rate: ranking.process_recent_rate.map(|(_, r)| r),
+                recent_window_seconds: ranking.process_recent_rate.map(|(w, _)| w),
                 allocs: latest.process.allocs,
                 alloc_bytes: latest.process.alloc_bytes,
                 limit_bytes: ranking.limit_bytes,

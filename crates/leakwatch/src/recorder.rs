@@ -560,9 +560,13 @@ pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {
     let mut line = format!(
         "leak: {} grows {} ({} over {}), {} live",
         site.label,
-        rate(site.recent_rate.max(site.rate)),
+        rate(leakwatch_report::render::text::current_rate(site)),
         bytes(site.growth),
-        duration(report.window_seconds),
+        duration(if site.verdict_window_seconds > 0.0 {
+            site.verdict_window_seconds
+        } else {
+            report.window_seconds
+        }),
         bytes(site.live_bytes as f64),
     );
     if let Some(seconds) = site.seconds_to_limit {

@@ -15,6 +15,7 @@
 //! | `leakwatch_heap_peak_live_bytes` | gauge | highest live heap bytes seen |
 //! | `leakwatch_resident_memory_bytes` | gauge | resident set size (when known) |
 //! | `leakwatch_memory_growth_bytes_per_second` | gauge | growth of the process's memory |
+//! | `leakwatch_memory_recent_growth_bytes_per_second` | gauge | the same over the last 5 min (when the history is longer) |
 //! | `leakwatch_allocations_total` | counter | allocations since tracking started |
 //! | `leakwatch_allocated_bytes_total` | counter | bytes allocated since tracking started |
 //! | `leakwatch_memory_limit_bytes` | gauge | the memory limit (when known) |
@@ -77,6 +78,13 @@ pub fn prometheus(report: &Report, top: usize) -> String {
         "Growth rate of the process's memory (the larger of resident and live heap) over the window.",
         one(float(p.growth_rate)),
     );
+    if let Some(recent) = p.recent_growth_rate {
+        out.gauge(
+            "leakwatch_memory_recent_growth_bytes_per_second",
+            "Growth rate of the process's memory over the report's shortest recent window (5 min by default).",
+            one(float(recent)),
+        );
+    }
     out.counter(
         "leakwatch_allocations_total",
         "Allocations since tracking started.",

@@ -66,7 +66,7 @@ pub fn text(report: &Report, top: usize) -> String {
             .collect();
         if let Some(&window) = recent.first() {
             lines.push(format!(
-                "* verdict from the last {} (a leak that began late shows there first)",
+                "* verdict, rate and growth over the last {} (a leak that began late shows there first)",
                 duration(window)
             ));
         }
@@ -302,15 +302,32 @@ pub(crate) fn memory_line(report: &Report) -> String {
 
 /// The process's growth in words: `growing at +29.3 KiB/s`.
 pub(crate) fn growth_phrase(report: &Report) -> String {
-    let r = report.process.growth_rate;
-    if r.is_nan() {
-        "growth unknown".to_string()
-    } else if r >= 0.5 {
-        format!("growing at {}", rate(r))
-    } else if r <= -0.5 {
-        format!("shrinking at {}", rate(r))
-    } else {
-        "not growing".to_string()
+    let phrase = |r: f64| {
+        if r.is_nan() {
+            "growth unknown".to_string()
+        } else if r >= 0.5 {
+            format!("growing at {}", rate(r))
+        } else if r <= -0.5 {
+            format!("shrinking at {}", rate(r))
+        } else {
+            "not growing".to_string()
+        }
+    };
+    let whole = phrase(report.process.growth_rate);
+    match (
+        report.process.recent_growth_rate,
+        report.process.recent_window_seconds,
+    ) {
+        (Some(r), Some(w)) => format!(
+            "{} over the last {}, {} over {}",
+            phrase(r),
+            duration(w),
+            whole
+                .replace("growing at ", "")
+                .replace("shrinking at ", ""),
+            duration(report.window_seconds)
+        ),
+        _ => whole,
     }
 }
 
@@ -423,6 +440,16 @@ fn header(report: &Report) -> Vec<String> {
 /// The table of `sites`: columns as wide as their widest cell, then the label. When
 /// every label fits in what is left of the line, a row is one line; otherwise each
 /// label goes on a line of its own under its row (shortened only past the full width).
+/// How fast a site grows: for a leak or a growing site, now (the faster of its window's
+/// trend and its recent part's); for the rest, the trend over its window.
+pub fn current_rate(site: &SiteReport) -> f64 {
+    if matches!(site.verdict, Verdict::Leak | Verdict::Growing) {
+        site.recent_rate.max(site.rate)
+    } else {
+        site.rate
+    }
+}
+
 /// Whether `site`'s verdict came from a recent window, well shorter than the report's.
 fn from_recent_window(site: &SiteReport, report_window: f64) -> bool {
     site.verdict_window_seconds > 0.0 && site.verdict_window_seconds < 0.9 * report_window
@@ -445,12 +472,7 @@ fn table(sites: &[SiteReport], report_window: f64) -> Vec<String> {
                 s.verdict.as_str().to_string()
             },
             bytes(s.live_bytes as f64),
-            // How fast a leak grows now; for the rest, their trend over the window.
-            rate(if matches!(s.verdict, Verdict::Leak | Verdict::Growing) {
-                s.recent_rate.max(s.rate)
-            } else {
-                s.rate
-            }),
+            rate(current_rate(s)),
             signed_bytes(s.growth),
             s.seconds_to_limit.map_or("-".to_string(), duration),
         ]);
@@ -499,7 +521,7 @@ fn leak_stack(site: &SiteReport) -> Vec<String> {
     let mut lines = vec![format!(
         "Leak #{} ({}, {} live), its stack from the allocating line outwards:",
         site.rank,
-        rate(site.rate),
+        rate(current_rate(site)),
         bytes(site.live_bytes as f64)
     )];
     let stack = site.user_stack();

@@ -244,5 +244,24 @@ fn a_leak_that_starts_after_hours_shows_in_a_recent_window() {
     assert!((r.window_seconds - 10_790.0).abs() < 1e-6);
     let text = crate::render::text::text(&r, 5);
     assert!(text.contains("leak*"), "{text}");
-    assert!(text.contains("* verdict from the last 5 min"), "{text}");
+    assert!(
+        text.contains("* verdict, rate and growth over the last 5 min"),
+        "{text}"
+    );
+    // The process grows at the leak's pace now, not at the whole window's average.
+    let recent = r.process.recent_growth_rate.unwrap();
+    assert!((recent - 50_000.0).abs() < 1_000.0, "{recent}");
+    assert!(
+        r.process.growth_rate < 10_000.0,
+        "{}",
+        r.process.growth_rate
+    );
+    assert!(text.contains("over the last 5 min, "), "{text}");
+    let metrics = crate::render::prometheus::prometheus(&r, 5);
+    let value: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("leakwatch_memory_recent_growth_bytes_per_second "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!((value - 50_000.0).abs() < 1_000.0, "{value}");
 }
