@@ -46,8 +46,9 @@ pub struct History {
     thinned: u64,
 }
 
-/// What the latest snapshot said about the tracker and the process.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What a snapshot says besides its sites: the tracker and the process. (Also the head
+/// of every series-file line, field for field.)
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Header {
     /// Wall-clock time of the latest point, ms since the Unix epoch.
     pub timestamp_ms: u64,
@@ -66,9 +67,44 @@ pub struct Header {
     /// What the tracker could not record.
     pub overflow: OverflowStats,
     /// The tracker's warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Loaded modules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<Module>,
+}
+
+impl Header {
+    /// The header of `snapshot`.
+    pub fn of(snapshot: &Snapshot) -> Header {
+        Header {
+            timestamp_ms: snapshot.timestamp_ms,
+            pid: snapshot.pid,
+            mode: snapshot.mode,
+            sample_rate: snapshot.sample_rate,
+            unwinder: snapshot.unwinder,
+            process: snapshot.process,
+            tracker: snapshot.tracker,
+            overflow: snapshot.overflow,
+            warnings: snapshot.warnings.clone(),
+            modules: snapshot.modules.clone(),
+        }
+    }
+
+    /// Writes this header into `snapshot` (its sites stay as they are).
+    pub fn write_to(self, snapshot: &mut Snapshot) {
+        snapshot.schema_version = leakwatch_alloc::SCHEMA_VERSION;
+        snapshot.timestamp_ms = self.timestamp_ms;
+        snapshot.pid = self.pid;
+        snapshot.mode = self.mode;
+        snapshot.sample_rate = self.sample_rate;
+        snapshot.unwinder = self.unwinder;
+        snapshot.process = self.process;
+        snapshot.tracker = self.tracker;
+        snapshot.overflow = self.overflow;
+        snapshot.warnings = self.warnings;
+        snapshot.modules = self.modules;
+    }
 }
 
 impl Default for History {
@@ -146,22 +182,12 @@ impl History {
                 }
             }
         }
-        self.latest = Header {
-            timestamp_ms: snapshot.timestamp_ms,
-            pid: snapshot.pid,
-            mode: snapshot.mode,
-            sample_rate: snapshot.sample_rate,
-            unwinder: snapshot.unwinder,
-            process: snapshot.process,
-            tracker: snapshot.tracker,
-            overflow: snapshot.overflow,
-            warnings: snapshot.warnings.clone(),
-            modules: if snapshot.modules.is_empty() {
-                std::mem::take(&mut self.latest.modules)
-            } else {
-                snapshot.modules.clone()
-            },
-        };
+        let modules = std::mem::take(&mut self.latest.modules);
+        self.latest = Header::of(snapshot);
+        // Modules are listed once (a series file's first line): keep the last list.
+        if self.latest.modules.is_empty() {
+            self.latest.modules = modules;
+        }
         while self.times.len() > self.capacity() {
             self.thin();
         }
@@ -293,20 +319,9 @@ impl History {
 
     /// The latest state as a [`Snapshot`] (every site with its frames and counters).
     pub fn latest_snapshot(&self) -> Snapshot {
-        let h = &self.latest;
         let mut s = Snapshot::default();
-        s.schema_version = leakwatch_alloc::SCHEMA_VERSION;
-        s.timestamp_ms = h.timestamp_ms;
-        s.pid = h.pid;
-        s.mode = h.mode;
-        s.sample_rate = h.sample_rate;
-        s.unwinder = h.unwinder;
-        s.process = h.process;
+        self.latest.clone().write_to(&mut s);
         s.sites = self.sites().cloned().collect();
-        s.modules = h.modules.clone();
-        s.tracker = h.tracker;
-        s.overflow = h.overflow;
-        s.warnings = h.warnings.clone();
         s
     }
 }

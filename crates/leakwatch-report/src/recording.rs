@@ -8,11 +8,9 @@
 //! (`sites`). The format is documented in docs/report-format.md.
 
 use crate::error::{Error, Result, describe_json};
-use crate::history::History;
+use crate::history::{Header, History};
 use crate::symbols::SymbolTable;
-use leakwatch_alloc::{
-    Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, Symbol, TrackerStats, Unwinder,
-};
+use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -26,22 +24,13 @@ pub const SERIES_VERSION: u32 = 1;
 struct Line {
     /// [`SERIES_VERSION`]: marks the line as ours.
     leakwatch_series: u32,
-    timestamp_ms: u64,
-    pid: u32,
-    mode: Mode,
-    sample_rate: u32,
-    unwinder: Unwinder,
-    process: ProcessStats,
-    tracker: TrackerStats,
-    overflow: OverflowStats,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
+    /// The snapshot's time, process, mode, tracker, overflow and warnings; its modules on
+    /// a process's first line only.
+    #[serde(flatten)]
+    header: Header,
     /// The process's memory limit, when the writer knew it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     memory_limit: Option<u64>,
-    /// Loaded modules: on a process's first line.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    modules: Vec<Module>,
     /// Sites seen for the first time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     new_sites: Vec<NewSite>,
@@ -100,23 +89,14 @@ impl SeriesWriter {
             self.pid = Some(snapshot.pid);
         }
         let first = self.limit_written.is_none();
+        let mut header = Header::of(snapshot);
+        if !first {
+            header.modules = Vec::new();
+        }
         let mut line = Line {
             leakwatch_series: SERIES_VERSION,
-            timestamp_ms: snapshot.timestamp_ms,
-            pid: snapshot.pid,
-            mode: snapshot.mode,
-            sample_rate: snapshot.sample_rate,
-            unwinder: snapshot.unwinder,
-            process: snapshot.process,
-            tracker: snapshot.tracker,
-            overflow: snapshot.overflow,
-            warnings: snapshot.warnings.clone(),
+            header,
             memory_limit: None,
-            modules: if first {
-                snapshot.modules.clone()
-            } else {
-                Vec::new()
-            },
             new_sites: Vec::new(),
             symbols: Vec::new(),
             sites: Vec::new(),
@@ -254,14 +234,14 @@ impl Reader {
                 line.leakwatch_series
             ));
         }
-        if self.pid != Some(line.pid) {
+        if self.pid != Some(line.header.pid) {
             if self.pid.is_some() {
                 self.recording.earlier_processes += 1;
                 self.recording.history = self.template.clone();
                 self.current = Snapshot::default();
                 self.index.clear();
             }
-            self.pid = Some(line.pid);
+            self.pid = Some(line.header.pid);
         }
         for list in line.symbols {
             if let Some(address) = list.first().map(|s| s.address) {
@@ -304,19 +284,8 @@ impl Reader {
         if line.memory_limit.is_some() {
             self.recording.memory_limit = line.memory_limit;
         }
-        let s = &mut self.current;
-        s.schema_version = leakwatch_alloc::SCHEMA_VERSION;
-        s.timestamp_ms = line.timestamp_ms;
-        s.pid = line.pid;
-        s.mode = line.mode;
-        s.sample_rate = line.sample_rate;
-        s.unwinder = line.unwinder;
-        s.process = line.process;
-        s.tracker = line.tracker;
-        s.overflow = line.overflow;
-        s.warnings = line.warnings;
-        s.modules = line.modules;
-        self.recording.history.push(s);
+        line.header.write_to(&mut self.current);
+        self.recording.history.push(&self.current);
         self.recording.lines += 1;
         Ok(())
     }

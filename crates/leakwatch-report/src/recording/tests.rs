@@ -1,4 +1,5 @@
 use super::*;
+use leakwatch_alloc::Mode;
 
 fn site(id: u32, alloc: u64, freed: u64) -> SiteStats {
     let mut s = SiteStats::default();
