@@ -193,7 +193,7 @@ impl Scope {
         if !tracker::installed() {
             return Err(ScopeError::NotInstalled);
         }
-        if !tracker::ensure_tables_for_scope() {
+        if !tracker::ensure_tables() {
             return Err(ScopeError::NoTables);
         }
         let id = NEXT_ID.fetch_add(1, Relaxed) & ((1 << 40) - 1);

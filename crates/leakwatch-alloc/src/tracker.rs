@@ -136,7 +136,8 @@ pub(crate) fn installed() -> bool {
 }
 
 /// Maps the tables (once) and registers the fork handlers. Returns false on failure.
-fn ensure_tables() -> bool {
+/// (Scopes call it too: they need the tables while tracking may stay off.)
+pub(crate) fn ensure_tables() -> bool {
     loop {
         match TABLES.load(Acquire) {
             TABLES_READY => return true,
@@ -157,11 +158,6 @@ fn ensure_tables() -> bool {
             std::thread::yield_now();
         }
     }
-}
-
-/// Maps the tables for a scope (tracking may stay off). Returns false on failure.
-pub(crate) fn ensure_tables_for_scope() -> bool {
-    ensure_tables()
 }
 
 /// Whether the tables could not be created (tracking then stays off).

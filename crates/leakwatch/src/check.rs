@@ -471,19 +471,19 @@ fn analyse(
 /// their module path (release builds with line-tables-only debug info name inlined
 /// functions so), a path that ends in its name.
 fn allows(pattern: &str, frame: &Frame) -> bool {
-    if pattern.contains('/') {
-        return frame.file.as_deref().is_some_and(|f| f.contains(pattern));
-    }
-    let Some(function) = frame.function.as_deref() else {
-        return false;
+    // The label rules' syntax: a file part, or a function prefix.
+    let rule = LabelRules {
+        ignore: vec![pattern.to_string()],
     };
-    let function = function.strip_prefix('<').unwrap_or(function);
-    if function.starts_with(pattern) {
+    if rule.is_ignored(frame) {
         return true;
     }
     // `forget_buffer` (or `push<T>`) against `my_crate::forget_buffer`.
+    let Some(function) = frame.function.as_deref().filter(|_| !pattern.contains('/')) else {
+        return false;
+    };
     let bare = function.split('<').next().unwrap_or(function);
-    !bare.contains("::") && pattern.rsplit("::").next() == Some(bare)
+    !bare.is_empty() && !bare.contains("::") && pattern.rsplit("::").next() == Some(bare)
 }
 
 /// The checked code's part of a stack: from its label frame outwards, runtime frames

@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{Response, Server, metric, run_binary};
+use common::{Response, Server, metric, run_binary, wait_for};
 use model_server::server::GenerateResponse;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -711,7 +711,7 @@ fn run_tool(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let mut child = match spawned {
+    let child = match spawned {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             assert!(
@@ -723,35 +723,8 @@ fn run_tool(
         }
         Err(e) => panic!("cannot run {name}: {e}"),
     };
-    let writer = child.stdin.take().map(|mut stdin| {
-        let input = input.unwrap_or_default().to_vec();
-        std::thread::spawn(move || stdin.write_all(&input))
-    });
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = pipe.read_to_end(&mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{name} did not finish within 60 s ({other:?})");
-            }
-        }
-    };
-    if let Some(writer) = writer {
-        let _ = writer.join();
-    }
-    let output = stdout.join().unwrap_or_default() + &stderr.join().unwrap_or_default();
+    let (status, stdout, stderr) = wait_for(child, input, Duration::from_secs(60), name);
+    let output = stdout + &stderr;
     Some((status, output))
 }
 

@@ -210,13 +210,34 @@ impl Drop for Server {
 /// Runs the binary with `args` to completion (killed after 30 s) and returns its exit
 /// status, stdout and stderr.
 pub fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
-    let mut child = binary()
+    let child = binary()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start model-server {args:?}: {e}"));
+    wait_for(
+        child,
+        None,
+        Duration::from_secs(30),
+        &format!("model-server {args:?}"),
+    )
+}
+
+/// Feeds `input` to a started child's stdin (if piped), reads its piped stdout and
+/// stderr, and waits for it to exit: killed and a panic after `limit`. Returns its exit
+/// status, stdout and stderr.
+pub fn wait_for(
+    mut child: std::process::Child,
+    input: Option<&[u8]>,
+    limit: Duration,
+    name: &str,
+) -> (ExitStatus, String, String) {
+    let writer = child.stdin.take().map(|mut stdin| {
+        let input = input.unwrap_or_default().to_vec();
+        std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input))
+    });
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -226,7 +247,7 @@ pub fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + limit;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -234,10 +255,13 @@ pub fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("model-server {args:?} did not exit within 30 s ({other:?})");
+                panic!("{name} did not exit within {limit:?} ({other:?})");
             }
         }
     };
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
     let stdout = stdout.join().unwrap_or_default();
     let stderr = stderr.join().unwrap_or_default();
     (status, stdout, stderr)
