@@ -284,19 +284,8 @@ impl History {
         self.series_by(|site| site.id)
     }
 
-    /// Bytes site `id` allocated plus bytes it freed within the window.
-    pub fn churn(&self, site: &SiteStats) -> f64 {
-        let (alloc, freed) = self
-            .first_counts
-            .get(site.id as usize)
-            .copied()
-            .unwrap_or((0, 0));
-        site.alloc_bytes.saturating_sub(alloc) as f64
-            + site.freed_bytes.saturating_sub(freed) as f64
-    }
-
     /// The history as a series with sites merged under `key_of(site)`, summing their live
-    /// bytes (each site's estimate is unbiased, so the sums are too) and their churn.
+    /// bytes (each site's estimate is unbiased, so the sums are too).
     pub fn series_by<K: Ord + Clone>(&self, mut key_of: impl FnMut(&SiteStats) -> K) -> Series<K> {
         let mut series = Series::with_times(self.start_ms(), self.times.clone());
         series.process = self.process.iter().map(|p| p.live_bytes as f64).collect();
@@ -305,7 +294,6 @@ impl History {
                 continue;
             };
             let key = key_of(site);
-            *series.churn.entry(key.clone()).or_insert(0.0) += self.churn(site);
             let sum = series
                 .sites
                 .entry(key)

@@ -92,20 +92,6 @@ impl RankOptions {
     fn growth_floor(&self) -> f64 {
         self.min_growth.max(4.0 * self.sample_bytes)
     }
-
-    /// How much the difference of two levels of a sampled site varies by sampling alone
-    /// (0 for exact snapshots). Samples arrive with the site's allocations and leave with
-    /// its frees, each worth about `R` bytes, so over bytes `churn` allocated plus freed
-    /// the estimate moves by about `sqrt(R * churn)` more or less than the truth (for
-    /// the part of the churn between the two levels). Without a known churn,
-    /// two independent estimates around `level`: `sqrt(2 * level * R)`.
-    /// `span` is the fraction of the window between the two levels.
-    fn sampling_noise(&self, level: f64, churn: Option<f64>, span: f64) -> f64 {
-        match churn {
-            Some(churn) => (self.sample_bytes * churn.max(0.0) * span).sqrt(),
-            None => (2.0 * level.max(0.0) * self.sample_bytes).sqrt(),
-        }
-    }
 }
 
 /// The trend of one site.
@@ -182,8 +168,8 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         .sites
         .iter()
         .map(|(key, values)| {
-            let churn = series.churn.get(key).copied();
-            let mut trend = site_trend(key.clone(), &axes, values, churn, options);
+            let departed = series.departed.get(key).map(Vec::as_slice);
+            let mut trend = site_trend(key.clone(), &axes, values, departed, options);
             trend.window_seconds = axes.window;
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
             trend
@@ -267,31 +253,29 @@ fn time_to(headroom: Option<f64>, rate: f64, verdict: Verdict) -> Option<f64> {
     (rate > 0.0 && matches!(verdict, Verdict::Leak | Verdict::Growing)).then(|| headroom / rate)
 }
 
-/// The levels of the first, middle and last third of a series: medians, so that noise
-/// and short spikes do not move them. Fewer than three points share thirds.
-fn thirds(values: &[f64]) -> [f64; 3] {
-    let n = values.len();
-    if n == 0 {
-        return [0.0; 3];
-    }
-    let cut = |k: usize| (n * k / 3).min(n - 1);
-    let part = |a: usize, b: usize| {
-        let mut part = values[a..b.max(a + 1).min(n)].to_vec();
-        median(&mut part).unwrap_or(0.0)
-    };
-    [part(0, cut(1)), part(cut(1), cut(2)), part(cut(2), n)]
-}
-
-/// The level (median) of the first tenth of `values` (at least one point).
-fn first_tenth_level(values: &[f64]) -> f64 {
-    let k = (values.len() / 10).max(1).min(values.len());
-    median(&mut values[..k].to_vec()).unwrap_or(0.0)
-}
+/// How far apart, in standard deviations of their noise, two levels must be for the
+/// difference to count as growth (one-sided: about 2% of pure-noise differences pass).
+const GREW_SIGMAS: f64 = 2.0;
+/// How far the last third must sit above the middle one, in standard deviations, for a
+/// leak to count as still climbing.
+const CLIMB_SIGMAS: f64 = 1.0;
+/// How far the last third must sit above the middle one, in standard deviations of a
+/// turning-over sampled estimate's wander, for a leak to count as still climbing.
+const TURNOVER_SIGMAS: f64 = 3.0;
+/// How far the last third must fall short of a steady climb, in standard deviations of
+/// that climb's noise, for a site to count as stopped.
+const STOP_SIGMAS: f64 = 2.0;
 
 /// The trend of a site that never moved by `min_growth`: stable, with rates from the
 /// change between the window's ends (no significance test: p-values of 1).
 fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
-    let window_growth = edge_levels(values);
+    let n = values.len();
+    let k = (n / 10).max(1).min(n);
+    let window_growth = if n == 0 {
+        0.0
+    } else {
+        median_of(&values[n - k..]) - median_of(&values[..k])
+    };
     let rate = if window > 0.0 {
         window_growth / window
     } else {
@@ -314,31 +298,209 @@ fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
     }
 }
 
-/// The level of the last tenth of `values` minus that of the first tenth (medians; at
-/// least one point each).
-fn edge_levels(values: &[f64]) -> f64 {
-    let n = values.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let k = (n / 10).max(1);
-    let level = |part: &[f64]| median(&mut part.to_vec()).unwrap_or(0.0);
-    level(&values[n - k..]) - level(&values[..k])
+fn median_of(values: &[f64]) -> f64 {
+    median(&mut values.to_vec()).unwrap_or(0.0)
 }
 
-/// The standard deviation of the difference of two thirds' medians due to noise alone.
-/// The noise is estimated from first differences (robust to trends and steps: the
-/// median absolute difference, scaled for a normal distribution).
-fn level_difference_noise(values: &[f64]) -> f64 {
+/// The level of a stretch of a series: the median of its points (so that noise and
+/// short spikes do not move it), where it sits, and how many points it rests on.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    value: f64,
+    /// The stretch's middle point (index into the series).
+    center: usize,
+    points: usize,
+}
+
+impl Level {
+    /// The level of `values[a..b]` (at least one point; clamped to the series).
+    fn of(values: &[f64], a: usize, b: usize) -> Level {
+        let n = values.len();
+        let a = a.min(n.saturating_sub(1));
+        let b = b.clamp(a + 1, n.max(a + 1));
+        Level {
+            value: median_of(&values[a..b.min(n)]),
+            center: (a + b - 1) / 2,
+            points: b - a,
+        }
+    }
+}
+
+/// The sampling noise model of one site (see docs/ARCHITECTURE.md, "How a leak is told
+/// from a cache").
+///
+/// A sampled estimate is the sum of the weights `w = s / p(s)` of the sampled blocks
+/// alive at that moment. Between two moments `a` and `b`, blocks alive at both add the
+/// same weight to both estimates, and blocks allocated and freed in between add to
+/// neither: the difference moves only with the blocks alive at exactly one of the two
+/// moments, those that arrived (`A` bytes) and those that departed (`D` bytes). Each is
+/// sampled independently, so `Var(est_b - est_a) = sum of s^2 (1 - p) / p` over them,
+/// at most `R x (A + D)` (equality for blocks much smaller than `R`). And `A - D` is the
+/// true change, so `A + D = change + 2 D`. The allocator counts, per site, the bytes
+/// freed from blocks that had been alive at a snapshot (`departed`, cumulative); those
+/// between `a` and `b` bound `D` from above, as does the level at `a` itself. So the
+/// noise of a difference of two levels is `sqrt(R x (|change| + 2 min(D, level_a)))`,
+/// plus the series' own jitter between neighbouring points (which in sampled mode
+/// holds the blocks seen at one snapshot and gone at the next, and in exact mode the
+/// real bursts of the program). A busy site whose blocks die young adds nothing to it
+/// however much it allocates; without `departed` (older recordings) `D <= level_a`
+/// gives the bound `sqrt(R x (level_a + level_b))`.
+struct Noise<'a> {
+    /// Bytes one sample stands for (0: exact).
+    r: f64,
+    /// Cumulative departed bytes, one per point, where known.
+    departed: Option<&'a [f64]>,
+    /// Standard deviation of one point's jitter.
+    point_sigma: f64,
+    /// The series' own swing: the standard deviation of the median of one block of
+    /// `block_points` points around the trend (see [`block_noise`]).
+    block_sigma: f64,
+    block_points: usize,
+}
+
+impl Noise<'_> {
+    /// The standard deviation of `y - x` due to noise alone.
+    fn between(&self, x: Level, y: Level) -> f64 {
+        self.model(x, y, y.value - x.value)
+    }
+
+    /// The noise of a change of `change` bytes from `x` to `y`: the sampling and jitter
+    /// model, or the series' own swing between stretches that long where that is larger
+    /// (a sawtooth or a batch job moves the truth itself, which no sampling model sees).
+    fn model(&self, x: Level, y: Level, change: f64) -> f64 {
+        let modelled = self.jitter(x, y).hypot(self.sampling(x, y, change));
+        modelled.max(self.swing(x, y))
+    }
+
+    /// The series' own swing between stretches as long as `x` and `y`.
+    fn swing(&self, x: Level, y: Level) -> f64 {
+        let b = self.block_points.max(1) as f64;
+        self.block_sigma
+            * (b / x.points.max(1) as f64 + b / y.points.max(1) as f64)
+                .min(2.0)
+                .sqrt()
+    }
+
+    /// The noise that is not sampling: jitter, or the swing where larger.
+    fn jitter_or_swing(&self, x: Level, y: Level) -> f64 {
+        self.jitter(x, y).max(self.swing(x, y))
+    }
+
+    /// The jitter part: the standard deviation of the difference of two medians of
+    /// points with independent noise of `point_sigma`.
+    fn jitter(&self, x: Level, y: Level) -> f64 {
+        1.2533
+            * self.point_sigma
+            * (1.0 / x.points.max(1) as f64 + 1.0 / y.points.max(1) as f64).sqrt()
+    }
+
+    /// The sampling part of the noise of a change from level `x` to `y` of `change`
+    /// bytes (the observed one, or one expected under a hypothesis); `x` and `y` in
+    /// either order.
+    fn sampling(&self, x: Level, y: Level, change: f64) -> f64 {
+        if self.r <= 0.0 {
+            return 0.0;
+        }
+        (self.r * self.turnover(x, y, change)).sqrt()
+    }
+
+    /// `A + D`: bytes alive at one of the two levels' moments and not at the other, for
+    /// a change of `change` bytes between them: the change, plus twice the bytes that
+    /// departed (at most what the earlier level held).
+    fn turnover(&self, x: Level, y: Level, change: f64) -> f64 {
+        let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
+        (change.abs() + 2.0 * self.departed(a, b)).max(0.0)
+    }
+
+    /// Bytes that departed between the earlier level `a` and the later `b` (bounded by
+    /// what `a` held; without counts, that bound).
+    fn departed(&self, a: Level, b: Level) -> f64 {
+        let before = a.value.max(0.0);
+        match self.departed {
+            Some(d) if !d.is_empty() => {
+                let at = |i: usize| d[i.min(d.len() - 1)];
+                (at(b.center) - at(a.center)).max(0.0).min(before)
+            }
+            _ => before,
+        }
+    }
+}
+
+/// The standard deviation of one point's noise, from first differences around their
+/// median (robust to trends, steps and spikes): the median absolute deviation, scaled
+/// for a normal distribution.
+fn point_noise(values: &[f64]) -> f64 {
     if values.len() < 6 {
         return 0.0;
     }
-    let mut diffs: Vec<f64> = values.windows(2).map(|w| (w[1] - w[0]).abs()).collect();
+    let mut diffs: Vec<f64> = values.windows(2).map(|w| w[1] - w[0]).collect();
+    let center = median(&mut diffs.clone()).unwrap_or(0.0);
+    diffs.iter_mut().for_each(|d| *d = (*d - center).abs());
     let mad = median(&mut diffs).unwrap_or(0.0);
-    let sigma = mad / 0.6745 / std::f64::consts::SQRT_2;
-    let per_third = (values.len() / 3).max(1) as f64;
-    // Median of m points: sd ~ 1.2533 sigma / sqrt(m); the difference of two: sqrt(2) x.
-    std::f64::consts::SQRT_2 * 1.2533 * sigma / per_third.sqrt()
+    mad / 0.6745 / std::f64::consts::SQRT_2
+}
+
+/// Blocks the series is cut into to measure its own swing.
+const SWING_BLOCKS: usize = 12;
+
+/// The series' own swing: the median of each of [`SWING_BLOCKS`] consecutive blocks,
+/// less the trend (the Theil-Sen line through those medians), has this robust standard
+/// deviation (median absolute deviation, scaled for a normal distribution). A steady
+/// leak's blocks sit on its line; noise, and a truth that rises and falls (a sawtooth, a
+/// periodic batch), scatter them. Returns it and the points per block.
+fn block_noise(times: &[f64], values: &[f64]) -> (f64, usize) {
+    let n = times.len().min(values.len());
+    if n < 2 * SWING_BLOCKS {
+        return (0.0, 1);
+    }
+    let per = n / SWING_BLOCKS;
+    let (mut t, mut v) = (Vec::new(), Vec::new());
+    for k in 0..SWING_BLOCKS {
+        let (a, b) = (k * per, (k + 1) * per);
+        t.push((times[a] + times[b - 1]) / 2.0);
+        v.push(median_of(&values[a..b]));
+    }
+    let slope = theil_sen(&t, &v).unwrap_or(0.0);
+    let mut residuals: Vec<f64> = t.iter().zip(&v).map(|(t, v)| v - slope * t).collect();
+    let center = median(&mut residuals.clone()).unwrap_or(0.0);
+    residuals.iter_mut().for_each(|r| *r = (*r - center).abs());
+    (median(&mut residuals).unwrap_or(0.0) / 0.6745, per)
+}
+
+/// How long a site has been flat, against how long it took to get there, on the medians
+/// of [`SWING_BLOCKS`] blocks (robust to noise): seconds since the first block that sits
+/// (within `band`) at the level `now` it holds; the span a next rise may take, the time
+/// it rose over and twice the gap between its last two rises (a container that doubles
+/// takes twice as long for each next step, so a pause shorter than that is no evidence
+/// that it stopped).
+fn flat_and_rise(times: &[f64], values: &[f64], start: f64, now: f64, band: f64) -> (f64, f64) {
+    let n = times.len().min(values.len());
+    if n < SWING_BLOCKS {
+        return (0.0, 0.0);
+    }
+    let per = n / SWING_BLOCKS;
+    let block = |k: usize| median_of(&values[k * per..((k + 1) * per).min(n)]);
+    let center = |k: usize| times[(k * per + per / 2).min(n - 1)];
+    let levels: Vec<f64> = (0..SWING_BLOCKS).map(block).collect();
+    let Some(reached) = levels.iter().position(|&v| v >= now - band) else {
+        return (0.0, 0.0);
+    };
+    let began = levels[..reached]
+        .iter()
+        .rposition(|&v| v <= start + band)
+        .unwrap_or(0);
+    let rise_time = center(reached) - center(began);
+    // Rises: steps between neighbouring blocks of at least a tenth of the whole rise.
+    let step = 0.1 * (now - start);
+    let rises: Vec<usize> = (began + 1..=reached)
+        .filter(|&k| levels[k] - levels[k - 1] >= step)
+        .collect();
+    let gap = match rises.as_slice() {
+        [.., a, b] => center(*b) - center(*a),
+        _ => 0.0,
+    };
+    let flat = times[n - 1] - times[reached * per];
+    (flat, rise_time.max(2.0 * gap))
 }
 
 /// The time axis of a series, bucketed for the trend statistics (`coarse`) and for the
@@ -353,7 +515,7 @@ fn site_trend<K>(
     key: K,
     axes: &Axes,
     values: &[f64],
-    churn: Option<f64>,
+    departed: Option<&[f64]>,
     o: &RankOptions,
 ) -> SiteTrend<K> {
     let live_bytes = values.last().copied().unwrap_or(0.0);
@@ -376,57 +538,89 @@ fn site_trend<K>(
     let recent_len = ((n as f64 * o.recent_fraction).round() as usize).clamp(n.min(3), n);
     let recent_rate = theil_sen(&t[n - recent_len..], &v[n - recent_len..]).unwrap_or(0.0);
 
-    // Levels of the thirds of the window: a leak keeps climbing from the middle third to
-    // the last; a cache that filled up has stopped. Levels and their noise are taken on
-    // a finer bucketing than the trend statistics (still bounding the cost).
+    // Levels, on a finer bucketing than the trend statistics (still bounding the cost):
+    // the window's three thirds, and its first and last tenths.
+    let times = &axes.fine.times;
     let values = axes.fine.apply(values);
     let values = values.as_slice();
-    let [early, middle, late] = thirds(values);
-    let growth = late - early;
-    let window_growth = edge_levels(values);
-    let recent_growth = late - middle;
+    let departed = departed.map(|d| axes.fine.apply(d));
+    let m = values.len();
+    let third = |k: usize| Level::of(values, m * k / 3, m * (k + 1) / 3);
+    let (early, middle, late) = (third(0), third(1), third(2));
+    let tenth = (m / 10).max(1);
+    // The start: the first twentieth (a cache may fill within the first tenth).
+    let first = Level::of(values, 0, (m / 20).max(1));
+    let last = Level::of(values, m - tenth, m);
+    let (block_sigma, block_points) = block_noise(times, values);
+    let noise = Noise {
+        r: o.sample_bytes,
+        departed: departed.as_deref(),
+        point_sigma: point_noise(values),
+        block_sigma,
+        block_points,
+    };
+
+    let growth = late.value - early.value;
+    let window_growth = last.value - first.value;
+    let recent_growth = late.value - middle.value;
     let window = axes.window;
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
-    // How much two thirds' levels differ by noise alone: the series' own jitter, and
-    // for sampled sites the sampling's wander, between the first and last thirds
-    // (`level_noise`, two thirds of the window apart) and between the last two
-    // (`recent_noise`, one third apart).
-    let jitter = level_difference_noise(values);
-    let level_noise = jitter.max(o.sampling_noise(late.max(middle), churn, 2.0 / 3.0));
-    let recent_noise = jitter.max(o.sampling_noise(late.max(middle), churn, 1.0 / 3.0));
-
-    let grew = growth >= min_growth
-        && growth > 2.0 * level_noise
-        && rate.max(recent_rate).max(mean_rate) > o.min_rate;
+    let beyond = |x: Level, y: Level| {
+        let change = y.value - x.value;
+        change >= min_growth && change > GREW_SIGMAS * noise.between(x, y)
+    };
+    // Grew beyond noise: from the first third's level to the last's, or from the
+    // window's first tenth to its last (a leak's full rise; a cache that filled within
+    // the first third shows only there).
+    let grew = (beyond(early, late) || beyond(first, last) || beyond(first, late))
+        && rate
+            .max(recent_rate)
+            .max(mean_rate)
+            .max(window_growth / window.max(1e-9))
+            > o.min_rate;
     let significant_up = mk.p_increasing < o.alpha;
-    // At a steady rate the last third sits half the total growth above the middle one.
-    // A leak must show it is still climbing: at least a quarter of that pace, and more
-    // than noise explains (noisy data is no evidence of a leak). It has stopped when it
-    // falls well short of that, by more than noise explains.
-    let expected = growth / 2.0;
-    let still_climbing = recent_growth >= 0.25 * expected && recent_growth > recent_noise;
-    let stopped = recent_growth < 0.5 * expected && expected - recent_growth > 2.5 * recent_noise;
-    // A rise early in the window (even before the first third's median would show it),
-    // then a flat stretch: the last third sits well above the window's start and barely
-    // above the middle third. Needs enough points for the noise estimate.
-    let enough_points = values.len() >= 10;
-    let rise = late - first_tenth_level(values);
-    let rose_then_stopped = enough_points
-        && rise >= min_growth
-        && rise > 3.0 * level_noise
-        && recent_growth < 0.15 * rise;
+    // How long it has been flat, and how long it rose for (see `flat_and_rise`).
+    let rise = late.value - first.value;
+    let band = (2.0 * noise.model(late, late, 0.0)).max(0.1 * rise.max(0.0));
+    let (flat_time, rise_span) = flat_and_rise(times, values, first.value, late.value, band);
+    // The growth from the middle third to the last that a steady climb predicts: half
+    // the thirds' growth, or about 0.4 of the rise from the window's start.
+    let expected = (growth / 2.0).max(0.4 * rise);
+    // Still climbing: at least a quarter of that pace, at least one sample, and more
+    // than noise explains if nothing grew: the jitter, and the wander of a sampled
+    // estimate whose samples turn over (`sqrt(2 R D)`: arrivals balance departures),
+    // which moves like a random walk and so is held to a stricter bound.
+    let at_rest = noise
+        .jitter_or_swing(middle, late)
+        .hypot(TURNOVER_SIGMAS / CLIMB_SIGMAS * noise.sampling(middle, late, 0.0));
+    let still_climbing = recent_growth >= 0.25 * expected
+        && recent_growth >= o.sample_bytes
+        && recent_growth > CLIMB_SIGMAS * at_rest;
+    // Stopped: well short of that pace, by more than the noise a steady climb of
+    // `expected` would have; and flat for longer than it took to rise.
+    let climb_noise = noise.model(middle, late, expected);
+    // Or it rose early, clearly, and has barely moved since: a cache filled within the
+    // window's first part, whose thirds' growth may not even show the rise.
+    let flat_long_enough = flat_time > 1.2 * rise_span && m >= 10;
+    let stopped = flat_long_enough
+        && ((recent_growth < 0.5 * expected
+            && expected - recent_growth > STOP_SIGMAS * climb_noise)
+            || (recent_growth < 0.15 * rise
+                && rise > 1.5 * STOP_SIGMAS * noise.between(first, late)));
 
-    let verdict = if grew && significant_up && still_climbing {
+    let verdict = if grew && significant_up && still_climbing && !stopped {
         Verdict::Leak
-    } else if (grew && (significant_up || (stopped && enough_points))) || rose_then_stopped {
-        // Grew, and is not climbing now. A short rise followed by a long flat stretch is no
-        // monotonic trend to Mann-Kendall, but its levels tell it: the rise is more than
-        // three times the level noise and then it stayed.
+    } else if grew && stopped {
+        // Grew beyond noise and has stopped: a cache or pool that filled up.
         Verdict::Plateau
-    } else if mk.p_decreasing < o.alpha && growth <= -min_growth && rate < -o.min_rate {
+    } else if mk.p_decreasing < o.alpha
+        && growth <= -min_growth
+        && -growth > GREW_SIGMAS * noise.between(early, late)
+        && rate < -o.min_rate
+    {
         Verdict::Shrinking
-    } else if grew && recent_growth >= 0.0 && (mk.p_increasing < 0.05 || (n < 10 && mk.s > 0.0)) {
-        // Some evidence (or too few points for any): worth watching, not yet a leak.
+    } else if grew {
+        // Grew beyond noise, but neither a sure leak nor surely stopped: worth watching.
         Verdict::Growing
     } else {
         Verdict::Stable

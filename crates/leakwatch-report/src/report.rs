@@ -35,8 +35,7 @@ pub struct ReportOptions {
     pub chart_points: usize,
     /// Rank only the last this many seconds of the history (`None`: all of it). A leak
     /// that starts after hours of uptime shows sooner in a recent window; a slow one needs
-    /// a long window to stand out of the noise. (The churn that bounds sampling noise is
-    /// known for the whole history; a window takes its share by time.)
+    /// a long window to stand out of the noise.
     pub window_seconds: Option<f64>,
     /// Shorter windows, ending now, ranked as well (default 5 min and 1 h): a site takes
     /// the most urgent verdict any of them gives it. After a day of uptime, a leak that

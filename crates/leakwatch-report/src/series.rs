@@ -16,9 +16,11 @@ pub struct Series<K> {
     pub process: Vec<f64>,
     /// Per-site live bytes, one value per point.
     pub sites: BTreeMap<K, Vec<f64>>,
-    /// Per-site bytes allocated plus bytes freed within the window, where known (the
-    /// ranking uses it to bound how much sampled estimates wander).
-    pub churn: BTreeMap<K, f64>,
+    /// Per-site bytes freed from blocks that had been alive at an earlier snapshot,
+    /// cumulative (any origin), one value per point, where known: the ranking bounds how
+    /// much a sampled estimate wanders between two points by the blocks that departed
+    /// between them (blocks born and freed between two snapshots move it by nothing).
+    pub departed: BTreeMap<K, Vec<f64>>,
 }
 
 impl<K: Ord + Clone> Series<K> {
@@ -29,7 +31,7 @@ impl<K: Ord + Clone> Series<K> {
             start_ms: 0,
             process: Vec::new(),
             sites: BTreeMap::new(),
-            churn: BTreeMap::new(),
+            departed: BTreeMap::new(),
         }
     }
 
@@ -41,7 +43,7 @@ impl<K: Ord + Clone> Series<K> {
             times,
             start_ms,
             sites: BTreeMap::new(),
-            churn: BTreeMap::new(),
+            departed: BTreeMap::new(),
         }
     }
 
@@ -87,23 +89,19 @@ impl<K: Ord + Clone> Series<K> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.get(first..).unwrap_or(&[]).to_vec()))
                 .collect(),
-            churn: self.churn.clone(),
+            departed: self
+                .departed
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get(first..).unwrap_or(&[]).to_vec()))
+                .collect(),
         }
     }
 
-    /// The last `seconds` of the series. The churn is known for the whole series only,
-    /// so each site's is scaled to the kept share of the time.
+    /// The last `seconds` of the series.
     pub fn last_seconds(&self, seconds: f64) -> Series<K> {
         let end = self.times.last().copied().unwrap_or(0.0);
-        let span = end - self.times.first().copied().unwrap_or(0.0);
         let first = self.times.partition_point(|&t| t < end - seconds.max(0.0));
-        let mut tail = self.since(first);
-        let kept = end - tail.times.first().copied().unwrap_or(end);
-        if span > 0.0 {
-            let share = (kept / span).clamp(0.0, 1.0);
-            tail.churn.values_mut().for_each(|c| *c *= share);
-        }
-        tail
+        self.since(first)
     }
 
     /// Number of points.
@@ -120,11 +118,14 @@ impl<K: Ord + Clone> Series<K> {
     /// merge every site with the same label.
     pub fn regroup<K2: Ord + Clone + Hash>(&self, mut key_of: impl FnMut(&K) -> K2) -> Series<K2> {
         let mut sites: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
-        let mut churn: BTreeMap<K2, f64> = BTreeMap::new();
+        let mut departed: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
+        let mut unknown: Vec<K2> = Vec::new();
         for (key, column) in &self.sites {
             let new_key = key_of(key);
-            if let Some(c) = self.churn.get(key) {
-                *churn.entry(new_key.clone()).or_insert(0.0) += c;
+            // A merged key knows its departures only if every part does.
+            match self.departed.get(key) {
+                Some(d) => add_columns(&mut departed, new_key.clone(), d),
+                None => unknown.push(new_key.clone()),
             }
             let merged = sites
                 .entry(new_key)
@@ -138,8 +139,21 @@ impl<K: Ord + Clone> Series<K> {
             start_ms: self.start_ms,
             process: self.process.clone(),
             sites,
-            churn,
+            departed: {
+                for key in unknown {
+                    departed.remove(&key);
+                }
+                departed
+            },
         }
+    }
+}
+
+/// Adds `column` to `sums[key]` point by point.
+fn add_columns<K: Ord>(sums: &mut BTreeMap<K, Vec<f64>>, key: K, column: &[f64]) {
+    let sum = sums.entry(key).or_insert_with(|| vec![0.0; column.len()]);
+    for (s, v) in sum.iter_mut().zip(column) {
+        *s += v;
     }
 }
 
