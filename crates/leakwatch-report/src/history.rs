@@ -37,11 +37,17 @@ pub struct History {
     columns: Vec<Option<Vec<f32>>>,
     /// The latest counters and the frames of every site seen, indexed by site id.
     sites: Vec<Option<SiteStats>>,
-    /// Each site's `(alloc_bytes, freed_bytes)` at the first point it appeared in, so
-    /// the bytes it allocated and freed within the window are known (the first point is
-    /// never thinned away).
-    first_counts: Vec<(u64, u64)>,
+    /// Per site, the bytes that departed (`SiteStats::freed_old_bytes`) since the point
+    /// before, one `f32` per point, kept only for sites that had any (`None`: none so
+    /// far, zeros). Thinning adds a dropped point's departures to the next kept point.
+    departed: Vec<Option<Vec<f32>>>,
+    /// Each site's `freed_old_bytes` at its latest point.
+    departed_total: Vec<u64>,
+    /// Whether every snapshot counted departures (a snapshot epoch above 0); recordings
+    /// from before that did not.
+    departures_known: bool,
     site_count: usize,
+    departed_columns: usize,
     latest: Header,
     thinned: u64,
 }
@@ -125,8 +131,11 @@ impl History {
             process: Vec::new(),
             columns: Vec::new(),
             sites: Vec::new(),
-            first_counts: Vec::new(),
+            departed: Vec::new(),
+            departed_total: Vec::new(),
+            departures_known: true,
             site_count: 0,
+            departed_columns: 0,
             latest: Header::default(),
             thinned: 0,
         }
@@ -143,23 +152,33 @@ impl History {
         }
         self.times.push(time);
         self.process.push(snapshot.process);
+        self.departures_known &= snapshot.epoch > 0;
         for site in &snapshot.sites {
             let id = site.id as usize;
             if id >= self.columns.len() {
                 self.columns.resize_with(id + 1, || None);
                 self.sites.resize_with(id + 1, || None);
-                self.first_counts.resize(id + 1, (0, 0));
+                self.departed.resize_with(id + 1, || None);
+                self.departed_total.resize(id + 1, 0);
             }
+            let new_site = self.columns[id].is_none();
             let column = self.columns[id].get_or_insert_with(|| {
                 self.site_count += 1;
-                // A site present from the first point came with counts from before the
-                // window; one that appears later started within it.
-                if index == 0 {
-                    self.first_counts[id] = (site.alloc_bytes, site.freed_bytes);
-                }
                 vec![0.0; index]
             });
             column.push(site.live_bytes as f32);
+            // Departures since the point before (a site's first point only sets the
+            // baseline: what departed before the window does not matter).
+            let departed = site.freed_old_bytes.saturating_sub(self.departed_total[id]);
+            self.departed_total[id] = site.freed_old_bytes;
+            if departed > 0 && !new_site {
+                let column = self.departed[id].get_or_insert_with(|| {
+                    self.departed_columns += 1;
+                    vec![0.0; index]
+                });
+                column.resize(index, 0.0);
+                column.push(departed as f32);
+            }
             match &mut self.sites[id] {
                 Some(known) => {
                     // Frames never change for an id; copy only the counters.
@@ -169,6 +188,7 @@ impl History {
                     known.alloc_blocks = site.alloc_blocks;
                     known.freed_bytes = site.freed_bytes;
                     known.freed_blocks = site.freed_blocks;
+                    known.freed_old_bytes = site.freed_old_bytes;
                 }
                 slot => *slot = Some(site.clone()),
             }
@@ -181,6 +201,9 @@ impl History {
                     column.push(last as f32);
                 }
             }
+        }
+        for column in self.departed.iter_mut().flatten() {
+            column.resize(index + 1, 0.0);
         }
         let modules = std::mem::take(&mut self.latest.modules);
         self.latest = Header::of(snapshot);
@@ -197,7 +220,7 @@ impl History {
     pub fn capacity(&self) -> usize {
         let per_point = std::mem::size_of::<f64>()
             + std::mem::size_of::<ProcessStats>()
-            + self.site_count * std::mem::size_of::<f32>();
+            + (self.site_count + self.departed_columns) * std::mem::size_of::<f32>();
         (self.budget_bytes / per_point).clamp(MIN_POINTS, self.max_points)
     }
 
@@ -217,6 +240,15 @@ impl History {
         retain_by(&mut self.times, keep);
         retain_by(&mut self.process, keep);
         for column in self.columns.iter_mut().flatten() {
+            retain_by(column, keep);
+        }
+        // Departures are counts per interval: a dropped point's go to the next one kept.
+        for column in self.departed.iter_mut().flatten() {
+            for i in (1..half).step_by(2) {
+                if i + 1 < column.len() {
+                    column[i + 1] += column[i];
+                }
+            }
             retain_by(column, keep);
         }
         self.thinned += (n - self.times.len()) as u64;
@@ -277,6 +309,31 @@ impl History {
                 .flatten()
                 .map(|c| c.capacity() * std::mem::size_of::<f32>())
                 .sum::<usize>()
+            + self
+                .departed
+                .iter()
+                .flatten()
+                .map(|c| c.capacity() * std::mem::size_of::<f32>())
+                .sum::<usize>()
+    }
+
+    /// Bytes that departed from site `id` up to each point, cumulative from the first
+    /// (`None` when the snapshots did not count departures).
+    pub fn departed(&self, id: u32) -> Option<Vec<f64>> {
+        if !self.departures_known {
+            return None;
+        }
+        let mut total = 0.0;
+        Some(match self.departed.get(id as usize).and_then(Option::as_ref) {
+            Some(column) => column
+                .iter()
+                .map(|&d| {
+                    total += f64::from(d);
+                    total
+                })
+                .collect(),
+            None => vec![0.0; self.times.len()],
+        })
     }
 
     /// The history as a series keyed by site id (live bytes as `f64`).
@@ -288,12 +345,29 @@ impl History {
     /// bytes (each site's estimate is unbiased, so the sums are too).
     pub fn series_by<K: Ord + Clone>(&self, mut key_of: impl FnMut(&SiteStats) -> K) -> Series<K> {
         let mut series = Series::with_times(self.start_ms(), self.times.clone());
+        let mut unknown = std::collections::BTreeSet::new();
         series.process = self.process.iter().map(|p| p.live_bytes as f64).collect();
         for site in self.sites() {
             let Some(column) = self.column(site.id) else {
                 continue;
             };
             let key = key_of(site);
+            // A merged key knows its departures only if every part does.
+            match self.departed(site.id) {
+                Some(d) if !unknown.contains(&key) => {
+                    let sum = series
+                        .departed
+                        .entry(key.clone())
+                        .or_insert_with(|| vec![0.0; d.len()]);
+                    for (s, v) in sum.iter_mut().zip(&d) {
+                        *s += v;
+                    }
+                }
+                _ => {
+                    series.departed.remove(&key);
+                    unknown.insert(key.clone());
+                }
+            }
             let sum = series
                 .sites
                 .entry(key)
