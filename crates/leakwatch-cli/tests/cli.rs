@@ -307,3 +307,97 @@ fn help_and_version_succeed() {
     let o = leakwatch(&["--version"]);
     assert!(o.status.success() && stdout(&o).starts_with("leakwatch "));
 }
+
+/// 146 snapshots of a 1 MiB/s leak (145 MiB in all) and a stable site, stamped by
+/// `stamp(i)`, as a series file.
+fn series_stamped(dir: &Path, name: &str, stamp: impl Fn(u64) -> u64) -> PathBuf {
+    let table = symbols();
+    let mut writer = SeriesWriter::new();
+    let mut out = String::new();
+    for i in 0..146u64 {
+        let mut s = Snapshot::default();
+        s.timestamp_ms = stamp(i);
+        s.pid = 77;
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        s.sites = [
+            (1u32, vec![0x101u64, 0x777], i << 20),
+            (3, vec![0x777], 4 << 20),
+        ]
+        .into_iter()
+        .map(|(id, frames, live)| {
+            let mut site = SiteStats::default();
+            site.id = id;
+            site.frames = frames;
+            site.alloc_bytes = live;
+            site.live_bytes = live;
+            site.alloc_blocks = 1.0;
+            site.live_blocks = 1.0;
+            site
+        })
+        .collect();
+        s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+        out.push_str(&writer.line(&s, &table, None));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn a_series_whose_clock_stands_still_or_steps_back_is_ranked_with_a_warning() {
+    let dir = scratch("clock");
+    let still = series_stamped(&dir, "still.jsonl", |_| 1_800_000_000_000);
+    // Steps back ten minutes after 100 s, then runs on.
+    let back = series_stamped(&dir, "back.jsonl", |i| {
+        1_800_000_000_000 + i * 1000 - if i >= 100 { 600_000 } else { 0 }
+    });
+    for (series, what) in [
+        (&still, "timestamps stood still 145 times"),
+        (&back, "timestamps went backwards once"),
+    ] {
+        let s = series.to_str().unwrap();
+        let text = leakwatch(&["report", s]);
+        assert!(text.status.success(), "{}", stderr(&text));
+        let out = stdout(&text);
+        let header: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+        assert!(
+            header
+                .iter()
+                .any(|l| l.starts_with(&format!("clock: {what};"))),
+            "{out}"
+        );
+        assert!(
+            header
+                .iter()
+                .any(|l| l.starts_with("window: 2 min over 146 points")),
+            "{out}"
+        );
+        assert!(!out.contains("No leak"), "{out}");
+        let row = out
+            .lines()
+            .find(|l| l.contains("svc::sessions::remember"))
+            .unwrap_or_default();
+        assert!(row.contains("leak") && row.contains("145.0 MiB"), "{out}");
+
+        let json = leakwatch(&["report", s, "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["window_seconds"], 145.0);
+        assert_eq!(v["sites"][0]["verdict"], "leak", "{v:#}");
+        let warnings = v["warnings"].as_array().unwrap();
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.starts_with(what) && w.contains("rebuilt from point order"))),
+            "{warnings:?}"
+        );
+
+        let html = stdout(&leakwatch(&["report", s, "--format", "html"]));
+        assert!(html.contains(&format!("Clock: {what};")), "{html}");
+    }
+    // A clock that moves forward gets no such warning.
+    let good = write_series(&dir);
+    let out = stdout(&leakwatch(&["report", good.to_str().unwrap()]));
+    assert!(!out.contains("clock:") && !out.contains("rebuilt"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -169,6 +169,7 @@ mod tests {
             warnings: vec![],
             chart_times: vec![],
             chart_process: vec![],
+            clock: None,
         }
     }
 

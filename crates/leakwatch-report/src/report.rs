@@ -98,6 +98,58 @@ pub struct Report {
     pub chart_times: Vec<f64>,
     /// Process memory at the chart points.
     pub chart_process: Vec<f64>,
+    /// Set when timestamps of the history went backwards or stood still, so its time axis
+    /// was rebuilt from the order of the points (see [`History::push`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockNote>,
+}
+
+/// Timestamps that went backwards or stood still, and what the history made of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockNote {
+    /// Points whose timestamp was earlier than the one before.
+    pub backwards: u64,
+    /// Points whose timestamp equalled the one before.
+    pub stood_still: u64,
+    /// Seconds after the point before that such a point was placed at (the median of
+    /// the positive intervals, or 1 s when there was none).
+    pub interval_seconds: f64,
+}
+
+impl ClockNote {
+    /// The note of `history`, when its clock needed repairs.
+    pub fn of(history: &History) -> Option<ClockNote> {
+        let repair = history.clock_repair();
+        repair.repaired().then_some(ClockNote {
+            backwards: repair.backwards,
+            stood_still: repair.stood_still,
+            interval_seconds: repair.interval_seconds,
+        })
+    }
+
+    /// What happened, in one sentence: `timestamps went backwards 3 times and stood
+    /// still twice; time axis rebuilt from point order at the median interval (1 s)`.
+    pub fn sentence(&self) -> String {
+        let times = |n: u64| match n {
+            1 => "once".to_string(),
+            2 => "twice".to_string(),
+            n => format!("{n} times"),
+        };
+        let what = match (self.backwards, self.stood_still) {
+            (0, s) => format!("timestamps stood still {}", times(s)),
+            (b, 0) => format!("timestamps went backwards {}", times(b)),
+            (b, s) => format!(
+                "timestamps went backwards {} and stood still {}",
+                times(b),
+                times(s)
+            ),
+        };
+        let seconds = crate::render::text::duration(self.interval_seconds);
+        format!(
+            "{what}; time axis rebuilt from point order at the median interval ({seconds}): \
+             rates and windows there are estimates"
+        )
+    }
 }
 
 /// The process as a whole.
@@ -395,6 +447,10 @@ impl Report {
         if latest.mode == Mode::Off {
             warnings.push("tracking is off: no new allocations are attributed to sites".into());
         }
+        let clock = ClockNote::of(history);
+        if let Some(note) = &clock {
+            warnings.push(note.sentence());
+        }
         Report {
             format: REPORT_FORMAT.to_string(),
             version: REPORT_VERSION,
@@ -426,6 +482,7 @@ impl Report {
             warnings,
             chart_times,
             chart_process,
+            clock,
         }
     }
 

@@ -114,6 +114,12 @@ fn summary(report: &Report, title: &str, page: &mut String) {
             ));
         }
     }
+    if let Some(clock) = &report.clock {
+        page.push_str(&format!(
+            "<p class=\"lw-headline lw-alert\">Clock: {}.</p>\n",
+            escape(&clock.sentence())
+        ));
+    }
     let facts = [
         ("Process", format!("pid {}", report.pid)),
         ("Tracking", tracking(report)),

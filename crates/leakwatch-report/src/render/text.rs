@@ -430,9 +430,18 @@ fn header(report: &Report) -> Vec<String> {
             report.points,
             plural(report.points, "point", "points")
         ),
-        format!("process: {}", memory_line(report)),
-        format!("process memory is {}", growth_phrase(report)),
     ];
+    // A rebuilt time axis changes every rate and window below: say so up front.
+    if let Some(clock) = &report.clock {
+        lines.extend(wrap(
+            &format!("clock: {}", clean(&clock.sentence())),
+            "",
+            "  ",
+            WIDTH,
+        ));
+    }
+    lines.push(format!("process: {}", memory_line(report)));
+    lines.push(format!("process memory is {}", growth_phrase(report)));
     lines.extend(limit_lines(report));
     lines
 }
@@ -610,12 +619,31 @@ pub(crate) fn shorten_label(label: &str, width: usize) -> String {
 }
 
 /// `text` wrapped at spaces into lines of at most `width` characters, the first starting
-/// with `first`, the others with `rest`. Words longer than a line are cut.
+/// with `first`, the others with `rest`. A number and its unit (`1 s`, `3.0 MiB`) stay on
+/// one line. Words longer than a line are cut.
 fn wrap(text: &str, first: &str, rest: &str, width: usize) -> Vec<String> {
+    const UNITS: &[&str] = &[
+        "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "B/s", "KiB/s", "MiB/s", "GiB/s", "s",
+        "min", "h", "d", "years",
+    ];
+    let mut words: Vec<String> = Vec::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let unit = word.trim_end_matches(|c: char| c.is_ascii_punctuation() && c != '/');
+        let after_number = words
+            .last()
+            .is_some_and(|w| w.ends_with(|c: char| c.is_ascii_digit()));
+        match words.last_mut() {
+            Some(last) if after_number && UNITS.contains(&unit) => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_string()),
+        }
+    }
     let mut lines = Vec::new();
     let mut line = first.to_string();
     let mut empty = true;
-    for word in text.split(' ').filter(|w| !w.is_empty()) {
+    for word in &words {
         let line_width = line.chars().count();
         let word_width = word.chars().count();
         if !empty && line_width + 1 + word_width > width {

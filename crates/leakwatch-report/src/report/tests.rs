@@ -265,3 +265,69 @@ fn a_leak_that_starts_after_hours_shows_in_a_recent_window() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!((value - 50_000.0).abs() < 1_000.0, "{value}");
 }
+
+/// A 145 MiB leak over 146 snapshots whose timestamps stand still (every snapshot at
+/// the same millisecond) or, with `step_back`, go back an hour a third of the way in.
+fn clock_history(step_back: bool) -> History {
+    let mut h = History::default();
+    for i in 0..146u64 {
+        let mut s = Snapshot::default();
+        s.timestamp_ms = if step_back {
+            let t = 1_700_000_000_000 + i * 1000;
+            if i >= 50 { t - 3_600_000 } else { t }
+        } else {
+            1_700_000_000_000
+        };
+        s.pid = 9;
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        s.sites = vec![
+            site(1, vec![0x101, 0x777], i as f64 * MIB),
+            site(2, vec![0x201, 0x777], 3.0 * MIB),
+        ];
+        s.process.live_bytes = s.sites.iter().map(|s| s.live_bytes as i64).sum();
+        h.push(&s);
+    }
+    h
+}
+
+#[test]
+fn a_clock_that_stands_still_still_ranks_the_leak_and_says_why() {
+    let r = Report::build(&clock_history(false), &symbols(), &ReportOptions::default());
+    assert_eq!(r.window_seconds, 145.0);
+    assert_eq!(r.sites[0].label, "app::leaky_store (app/src/store.rs:10)");
+    assert_eq!(r.sites[0].verdict, Verdict::Leak, "{:?}", r.sites[0]);
+    let clock = r.clock.as_ref().expect("a clock note");
+    assert_eq!((clock.backwards, clock.stood_still), (0, 145));
+    assert_eq!(clock.interval_seconds, 1.0);
+    assert!(
+        r.warnings.iter().any(|w| w.starts_with(
+            "timestamps stood still 145 times; time axis rebuilt from point order at the median interval (1 s)"
+        )),
+        "{:?}",
+        r.warnings
+    );
+    let back = Report::from_json("r.json", &r.to_json()).expect("round trip");
+    assert_eq!(back.clock, r.clock);
+}
+
+#[test]
+fn a_clock_stepping_back_keeps_the_window_and_the_leak() {
+    let r = Report::build(&clock_history(true), &symbols(), &ReportOptions::default());
+    assert_eq!(r.window_seconds, 145.0);
+    assert_eq!(r.sites[0].verdict, Verdict::Leak, "{:?}", r.sites[0]);
+    assert!(
+        (r.sites[0].rate - MIB).abs() < 0.01 * MIB,
+        "{}",
+        r.sites[0].rate
+    );
+    let clock = r.clock.as_ref().expect("a clock note");
+    assert_eq!((clock.backwards, clock.stood_still), (1, 0));
+    assert!(
+        r.warnings.iter().any(|w| w.contains("went backwards once")),
+        "{:?}",
+        r.warnings
+    );
+    // A well-behaved clock adds no note.
+    assert!(report(&ReportOptions::default()).clock.is_none());
+}
