@@ -413,7 +413,7 @@ fn debug_leaks_in_text_json_and_html() {
     assert_eq!(json.header("content-type"), Some("application/json"));
     let report = json.json();
     assert_eq!(report["format"], "leakwatch-report", "{report:#}");
-    assert_eq!(report["version"], 1, "{report:#}");
+    assert_eq!(report["version"], 2, "{report:#}");
     assert_eq!(report["mode"], "sampled", "{report:#}");
     assert!(report["sites"].is_array(), "{report:#}");
     assert!(report["process"]["live_bytes"].is_u64(), "{report:#}");

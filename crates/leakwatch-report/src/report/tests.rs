@@ -163,7 +163,7 @@ fn json_round_trips_and_checks_its_format() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a leakwatch report"), "{e}");
-    let e = Report::from_json("r.json", &json.replace("\"version\": 1", "\"version\": 7"))
+    let e = Report::from_json("r.json", &json.replace("\"version\": 2", "\"version\": 7"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("report version 7 is not supported"), "{e}");
