@@ -401,3 +401,85 @@ fn a_series_whose_clock_stands_still_or_steps_back_is_ranked_with_a_warning() {
     assert!(!out.contains("clock:") && !out.contains("rebuilt"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `report` (a JSON report of this version) as version 1 wrote it: no `functions`, no
+/// `function_rank`, sites in ranking order (here the grouped order, renumbered the same).
+fn as_version_1(report: &Path, out: &Path) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(v["version"], 2);
+    assert!(v["functions"].is_array());
+    v["version"] = 1.into();
+    let object = v.as_object_mut().unwrap();
+    object.remove("functions");
+    for site in object["sites"].as_array_mut().unwrap() {
+        site.as_object_mut().unwrap().remove("function_rank");
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn diff_reads_version_1_and_version_2_reports_alike() {
+    let dir = scratch("diff-versions");
+    let full = series_text(7);
+    let early: String = full.lines().take(60).map(|l| format!("{l}\n")).collect();
+    let (early_path, full_path) = (dir.join("early.jsonl"), dir.join("full.jsonl"));
+    std::fs::write(&early_path, early).unwrap();
+    std::fs::write(&full_path, full).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    for (series, report) in [(&early_path, &a), (&full_path, &b)] {
+        let o = leakwatch(&[
+            "report",
+            series.to_str().unwrap(),
+            "--format",
+            "json",
+            "-o",
+            report.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a1, b1) = (dir.join("a1.json"), dir.join("b1.json"));
+    as_version_1(&a, &a1);
+    as_version_1(&b, &b1);
+    let diff = |x: &Path, y: &Path| {
+        let o = leakwatch(&[
+            "diff",
+            x.to_str().unwrap(),
+            y.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{x:?} {y:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["sites"].clone()
+    };
+    let new = diff(&a, &b);
+    assert_eq!(
+        new[0]["label"].as_str().unwrap().split(' ').next(),
+        Some("svc::sessions::remember"),
+        "{new:#}"
+    );
+    assert_eq!(new[0]["after_verdict"], "leak");
+    // Old with old, old with new, new with old: the same comparison.
+    assert_eq!(diff(&a1, &b1), new);
+    assert_eq!(diff(&a1, &b), new);
+    assert_eq!(diff(&a, &b1), new);
+    // The text form too.
+    let o = leakwatch(&["diff", a1.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("240 s apart"), "{}", stdout(&o));
+    // A version from the future is refused in one line.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
+    v["version"] = 3.into();
+    let b3 = dir.join("b3.json");
+    std::fs::write(&b3, v.to_string()).unwrap();
+    fails(
+        &["diff", a.to_str().unwrap(), b3.to_str().unwrap()],
+        &[
+            "b3.json",
+            "report version 3 is not supported (this build reads 1 to 2)",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

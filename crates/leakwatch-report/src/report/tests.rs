@@ -331,3 +331,77 @@ fn a_clock_stepping_back_keeps_the_window_and_the_leak() {
     // A well-behaved clock adds no note.
     assert!(report(&ReportOptions::default()).clock.is_none());
 }
+
+#[test]
+fn json_round_trips_the_functions_and_reads_version_1_grouped() {
+    let r = crate::render::text::tests::split_functions(&ReportOptions::default());
+    assert_eq!(r.version, 2);
+    let json = r.to_json();
+    let back = Report::from_json("r.json", &json).unwrap();
+    // (serde_json may round the last digit of a float: compare what is not one.)
+    let shape = |r: &Report| {
+        let sites: Vec<(usize, String, Verdict, usize, u64)> = r
+            .sites
+            .iter()
+            .map(|s| {
+                (
+                    s.rank,
+                    s.label.clone(),
+                    s.verdict,
+                    s.function_rank,
+                    s.live_bytes,
+                )
+            })
+            .collect();
+        let functions: Vec<(usize, String, Verdict, Vec<usize>, u64)> = r
+            .functions
+            .iter()
+            .map(|f| {
+                (
+                    f.rank,
+                    f.function.clone(),
+                    f.verdict,
+                    f.sites.clone(),
+                    f.live_bytes,
+                )
+            })
+            .collect();
+        (sites, functions)
+    };
+    assert_eq!(shape(&back), shape(&r));
+    assert_eq!(back.functions.len(), 4);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["functions"][0]["function"], "svc::sessions::open_session");
+    assert_eq!(v["functions"][0]["sites"], serde_json::json!([1, 2]));
+    assert_eq!(v["sites"][1]["function_rank"], 1);
+
+    // The same report as version 1 wrote it: sites in ranking order (line by line), no
+    // functions, no function_rank.
+    let mut old = v.clone();
+    old["version"] = 1.into();
+    let object = old.as_object_mut().unwrap();
+    object.remove("functions");
+    let mut sites = object["sites"].as_array().unwrap().clone();
+    // Line order: open_session:10, fill, open_session:11, put:20, warm, put:21.
+    let line_order = [0, 2, 1, 3, 5, 4];
+    sites = line_order.iter().map(|&i| sites[i].clone()).collect();
+    for (i, site) in sites.iter_mut().enumerate() {
+        site["rank"] = (i + 1).into();
+        site.as_object_mut().unwrap().remove("function_rank");
+    }
+    object["sites"] = sites.into();
+    let upgraded = Report::from_json("old.json", &old.to_string()).unwrap();
+    assert_eq!(upgraded.version, 1);
+    assert_eq!(shape(&upgraded), shape(&r));
+}
+
+#[test]
+fn function_of_label_takes_the_part_before_the_location() {
+    assert_eq!(function_of_label("app::f (app/src/a.rs:10)"), "app::f");
+    assert_eq!(
+        function_of_label("<T as app::Tr>::g (x) (app/src/a.rs:1)"),
+        "<T as app::Tr>::g (x)"
+    );
+    assert_eq!(function_of_label("0x1234"), "0x1234");
+    assert_eq!(function_of_label("(no stack)"), "(no stack)");
+}
