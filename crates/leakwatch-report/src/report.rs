@@ -2,8 +2,9 @@
 //!
 //! [`Report::build`] symbolizes every site's stack (from a [`SymbolTable`]), merges sites
 //! that share a label (so recursion depth, unrolled loops or several paths into one
-//! allocation line do not split a site), ranks the merged series, and keeps what the
-//! renderers need. A `Report` is also the JSON format (see docs/report-format.md): it
+//! allocation line do not split a site), ranks the merged series, groups the ranked
+//! lines by function ([`group_by_function`]: one leak is often several lines of one
+//! function), and keeps what the renderers need. A `Report` is also the JSON format (see docs/report-format.md): it
 //! serializes with serde and reads back with [`Report::from_json`].
 
 use crate::error::{Error, Result};
