@@ -307,3 +307,179 @@ fn help_and_version_succeed() {
     let o = leakwatch(&["--version"]);
     assert!(o.status.success() && stdout(&o).starts_with("leakwatch "));
 }
+
+/// 146 snapshots of a 1 MiB/s leak (145 MiB in all) and a stable site, stamped by
+/// `stamp(i)`, as a series file.
+fn series_stamped(dir: &Path, name: &str, stamp: impl Fn(u64) -> u64) -> PathBuf {
+    let table = symbols();
+    let mut writer = SeriesWriter::new();
+    let mut out = String::new();
+    for i in 0..146u64 {
+        let mut s = Snapshot::default();
+        s.timestamp_ms = stamp(i);
+        s.pid = 77;
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        s.sites = [
+            (1u32, vec![0x101u64, 0x777], i << 20),
+            (3, vec![0x777], 4 << 20),
+        ]
+        .into_iter()
+        .map(|(id, frames, live)| {
+            let mut site = SiteStats::default();
+            site.id = id;
+            site.frames = frames;
+            site.alloc_bytes = live;
+            site.live_bytes = live;
+            site.alloc_blocks = 1.0;
+            site.live_blocks = 1.0;
+            site
+        })
+        .collect();
+        s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+        out.push_str(&writer.line(&s, &table, None));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn a_series_whose_clock_stands_still_or_steps_back_is_ranked_with_a_warning() {
+    let dir = scratch("clock");
+    let still = series_stamped(&dir, "still.jsonl", |_| 1_800_000_000_000);
+    // Steps back ten minutes after 100 s, then runs on.
+    let back = series_stamped(&dir, "back.jsonl", |i| {
+        1_800_000_000_000 + i * 1000 - if i >= 100 { 600_000 } else { 0 }
+    });
+    for (series, what) in [
+        (&still, "timestamps stood still 145 times"),
+        (&back, "timestamps went backwards once"),
+    ] {
+        let s = series.to_str().unwrap();
+        let text = leakwatch(&["report", s]);
+        assert!(text.status.success(), "{}", stderr(&text));
+        let out = stdout(&text);
+        let header: Vec<&str> = out.lines().take_while(|l| !l.is_empty()).collect();
+        assert!(
+            header
+                .iter()
+                .any(|l| l.starts_with(&format!("clock: {what};"))),
+            "{out}"
+        );
+        assert!(
+            header
+                .iter()
+                .any(|l| l.starts_with("window: 2 min over 146 points")),
+            "{out}"
+        );
+        assert!(!out.contains("No leak"), "{out}");
+        let row = out
+            .lines()
+            .find(|l| l.contains("svc::sessions::remember"))
+            .unwrap_or_default();
+        assert!(row.contains("leak") && row.contains("145.0 MiB"), "{out}");
+
+        let json = leakwatch(&["report", s, "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["window_seconds"], 145.0);
+        assert_eq!(v["sites"][0]["verdict"], "leak", "{v:#}");
+        let warnings = v["warnings"].as_array().unwrap();
+        assert!(
+            warnings.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.starts_with(what) && w.contains("rebuilt from point order"))),
+            "{warnings:?}"
+        );
+
+        let html = stdout(&leakwatch(&["report", s, "--format", "html"]));
+        assert!(html.contains(&format!("Clock: {what};")), "{html}");
+    }
+    // A clock that moves forward gets no such warning.
+    let good = write_series(&dir);
+    let out = stdout(&leakwatch(&["report", good.to_str().unwrap()]));
+    assert!(!out.contains("clock:") && !out.contains("rebuilt"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `report` (a JSON report of this version) as version 1 wrote it: no `functions`, no
+/// `function_rank`, sites in ranking order (here the grouped order, renumbered the same).
+fn as_version_1(report: &Path, out: &Path) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    assert_eq!(v["version"], 2);
+    assert!(v["functions"].is_array());
+    v["version"] = 1.into();
+    let object = v.as_object_mut().unwrap();
+    object.remove("functions");
+    for site in object["sites"].as_array_mut().unwrap() {
+        site.as_object_mut().unwrap().remove("function_rank");
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn diff_reads_version_1_and_version_2_reports_alike() {
+    let dir = scratch("diff-versions");
+    let full = series_text(7);
+    let early: String = full.lines().take(60).map(|l| format!("{l}\n")).collect();
+    let (early_path, full_path) = (dir.join("early.jsonl"), dir.join("full.jsonl"));
+    std::fs::write(&early_path, early).unwrap();
+    std::fs::write(&full_path, full).unwrap();
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    for (series, report) in [(&early_path, &a), (&full_path, &b)] {
+        let o = leakwatch(&[
+            "report",
+            series.to_str().unwrap(),
+            "--format",
+            "json",
+            "-o",
+            report.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a1, b1) = (dir.join("a1.json"), dir.join("b1.json"));
+    as_version_1(&a, &a1);
+    as_version_1(&b, &b1);
+    let diff = |x: &Path, y: &Path| {
+        let o = leakwatch(&[
+            "diff",
+            x.to_str().unwrap(),
+            y.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert!(o.status.success(), "{x:?} {y:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["sites"].clone()
+    };
+    let new = diff(&a, &b);
+    assert_eq!(
+        new[0]["label"].as_str().unwrap().split(' ').next(),
+        Some("svc::sessions::remember"),
+        "{new:#}"
+    );
+    assert_eq!(new[0]["after_verdict"], "leak");
+    // Old with old, old with new, new with old: the same comparison.
+    assert_eq!(diff(&a1, &b1), new);
+    assert_eq!(diff(&a1, &b), new);
+    assert_eq!(diff(&a, &b1), new);
+    // The text form too.
+    let o = leakwatch(&["diff", a1.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("240 s apart"), "{}", stdout(&o));
+    // A version from the future is refused in one line.
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
+    v["version"] = 3.into();
+    let b3 = dir.join("b3.json");
+    std::fs::write(&b3, v.to_string()).unwrap();
+    fails(
+        &["diff", a.to_str().unwrap(), b3.to_str().unwrap()],
+        &[
+            "b3.json",
+            "report version 3 is not supported (this build reads 1 to 2)",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -156,12 +156,14 @@ mod tests {
                     p_increasing: 1.0,
                     seconds_to_limit: None,
                     verdict_window_seconds: 0.0,
+                    function_rank: 0,
                     site_ids: vec![],
                     stack: vec![],
                     label_frame: 0,
                     history: vec![],
                 })
                 .collect(),
+            functions: vec![],
             omitted_sites: 0,
             omitted_live_bytes: 0,
             tracker: Default::default(),
@@ -169,6 +171,7 @@ mod tests {
             warnings: vec![],
             chart_times: vec![],
             chart_process: vec![],
+            clock: None,
         }
     }
 

@@ -50,6 +50,44 @@ pub struct History {
     departed_columns: usize,
     latest: Header,
     thinned: u64,
+    /// How the time axis was kept monotonic (see [`History::push`]).
+    clock: ClockRepair,
+}
+
+/// What [`History::push`] did about timestamps that went backwards or stood still: each
+/// such point is placed one typical interval (the median of the recent positive ones, or
+/// 1 s without any) after the one before, and later points keep their spacing from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClockRepair {
+    /// Points whose timestamp was earlier than the one before.
+    pub backwards: u64,
+    /// Points whose timestamp equalled the one before.
+    pub stood_still: u64,
+    /// The interval, in seconds, the latest such point was placed at.
+    pub interval_seconds: f64,
+    /// Timestamp of the latest point as given, ms since the Unix epoch.
+    last_ms: u64,
+    /// Seconds added to `(timestamp - start)` for the points since the latest repair.
+    offset_seconds: f64,
+    /// The latest positive intervals between points, seconds (at most
+    /// [`ClockRepair::KEPT`]).
+    intervals: std::collections::VecDeque<f64>,
+}
+
+impl ClockRepair {
+    /// Positive intervals kept for the median.
+    const KEPT: usize = 64;
+
+    /// Whether any point was moved.
+    pub fn repaired(&self) -> bool {
+        self.backwards + self.stood_still > 0
+    }
+
+    /// The median of the kept positive intervals, or 1 s without any.
+    fn typical_interval(&self) -> f64 {
+        let mut kept: Vec<f64> = self.intervals.iter().copied().collect();
+        crate::stats::median(&mut kept).unwrap_or(1.0)
+    }
 }
 
 /// What a snapshot says besides its sites: the tracker and the process. (Also the head
@@ -138,18 +176,44 @@ impl History {
             departed_columns: 0,
             latest: Header::default(),
             thinned: 0,
+            clock: ClockRepair::default(),
         }
     }
 
-    /// Adds a snapshot as the newest point. A snapshot older than the newest point is
-    /// taken as happening at the same time as it (wall clocks can step back).
+    /// Adds a snapshot as the newest point. Time only moves forward: a snapshot whose
+    /// timestamp is earlier than or equal to the one before (a wall clock stepped back,
+    /// or stood still) is placed one typical interval after the newest point, and the
+    /// points after it keep their own spacing from there; [`History::clock_repair`] counts
+    /// such points.
     pub fn push(&mut self, snapshot: &Snapshot) {
         let index = self.times.len();
-        let start = *self.start_ms.get_or_insert(snapshot.timestamp_ms);
-        let mut time = snapshot.timestamp_ms.saturating_sub(start) as f64 / 1000.0;
-        if let Some(&last) = self.times.last() {
-            time = time.max(last);
-        }
+        let ms = snapshot.timestamp_ms;
+        let start = *self.start_ms.get_or_insert(ms);
+        let clock = &mut self.clock;
+        let given = (ms as f64 - start as f64) / 1000.0;
+        let time = match self.times.last() {
+            None => 0.0,
+            Some(&last) if ms > clock.last_ms => {
+                let interval = (ms - clock.last_ms) as f64 / 1000.0;
+                if clock.intervals.len() == ClockRepair::KEPT {
+                    clock.intervals.pop_front();
+                }
+                clock.intervals.push_back(interval);
+                (given + clock.offset_seconds).max(last)
+            }
+            Some(&last) => {
+                if ms < clock.last_ms {
+                    clock.backwards += 1;
+                } else {
+                    clock.stood_still += 1;
+                }
+                clock.interval_seconds = clock.typical_interval();
+                let time = last + clock.interval_seconds;
+                clock.offset_seconds = time - given;
+                time
+            }
+        };
+        clock.last_ms = ms;
         self.times.push(time);
         self.process.push(snapshot.process);
         self.departures_known &= snapshot.epoch > 0;
@@ -262,6 +326,11 @@ impl History {
     /// Whether no snapshot was added.
     pub fn is_empty(&self) -> bool {
         self.times.is_empty()
+    }
+
+    /// What was done about timestamps that went backwards or stood still.
+    pub fn clock_repair(&self) -> &ClockRepair {
+        &self.clock
     }
 
     /// Points dropped by thinning so far.

@@ -34,6 +34,8 @@ pub use error::{Error, Result};
 pub use history::History;
 pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank, rank_windows};
 pub use recording::{Recording, SeriesWriter};
-pub use report::{LabelCache, ProcessSummary, Report, ReportOptions, SiteReport};
+pub use report::{
+    ClockNote, FunctionReport, LabelCache, ProcessSummary, Report, ReportOptions, SiteReport,
+};
 pub use series::Series;
 pub use symbols::{Frame, LabelRules, SymbolTable};

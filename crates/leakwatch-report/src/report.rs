@@ -2,13 +2,15 @@
 //!
 //! [`Report::build`] symbolizes every site's stack (from a [`SymbolTable`]), merges sites
 //! that share a label (so recursion depth, unrolled loops or several paths into one
-//! allocation line do not split a site), ranks the merged series, and keeps what the
-//! renderers need. A `Report` is also the JSON format (see docs/report-format.md): it
+//! allocation line do not split a site), ranks the merged series, groups the ranked
+//! lines by function ([`group_by_function`]: one leak is often several lines of one
+//! function), and keeps what the renderers need. A `Report` is also the JSON format (see docs/report-format.md): it
 //! serializes with serde and reads back with [`Report::from_json`].
 
 use crate::error::{Error, Result};
-use crate::history::History;
-use crate::rank::{RankOptions, Verdict, rank_windows};
+use crate::history::{Header, History};
+use crate::rank::{RankOptions, Ranking, Verdict, rank_windows};
+use crate::series::Series;
 use crate::stats::bucket;
 use crate::symbols::{Frame, LabelRules, SymbolTable};
 use leakwatch_alloc::{Mode, OverflowStats, TrackerStats};
@@ -17,8 +19,13 @@ use std::collections::BTreeMap;
 
 /// The `format` field of every JSON report.
 pub const REPORT_FORMAT: &str = "leakwatch-report";
-/// The version of the JSON report format this crate writes and reads.
-pub const REPORT_VERSION: u32 = 1;
+/// The version of the JSON report format this crate writes. Version 2 added the
+/// grouping by function (`functions`, `function_rank`, `sites` in grouped order) and
+/// `clock`; this crate reads versions 1 and 2 (a version 1 report is grouped on
+/// reading).
+pub const REPORT_VERSION: u32 = 2;
+/// The oldest version of the JSON report format this crate reads.
+pub const REPORT_MIN_VERSION: u32 = 1;
 
 /// How a report is built.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,9 +34,11 @@ pub struct ReportOptions {
     pub rank: RankOptions,
     /// Which frames are runtime rather than the service's own.
     pub labels: LabelRules,
-    /// Keep only the first `top` ranked sites (`None`: all of them).
+    /// Keep only the first `top` sites, in the report's order (grouped by function;
+    /// `None`: all of them).
     pub top: Option<usize>,
-    /// The first `detail` ranked sites carry their stack and live-bytes history.
+    /// The first `detail` sites (in the report's order) carry their stack and
+    /// live-bytes history.
     pub detail: usize,
     /// Points of the per-site histories (longer series are averaged down to this).
     pub chart_points: usize,
@@ -81,8 +90,13 @@ pub struct Report {
     pub points: usize,
     /// The process as a whole.
     pub process: ProcessSummary,
-    /// Ranked sites, most urgent first.
+    /// Ranked sites (one per label), grouped by function: the lines of the most urgent
+    /// function first, each function's lines in their own ranking order.
     pub sites: Vec<SiteReport>,
+    /// The functions of `sites`, most urgent first, each with its lines (see
+    /// [`group_by_function`]).
+    #[serde(default)]
+    pub functions: Vec<FunctionReport>,
     /// Sites left out by `top`: how many, and their live bytes.
     pub omitted_sites: usize,
     /// Live bytes of the omitted sites.
@@ -97,6 +111,58 @@ pub struct Report {
     pub chart_times: Vec<f64>,
     /// Process memory at the chart points.
     pub chart_process: Vec<f64>,
+    /// Set when timestamps of the history went backwards or stood still, so its time axis
+    /// was rebuilt from the order of the points (see [`History::push`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockNote>,
+}
+
+/// Timestamps that went backwards or stood still, and what the history made of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockNote {
+    /// Points whose timestamp was earlier than the one before.
+    pub backwards: u64,
+    /// Points whose timestamp equalled the one before.
+    pub stood_still: u64,
+    /// Seconds after the point before that such a point was placed at (the median of
+    /// the positive intervals, or 1 s when there was none).
+    pub interval_seconds: f64,
+}
+
+impl ClockNote {
+    /// The note of `history`, when its clock needed repairs.
+    pub fn of(history: &History) -> Option<ClockNote> {
+        let repair = history.clock_repair();
+        repair.repaired().then_some(ClockNote {
+            backwards: repair.backwards,
+            stood_still: repair.stood_still,
+            interval_seconds: repair.interval_seconds,
+        })
+    }
+
+    /// What happened, in one sentence: `timestamps went backwards 3 times and stood
+    /// still twice; time axis rebuilt from point order at the median interval (1 s)`.
+    pub fn sentence(&self) -> String {
+        let times = |n: u64| match n {
+            1 => "once".to_string(),
+            2 => "twice".to_string(),
+            n => format!("{n} times"),
+        };
+        let what = match (self.backwards, self.stood_still) {
+            (0, s) => format!("timestamps stood still {}", times(s)),
+            (b, 0) => format!("timestamps went backwards {}", times(b)),
+            (b, s) => format!(
+                "timestamps went backwards {} and stood still {}",
+                times(b),
+                times(s)
+            ),
+        };
+        let seconds = crate::render::text::duration(self.interval_seconds);
+        format!(
+            "{what}; time axis rebuilt from point order at the median interval ({seconds}): \
+             rates and windows there are estimates"
+        )
+    }
 }
 
 /// The process as a whole.
@@ -131,10 +197,39 @@ pub struct ProcessSummary {
     pub seconds_to_limit: Option<f64>,
 }
 
+/// One function of a report: its lines (sites whose labels share the function part),
+/// judged together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionReport {
+    /// 1 for the most urgent function.
+    pub rank: usize,
+    /// The function part of its lines' labels.
+    pub function: String,
+    /// The most urgent verdict among its lines.
+    pub verdict: Verdict,
+    /// Live bytes of all its lines.
+    pub live_bytes: u64,
+    /// Summed current rate ([`SiteReport::current_rate`]) of its `leak` and `growing`
+    /// lines, bytes per second (0 when it has none).
+    pub rate: f64,
+    /// Summed growth of all its lines over the window, bytes.
+    pub growth: f64,
+    /// `rank` of each of its lines in the report's `sites`, in order.
+    pub sites: Vec<usize>,
+    /// Its lines left out of the report by `top` (they count in its totals).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted_sites: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// One ranked site: every call stack that shares a label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiteReport {
-    /// 1 for the most urgent site.
+    /// Its place in the report's `sites`, from 1 (grouped by function: see
+    /// [`Report::sites`]).
     pub rank: usize,
     /// `function (file:line)` of the first frame that is the service's own.
     pub label: String,
@@ -171,6 +266,10 @@ pub struct SiteReport {
     /// the report's whole window, or a recent one where the site was more urgent.
     #[serde(default)]
     pub verdict_window_seconds: f64,
+    /// `rank` of its function in the report's `functions` (0 in reports that were not
+    /// grouped).
+    #[serde(default)]
+    pub function_rank: usize,
     /// Ids of the call sites merged here.
     pub site_ids: Vec<u32>,
     /// The stack of the member site that grew most, innermost first (inlined frames
@@ -187,6 +286,16 @@ pub struct SiteReport {
 }
 
 impl SiteReport {
+    /// How fast it grows: for a leak or a growing site, now (the faster of its window's
+    /// trend and its recent part's); for the rest, the trend over its window.
+    pub fn current_rate(&self) -> f64 {
+        if matches!(self.verdict, Verdict::Leak | Verdict::Growing) {
+            self.recent_rate.max(self.rate)
+        } else {
+            self.rate
+        }
+    }
+
     /// The service's part of the stack: from the label frame outwards, with recursion
     /// collapsed.
     pub fn user_stack(&self) -> Vec<Frame> {
@@ -258,142 +367,31 @@ impl Report {
 
     /// [`Report::build`], reusing the labels of an earlier report of the same history
     /// (every symbol of its sites must be in `symbols` before a site is first labelled).
+    ///
+    /// The stages: label every site, merge sites by label, rank the merged series over
+    /// the whole window and the recent ones, one line per label, group the lines by
+    /// function (most urgent function first), keep the first `top`, attach stacks and
+    /// charts to the first `detail`, then the process and the warnings.
     pub fn build_cached(
         history: &History,
         symbols: &SymbolTable,
         options: &ReportOptions,
         labels: &mut LabelCache,
     ) -> Report {
-        // Label every site; merge sites by label.
         labels.fill(history, symbols, &options.labels);
-        let labelled = &*labels;
-        let frames_of: BTreeMap<u32, &[u64]> = history
-            .sites()
-            .map(|s| (s.id, s.frames.as_slice()))
-            .collect();
-        let mut series = history.series_by(|site| labelled.get(site.id).label.clone());
-        let usage: Vec<f64> = history
-            .process()
-            .iter()
-            .map(|p| (p.resident_bytes as f64).max(p.live_bytes as f64))
-            .collect();
-        series.process = usage;
-        if let Some(window) = options.window_seconds {
-            series = series.last_seconds(window);
-        }
-        let mut rank_options = options.rank;
+        let merged = Merged::of(history, labels, options);
+        let ranking = merged.rank(history, options);
+        let lines = merged.lines(&ranking, labels, symbols);
+        let (sites, functions) = group_by_function(lines);
+        let mut kept = Kept::first(sites, functions, options.top.unwrap_or(usize::MAX));
+        merged.attach_details(&mut kept.sites, symbols, options);
+        let (chart_times, chart_process) = bucket(
+            &merged.series.times,
+            &merged.series.process,
+            options.chart_points.max(2),
+        );
         let latest = history.latest();
-        if latest.mode == Mode::Sampled && latest.sample_rate > 1 {
-            rank_options.sample_bytes = f64::from(latest.sample_rate);
-        }
-        let ranking = rank_windows(&series, &rank_options, &options.recent_windows);
-
-        // Members of each label, and their latest counters.
-        struct Group {
-            ids: Vec<u32>,
-            live_blocks: f64,
-            alloc_bytes: u64,
-            alloc_blocks: f64,
-            /// Member that grew most: (growth, live, id).
-            representative: (f64, u64, u32),
-        }
-        let mut groups: BTreeMap<&str, Group> = BTreeMap::new();
-        for site in history.sites() {
-            let column = history.column(site.id).unwrap_or(&[]);
-            let growth = f64::from(column.last().copied().unwrap_or(0.0))
-                - f64::from(column.first().copied().unwrap_or(0.0));
-            let g = groups
-                .entry(labelled.get(site.id).label.as_str())
-                .or_insert(Group {
-                    ids: Vec::new(),
-                    live_blocks: 0.0,
-                    alloc_bytes: 0,
-                    alloc_blocks: 0.0,
-                    representative: (f64::NEG_INFINITY, 0, site.id),
-                });
-            g.ids.push(site.id);
-            g.live_blocks += site.live_blocks;
-            g.alloc_bytes += site.alloc_bytes;
-            g.alloc_blocks += site.alloc_blocks;
-            let candidate = (growth, site.live_bytes, site.id);
-            if candidate.0 > g.representative.0
-                || (candidate.0 == g.representative.0 && candidate.1 > g.representative.1)
-            {
-                g.representative = candidate;
-            }
-        }
-
-        let (chart_times, chart_process) =
-            bucket(&series.times, &series.process, options.chart_points.max(2));
-        let keep = options.top.unwrap_or(usize::MAX);
-        let mut sites = Vec::new();
-        let (mut omitted_sites, mut omitted_live_bytes) = (0, 0u64);
-        for (i, trend) in ranking.sites.iter().enumerate() {
-            let live_bytes = trend.live_bytes.max(0.0).round() as u64;
-            if i >= keep {
-                omitted_sites += 1;
-                omitted_live_bytes += live_bytes;
-                continue;
-            }
-            let group = &groups[trend.key.as_str()];
-            let representative = labelled.get(group.representative.2);
-            let detailed = i < options.detail;
-            // Only detailed sites get their whole stack built (it copies strings).
-            let addresses = frames_of[&group.representative.2];
-            let stack = if detailed {
-                symbols.stack(addresses)
-            } else {
-                Vec::new()
-            };
-            let frame = symbols
-                .stack_refs(addresses)
-                .nth(representative.label_frame)
-                .map(|(address, symbol)| Frame::from_ref(address, symbol));
-            let frame = frame.as_ref();
-            sites.push(SiteReport {
-                rank: i + 1,
-                label: trend.key.clone(),
-                function: frame.and_then(|f| f.function.clone()),
-                file: frame.and_then(|f| f.file.clone()),
-                line: frame.and_then(|f| f.line),
-                verdict: trend.verdict,
-                live_bytes,
-                live_blocks: group.live_blocks,
-                alloc_bytes: group.alloc_bytes,
-                alloc_blocks: group.alloc_blocks,
-                rate: trend.rate,
-                recent_rate: trend.recent_rate,
-                growth: trend.window_growth,
-                recent_growth: trend.recent_growth,
-                p_increasing: trend.p_increasing,
-                seconds_to_limit: trend.seconds_to_limit,
-                verdict_window_seconds: trend.window_seconds,
-                site_ids: group.ids.clone(),
-                stack,
-                label_frame: representative.label_frame,
-                history: if detailed {
-                    bucket(
-                        &series.times,
-                        &series.sites[&trend.key],
-                        options.chart_points.max(2),
-                    )
-                    .1
-                } else {
-                    Vec::new()
-                },
-            });
-        }
-
-        let mut warnings = latest.warnings.clone();
-        if history.len() < 3 {
-            warnings.push(format!(
-                "only {} point(s) recorded: growth needs at least 3 snapshots over time",
-                history.len()
-            ));
-        }
-        if latest.mode == Mode::Off {
-            warnings.push("tracking is off: no new allocations are attributed to sites".into());
-        }
+        let clock = ClockNote::of(history);
         Report {
             format: REPORT_FORMAT.to_string(),
             version: REPORT_VERSION,
@@ -403,28 +401,18 @@ impl Report {
             mode: latest.mode,
             sample_rate: latest.sample_rate,
             window_seconds: ranking.window_seconds,
-            points: series.len(),
-            process: ProcessSummary {
-                live_bytes: latest.process.live_bytes,
-                peak_live_bytes: latest.process.peak_live_bytes,
-                resident_bytes: latest.process.resident_bytes,
-                usage_bytes: ranking.process_live_bytes.max(0.0) as u64,
-                growth_rate: ranking.process_rate,
-                recent_growth_rate: ranking.process_recent_rate.map(|(_, r)| r),
-                recent_window_seconds: ranking.process_recent_rate.map(|(w, _)| w),
-                allocs: latest.process.allocs,
-                alloc_bytes: latest.process.alloc_bytes,
-                limit_bytes: ranking.limit_bytes,
-                seconds_to_limit: ranking.seconds_to_limit,
-            },
-            sites,
-            omitted_sites,
-            omitted_live_bytes,
+            points: merged.series.len(),
+            process: ProcessSummary::of(latest, &ranking),
+            sites: kept.sites,
+            functions: kept.functions,
+            omitted_sites: kept.omitted_sites,
+            omitted_live_bytes: kept.omitted_live_bytes,
             tracker: latest.tracker,
             overflow: latest.overflow,
-            warnings,
+            warnings: warnings(history, clock.as_ref()),
             chart_times,
             chart_process,
+            clock,
         }
     }
 
@@ -462,20 +450,330 @@ impl Report {
             ));
         }
         match head.version {
-            Some(REPORT_VERSION) => {}
+            Some(REPORT_MIN_VERSION..=REPORT_VERSION) => {}
             Some(v) => {
                 return Err(Error::at(
                     origin,
                     None,
                     format!(
-                        "report version {v} is not supported (this build reads {REPORT_VERSION})"
+                        "report version {v} is not supported (this build reads {REPORT_MIN_VERSION} to {REPORT_VERSION})"
                     ),
                 ));
             }
             None => return Err(Error::at(origin, None, "report has no \"version\"")),
         }
-        serde_json::from_str(json).map_err(|e| Error::json(origin, &e))
+        let mut report: Report = serde_json::from_str(json).map_err(|e| Error::json(origin, &e))?;
+        if report.functions.is_empty() && !report.sites.is_empty() {
+            // Version 1: sites in ranking order, not grouped yet.
+            let (sites, functions) = group_by_function(std::mem::take(&mut report.sites));
+            report.sites = sites;
+            report.functions = functions;
+        }
+        Ok(report)
     }
+
+    /// Each function with its lines, most urgent first.
+    pub fn by_function(&self) -> impl Iterator<Item = (&FunctionReport, Vec<&SiteReport>)> {
+        self.functions.iter().map(|f| {
+            let lines = f
+                .sites
+                .iter()
+                .filter_map(|&rank| self.sites.get(rank.wrapping_sub(1)))
+                .collect();
+            (f, lines)
+        })
+    }
+}
+
+/// The function part of a `function (file:line)` label: what the report groups lines
+/// by. A label without a location is its own function.
+pub fn function_of_label(label: &str) -> &str {
+    if label.ends_with(')') {
+        if let Some(open) = label.rfind(" (") {
+            if open > 0 {
+                return &label[..open];
+            }
+        }
+    }
+    label
+}
+
+/// The sites of one label: their ids and summed latest counters.
+struct Members<'a> {
+    ids: Vec<u32>,
+    live_blocks: f64,
+    alloc_bytes: u64,
+    alloc_blocks: f64,
+    /// The member that grew most: (growth, live bytes, id), and its frames.
+    representative: (f64, u64, u32),
+    frames: &'a [u64],
+}
+
+/// Stage "merge": the history as one series per label (sites sharing a label summed),
+/// with the process's usage, cut to the report's window, and each label's members.
+struct Merged<'a> {
+    series: Series<String>,
+    members: BTreeMap<&'a str, Members<'a>>,
+}
+
+impl<'a> Merged<'a> {
+    fn of(history: &'a History, labels: &'a LabelCache, options: &ReportOptions) -> Merged<'a> {
+        let mut series = history.series_by(|site| labels.get(site.id).label.clone());
+        series.process = history
+            .process()
+            .iter()
+            .map(|p| (p.resident_bytes as f64).max(p.live_bytes as f64))
+            .collect();
+        if let Some(window) = options.window_seconds {
+            series = series.last_seconds(window);
+        }
+        let mut members: BTreeMap<&str, Members> = BTreeMap::new();
+        for site in history.sites() {
+            let column = history.column(site.id).unwrap_or(&[]);
+            let growth = f64::from(column.last().copied().unwrap_or(0.0))
+                - f64::from(column.first().copied().unwrap_or(0.0));
+            let m = members
+                .entry(labels.get(site.id).label.as_str())
+                .or_insert(Members {
+                    ids: Vec::new(),
+                    live_blocks: 0.0,
+                    alloc_bytes: 0,
+                    alloc_blocks: 0.0,
+                    representative: (f64::NEG_INFINITY, 0, site.id),
+                    frames: &site.frames,
+                });
+            m.ids.push(site.id);
+            m.live_blocks += site.live_blocks;
+            m.alloc_bytes += site.alloc_bytes;
+            m.alloc_blocks += site.alloc_blocks;
+            let candidate = (growth, site.live_bytes, site.id);
+            if candidate.0 > m.representative.0
+                || (candidate.0 == m.representative.0 && candidate.1 > m.representative.1)
+            {
+                m.representative = candidate;
+                m.frames = &site.frames;
+            }
+        }
+        Merged { series, members }
+    }
+
+    /// Stage "rank windows": every label over the whole window and the recent ones,
+    /// with sampled snapshots' noise.
+    fn rank(&self, history: &History, options: &ReportOptions) -> Ranking<String> {
+        let mut rank_options = options.rank;
+        let latest = history.latest();
+        if latest.mode == Mode::Sampled && latest.sample_rate > 1 {
+            rank_options.sample_bytes = f64::from(latest.sample_rate);
+        }
+        rank_windows(&self.series, &rank_options, &options.recent_windows)
+    }
+
+    /// Stage "lines": one report line per ranked label, in ranking order, named by its
+    /// representative's label frame (no stack or chart yet).
+    fn lines(
+        &self,
+        ranking: &Ranking<String>,
+        labels: &LabelCache,
+        symbols: &SymbolTable,
+    ) -> Vec<SiteReport> {
+        ranking
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, trend)| {
+                let members = &self.members[trend.key.as_str()];
+                let label_frame = labels.get(members.representative.2).label_frame;
+                let frame = symbols
+                    .stack_refs(members.frames)
+                    .nth(label_frame)
+                    .map(|(address, symbol)| Frame::from_ref(address, symbol));
+                let frame = frame.as_ref();
+                SiteReport {
+                    rank: i + 1,
+                    label: trend.key.clone(),
+                    function: frame.and_then(|f| f.function.clone()),
+                    file: frame.and_then(|f| f.file.clone()),
+                    line: frame.and_then(|f| f.line),
+                    verdict: trend.verdict,
+                    live_bytes: trend.live_bytes.max(0.0).round() as u64,
+                    live_blocks: members.live_blocks,
+                    alloc_bytes: members.alloc_bytes,
+                    alloc_blocks: members.alloc_blocks,
+                    rate: trend.rate,
+                    recent_rate: trend.recent_rate,
+                    growth: trend.window_growth,
+                    recent_growth: trend.recent_growth,
+                    p_increasing: trend.p_increasing,
+                    seconds_to_limit: trend.seconds_to_limit,
+                    verdict_window_seconds: trend.window_seconds,
+                    function_rank: 0,
+                    site_ids: members.ids.clone(),
+                    stack: Vec::new(),
+                    label_frame,
+                    history: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// Stage "details": the whole stack of the representative member and the chart of
+    /// live bytes, for the first `detail` lines (building a stack copies strings).
+    fn attach_details(
+        &self,
+        sites: &mut [SiteReport],
+        symbols: &SymbolTable,
+        options: &ReportOptions,
+    ) {
+        for site in sites.iter_mut().take(options.detail) {
+            site.stack = symbols.stack(self.members[site.label.as_str()].frames);
+            site.history = bucket(
+                &self.series.times,
+                &self.series.sites[&site.label],
+                options.chart_points.max(2),
+            )
+            .1;
+        }
+    }
+}
+
+/// Stage "group by function": `lines` (in ranking order) regrouped under their
+/// functions ([`function_of_label`]), most urgent function first: by the most urgent
+/// verdict among its lines, then, for `leak` and `growing`, the summed current rate of
+/// those lines ([`SiteReport::current_rate`]), for the other verdicts the summed live
+/// bytes (what the ranking orders them by), then the rank of its first line. A
+/// function's lines keep their ranking order beneath it. Returns the lines in that
+/// order, renumbered (`rank` 1, 2, ... and `function_rank`), and the functions.
+pub fn group_by_function(lines: Vec<SiteReport>) -> (Vec<SiteReport>, Vec<FunctionReport>) {
+    let mut order: Vec<String> = Vec::new();
+    let mut members: BTreeMap<String, Vec<SiteReport>> = BTreeMap::new();
+    for line in lines {
+        let function = function_of_label(&line.label).to_string();
+        let list = members.entry(function.clone()).or_default();
+        if list.is_empty() {
+            order.push(function);
+        }
+        list.push(line);
+    }
+    let mut groups: Vec<(FunctionReport, Vec<SiteReport>)> = order
+        .into_iter()
+        .map(|function| {
+            let lines = members.remove(&function).unwrap_or_default();
+            let verdict = lines
+                .iter()
+                .map(|l| l.verdict)
+                .min()
+                .unwrap_or(Verdict::Stable);
+            let growing = |l: &&SiteReport| matches!(l.verdict, Verdict::Leak | Verdict::Growing);
+            let report = FunctionReport {
+                rank: 0,
+                function,
+                verdict,
+                live_bytes: lines.iter().map(|l| l.live_bytes).sum(),
+                rate: lines
+                    .iter()
+                    .filter(growing)
+                    .map(SiteReport::current_rate)
+                    .sum(),
+                growth: lines.iter().map(|l| l.growth).sum(),
+                sites: Vec::new(),
+                omitted_sites: 0,
+            };
+            (report, lines)
+        })
+        .collect();
+    // `groups` is in the order of each function's first line: a stable sort keeps it
+    // for ties.
+    let urgency = |f: &FunctionReport| match f.verdict {
+        Verdict::Leak | Verdict::Growing => f.rate,
+        _ => f.live_bytes as f64,
+    };
+    groups.sort_by(|(a, _), (b, _)| {
+        a.verdict
+            .cmp(&b.verdict)
+            .then(urgency(b).total_cmp(&urgency(a)))
+    });
+    let mut sites = Vec::new();
+    let mut functions = Vec::with_capacity(groups.len());
+    for (i, (mut function, lines)) in groups.into_iter().enumerate() {
+        function.rank = i + 1;
+        for mut line in lines {
+            line.rank = sites.len() + 1;
+            line.function_rank = function.rank;
+            function.sites.push(line.rank);
+            sites.push(line);
+        }
+        functions.push(function);
+    }
+    (sites, functions)
+}
+
+/// Stage "top": what the report keeps of the grouped lines.
+struct Kept {
+    sites: Vec<SiteReport>,
+    functions: Vec<FunctionReport>,
+    omitted_sites: usize,
+    omitted_live_bytes: u64,
+}
+
+impl Kept {
+    /// The first `top` lines (in grouped order); functions whose lines were all left out
+    /// are dropped, the others count theirs in `omitted_sites`.
+    fn first(mut sites: Vec<SiteReport>, functions: Vec<FunctionReport>, top: usize) -> Kept {
+        let omitted = sites.split_off(top.min(sites.len()));
+        let functions = functions
+            .into_iter()
+            .filter_map(|mut f| {
+                let all = f.sites.len();
+                f.sites.retain(|&rank| rank <= top);
+                f.omitted_sites = all - f.sites.len();
+                (!f.sites.is_empty()).then_some(f)
+            })
+            .collect();
+        Kept {
+            sites,
+            functions,
+            omitted_sites: omitted.len(),
+            omitted_live_bytes: omitted.iter().map(|s| s.live_bytes).sum(),
+        }
+    }
+}
+
+impl ProcessSummary {
+    /// The process at the latest point, with the ranking's growth and time to limit.
+    fn of(latest: &Header, ranking: &Ranking<String>) -> ProcessSummary {
+        ProcessSummary {
+            live_bytes: latest.process.live_bytes,
+            peak_live_bytes: latest.process.peak_live_bytes,
+            resident_bytes: latest.process.resident_bytes,
+            usage_bytes: ranking.process_live_bytes.max(0.0) as u64,
+            growth_rate: ranking.process_rate,
+            recent_growth_rate: ranking.process_recent_rate.map(|(_, r)| r),
+            recent_window_seconds: ranking.process_recent_rate.map(|(w, _)| w),
+            allocs: latest.process.allocs,
+            alloc_bytes: latest.process.alloc_bytes,
+            limit_bytes: ranking.limit_bytes,
+            seconds_to_limit: ranking.seconds_to_limit,
+        }
+    }
+}
+
+/// Stage "warnings": the tracker's, then the report's own.
+fn warnings(history: &History, clock: Option<&ClockNote>) -> Vec<String> {
+    let latest = history.latest();
+    let mut warnings = latest.warnings.clone();
+    if history.len() < 3 {
+        warnings.push(format!(
+            "only {} point(s) recorded: growth needs at least 3 snapshots over time",
+            history.len()
+        ));
+    }
+    if latest.mode == Mode::Off {
+        warnings.push("tracking is off: no new allocations are attributed to sites".into());
+    }
+    if let Some(note) = clock {
+        warnings.push(note.sentence());
+    }
+    warnings
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A callback run when a site first turns into a leak.
 pub type LeakHook = Arc<dyn Fn(&SiteReport) + Send + Sync>;
@@ -193,6 +193,7 @@ impl RecorderBuilder {
                 symbolized: Vec::new(),
                 labels: LabelCache::new(),
                 stats: RecorderStats::default(),
+                clock: Clock::new(),
             }),
             settings: Settings {
                 interval: self.interval,
@@ -292,6 +293,51 @@ struct State {
     /// Labels of the sites, kept between reports.
     labels: LabelCache,
     stats: RecorderStats,
+    /// The time axis of the recorder's own snapshots.
+    clock: Clock,
+}
+
+/// The recorder's time axis: the wall clock read once, when the recorder starts, plus a
+/// monotonic clock's time since then, in ms since the Unix epoch. A wall clock that steps
+/// (NTP, a VM resumed, an operator) would otherwise move snapshots back or forward in
+/// time and bend every growth rate; this one never goes back or stands still (each stamp
+/// is at least 1 ms after the one before).
+#[derive(Debug, Clone)]
+struct Clock {
+    wall_ms: u64,
+    started: Instant,
+    last_ms: Option<u64>,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let wall_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Clock::starting_at(wall_ms, Instant::now())
+    }
+
+    fn starting_at(wall_ms: u64, started: Instant) -> Clock {
+        Clock {
+            wall_ms,
+            started,
+            last_ms: None,
+        }
+    }
+
+    /// The stamp of a snapshot taken at `now`.
+    fn stamp(&mut self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started).as_millis();
+        let ms = self
+            .wall_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX));
+        let ms = match self.last_ms {
+            Some(last) => ms.max(last.saturating_add(1)),
+            None => ms,
+        };
+        self.last_ms = Some(ms);
+        ms
+    }
 }
 
 /// The series file.
@@ -338,15 +384,17 @@ impl Recorder {
         Recorder::builder().start()
     }
 
-    /// Takes a snapshot now and adds it.
+    /// Takes a snapshot now and adds it, stamped on the recorder's monotonic time axis
+    /// (the wall clock at start plus the time elapsed since, so a stepping wall clock
+    /// does not bend the series).
     pub fn record(&self) {
         crate::untracked(|| {
             let snapshot = leakwatch_alloc::snapshot();
-            self.shared.add(&snapshot);
+            self.shared.add_own(snapshot);
         })
     }
 
-    /// Adds a snapshot taken elsewhere (in time order).
+    /// Adds a snapshot taken elsewhere (in time order), with its own timestamp.
     pub fn push(&self, snapshot: &Snapshot) {
         crate::untracked(|| self.shared.add(snapshot))
     }
@@ -471,8 +519,7 @@ fn run(shared: &Shared, alert_every: Duration) {
             }
         }
         let snapshot = leakwatch_alloc::snapshot();
-        shared.add(&snapshot);
-        drop(snapshot);
+        shared.add_own(snapshot);
         let now = Instant::now();
         if now >= next_alert {
             shared.check_alerts();
@@ -487,9 +534,23 @@ fn run(shared: &Shared, alert_every: Duration) {
 }
 
 impl Shared {
+    /// Adds a snapshot of the recorder's own, restamped on its monotonic time axis.
+    fn add_own(&self, mut snapshot: Snapshot) {
+        let started = Instant::now();
+        let mut state = self.state.lock();
+        // Stamped under the lock, so stamps follow the order points are added in.
+        snapshot.timestamp_ms = state.clock.stamp(started);
+        self.add_locked(&mut state, &snapshot, started);
+    }
+
+    /// Adds a snapshot as it is.
     fn add(&self, snapshot: &Snapshot) {
         let started = Instant::now();
         let mut state = self.state.lock();
+        self.add_locked(&mut state, snapshot, started);
+    }
+
+    fn add_locked(&self, state: &mut State, snapshot: &Snapshot, started: Instant) {
         state.history.push(snapshot);
         if state.sink.is_some() {
             state.write_line(snapshot, self.settings.limit);
@@ -651,5 +712,50 @@ fn symbolize_new_sites<'a>(
         symbols.resolve_missing([site.frames.as_slice()], |address| {
             symbolizer.symbolize(address).to_vec()
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_follow_the_monotonic_clock_from_the_wall_clock_at_start() {
+        let t0 = Instant::now();
+        let mut clock = Clock::starting_at(1_700_000_000_000, t0);
+        assert_eq!(clock.stamp(t0), 1_700_000_000_000);
+        assert_eq!(
+            clock.stamp(t0 + Duration::from_millis(1500)),
+            1_700_000_001_500
+        );
+        // Taken in the same millisecond, or (as a racing caller could) a moment earlier:
+        // still later than the stamp before.
+        assert_eq!(
+            clock.stamp(t0 + Duration::from_millis(1500)),
+            1_700_000_001_501
+        );
+        assert_eq!(clock.stamp(t0), 1_700_000_001_502);
+        assert_eq!(clock.stamp(t0 + Duration::from_secs(10)), 1_700_000_010_000);
+    }
+
+    #[test]
+    fn recorded_snapshots_are_stamped_in_increasing_order_near_the_wall_clock() {
+        let recorder = Recorder::builder().manual().start().expect("recorder");
+        let wall = |d: std::time::Duration| d.as_millis() as u64;
+        let before = wall(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        let mut stamps = Vec::new();
+        for _ in 0..5 {
+            recorder.record();
+            stamps.push(recorder.latest().0.timestamp_ms);
+        }
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+        // The axis starts at the wall clock of the start (give or take a second).
+        assert!(stamps[0].abs_diff(before) < 1000, "{stamps:?} vs {before}");
+        assert_eq!(recorder.history_size().0, 5);
+        assert!(recorder.report().clock.is_none());
     }
 }

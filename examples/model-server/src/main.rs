@@ -46,7 +46,8 @@ usage:
   model-server serve [options]
       --addr ADDR            where to listen (default 127.0.0.1:8080; port 0 = any free port)
       --leaky                the session store from before the postmortem (leaks after a model update)
-      --leakwatch MODE       off, sampled (default) or exact
+      --leakwatch MODE       off, sampled or exact (default: as LEAKWATCH and LEAKWATCH_SAMPLE
+                             say, else sampled at LEAKWATCH_SAMPLE or 512k)
       --debug-token TOKEN    bearer token for /admin and /debug when not on loopback
                              (or MODEL_SERVER_DEBUG_TOKEN)
       --budget BYTES         session cache budget (default 8MiB)
@@ -150,11 +151,13 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                 .filter(|t| !t.is_empty()),
             ..Config::default()
         },
+        // Set below: from --leakwatch, else from the environment.
         tracking: Tracking::Sampled,
         interval: Duration::from_secs(1),
         memory_limit: None,
         series: None,
     };
+    let mut tracking = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -166,14 +169,14 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             }
             "--leaky" => options.config.store.eviction = Eviction::Leaky,
             "--leakwatch" => {
-                options.tracking = match value(&mut args, flag)?.as_str() {
+                tracking = Some(match value(&mut args, flag)?.as_str() {
                     "off" => Tracking::Off,
                     "sampled" => Tracking::Sampled,
                     "exact" => Tracking::Exact,
                     other => {
                         return Err(format!("--leakwatch: off, sampled or exact, not {other:?}"));
                     }
-                }
+                })
             }
             "--debug-token" => {
                 let token = value(&mut args, flag)?;
@@ -203,6 +206,22 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             }
         }
     }
+    // An explicit --leakwatch wins; otherwise LEAKWATCH and LEAKWATCH_SAMPLE decide, as
+    // for any service built with leakwatch (the allocator has applied them already).
+    options.tracking = match tracking {
+        Some(tracking) => tracking,
+        None => {
+            let value = std::env::var_os("LEAKWATCH");
+            let value = match &value {
+                Some(v) => Some(
+                    v.to_str()
+                        .ok_or_else(|| format!("LEAKWATCH: not UTF-8: {v:?}"))?,
+                ),
+                None => None,
+            };
+            Tracking::from_env(value, leakwatch::sample_rate())?
+        }
+    };
     Ok(options)
 }
 

@@ -18,6 +18,33 @@ pub enum Tracking {
     Exact,
 }
 
+impl Tracking {
+    /// The mode the `LEAKWATCH*` environment variables ask for, as the README documents
+    /// them: `LEAKWATCH` (`value`: `1`/`on`/`true`/`yes`/`sampled`, `exact`,
+    /// `0`/`off`/`false`/`no`/empty) and `LEAKWATCH_SAMPLE` (already applied by the
+    /// allocator: `sample_rate` is the rate it configured; `1` means exact). Without
+    /// `LEAKWATCH` the service tracks sampled (at `sample_rate`), as it always has.
+    ///
+    /// # Errors
+    /// When `value` is none of the above.
+    pub fn from_env(value: Option<&str>, sample_rate: u32) -> Result<Tracking, String> {
+        let by_rate = if sample_rate <= 1 {
+            Tracking::Exact
+        } else {
+            Tracking::Sampled
+        };
+        match value {
+            None => Ok(by_rate),
+            Some("1" | "on" | "true" | "yes" | "sampled") => Ok(by_rate),
+            Some("exact") => Ok(Tracking::Exact),
+            Some("0" | "off" | "false" | "no" | "") => Ok(Tracking::Off),
+            Some(other) => Err(format!(
+                "LEAKWATCH: 1, on, sampled, exact, 0 or off, not {other:?}"
+            )),
+        }
+    }
+}
+
 /// Settings of `model-server serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {

@@ -413,7 +413,7 @@ fn debug_leaks_in_text_json_and_html() {
     assert_eq!(json.header("content-type"), Some("application/json"));
     let report = json.json();
     assert_eq!(report["format"], "leakwatch-report", "{report:#}");
-    assert_eq!(report["version"], 1, "{report:#}");
+    assert_eq!(report["version"], 2, "{report:#}");
     assert_eq!(report["mode"], "sampled", "{report:#}");
     assert!(report["sites"].is_array(), "{report:#}");
     assert!(report["process"]["live_bytes"].is_u64(), "{report:#}");
@@ -511,6 +511,86 @@ fn debug_endpoints_answer_503_when_leakwatch_is_off() {
     }
     let metrics = server.get("/metrics");
     assert_eq!(metrics.status, 200, "{metrics:?}");
+}
+
+/// A report's `mode` and `sample_rate`.
+type Tracked = (String, u64);
+/// `serve`'s flags, its environment, and the tracking it should report.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], Option<Tracked>);
+
+/// The `mode` and `sample_rate` of the report of a server started with `args` and
+/// `envs`, once its recorder has a point; `None` when `/debug/leaks` answers 503
+/// (leakwatch off).
+fn tracking_of(args: &[&str], envs: &[(&str, &str)]) -> Option<Tracked> {
+    let mut all = vec!["--interval", "0.1"];
+    all.extend_from_slice(args);
+    let server = Server::start("127.0.0.1:0", &all, envs);
+    let response = server.get("/debug/leaks?format=json");
+    if response.status == 503 {
+        return None;
+    }
+    assert_eq!(response.status, 200, "{args:?} {envs:?}: {response:?}");
+    wait_for_points(&server, 1);
+    let report = server.get("/debug/leaks?format=json").json();
+    Some((
+        report["mode"].as_str().unwrap_or_default().to_string(),
+        report["sample_rate"].as_u64().unwrap_or_default(),
+    ))
+}
+
+#[test]
+fn serve_honours_the_leakwatch_environment_unless_a_flag_says_otherwise() {
+    let sampled = |rate: u64| Some(("sampled".to_string(), rate));
+    let exact = Some(("exact".to_string(), 1));
+    let default_rate = u64::from(leakwatch::DEFAULT_SAMPLE_RATE);
+    let cases: Vec<Case> = vec![
+        (&[], &[], sampled(default_rate)),
+        (&[], &[("LEAKWATCH", "exact")], exact.clone()),
+        (&[], &[("LEAKWATCH", "off")], None),
+        (&[], &[("LEAKWATCH", "0")], None),
+        (&[], &[("LEAKWATCH_SAMPLE", "64k")], sampled(65536)),
+        (
+            &[],
+            &[("LEAKWATCH", "1"), ("LEAKWATCH_SAMPLE", "1")],
+            exact.clone(),
+        ),
+        (&[], &[("LEAKWATCH_SAMPLE", "1")], exact.clone()),
+        // An explicit flag wins over the environment.
+        (
+            &["--leakwatch", "sampled"],
+            &[("LEAKWATCH", "exact")],
+            sampled(default_rate),
+        ),
+        (
+            &["--leakwatch", "exact"],
+            &[("LEAKWATCH", "off")],
+            exact.clone(),
+        ),
+        (&["--leakwatch", "off"], &[("LEAKWATCH", "exact")], None),
+    ];
+    for (args, envs, expected) in cases {
+        assert_eq!(
+            tracking_of(args, envs),
+            expected,
+            "serve {args:?} with {envs:?}"
+        );
+    }
+    // A value the README does not document is refused, in one line, before serving.
+    let child = common::binary()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("LEAKWATCH", "always")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start model-server");
+    let (status, stdout, stderr) =
+        common::wait_for(child, None, Duration::from_secs(30), "LEAKWATCH=always");
+    assert_eq!(status.code(), Some(2), "{status}\n{stdout}\n{stderr}");
+    assert!(
+        stderr.starts_with("model-server: LEAKWATCH: ") && stderr.lines().count() == 1,
+        "{stderr:?}"
+    );
 }
 
 /// The server bound to all interfaces (reached through 127.0.0.1): not loopback to it.

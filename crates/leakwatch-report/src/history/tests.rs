@@ -46,7 +46,52 @@ fn a_clock_stepping_back_does_not_reverse_time() {
     h.push(&snapshot(5_000, &[]));
     h.push(&snapshot(7_000, &[]));
     h.push(&snapshot(6_000, &[]));
-    assert_eq!(h.times(), &[0.0, 2.0, 2.0]);
+    // One median interval (2 s) after the point before, not at the same time.
+    assert_eq!(h.times(), &[0.0, 2.0, 4.0]);
+    assert_eq!(h.clock_repair().backwards, 1);
+    assert_eq!(h.clock_repair().stood_still, 0);
+}
+
+#[test]
+fn after_a_step_back_points_keep_their_spacing_at_the_median_interval() {
+    let mut h = History::default();
+    // 1 s apart, then 3 s once (median stays 1 s), then the clock steps back an hour
+    // and runs on at 1 s, then stands still twice.
+    for t in [0, 1_000, 2_000, 5_000, 6_000] {
+        h.push(&snapshot(100_000_000 + t, &[]));
+    }
+    for t in [0, 1_000, 2_000, 2_000, 2_000, 3_000] {
+        h.push(&snapshot(100_000_000 - 3_600_000 + t, &[]));
+    }
+    assert_eq!(
+        h.times(),
+        &[0.0, 1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+    );
+    let repair = h.clock_repair();
+    assert_eq!((repair.backwards, repair.stood_still), (1, 2));
+    assert_eq!(repair.interval_seconds, 1.0);
+    assert!(repair.repaired());
+}
+
+#[test]
+fn a_clock_that_never_moves_spaces_points_a_second_apart() {
+    let mut h = History::default();
+    for _ in 0..4 {
+        h.push(&snapshot(42_000, &[(1, 10)]));
+    }
+    assert_eq!(h.times(), &[0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(h.clock_repair().stood_still, 3);
+    assert_eq!(h.clock_repair().interval_seconds, 1.0);
+}
+
+#[test]
+fn an_increasing_clock_is_taken_as_it_is() {
+    let mut h = History::default();
+    for t in [1_000, 1_250, 3_000, 3_001] {
+        h.push(&snapshot(t, &[]));
+    }
+    assert_eq!(h.times(), &[0.0, 0.25, 2.0, 2.001]);
+    assert!(!h.clock_repair().repaired());
 }
 
 #[test]

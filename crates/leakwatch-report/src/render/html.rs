@@ -14,8 +14,8 @@
 
 use crate::rank::Verdict;
 use crate::render::text::{
-    bytes, duration, growth_phrase, limit_lines, memory_line, no_leak_line, plural, rate,
-    signed_bytes, tracking, utc, verdict_line,
+    Row, bytes, duration, growth_phrase, limit_lines, line_location, memory_line, no_leak_line,
+    plural, rate, rows, signed_bytes, tracking, utc, verdict_line,
 };
 use crate::report::{Report, SiteReport};
 
@@ -114,6 +114,12 @@ fn summary(report: &Report, title: &str, page: &mut String) {
             ));
         }
     }
+    if let Some(clock) = &report.clock {
+        page.push_str(&format!(
+            "<p class=\"lw-headline lw-alert\">Clock: {}.</p>\n",
+            escape(&clock.sentence())
+        ));
+    }
     let facts = [
         ("Process", format!("pid {}", report.pid)),
         ("Tracking", tracking(report)),
@@ -151,7 +157,7 @@ fn summary(report: &Report, title: &str, page: &mut String) {
 
 /// The ranking table: every site of the report.
 fn ranking(report: &Report, page: &mut String) {
-    page.push_str("<section>\n<h2>Sites, most urgent first</h2>\n");
+    page.push_str("<section>\n<h2>Sites by function, most urgent first</h2>\n");
     if report.sites.is_empty() {
         page.push_str("<p>No site in this report.</p>\n");
     } else {
@@ -174,18 +180,40 @@ fn ranking(report: &Report, page: &mut String) {
             page.push_str(&format!("<th{class}>{head}</th>"));
         }
         page.push_str("</tr></thead>\n<tbody>\n");
-        for site in &report.sites {
+        for row in rows(report, &report.sites) {
+            let (site, grouped) = match row {
+                Row::Function(function, lines) => {
+                    page.push_str(&format!(
+                        "<tr class=\"lw-function\"><td class=\"lw-num\"></td><td>{}</td>\
+                         <td class=\"lw-num\">{}</td><td class=\"lw-num\">{}</td>\
+                         <td class=\"lw-num\">{}</td><td class=\"lw-num\"></td>\
+                         <td><code>{}</code> <span class=\"lw-muted\">{lines} lines</span></td></tr>\n",
+                        verdict_badge(function.verdict),
+                        escape(&bytes(function.live_bytes as f64)),
+                        escape(&rate(function.rate)),
+                        escape(&signed_bytes(function.growth)),
+                        escape(&function.function),
+                    ));
+                    continue;
+                }
+                Row::Line(site, grouped) => (site, grouped),
+            };
+            let (text, class) = if grouped {
+                (line_location(site), " class=\"lw-line\"")
+            } else {
+                (site.label.clone(), "")
+            };
             let label = if site.stack.is_empty() {
-                format!("<code>{}</code>", escape(&site.label))
+                format!("<code>{}</code>", escape(&text))
             } else {
                 format!(
                     "<a href=\"#lw-site-{}\"><code>{}</code></a>",
                     site.rank,
-                    escape(&site.label)
+                    escape(&text)
                 )
             };
             page.push_str(&format!(
-                "<tr><td class=\"lw-num\">{}</td><td>{}</td><td class=\"lw-num\">{}</td>\
+                "<tr{class}><td class=\"lw-num\">{}</td><td>{}</td><td class=\"lw-num\">{}</td>\
                  <td class=\"lw-num\">{}</td><td class=\"lw-num\">{}</td>\
                  <td class=\"lw-num\">{}</td><td>{label}</td></tr>\n",
                 site.rank,
@@ -597,6 +625,8 @@ summary { cursor: pointer; }
 .lw-stack { margin: .4rem 0; padding-left: 2.2rem; }
 .lw-runtime { color: var(--muted); }
 .lw-warnings li { margin: .2rem 0; }
+.lw-function td { border-top: 1px solid #c8ccd0; font-weight: 600; }
+.lw-line td:last-child { padding-left: 1.5rem; }
 .lw-flame { overflow-x: auto; }
 .lw-page > footer { order: 2; margin-top: 2.5rem; font-size: .85em; }
 </style>

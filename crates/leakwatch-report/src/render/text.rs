@@ -11,7 +11,7 @@
 //! [`duration`]. None of them panics, whatever the input (NaN, infinities, huge values).
 
 use crate::rank::Verdict;
-use crate::report::{Report, SiteReport};
+use crate::report::{FunctionReport, Report, SiteReport, function_of_label};
 use leakwatch_alloc::Mode;
 
 /// The widest line [`text`] writes, in characters.
@@ -57,7 +57,7 @@ pub fn text(report: &Report, top: usize) -> String {
             "Most urgent sites (growth over the {} window; rate: recent for leaks):",
             duration(report.window_seconds)
         ));
-        lines.extend(table(shown, report.window_seconds));
+        lines.extend(table(report, shown, report.window_seconds));
         // Verdicts found in a recent window rather than the whole one.
         let recent: Vec<f64> = shown
             .iter()
@@ -372,6 +372,14 @@ pub(crate) fn verdict_line(report: &Report) -> String {
         })
         .collect();
     let mut line = format!("{n} {} ranked", plural(n, "site", "sites"));
+    let functions = report.functions.len();
+    if functions > 0 && functions < n {
+        line = format!(
+            "{n} {} in {functions} {} ranked",
+            plural(n, "site", "sites"),
+            plural(functions, "function", "functions")
+        );
+    }
     if !counts.is_empty() {
         line.push_str(": ");
         line.push_str(&counts.join(", "));
@@ -430,9 +438,18 @@ fn header(report: &Report) -> Vec<String> {
             report.points,
             plural(report.points, "point", "points")
         ),
-        format!("process: {}", memory_line(report)),
-        format!("process memory is {}", growth_phrase(report)),
     ];
+    // A rebuilt time axis changes every rate and window below: say so up front.
+    if let Some(clock) = &report.clock {
+        lines.extend(wrap(
+            &format!("clock: {}", clean(&clock.sentence())),
+            "",
+            "  ",
+            WIDTH,
+        ));
+    }
+    lines.push(format!("process: {}", memory_line(report)));
+    lines.push(format!("process memory is {}", growth_phrase(report)));
     lines.extend(limit_lines(report));
     lines
 }
@@ -443,11 +460,7 @@ fn header(report: &Report) -> Vec<String> {
 /// How fast a site grows: for a leak or a growing site, now (the faster of its window's
 /// trend and its recent part's); for the rest, the trend over its window.
 pub fn current_rate(site: &SiteReport) -> f64 {
-    if matches!(site.verdict, Verdict::Leak | Verdict::Growing) {
-        site.recent_rate.max(site.rate)
-    } else {
-        site.rate
-    }
+    site.current_rate()
 }
 
 /// Whether `site`'s verdict came from a recent window, well shorter than the report's.
@@ -455,7 +468,64 @@ fn from_recent_window(site: &SiteReport, report_window: f64) -> bool {
     site.verdict_window_seconds > 0.0 && site.verdict_window_seconds < 0.9 * report_window
 }
 
-fn table(sites: &[SiteReport], report_window: f64) -> Vec<String> {
+/// A row of the table: a function of several shown lines (its totals), or one line.
+pub(crate) enum Row<'a> {
+    /// A function and how many of its lines follow.
+    Function(&'a FunctionReport, usize),
+    /// A line; `true` when it sits under its function's row.
+    Line(&'a SiteReport, bool),
+}
+
+/// The rows for `shown` (a prefix of the report's sites): each function with several
+/// shown lines gets a row of its own above them; a function with one shows as that line.
+pub(crate) fn rows<'a>(report: &'a Report, shown: &'a [SiteReport]) -> Vec<Row<'a>> {
+    let mut rows = Vec::with_capacity(shown.len());
+    let mut grouped = vec![false; shown.len()];
+    for function in &report.functions {
+        let lines: Vec<usize> = function
+            .sites
+            .iter()
+            .map(|&rank| rank.wrapping_sub(1))
+            .filter(|&i| i < shown.len() && !grouped[i])
+            .collect();
+        if lines.len() >= 2 {
+            rows.push(Row::Function(function, lines.len()));
+        }
+        for &i in &lines {
+            grouped[i] = true;
+            rows.push(Row::Line(&shown[i], lines.len() >= 2));
+        }
+    }
+    // Lines no function lists (a report that was not grouped): as they come.
+    for (i, site) in shown.iter().enumerate() {
+        if !grouped[i] {
+            rows.push(Row::Line(site, false));
+        }
+    }
+    rows
+}
+
+/// The label of a line under its function's row: its location alone.
+pub(crate) fn line_location(site: &SiteReport) -> String {
+    let function = function_of_label(&site.label);
+    let rest = site.label[function.len()..].trim();
+    let rest = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(rest);
+    if rest.is_empty() {
+        site.label.clone()
+    } else {
+        rest.to_string()
+    }
+}
+
+/// `function (3 lines)`.
+pub(crate) fn function_heading(function: &FunctionReport, lines: usize) -> String {
+    format!("{} ({lines} lines)", function.function)
+}
+
+fn table(report: &Report, sites: &[SiteReport], report_window: f64) -> Vec<String> {
     let with_limit = sites.iter().any(|s| s.seconds_to_limit.is_some());
     let mut rows: Vec<Vec<String>> = vec![
         ["#", "verdict", "live", "rate", "growth", "to limit"]
@@ -463,19 +533,40 @@ fn table(sites: &[SiteReport], report_window: f64) -> Vec<String> {
             .map(|h| h.to_string())
             .collect(),
     ];
-    for s in sites {
-        rows.push(vec![
-            s.rank.to_string(),
-            if from_recent_window(s, report_window) {
-                format!("{}*", s.verdict.as_str())
-            } else {
-                s.verdict.as_str().to_string()
-            },
-            bytes(s.live_bytes as f64),
-            rate(current_rate(s)),
-            signed_bytes(s.growth),
-            s.seconds_to_limit.map_or("-".to_string(), duration),
-        ]);
+    let mut labels: Vec<String> = Vec::new();
+    for row in self::rows(report, sites) {
+        match row {
+            Row::Function(f, lines) => {
+                rows.push(vec![
+                    String::new(),
+                    f.verdict.as_str().to_string(),
+                    bytes(f.live_bytes as f64),
+                    rate(f.rate),
+                    signed_bytes(f.growth),
+                    String::new(),
+                ]);
+                labels.push(clean(&function_heading(f, lines)));
+            }
+            Row::Line(s, grouped) => {
+                rows.push(vec![
+                    s.rank.to_string(),
+                    if from_recent_window(s, report_window) {
+                        format!("{}*", s.verdict.as_str())
+                    } else {
+                        s.verdict.as_str().to_string()
+                    },
+                    bytes(s.live_bytes as f64),
+                    rate(current_rate(s)),
+                    signed_bytes(s.growth),
+                    s.seconds_to_limit.map_or("-".to_string(), duration),
+                ]);
+                labels.push(if grouped {
+                    format!("  {}", clean(&line_location(s)))
+                } else {
+                    clean(&s.label)
+                });
+            }
+        }
     }
     let columns = if with_limit { 6 } else { 5 };
     let widths: Vec<usize> = (0..columns)
@@ -493,11 +584,10 @@ fn table(sites: &[SiteReport], report_window: f64) -> Vec<String> {
         }
         line
     };
-    let labels: Vec<String> = sites.iter().map(|s| clean(&s.label)).collect();
     let label_width = WIDTH.saturating_sub(widths.iter().map(|w| w + 2).sum());
     let one_line = labels.iter().all(|l| l.chars().count() <= label_width);
 
-    let mut lines = Vec::with_capacity(1 + 2 * sites.len());
+    let mut lines = Vec::with_capacity(1 + 2 * rows.len());
     if one_line {
         lines.push(format!("{}site", cells(&rows[0])));
     } else {
@@ -610,12 +700,31 @@ pub(crate) fn shorten_label(label: &str, width: usize) -> String {
 }
 
 /// `text` wrapped at spaces into lines of at most `width` characters, the first starting
-/// with `first`, the others with `rest`. Words longer than a line are cut.
+/// with `first`, the others with `rest`. A number and its unit (`1 s`, `3.0 MiB`) stay on
+/// one line. Words longer than a line are cut.
 fn wrap(text: &str, first: &str, rest: &str, width: usize) -> Vec<String> {
+    const UNITS: &[&str] = &[
+        "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "B/s", "KiB/s", "MiB/s", "GiB/s", "s",
+        "min", "h", "d", "years",
+    ];
+    let mut words: Vec<String> = Vec::new();
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let unit = word.trim_end_matches(|c: char| c.is_ascii_punctuation() && c != '/');
+        let after_number = words
+            .last()
+            .is_some_and(|w| w.ends_with(|c: char| c.is_ascii_digit()));
+        match words.last_mut() {
+            Some(last) if after_number && UNITS.contains(&unit) => {
+                last.push(' ');
+                last.push_str(word);
+            }
+            _ => words.push(word.to_string()),
+        }
+    }
     let mut lines = Vec::new();
     let mut line = first.to_string();
     let mut empty = true;
-    for word in text.split(' ').filter(|w| !w.is_empty()) {
+    for word in &words {
         let line_width = line.chars().count();
         let word_width = word.chars().count();
         if !empty && line_width + 1 + word_width > width {

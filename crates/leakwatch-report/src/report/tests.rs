@@ -163,7 +163,7 @@ fn json_round_trips_and_checks_its_format() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a leakwatch report"), "{e}");
-    let e = Report::from_json("r.json", &json.replace("\"version\": 1", "\"version\": 7"))
+    let e = Report::from_json("r.json", &json.replace("\"version\": 2", "\"version\": 7"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("report version 7 is not supported"), "{e}");
@@ -264,4 +264,144 @@ fn a_leak_that_starts_after_hours_shows_in_a_recent_window() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!((value - 50_000.0).abs() < 1_000.0, "{value}");
+}
+
+/// A 145 MiB leak over 146 snapshots whose timestamps stand still (every snapshot at
+/// the same millisecond) or, with `step_back`, go back an hour a third of the way in.
+fn clock_history(step_back: bool) -> History {
+    let mut h = History::default();
+    for i in 0..146u64 {
+        let mut s = Snapshot::default();
+        s.timestamp_ms = if step_back {
+            let t = 1_700_000_000_000 + i * 1000;
+            if i >= 50 { t - 3_600_000 } else { t }
+        } else {
+            1_700_000_000_000
+        };
+        s.pid = 9;
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        s.sites = vec![
+            site(1, vec![0x101, 0x777], i as f64 * MIB),
+            site(2, vec![0x201, 0x777], 3.0 * MIB),
+        ];
+        s.process.live_bytes = s.sites.iter().map(|s| s.live_bytes as i64).sum();
+        h.push(&s);
+    }
+    h
+}
+
+#[test]
+fn a_clock_that_stands_still_still_ranks_the_leak_and_says_why() {
+    let r = Report::build(&clock_history(false), &symbols(), &ReportOptions::default());
+    assert_eq!(r.window_seconds, 145.0);
+    assert_eq!(r.sites[0].label, "app::leaky_store (app/src/store.rs:10)");
+    assert_eq!(r.sites[0].verdict, Verdict::Leak, "{:?}", r.sites[0]);
+    let clock = r.clock.as_ref().expect("a clock note");
+    assert_eq!((clock.backwards, clock.stood_still), (0, 145));
+    assert_eq!(clock.interval_seconds, 1.0);
+    assert!(
+        r.warnings.iter().any(|w| w.starts_with(
+            "timestamps stood still 145 times; time axis rebuilt from point order at the median interval (1 s)"
+        )),
+        "{:?}",
+        r.warnings
+    );
+    let back = Report::from_json("r.json", &r.to_json()).expect("round trip");
+    assert_eq!(back.clock, r.clock);
+}
+
+#[test]
+fn a_clock_stepping_back_keeps_the_window_and_the_leak() {
+    let r = Report::build(&clock_history(true), &symbols(), &ReportOptions::default());
+    assert_eq!(r.window_seconds, 145.0);
+    assert_eq!(r.sites[0].verdict, Verdict::Leak, "{:?}", r.sites[0]);
+    assert!(
+        (r.sites[0].rate - MIB).abs() < 0.01 * MIB,
+        "{}",
+        r.sites[0].rate
+    );
+    let clock = r.clock.as_ref().expect("a clock note");
+    assert_eq!((clock.backwards, clock.stood_still), (1, 0));
+    assert!(
+        r.warnings.iter().any(|w| w.contains("went backwards once")),
+        "{:?}",
+        r.warnings
+    );
+    // A well-behaved clock adds no note.
+    assert!(report(&ReportOptions::default()).clock.is_none());
+}
+
+#[test]
+fn json_round_trips_the_functions_and_reads_version_1_grouped() {
+    let r = crate::render::text::tests::split_functions(&ReportOptions::default());
+    assert_eq!(r.version, 2);
+    let json = r.to_json();
+    let back = Report::from_json("r.json", &json).unwrap();
+    // (serde_json may round the last digit of a float: compare what is not one.)
+    let shape = |r: &Report| {
+        let sites: Vec<(usize, String, Verdict, usize, u64)> = r
+            .sites
+            .iter()
+            .map(|s| {
+                (
+                    s.rank,
+                    s.label.clone(),
+                    s.verdict,
+                    s.function_rank,
+                    s.live_bytes,
+                )
+            })
+            .collect();
+        let functions: Vec<(usize, String, Verdict, Vec<usize>, u64)> = r
+            .functions
+            .iter()
+            .map(|f| {
+                (
+                    f.rank,
+                    f.function.clone(),
+                    f.verdict,
+                    f.sites.clone(),
+                    f.live_bytes,
+                )
+            })
+            .collect();
+        (sites, functions)
+    };
+    assert_eq!(shape(&back), shape(&r));
+    assert_eq!(back.functions.len(), 4);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["functions"][0]["function"], "svc::sessions::open_session");
+    assert_eq!(v["functions"][0]["sites"], serde_json::json!([1, 2]));
+    assert_eq!(v["sites"][1]["function_rank"], 1);
+
+    // The same report as version 1 wrote it: sites in ranking order (line by line), no
+    // functions, no function_rank.
+    let mut old = v.clone();
+    old["version"] = 1.into();
+    let object = old.as_object_mut().unwrap();
+    object.remove("functions");
+    let mut sites = object["sites"].as_array().unwrap().clone();
+    // Line order: open_session:10, fill, open_session:11, put:20, warm, put:21.
+    let line_order = [0, 2, 1, 3, 5, 4];
+    sites = line_order.iter().map(|&i| sites[i].clone()).collect();
+    for (i, site) in sites.iter_mut().enumerate() {
+        site["rank"] = (i + 1).into();
+        site.as_object_mut().unwrap().remove("function_rank");
+    }
+    object["sites"] = sites.into();
+    let upgraded = Report::from_json("old.json", &old.to_string()).unwrap();
+    assert_eq!(upgraded.version, 1);
+    assert_eq!(shape(&upgraded), shape(&r));
+}
+
+#[test]
+fn function_of_label_takes_the_part_before_the_location() {
+    assert_eq!(function_of_label("app::f (app/src/a.rs:10)"), "app::f");
+    assert_eq!(
+        function_of_label("<T as app::Tr>::g (x) (app/src/a.rs:1)"),
+        "<T as app::Tr>::g (x)"
+    );
+    assert_eq!(function_of_label("0x1234"), "0x1234");
+    assert_eq!(function_of_label("(no stack)"), "(no stack)");
 }

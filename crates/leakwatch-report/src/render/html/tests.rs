@@ -1,6 +1,6 @@
 use super::*;
 use crate::render::text::tests::{
-    KIB, MIB, absurd, empty, loc, model_server, spec, synthetic, with_leak_named,
+    KIB, MIB, absurd, empty, loc, model_server, spec, split_functions, synthetic, with_leak_named,
 };
 use crate::report::ReportOptions;
 
@@ -277,4 +277,42 @@ fn samples_when_asked() {
         html(&model_server(Some(2 << 30)), None),
     )
     .unwrap();
+}
+
+#[test]
+fn a_functions_lines_sit_under_one_row_of_its_totals() {
+    let report = split_functions(&ReportOptions::default());
+    let page = html(&report, None);
+    assert_self_contained(&page);
+    let open = &report.functions[0];
+    assert_eq!(open.function, "svc::sessions::open_session");
+    let row = format!(
+        "<tr class=\"lw-function\"><td class=\"lw-num\"></td><td>{}</td><td class=\"lw-num\">{}</td>",
+        verdict_badge(Verdict::Leak),
+        bytes(open.live_bytes as f64)
+    );
+    let at = page
+        .find(&row)
+        .unwrap_or_else(|| panic!("no function row {row}\n{page}"));
+    let after = &page[at..];
+    assert!(after.contains(
+        "<code>svc::sessions::open_session</code> <span class=\"lw-muted\">2 lines</span>"
+    ));
+    // Its two lines follow, by location, before the next function's row.
+    let first = after
+        .find("<tr class=\"lw-line\"><td class=\"lw-num\">1</td>")
+        .unwrap();
+    let second = after
+        .find("<tr class=\"lw-line\"><td class=\"lw-num\">2</td>")
+        .unwrap();
+    let fill = after
+        .find("<code>svc::cache::fill (svc/src/cache.rs:5)</code>")
+        .unwrap();
+    assert!(first < second && second < fill, "{after}");
+    assert!(after[first..second].contains("<code>svc/src/sessions.rs:10</code>"));
+    // One function row per function of several lines.
+    assert_eq!(count(&page, "<tr class=\"lw-function\">"), 2);
+    assert_eq!(count(&page, "<tr class=\"lw-line\">"), 4);
+    // A report without such functions has none.
+    assert_eq!(count(&html(&model_server(None), None), "lw-function\">"), 0);
 }

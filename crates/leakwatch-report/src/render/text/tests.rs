@@ -347,6 +347,50 @@ pub(crate) fn with_leak_named(function: &str) -> Report {
     synthetic(&specs, 720, 5.0, &ReportOptions::default())
 }
 
+/// Ten minutes at 1 s of a service whose leaks are split over lines: `open_session`
+/// leaks at two lines (60 and 40 KiB/s) ranked apart by a 50 KiB/s leak in `fill`
+/// between them; `put` leaks at one line (20 KiB/s) and holds a steady 8 MiB at another;
+/// `warm` is a cache that filled up (a plateau, 80 MiB).
+pub(crate) fn split_functions(options: &ReportOptions) -> Report {
+    let site = |function: &str, file: &str, line: u32| {
+        vec![
+            loc(function, file, line),
+            loc("svc::main", "/src/svc/src/main.rs", 9),
+        ]
+    };
+    let specs = vec![
+        spec(
+            site(
+                "svc::sessions::open_session",
+                "/src/svc/src/sessions.rs",
+                10,
+            ),
+            |t| 60.0 * KIB * t,
+        ),
+        spec(site("svc::cache::fill", "/src/svc/src/cache.rs", 5), |t| {
+            50.0 * KIB * t
+        }),
+        spec(
+            site(
+                "svc::sessions::open_session",
+                "/src/svc/src/sessions.rs",
+                11,
+            ),
+            |t| 40.0 * KIB * t,
+        ),
+        spec(site("svc::store::put", "/src/svc/src/store.rs", 20), |t| {
+            20.0 * KIB * t
+        }),
+        spec(site("svc::store::put", "/src/svc/src/store.rs", 21), |_| {
+            8.0 * MIB
+        }),
+        spec(site("svc::pool::warm", "/src/svc/src/pool.rs", 30), |t| {
+            80.0 * MIB * (1.0 - (-t / 60.0).exp())
+        }),
+    ];
+    synthetic(&specs, 600, 1.0, options)
+}
+
 /// A report of no snapshot at all.
 pub(crate) fn empty() -> Report {
     Report::build(
@@ -404,6 +448,7 @@ fn every_line_fits_in_100_columns() {
         )),
         empty(),
         absurd(),
+        split_functions(&ReportOptions::default()),
     ];
     for report in &reports {
         for top in [0, 1, 5, 1000] {
@@ -700,4 +745,146 @@ fn samples_when_asked() {
         text(&model_server(Some(2 << 30)), 10),
     )
     .unwrap();
+}
+
+#[test]
+fn a_functions_lines_are_grouped_under_it_and_ranked_by_it() {
+    let report = split_functions(&ReportOptions::default());
+    // Each line on its own: open_session:10, fill, open_session:11, put:20 (leaks, by
+    // rate), warm (plateau), put:21 (stable).
+    let lines: Vec<(&str, Verdict)> = report
+        .sites
+        .iter()
+        .map(|s| (s.label.as_str(), s.verdict))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (
+                "svc::sessions::open_session (svc/src/sessions.rs:10)",
+                Verdict::Leak
+            ),
+            (
+                "svc::sessions::open_session (svc/src/sessions.rs:11)",
+                Verdict::Leak
+            ),
+            ("svc::cache::fill (svc/src/cache.rs:5)", Verdict::Leak),
+            ("svc::store::put (svc/src/store.rs:20)", Verdict::Leak),
+            ("svc::store::put (svc/src/store.rs:21)", Verdict::Stable),
+            ("svc::pool::warm (svc/src/pool.rs:30)", Verdict::Plateau),
+        ],
+        "{report:#?}"
+    );
+    assert!(
+        report
+            .sites
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.rank == i + 1)
+    );
+    let functions: Vec<(&str, Verdict, &[usize])> = report
+        .functions
+        .iter()
+        .map(|f| (f.function.as_str(), f.verdict, f.sites.as_slice()))
+        .collect();
+    assert_eq!(
+        functions,
+        vec![
+            ("svc::sessions::open_session", Verdict::Leak, &[1, 2][..]),
+            ("svc::cache::fill", Verdict::Leak, &[3][..]),
+            // A leak line and a stable line: the function is a leak, ranked as one.
+            ("svc::store::put", Verdict::Leak, &[4, 5][..]),
+            ("svc::pool::warm", Verdict::Plateau, &[6][..]),
+        ]
+    );
+    let open = &report.functions[0];
+    // Ranked by the summed rate of its lines (about 100 KiB/s), above fill's 50.
+    assert!((open.rate - 100.0 * KIB).abs() < 5.0 * KIB, "{open:?}");
+    assert_eq!(
+        open.live_bytes,
+        report.sites[0].live_bytes + report.sites[1].live_bytes
+    );
+    let put = &report.functions[2];
+    assert!(
+        (put.rate - report.sites[3].current_rate()).abs() < 1e-9,
+        "{put:?}"
+    );
+    assert!(report.sites.iter().all(|s| {
+        report.functions[s.function_rank - 1]
+            .sites
+            .contains(&s.rank)
+    }));
+
+    let text = text(&report, 10);
+    assert_fits(&text);
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("# "))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let label_at = table[0].find("site").expect("one-line rows");
+    let cells = |row: &str| {
+        row[..label_at]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let label = |row: &str| row[label_at..].to_string();
+    // Function rows: no number, the function's verdict and totals; its lines under it.
+    assert_eq!(label(table[1]), "svc::sessions::open_session (2 lines)");
+    assert_eq!(cells(table[1])[0], "leak");
+    let numbers = &table[1][..label_at];
+    assert!(
+        numbers.contains(&format!("  {}  ", bytes(open.live_bytes as f64)))
+            && numbers.contains(&format!("  {}  ", rate(open.rate))),
+        "{text}"
+    );
+    assert_eq!(label(table[2]), "  svc/src/sessions.rs:10");
+    assert_eq!(cells(table[2])[..2], ["1".to_string(), "leak".to_string()]);
+    assert_eq!(label(table[3]), "  svc/src/sessions.rs:11");
+    assert_eq!(cells(table[3])[0], "2");
+    // A function with one line shows as that line, as it always did.
+    assert_eq!(label(table[4]), "svc::cache::fill (svc/src/cache.rs:5)");
+    assert_eq!(cells(table[4])[..2], ["3".to_string(), "leak".to_string()]);
+    assert_eq!(label(table[5]), "svc::store::put (2 lines)");
+    assert_eq!(label(table[6]), "  svc/src/store.rs:20");
+    assert_eq!(label(table[7]), "  svc/src/store.rs:21");
+    assert_eq!(
+        cells(table[7])[..2],
+        ["5".to_string(), "stable".to_string()]
+    );
+    assert_eq!(label(table[8]), "svc::pool::warm (svc/src/pool.rs:30)");
+    assert_eq!(table.len(), 9, "{text}");
+    assert!(
+        text.contains("\n6 sites in 4 functions ranked: 4 leaks, 1 plateau, 1 stable\n"),
+        "{text}"
+    );
+    // Stacks keep the lines' numbers.
+    assert!(text.contains("Leak #1 (+60.0 KiB/s"), "{text}");
+
+    // A table cut in a function's lines: one shown line is a plain row.
+    let cut = super::text(&report, 4);
+    assert!(
+        cut.contains("svc::store::put (svc/src/store.rs:20)"),
+        "{cut}"
+    );
+    assert!(!cut.contains("svc::store::put (2 lines)"), "{cut}");
+}
+
+#[test]
+fn top_keeps_the_first_lines_in_grouped_order_and_counts_the_rest() {
+    let options = ReportOptions {
+        top: Some(4),
+        ..ReportOptions::default()
+    };
+    let report = split_functions(&options);
+    let labels: Vec<&str> = report.sites.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(labels.len(), 4);
+    assert_eq!(labels[3], "svc::store::put (svc/src/store.rs:20)");
+    assert_eq!(report.omitted_sites, 2);
+    let put = &report.functions[2];
+    assert_eq!((put.sites.as_slice(), put.omitted_sites), (&[4][..], 1));
+    // Its totals still count the line left out (8 MiB stable).
+    assert!(put.live_bytes as f64 > 8.0 * MIB, "{put:?}");
+    assert_eq!(report.functions.len(), 3, "warm is left out entirely");
 }
