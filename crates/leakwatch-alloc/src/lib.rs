@@ -81,6 +81,8 @@ mod spin;
 mod stack;
 mod symbolize;
 #[expect(unsafe_code)]
+mod threads;
+#[expect(unsafe_code)]
 mod tracker;
 
 pub use config::{
