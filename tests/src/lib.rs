@@ -74,6 +74,24 @@ pub fn totals_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &s
     totals
 }
 
+/// Freed bytes and "old" freed bytes ([`leakwatch::SiteStats::freed_old_bytes`]) summed
+/// over the sites [`totals_for`] would sum.
+pub fn freed_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &str) -> (u64, u64) {
+    let mut freed = (0, 0);
+    for site in &snapshot.sites {
+        let first_user_function = symbolizer
+            .symbolize_stack(&site.frames)
+            .into_iter()
+            .filter(|s| !is_runtime_frame(s))
+            .find_map(|s| s.function);
+        if first_user_function.is_some_and(|f| last_segment(&f) == function) {
+            freed.0 += site.freed_bytes;
+            freed.1 += site.freed_old_bytes;
+        }
+    }
+    freed
+}
+
 /// Frames that belong to the allocator machinery rather than to the code under test:
 /// std/core/alloc (by their `/rustc/` sources or names), leakwatch's own crates, and the
 /// `__rust_alloc` shims. Inlined frames carry short names, so files are checked too.

@@ -3,7 +3,7 @@
 //! the workload keeps, and every site returns to zero once everything is freed.
 
 use leakwatch::{LeakWatch, Mode, Symbolizer};
-use leakwatch_tests::{Totals, run, totals_for};
+use leakwatch_tests::{Totals, freed_for, run, totals_for};
 use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, realloc};
 use std::hint::black_box;
 
@@ -295,6 +295,134 @@ fn eight_threads_match_ground_truth() {
     check(&mut symbolizer, 0, 1 + THREADS as u64);
 }
 
+/// Boxes on purpose: each is its own 100-byte heap block.
+#[allow(clippy::vec_box)]
+#[inline(never)]
+fn old_blocks(n: usize) -> Vec<Box<[u8; 100]>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Box::new([0; 100]));
+    }
+    v
+}
+
+/// As [`old_blocks`], from another site.
+#[allow(clippy::vec_box)]
+#[inline(never)]
+fn young_blocks(n: usize) -> Vec<Box<[u8; 100]>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Box::new([0; 100]));
+    }
+    v
+}
+
+#[inline(never)]
+fn old_resized(n: usize) -> Vec<Vec<u8>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(Vec::with_capacity(64));
+    }
+    v
+}
+
+fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
+    let mut symbolizer = Symbolizer::new();
+    let old = old_blocks(50); // 50 x 100 bytes, and the 400-byte Vec holding them
+    let mut resized = old_resized(10); // 10 x 64 bytes (and a 240-byte Vec)
+    let first = leakwatch::snapshot();
+    drop(old);
+    for v in &mut resized {
+        v.reserve_exact(1000); // realloc'd away from old_resized's site
+    }
+    drop(young_blocks(30)); // born and freed between two snapshots
+    let second = leakwatch::snapshot();
+    assert_eq!(second.epoch, first.epoch + 1);
+    assert_eq!(
+        freed_for(&second, &mut symbolizer, "old_blocks"),
+        (5400, 5400)
+    );
+    assert_eq!(
+        freed_for(&second, &mut symbolizer, "old_resized"),
+        (640, 640)
+    );
+    assert_eq!(
+        freed_for(&second, &mut symbolizer, "young_blocks"),
+        (3240, 0)
+    );
+    // A worker frees blocks live at a snapshot and waits: its batched frees, old ones
+    // included, are in the next snapshot.
+    let old = old_blocks(20);
+    let _ = leakwatch::snapshot();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        drop(old);
+        ready_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    let third = leakwatch::snapshot();
+    done_tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert_eq!(
+        freed_for(&third, &mut symbolizer, "old_blocks"),
+        (5400 + 2160, 5400 + 2160)
+    );
+    drop(resized);
+}
+
+#[inline(never)]
+fn one_per_thread() -> Vec<u8> {
+    black_box(Vec::with_capacity(32))
+}
+
+fn threads_beyond_the_slots_are_counted() {
+    const MANY: usize = 1100;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(MANY + 1));
+    let workers: Vec<_> = (0..MANY)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let kept = one_per_thread();
+                    barrier.wait(); // everyone has allocated (and registered, if it could)
+                    barrier.wait(); // the snapshot is taken
+                    drop(kept);
+                })
+                .unwrap()
+        })
+        .collect();
+    barrier.wait();
+    let crowded = leakwatch::snapshot();
+    barrier.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(
+        crowded.overflow.unregistered_threads >= (MANY - 1024) as u64,
+        "{:?}",
+        crowded.overflow
+    );
+    assert!(crowded.tracker.threads >= 1000, "{:?}", crowded.tracker);
+    assert!(
+        crowded.warnings.iter().any(|w| w.contains("thread slots")),
+        "{:?}",
+        crowded.warnings
+    );
+    // The workers released their slots when they exited.
+    let after = leakwatch::snapshot();
+    assert!(after.tracker.threads < 10, "{:?}", after.tracker);
+    let mut symbolizer = Symbolizer::new();
+    let t = totals_for(&after, &mut symbolizer, "one_per_thread");
+    assert_eq!(
+        (t.live_bytes, t.alloc_bytes),
+        (0, 32 * MANY as u64),
+        "{t:?}"
+    );
+}
+
 fn main() {
     run(&[
         (
@@ -304,6 +432,14 @@ fn main() {
         (
             "eight_threads_match_ground_truth",
             eight_threads_match_ground_truth,
+        ),
+        (
+            "freed_old_bytes_count_only_blocks_live_at_a_snapshot",
+            freed_old_bytes_count_only_blocks_live_at_a_snapshot,
+        ),
+        (
+            "threads_beyond_the_slots_are_counted",
+            threads_beyond_the_slots_are_counted,
         ),
     ]);
 }

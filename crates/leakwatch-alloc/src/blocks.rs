@@ -3,8 +3,8 @@
 //! 64 shards, each a linear-probing hash table (backward-shift deletion, no tombstones)
 //! in its own anonymous mapping behind a spin lock. Growth maps a new table with `mmap`,
 //! never the global allocator, so no lock is ever held across an allocation by the
-//! allocator being tracked. Entries are 16 bytes; the table grows at 3/4 load, so exact
-//! mode costs 21 to 43 bytes per live block. The total number of entries is bounded
+//! allocator being tracked. Entries are 24 bytes; the table grows at 3/4 load, so exact
+//! mode costs 32 to 64 bytes per live block. The total number of entries is bounded
 //! (`max_blocks`): a block that does not fit is counted as overflow by the caller.
 
 use crate::os::{Mapping, Zeroable};
@@ -26,6 +26,25 @@ pub(crate) struct Entry {
     pub(crate) site: u32,
     /// Sampling rate in force when the block was sampled (1 = exact): fixes its weight.
     pub(crate) rate: u32,
+    /// The snapshot epoch (`tracker::EPOCH`) when the block was allocated: a block with
+    /// an older epoch was live at a snapshot, and its free counts in the site's
+    /// `freed_old_bytes`.
+    pub(crate) epoch: u32,
+    /// Unused. Reserved for issue 11, which will store the block's tag-set id here.
+    pub(crate) spare: u32,
+}
+
+impl Entry {
+    /// An entry for a block at `addr`.
+    pub(crate) const fn new(addr: usize, site: u32, rate: u32, epoch: u32) -> Entry {
+        Entry {
+            addr,
+            site,
+            rate,
+            epoch,
+            spare: 0,
+        }
+    }
 }
 
 // SAFETY: all fields are integers; zero is a valid (empty) entry.
@@ -86,7 +105,7 @@ pub(crate) enum Inserted {
 }
 
 /// Tracks a block.
-pub(crate) fn insert(addr: usize, site: u32, rate: u32) -> Inserted {
+pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted {
     let h = hash(addr);
     let mut table = shard_of(h).lock();
     let capacity = table.slots.as_ref().map_or(0, |s| s.len());
@@ -105,13 +124,13 @@ pub(crate) fn insert(addr: usize, site: u32, rate: u32) -> Inserted {
             if *len >= MAX_PER_SHARD.load(Relaxed) {
                 return Inserted::Full;
             }
-            *slot = Entry { addr, site, rate };
+            *slot = Entry::new(addr, site, rate, epoch);
             *len += 1;
             return Inserted::New;
         }
         if slot.addr == addr {
             let old = *slot;
-            *slot = Entry { addr, site, rate };
+            *slot = Entry::new(addr, site, rate, epoch);
             return Inserted::Replaced(old);
         }
         i = (i + 1) & mask;
@@ -183,11 +202,7 @@ pub(crate) fn remove(addr: usize) -> Option<Entry> {
             hole = j;
         }
     }
-    slots[hole] = Entry {
-        addr: 0,
-        site: 0,
-        rate: 0,
-    };
+    slots[hole] = Entry::new(0, 0, 0, 0);
     *len -= 1;
     Some(removed)
 }
@@ -247,15 +262,11 @@ mod tests {
         let base = 0x1000_0000_0000usize;
         let n = 50_000;
         for i in 0..n {
-            assert_eq!(insert(base + i * 16, i as u32, 1), Inserted::New);
+            assert_eq!(insert(base + i * 16, i as u32, 1, 5), Inserted::New);
         }
         assert_eq!(
-            insert(base, 99, 1),
-            Inserted::Replaced(Entry {
-                addr: base,
-                site: 0,
-                rate: 1
-            })
+            insert(base, 99, 1, 6),
+            Inserted::Replaced(Entry::new(base, 0, 1, 5))
         );
         for i in (0..n).rev().step_by(2) {
             let e = remove(base + i * 16).expect("tracked");
@@ -269,20 +280,20 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_sixteen_bytes() {
-        assert_eq!(size_of::<Entry>(), 16);
+    fn entries_are_twenty_four_bytes() {
+        assert_eq!(size_of::<Entry>(), 24);
     }
 
     #[test]
     fn visits_every_entry() {
         let base = 0x2000_0000_0000usize;
         for i in 0..100 {
-            insert(base + i * 64, 7, 3);
+            insert(base + i * 64, 7, 3, 9);
         }
         let mut seen = 0;
         for_each(|e| {
             if (base..base + 6400).contains(&e.addr) {
-                assert_eq!((e.site, e.rate), (7, 3));
+                assert_eq!((e.site, e.rate, e.epoch), (7, 3, 9));
                 seen += 1;
             }
         });

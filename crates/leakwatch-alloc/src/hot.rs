@@ -9,8 +9,8 @@
 use crate::blocks::Entry;
 use crate::config::Config;
 use crate::filter;
-use crate::sites::SiteBatch;
 use crate::stack::stack_pointer;
+use crate::threads::Counts;
 use crate::tracker;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -46,18 +46,9 @@ pub(crate) const EXITED: u8 = 2;
 /// Per-thread tracking state. `const`-initialised with no destructor, so access compiles
 /// to a plain thread-pointer-relative load and can never fail, even during thread exit.
 pub(crate) struct ThreadState {
-    /// Bytes until the next sampled byte. Also the allocated-bytes counter: bytes
-    /// allocated since the last flush are `countdown_base - countdown`.
-    pub(crate) countdown: Cell<i64>,
-    pub(crate) countdown_base: Cell<i64>,
-    /// Allocations since the last flush.
-    pub(crate) allocs: Cell<u64>,
-    /// Bytes of frees left before the next flush; freed bytes since the last flush are
-    /// `free_budget_base - free_budget`.
-    pub(crate) free_budget: Cell<i64>,
-    pub(crate) free_budget_base: Cell<i64>,
-    /// Frees since the last flush.
-    pub(crate) frees: Cell<u64>,
+    /// The counts a snapshot reads through the thread registry (`threads.rs`): the
+    /// countdown, allocation and free counters, and the site batch.
+    pub(crate) counts: Counts,
     /// Re-entrancy guard: set while the tracker itself runs (or inside `untracked`).
     pub(crate) busy: Cell<bool>,
     pub(crate) phase: Cell<u8>,
@@ -66,29 +57,27 @@ pub(crate) struct ThreadState {
     pub(crate) rng: Cell<u64>,
     pub(crate) stack_lo: Cell<usize>,
     pub(crate) stack_hi: Cell<usize>,
-    /// Pending changes to site counters.
-    pub(crate) sites: SiteBatch,
     /// Tag of the scope the thread is in (0: none); see `scope.rs`.
     pub(crate) scope: Cell<u64>,
+    /// The thread's registry slot plus one (0: not registered).
+    pub(crate) slot: Cell<u32>,
+    /// Set while this thread reads the registry for a snapshot.
+    pub(crate) reading: Cell<bool>,
 }
 
 impl ThreadState {
     const fn new() -> ThreadState {
         ThreadState {
-            countdown: Cell::new(0),
-            countdown_base: Cell::new(0),
-            allocs: Cell::new(0),
-            free_budget: Cell::new(0),
-            free_budget_base: Cell::new(0),
-            frees: Cell::new(0),
+            counts: Counts::new(),
             busy: Cell::new(false),
             phase: Cell::new(NEW),
             rate: Cell::new(0),
             rng: Cell::new(0),
             stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
-            sites: SiteBatch::new(),
             scope: Cell::new(0),
+            slot: Cell::new(0),
+            reading: Cell::new(false),
         }
     }
 }
@@ -117,12 +106,12 @@ pub(crate) fn try_count_unsampled_alloc(size: usize) -> bool {
         return false;
     }
     THREAD.with(|t| {
-        let left = t.countdown.get().wrapping_sub(size as i64);
+        let left = t.counts.countdown.get().wrapping_sub(size as i64);
         if left <= 0 {
             return false;
         }
-        t.countdown.set(left);
-        t.allocs.set(t.allocs.get().wrapping_add(1));
+        t.counts.countdown.set(left);
+        t.counts.allocs.set(t.counts.allocs.get().wrapping_add(1));
         true
     })
 }
@@ -140,12 +129,12 @@ pub(crate) fn try_count_untracked_free(addr: usize, size: usize) -> bool {
         return true;
     }
     THREAD.with(|t| {
-        let left = t.free_budget.get().wrapping_sub(size as i64);
+        let left = t.counts.free_budget.get().wrapping_sub(size as i64);
         if left <= 0 {
             return false;
         }
-        t.free_budget.set(left);
-        t.frees.set(t.frees.get().wrapping_add(1));
+        t.counts.free_budget.set(left);
+        t.counts.frees.set(t.counts.frees.get().wrapping_add(1));
         true
     })
 }
@@ -176,9 +165,9 @@ pub(crate) fn on_alloc(addr: usize, size: usize, config: &Config) {
     // Read here, in the allocator entry point, so the capture can skip our own frames.
     let sp = stack_pointer();
     THREAD.with(|t| {
-        t.allocs.set(t.allocs.get().wrapping_add(1));
-        let left = t.countdown.get().wrapping_sub(size as i64);
-        t.countdown.set(left);
+        t.counts.allocs.set(t.counts.allocs.get().wrapping_add(1));
+        let left = t.counts.countdown.get().wrapping_sub(size as i64);
+        t.counts.countdown.set(left);
         if left <= 0 || state & MODE_MASK == EXACT {
             tracker::on_alloc_slow(t, addr, size, sp);
         }
@@ -198,9 +187,9 @@ pub(crate) fn on_free(addr: usize, size: usize) {
 pub(crate) fn count_free(state: u8, size: usize) {
     if state & MODE_MASK >= SAMPLED {
         THREAD.with(|t| {
-            t.frees.set(t.frees.get().wrapping_add(1));
-            let left = t.free_budget.get().wrapping_sub(size as i64);
-            t.free_budget.set(left);
+            t.counts.frees.set(t.counts.frees.get().wrapping_add(1));
+            let left = t.counts.free_budget.get().wrapping_sub(size as i64);
+            t.counts.free_budget.set(left);
             if left <= 0 {
                 tracker::flush(t);
             }

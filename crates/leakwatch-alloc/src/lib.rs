@@ -81,6 +81,8 @@ mod spin;
 mod stack;
 mod symbolize;
 #[expect(unsafe_code)]
+mod threads;
+#[expect(unsafe_code)]
 mod tracker;
 
 pub use config::{
@@ -162,9 +164,9 @@ pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
     tracker::untracked(f)
 }
 
-/// Publishes the calling thread's batched process counters now (snapshots do this for
-/// the thread that takes them; other threads publish at least every 256 KiB of frees,
-/// at every sample, and when they exit).
+/// Publishes the calling thread's batched process counters now (threads publish at
+/// least every 256 KiB of frees, at every sample, and when they exit; snapshots read
+/// every registered thread's unpublished batches anyway, so this is rarely needed).
 pub fn flush_thread() {
     tracker::flush_current_thread();
 }

@@ -331,6 +331,6 @@ fn scope_sites(tag: u64) -> Vec<SiteStats> {
     };
     (1..table.len())
         .filter(|&id| table.record(id).scope() == tag)
-        .filter_map(|id| site_stats(table, id))
+        .filter_map(|id| site_stats(table, id, &table.record(id).counters()))
         .collect()
 }

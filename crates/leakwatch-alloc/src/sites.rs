@@ -10,7 +10,7 @@
 use crate::os::{Mapping, Zeroable};
 use crate::sampler::{Weight, mix64};
 use crate::spin::SpinLock;
-use std::cell::Cell;
+use crate::threads::{OwnedU32, OwnedU64};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
@@ -28,6 +28,8 @@ pub(crate) struct SiteRecord {
     alloc_count: AtomicU64,
     freed_bytes: AtomicU64,
     freed_count: AtomicU64,
+    /// Weighted bytes of blocks freed after being live at a snapshot (see `tracker::EPOCH`).
+    freed_old_bytes: AtomicU64,
     /// The scope whose allocations this site holds (see `scope.rs`), 0 for none. Set
     /// before the site is published, never changed.
     scope: AtomicU64,
@@ -49,6 +51,8 @@ pub(crate) struct SiteCounters {
     pub(crate) alloc_count: u64,
     pub(crate) freed_bytes: u64,
     pub(crate) freed_count: u64,
+    /// Weighted bytes of the frees that released blocks live at an earlier snapshot.
+    pub(crate) freed_old_bytes: u64,
 }
 
 impl SiteRecord {
@@ -62,6 +66,10 @@ impl SiteRecord {
             self.freed_bytes.fetch_add(delta.freed_bytes, Relaxed);
             self.freed_count.fetch_add(delta.freed_count, Relaxed);
         }
+        if delta.freed_old_bytes != 0 {
+            self.freed_old_bytes
+                .fetch_add(delta.freed_old_bytes, Relaxed);
+        }
     }
 
     /// The scope tag of this site (0: not a scope's site).
@@ -72,13 +80,21 @@ impl SiteRecord {
     /// Reads the counters so that freed never exceeds allocated: every free is added after
     /// its allocation, so reading the freed side first gives a consistent lower bound.
     pub(crate) fn counters(&self) -> SiteCounters {
+        self.counters_unclamped().clamped()
+    }
+
+    /// Reads the counters as they are (freed side first, as in [`SiteRecord::counters`]),
+    /// to be summed with pending changes before [`SiteCounters::clamped`].
+    pub(crate) fn counters_unclamped(&self) -> SiteCounters {
+        let freed_old_bytes = self.freed_old_bytes.load(Acquire);
         let freed_bytes = self.freed_bytes.load(Acquire);
         let freed_count = self.freed_count.load(Acquire);
         SiteCounters {
-            alloc_bytes: self.alloc_bytes.load(Acquire).max(freed_bytes),
-            alloc_count: self.alloc_count.load(Acquire).max(freed_count),
+            alloc_bytes: self.alloc_bytes.load(Acquire),
+            alloc_count: self.alloc_count.load(Acquire),
             freed_bytes,
             freed_count,
+            freed_old_bytes,
         }
     }
 }
@@ -102,79 +118,148 @@ impl SiteCounters {
         }
     }
 
-    /// A batch holding one free of weight `w`.
-    pub(crate) fn free(w: Weight) -> Self {
+    /// A batch holding one free of weight `w`; `old`: the block was live at an earlier
+    /// snapshot.
+    pub(crate) fn free(w: Weight, old: bool) -> Self {
         SiteCounters {
             freed_bytes: w.bytes,
             freed_count: w.count,
+            freed_old_bytes: if old { w.bytes } else { 0 },
             ..Default::default()
         }
     }
 
     /// A batch taking back one free of weight `w` (a failed realloc).
-    pub(crate) fn unfree(w: Weight) -> Self {
+    pub(crate) fn unfree(w: Weight, old: bool) -> Self {
+        let free = SiteCounters::free(w, old);
         SiteCounters {
-            freed_bytes: w.bytes.wrapping_neg(),
-            freed_count: w.count.wrapping_neg(),
+            freed_bytes: free.freed_bytes.wrapping_neg(),
+            freed_count: free.freed_count.wrapping_neg(),
+            freed_old_bytes: free.freed_old_bytes.wrapping_neg(),
             ..Default::default()
         }
     }
 
-    fn merge(&mut self, other: &SiteCounters) {
+    pub(crate) fn merge(&mut self, other: &SiteCounters) {
         self.alloc_bytes = self.alloc_bytes.wrapping_add(other.alloc_bytes);
         self.alloc_count = self.alloc_count.wrapping_add(other.alloc_count);
         self.freed_bytes = self.freed_bytes.wrapping_add(other.freed_bytes);
         self.freed_count = self.freed_count.wrapping_add(other.freed_count);
+        self.freed_old_bytes = self.freed_old_bytes.wrapping_add(other.freed_old_bytes);
+    }
+
+    /// Freed never above allocated (a sum of readings taken at slightly different
+    /// moments could say otherwise).
+    pub(crate) fn clamped(self) -> Self {
+        SiteCounters {
+            alloc_bytes: self.alloc_bytes.max(self.freed_bytes),
+            alloc_count: self.alloc_count.max(self.freed_count),
+            ..self
+        }
     }
 }
 
 /// Slots in a thread's [`SiteBatch`].
-const BATCH_SLOTS: usize = 8;
-const NO_SITE: u32 = u32::MAX;
+pub(crate) const BATCH_SLOTS: usize = 8;
+/// Site id of an empty batch slot.
+pub(crate) const NO_SITE: u32 = u32::MAX;
+
+/// One slot of a [`SiteBatch`]: a site and its pending counter changes.
+struct BatchSlot {
+    site: OwnedU32,
+    alloc_bytes: OwnedU64,
+    alloc_count: OwnedU64,
+    freed_bytes: OwnedU64,
+    freed_count: OwnedU64,
+    freed_old_bytes: OwnedU64,
+}
+
+impl BatchSlot {
+    fn get(&self) -> SiteCounters {
+        SiteCounters {
+            alloc_bytes: self.alloc_bytes.get(),
+            alloc_count: self.alloc_count.get(),
+            freed_bytes: self.freed_bytes.get(),
+            freed_count: self.freed_count.get(),
+            freed_old_bytes: self.freed_old_bytes.get(),
+        }
+    }
+
+    fn set(&self, c: &SiteCounters) {
+        self.alloc_bytes.set(c.alloc_bytes);
+        self.alloc_count.set(c.alloc_count);
+        self.freed_bytes.set(c.freed_bytes);
+        self.freed_count.set(c.freed_count);
+        self.freed_old_bytes.set(c.freed_old_bytes);
+    }
+}
 
 /// A thread's pending changes to a few sites' counters, so that a loop allocating and
 /// freeing at one site does not pay four atomic read-modify-writes per pair on a cache
 /// line other threads share. Direct-mapped by site id; a slot is published when another
 /// site needs it and whenever the thread publishes its process counters (at every
-/// sample, every 256 KiB, at exit, and before its own snapshots).
+/// sample, every 256 KiB, at exit, and before its own snapshots). Only the owner thread
+/// writes it; snapshots read it through the thread registry (`threads.rs`), and the
+/// owner changes a slot's site or publishes only inside a `threads::Move`.
 pub(crate) struct SiteBatch {
-    slots: [(Cell<u32>, Cell<SiteCounters>); BATCH_SLOTS],
+    slots: [BatchSlot; BATCH_SLOTS],
 }
 
 impl SiteBatch {
     pub(crate) const fn new() -> Self {
-        const EMPTY: SiteCounters = SiteCounters {
-            alloc_bytes: 0,
-            alloc_count: 0,
-            freed_bytes: 0,
-            freed_count: 0,
-        };
         SiteBatch {
-            slots: [const { (Cell::new(NO_SITE), Cell::new(EMPTY)) }; BATCH_SLOTS],
+            slots: [const {
+                BatchSlot {
+                    site: OwnedU32::new(NO_SITE),
+                    alloc_bytes: OwnedU64::new(0),
+                    alloc_count: OwnedU64::new(0),
+                    freed_bytes: OwnedU64::new(0),
+                    freed_count: OwnedU64::new(0),
+                    freed_old_bytes: OwnedU64::new(0),
+                }
+            }; BATCH_SLOTS],
         }
     }
 
-    /// Adds `delta` to `site`'s pending changes.
+    /// Whether adding to `site` first publishes another site's pending changes (a move).
+    pub(crate) fn evicts(&self, site: u32) -> bool {
+        let id = self.slots[site as usize % BATCH_SLOTS].site.get();
+        id != site && id != NO_SITE
+    }
+
+    /// Adds `delta` to `site`'s pending changes. Owner thread only; inside a move when
+    /// [`SiteBatch::evicts`] says so.
     pub(crate) fn add(&self, sites: &Sites, site: u32, delta: SiteCounters) {
-        let (id, pending) = &self.slots[site as usize % BATCH_SLOTS];
-        if id.get() != site {
-            if id.get() != NO_SITE {
-                sites.record(id.get()).add(&pending.take());
+        let slot = &self.slots[site as usize % BATCH_SLOTS];
+        let id = slot.site.get();
+        let mut merged = if id == site {
+            slot.get()
+        } else {
+            if id != NO_SITE {
+                sites.record(id).add(&slot.get());
             }
-            id.set(site);
-        }
-        let mut merged = pending.get();
+            slot.set(&SiteCounters::default());
+            slot.site.set(site);
+            SiteCounters::default()
+        };
         merged.merge(&delta);
-        pending.set(merged);
+        slot.set(&merged);
     }
 
-    /// Publishes every pending change.
+    /// Publishes every pending change. Owner thread only, inside a move.
     pub(crate) fn publish(&self, sites: &Sites) {
-        for (id, pending) in &self.slots {
-            if id.get() != NO_SITE {
-                sites.record(id.get()).add(&pending.take());
+        for slot in &self.slots {
+            let id = slot.site.get();
+            if id != NO_SITE {
+                sites.record(id).add(&slot.get());
+                slot.set(&SiteCounters::default());
             }
         }
+    }
+
+    /// The pending changes, `(site, delta)` per slot (`NO_SITE` for an empty one).
+    pub(crate) fn pending(&self) -> [(u32, SiteCounters); BATCH_SLOTS] {
+        std::array::from_fn(|i| (self.slots[i].site.get(), self.slots[i].get()))
     }
 }
 

@@ -6,6 +6,7 @@ use crate::os::{self, Module};
 use crate::sampler::COUNT_ONE;
 use crate::sites;
 use crate::stack::{self, Unwinder};
+use crate::threads;
 use crate::tracker::{self, ENV_INVALID, MAX_DEPTH, MAX_SITES, OVERFLOW, PROCESS, RATE};
 use crate::{blocks, config};
 use serde::{Deserialize, Serialize};
@@ -59,12 +60,18 @@ pub struct Snapshot {
     pub overflow: OverflowStats,
     /// Human-readable problems (invalid settings, full tables, slow unwinder).
     pub warnings: Vec<String>,
+    /// Which snapshot of the process this is: 1 for the first `snapshot()` call, one
+    /// more for each later one. (0 in snapshots written before epochs existed.)
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Process-wide totals, counted for every allocation while tracking is on. Threads
-/// publish their counts in batches (at each sample and every 256 KiB of frees), so these
-/// lag each running thread by at most about one batch; a snapshot publishes the calling
-/// thread's batch first, and exiting threads publish theirs.
+/// publish their counts in batches (at each sample and every 256 KiB of frees), and a
+/// snapshot adds the batches not yet published of every registered thread (every
+/// thread, unless more than 1,024 run at once: see
+/// [`OverflowStats::unregistered_threads`]), so the totals are current as of the
+/// snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ProcessStats {
@@ -112,6 +119,11 @@ pub struct SiteStats {
     pub freed_bytes: u64,
     /// Blocks allocated here and since freed.
     pub freed_blocks: f64,
+    /// Bytes (weighted in sampled mode) of blocks allocated here that were live at an
+    /// earlier snapshot and have since been freed. Blocks born and freed between two
+    /// snapshots do not count.
+    #[serde(default)]
+    pub freed_old_bytes: u64,
     /// The scope ([`Scope`](crate::Scope)) whose allocations this site holds, 0 for
     /// none. A scope's sites count only its own allocations, tracked exactly.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -122,11 +134,14 @@ fn is_zero(x: &u64) -> bool {
     *x == 0
 }
 
-/// A site's stats from the table (`None` for a site with no allocation yet). A scope's
-/// marker frame is not part of the frames.
-pub(crate) fn site_stats(table: &sites::Sites, id: u32) -> Option<SiteStats> {
+/// A site's stats from the table with counters `c` (`None` for a site with no
+/// allocation yet). A scope's marker frame is not part of the frames.
+pub(crate) fn site_stats(
+    table: &sites::Sites,
+    id: u32,
+    c: &sites::SiteCounters,
+) -> Option<SiteStats> {
     let record = table.record(id);
-    let c = record.counters();
     if c.alloc_count == 0 {
         return None;
     }
@@ -150,6 +165,7 @@ pub(crate) fn site_stats(table: &sites::Sites, id: u32) -> Option<SiteStats> {
         alloc_blocks: blocks_of(c.alloc_count),
         freed_bytes: c.freed_bytes,
         freed_blocks: blocks_of(c.freed_count),
+        freed_old_bytes: c.freed_old_bytes,
         scope,
     })
 }
@@ -172,6 +188,9 @@ pub struct TrackerStats {
     pub max_blocks: u64,
     /// Maximum frames per stack.
     pub max_depth: u32,
+    /// Threads whose unpublished counts this snapshot read (registered threads).
+    #[serde(default)]
+    pub threads: u32,
 }
 
 /// What could not be recorded, and how much of it.
@@ -191,6 +210,14 @@ pub struct OverflowStats {
     /// Tracked blocks whose free was never seen (an address handed out again while
     /// still tracked). Expected to stay 0.
     pub replaced_entries: u64,
+    /// Threads started while all 1,024 thread slots were taken: a snapshot does not see
+    /// their unpublished counts (at most 256 KiB of frees, or one sample, per thread).
+    #[serde(default)]
+    pub unregistered_threads: u64,
+    /// Threads whose unpublished counts this snapshot could not read (caught in the
+    /// middle of publishing for too long), plus publications made while it read.
+    #[serde(default)]
+    pub unread_threads: u64,
 }
 
 impl Snapshot {
@@ -207,6 +234,7 @@ fn blocks_of(fixed_point: u64) -> f64 {
 
 /// Builds a snapshot. Allocates: call only with tracking suspended.
 pub(crate) fn build() -> Snapshot {
+    let epoch = tracker::next_epoch();
     tracker::flush_current_thread();
     let state = STATE.load(Relaxed);
     let mode = match state & MODE_MASK {
@@ -214,8 +242,11 @@ pub(crate) fn build() -> Snapshot {
         EXACT => Mode::Exact,
         _ => Mode::Off,
     };
-    let freed_bytes = PROCESS.freed_bytes.load(Relaxed);
-    let alloc_bytes = PROCESS.alloc_bytes.load(Relaxed);
+    let forced_before = threads::FORCED.load(Relaxed);
+    let pending = threads::read_pending();
+    let unread =
+        u64::from(pending.skipped) + threads::FORCED.load(Relaxed).wrapping_sub(forced_before);
+    let [allocs, alloc_bytes, frees, freed_bytes] = pending.process;
     let live_bytes = alloc_bytes.wrapping_sub(freed_bytes) as i64;
     let peak = PROCESS
         .peak_live
@@ -224,9 +255,9 @@ pub(crate) fn build() -> Snapshot {
     let process = ProcessStats {
         live_bytes,
         peak_live_bytes: peak,
-        allocs: PROCESS.allocs.load(Relaxed),
+        allocs,
         alloc_bytes,
-        frees: PROCESS.frees.load(Relaxed),
+        frees,
         freed_bytes,
         resident_bytes: os::resident_bytes(),
     };
@@ -240,10 +271,27 @@ pub(crate) fn build() -> Snapshot {
         max_sites = table.capacity().saturating_sub(1);
         table_bytes = table.resident_bytes();
         overflow_samples = table.overflow_samples.load(Relaxed);
-        let o = table.record(sites::OVERFLOW).counters();
+        // A site with changes pending in some thread: its counters as read together with
+        // those changes; any other: as it is now.
+        let mut batched = pending.sites.iter().peekable();
+        let mut counters = |id: u32| {
+            while batched.next_if(|e| e.0 < id).is_some() {}
+            match batched.next_if(|e| e.0 == id) {
+                Some((_, published, delta)) => {
+                    let mut c = *published;
+                    c.merge(delta);
+                    c.clamped()
+                }
+                None => table.record(id).counters(),
+            }
+        };
+        let o = counters(sites::OVERFLOW);
         overflow_live = o.alloc_bytes - o.freed_bytes;
         sites_out.reserve(site_count as usize);
-        sites_out.extend((1..table.len()).filter_map(|id| site_stats(table, id)));
+        for id in 1..table.len() {
+            let c = counters(id);
+            sites_out.extend(site_stats(table, id, &c));
+        }
     }
     let tracked_blocks = blocks::len();
     let tracker = TrackerStats {
@@ -254,6 +302,7 @@ pub(crate) fn build() -> Snapshot {
         tracked_blocks,
         max_blocks: blocks::max_blocks(),
         max_depth: MAX_DEPTH.load(Relaxed),
+        threads: pending.threads,
     };
     let overflow = OverflowStats {
         site_table_full_samples: overflow_samples,
@@ -262,6 +311,8 @@ pub(crate) fn build() -> Snapshot {
         untracked_bytes: OVERFLOW.untracked_bytes.load(Relaxed),
         truncated_stacks: OVERFLOW.truncated_stacks.load(Relaxed),
         replaced_entries: OVERFLOW.replaced_entries.load(Relaxed),
+        unregistered_threads: threads::UNREGISTERED.load(Relaxed),
+        unread_threads: unread,
     };
     let unwinder = stack::unwinder();
     let warnings = warnings(&overflow, unwinder);
@@ -284,6 +335,7 @@ pub(crate) fn build() -> Snapshot {
         tracker,
         overflow,
         warnings,
+        epoch,
     }
 }
 
@@ -308,6 +360,19 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
         out.push(format!(
             "the block table is full: {} blocks ({} bytes) were not tracked; raise LEAKWATCH_MAX_BLOCKS",
             overflow.untracked_blocks, overflow.untracked_bytes
+        ));
+    }
+    if overflow.unregistered_threads > 0 {
+        out.push(format!(
+            "{} threads started while all {} thread slots were taken: snapshots miss their unpublished counts (up to 256 KiB of frees or one sample each)",
+            overflow.unregistered_threads,
+            threads::MAX_THREADS
+        ));
+    }
+    if overflow.unread_threads > 0 {
+        out.push(format!(
+            "{} threads were publishing while this snapshot read: their last batch may be missing or counted twice",
+            overflow.unread_threads
         ));
     }
     if unwinder == Unwinder::Backtrace {

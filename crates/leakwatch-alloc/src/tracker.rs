@@ -20,6 +20,7 @@ use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
 use crate::scope;
 use crate::sites::{self, SiteCounters};
 use crate::stack::{self, Stack};
+use crate::threads;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
 /// Bytes of frees (and, in exact mode, of allocations) a thread batches before
@@ -31,6 +32,20 @@ pub(crate) static MAX_DEPTH: AtomicU32 = AtomicU32::new(config::DEFAULT_MAX_DEPT
 pub(crate) static MAX_SITES: AtomicU32 = AtomicU32::new(config::DEFAULT_MAX_SITES);
 static SEED: AtomicU64 = AtomicU64::new(0);
 static THREAD_SEQ: AtomicU64 = AtomicU64::new(0);
+/// Snapshots taken so far (each `snapshot()` increments it first). A tracked block
+/// records its low 32 bits at allocation; a block whose epoch differs from the current
+/// one when it is freed was live at a snapshot (its bytes go to `freed_old_bytes`).
+pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Starts a snapshot's epoch; returns it.
+pub(crate) fn next_epoch() -> u64 {
+    EPOCH.fetch_add(1, Relaxed).wrapping_add(1)
+}
+
+fn current_epoch() -> u32 {
+    EPOCH.load(Relaxed) as u32
+}
+
 /// Bit mask of `LEAKWATCH*` variables that were set to invalid values.
 pub(crate) static ENV_INVALID: AtomicU32 = AtomicU32::new(0);
 
@@ -150,7 +165,7 @@ pub(crate) fn ensure_tables() -> bool {
         {
             if TABLES.load(Acquire) == TABLES_NONE {
                 let ok = sites::init(MAX_SITES.load(Relaxed), MAX_DEPTH.load(Relaxed))
-                    && os::register_fork_handlers(fork_prepare, fork_release, fork_release);
+                    && os::register_fork_handlers(fork_prepare, fork_release, fork_child);
                 TABLES.store(if ok { TABLES_READY } else { TABLES_FAILED }, Release);
             }
             TABLES_LOCK.store(false, Release);
@@ -227,13 +242,17 @@ pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize
             // Every allocation comes here in exact mode (and in a scope), and the
             // countdown is only a byte counter: publish once per batch, as tracked
             // allocations do. (Redrawing it would unpin a scoped thread's countdown.)
-            let pending = t.countdown_base.get().wrapping_sub(t.countdown.get());
+            let pending = t
+                .counts
+                .countdown_base
+                .get()
+                .wrapping_sub(t.counts.countdown.get());
             if pending >= FLUSH_BYTES || t.phase.get() == EXITED {
                 flush(t);
             }
             return;
         }
-        if t.countdown.get() <= 0 {
+        if t.counts.countdown.get() <= 0 {
             flush(t);
             let mut rng = Rng(t.rng.get());
             let next = if t.phase.get() == EXITED {
@@ -252,7 +271,11 @@ pub(crate) fn on_alloc_slow(t: &ThreadState, addr: usize, size: usize, sp: usize
     }
     let mode = STATE.load(Relaxed) & MODE_MASK;
     let exiting = t.phase.get() == EXITED;
-    let pending = t.countdown_base.get().wrapping_sub(t.countdown.get());
+    let pending = t
+        .counts
+        .countdown_base
+        .get()
+        .wrapping_sub(t.counts.countdown.get());
     let tag = t.scope.get();
     if tag != 0 {
         // In a scope: every allocation is tracked exactly, whatever the mode.
@@ -303,7 +326,7 @@ fn decide(t: &ThreadState, size: usize, rate: u32) -> bool {
             set_countdown(t, next_countdown(&mut rng, rate));
             true
         }
-    } else if t.countdown.get() > 0 {
+    } else if t.counts.countdown.get() > 0 {
         false
     } else {
         set_countdown(t, next_countdown(&mut rng, rate));
@@ -313,10 +336,12 @@ fn decide(t: &ThreadState, size: usize, rate: u32) -> bool {
     sampled
 }
 
-/// Sets the countdown. Only right after a flush (the base is moved with it).
+/// Sets the countdown. Only right after a flush (the base is moved with it, in a move:
+/// a snapshot must not see one without the other).
 pub(crate) fn set_countdown(t: &ThreadState, value: i64) {
-    t.countdown.set(value);
-    t.countdown_base.set(value);
+    let _move = threads::begin_move(t);
+    t.counts.countdown.set(value);
+    t.counts.countdown_base.set(value);
 }
 
 fn thread_start(t: &ThreadState) {
@@ -336,11 +361,15 @@ fn thread_start(t: &ThreadState) {
     t.rng
         .set(mix64(seed ^ seq.wrapping_mul(0xA076_1D64_78BD_642F)));
     t.phase.set(LIVE);
-    t.free_budget.set(FLUSH_BYTES);
-    t.free_budget_base.set(FLUSH_BYTES);
+    t.counts.free_budget.set(FLUSH_BYTES);
+    t.counts.free_budget_base.set(FLUSH_BYTES);
     // Register the exit flush (std may allocate to do so: we are `busy`, so that
-    // allocation is not tracked). `try_with` cannot panic.
-    let _ = EXIT_FLUSH.try_with(|_| ());
+    // allocation is not tracked). `try_with` cannot panic. Only a thread whose exit
+    // flush will run (it releases the registry slot) may be registered: snapshots read
+    // a registered thread's thread-local counts until then.
+    if EXIT_FLUSH.try_with(|_| ()).is_ok() {
+        threads::register(t);
+    }
 }
 
 /// Captures the stack, interns the site, and records the block.
@@ -354,7 +383,7 @@ fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
     }
     let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), 0);
     let weight = Weight::of(size, rate);
-    match blocks::insert(addr, site, rate) {
+    match blocks::insert(addr, site, rate, current_epoch()) {
         Inserted::New => {
             filter::insert(addr);
             note_site(t, sites, site, SiteCounters::alloc(weight));
@@ -390,7 +419,7 @@ fn track_scoped(t: &ThreadState, addr: usize, size: usize, sp: usize, tag: u64) 
         scope::note_site_overflow(tag);
     }
     let weight = Weight::of(size, 1);
-    match blocks::insert(addr, site, 1) {
+    match blocks::insert(addr, site, 1, current_epoch()) {
         Inserted::New => {
             filter::insert(addr);
             sites.record(site).add(&SiteCounters::alloc(weight));
@@ -411,11 +440,15 @@ fn track_scoped(t: &ThreadState, addr: usize, size: usize, sp: usize, tag: u64) 
 
 /// Records a change to a site's counters: batched per thread while the thread runs,
 /// written through once its exit flush has run (nothing would publish a batch later).
+/// Publishing another site's pending changes to make room is a move (`threads.rs`).
 fn note_site(t: &ThreadState, sites: &sites::Sites, site: u32, delta: SiteCounters) {
     if t.phase.get() == EXITED {
         sites.record(site).add(&delta);
+    } else if t.counts.sites.evicts(site) {
+        let _move = threads::begin_move(t);
+        t.counts.sites.add(sites, site, delta);
     } else {
-        t.sites.add(sites, site, delta);
+        t.counts.sites.add(sites, site, delta);
     }
 }
 
@@ -426,7 +459,8 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
     let entry = blocks::remove(addr)?;
     filter::remove(addr);
     if let Some(sites) = sites::get() {
-        let delta = SiteCounters::free(Weight::of(size, entry.rate));
+        let old = entry.epoch != current_epoch();
+        let delta = SiteCounters::free(Weight::of(size, entry.rate), old);
         let tag = sites.record(entry.site).scope();
         if tag != 0 {
             // A scope's block, freed by whichever thread: written through.
@@ -445,6 +479,7 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
 pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     let Some(sites) = sites::get() else { return };
     let weight = Weight::of(size, entry.rate);
+    let old = entry.epoch != current_epoch();
     let tag = sites.record(entry.site).scope();
     let unfree = |delta: SiteCounters| {
         if tag != 0 {
@@ -454,14 +489,14 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
             THREAD.with(|t| note_site(t, sites, entry.site, delta));
         }
     };
-    match blocks::insert(addr, entry.site, entry.rate) {
+    match blocks::insert(addr, entry.site, entry.rate, entry.epoch) {
         Inserted::New => {
             filter::insert(addr);
-            unfree(SiteCounters::unfree(weight));
+            unfree(SiteCounters::unfree(weight, old));
         }
         Inserted::Replaced(_) => {
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
-            unfree(SiteCounters::unfree(weight));
+            unfree(SiteCounters::unfree(weight, old));
         }
         Inserted::Full => {
             // Stays accounted as freed; say that a block went untracked.
@@ -474,25 +509,35 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
 // ---------------------------------------------------------------------------------------
 // Process totals.
 
-/// Publishes this thread's batched counts to the process totals.
+/// Publishes this thread's batched counts to the process totals (a move: see
+/// `threads.rs`).
 #[cold]
 #[inline(never)]
 pub(crate) fn flush(t: &ThreadState) {
+    let _move = threads::begin_move(t);
     if let Some(sites) = sites::get() {
-        t.sites.publish(sites);
+        t.counts.sites.publish(sites);
     }
-    let allocs = t.allocs.replace(0);
-    let alloc_bytes = t.countdown_base.get().wrapping_sub(t.countdown.get()) as u64;
-    t.countdown_base.set(t.countdown.get());
-    let frees = t.frees.replace(0);
-    let freed_bytes = t.free_budget_base.get().wrapping_sub(t.free_budget.get()) as u64;
+    let allocs = t.counts.allocs.replace(0);
+    let alloc_bytes = t
+        .counts
+        .countdown_base
+        .get()
+        .wrapping_sub(t.counts.countdown.get()) as u64;
+    t.counts.countdown_base.set(t.counts.countdown.get());
+    let frees = t.counts.frees.replace(0);
+    let freed_bytes = t
+        .counts
+        .free_budget_base
+        .get()
+        .wrapping_sub(t.counts.free_budget.get()) as u64;
     let budget = if t.phase.get() == LIVE {
         FLUSH_BYTES
     } else {
         0
     };
-    t.free_budget.set(budget);
-    t.free_budget_base.set(budget);
+    t.counts.free_budget.set(budget);
+    t.counts.free_budget_base.set(budget);
     if allocs == 0 && frees == 0 {
         return;
     }
@@ -516,8 +561,9 @@ pub(crate) fn flush_current_thread() {
     THREAD.with(flush);
 }
 
-/// Flushes a thread's counts when it exits; afterwards its counts are published on every
-/// operation (other thread-local destructors may still allocate and free).
+/// Flushes a thread's counts when it exits and releases its registry slot; afterwards
+/// its counts are published on every operation (other thread-local destructors may
+/// still allocate and free).
 struct ExitFlush;
 
 impl Drop for ExitFlush {
@@ -526,6 +572,7 @@ impl Drop for ExitFlush {
             t.phase.set(EXITED);
             flush(t);
             set_countdown(t, 0);
+            threads::release(t);
         });
     }
 }
@@ -576,6 +623,7 @@ pub(crate) fn hold_locks_for(duration: std::time::Duration) {
 }
 
 unsafe extern "C" fn fork_prepare() {
+    threads::lock_for_fork();
     if let Some(sites) = sites::get() {
         sites.lock_for_fork();
     }
@@ -583,8 +631,27 @@ unsafe extern "C" fn fork_prepare() {
 }
 
 unsafe extern "C" fn fork_release() {
-    // SAFETY: runs in the parent or the child right after fork_prepare took these locks
-    // on the forking thread (pthread_atfork's contract).
+    // SAFETY: runs in the parent right after fork_prepare took these locks on the
+    // forking thread (pthread_atfork's contract).
+    unsafe {
+        unlock_tables_after_fork();
+        threads::unlock_after_fork_parent();
+    }
+}
+
+unsafe extern "C" fn fork_child() {
+    // SAFETY: runs in the child right after fork_prepare took these locks on the thread
+    // that forked, the only thread of the child (pthread_atfork's contract).
+    unsafe {
+        unlock_tables_after_fork();
+        threads::unlock_after_fork_child();
+    }
+}
+
+/// # Safety
+/// Only after `fork_prepare`, on the thread that ran it (or its child).
+unsafe fn unlock_tables_after_fork() {
+    // SAFETY: guaranteed by the caller.
     unsafe {
         blocks::unlock_all_after_fork();
         if let Some(sites) = sites::get() {
