@@ -326,11 +326,28 @@ fn old_resized(n: usize) -> Vec<Vec<u8>> {
     v
 }
 
+/// Takes the snapshots that make every block allocated before them old.
+fn age_everything() -> leakwatch::Snapshot {
+    let mut last = leakwatch::snapshot();
+    for _ in 1..leakwatch::OLD_SNAPSHOTS {
+        last = leakwatch::snapshot();
+    }
+    last
+}
+
 fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
     let mut symbolizer = Symbolizer::new();
+    // Seen at fewer snapshots than OLD_SNAPSHOTS: a young block, not a departure.
+    let short = old_blocks(5);
+    for _ in 1..leakwatch::OLD_SNAPSHOTS {
+        let _ = leakwatch::snapshot();
+    }
+    drop(short);
+    let none = leakwatch::snapshot();
+    assert_eq!(freed_for(&none, &mut symbolizer, "old_blocks"), (540, 0));
     let old = old_blocks(50); // 50 x 100 bytes, and the 400-byte Vec holding them
     let mut resized = old_resized(10); // 10 x 64 bytes (and a 240-byte Vec)
-    let first = leakwatch::snapshot();
+    let first = age_everything();
     drop(old);
     for v in &mut resized {
         v.reserve_exact(1000); // realloc'd away from old_resized's site
@@ -340,7 +357,7 @@ fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
     assert_eq!(second.epoch, first.epoch + 1);
     assert_eq!(
         freed_for(&second, &mut symbolizer, "old_blocks"),
-        (5400, 5400)
+        (540 + 5400, 5400)
     );
     assert_eq!(
         freed_for(&second, &mut symbolizer, "old_resized"),
@@ -353,7 +370,7 @@ fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
     // A worker frees blocks live at a snapshot and waits: its batched frees, old ones
     // included, are in the next snapshot.
     let old = old_blocks(20);
-    let _ = leakwatch::snapshot();
+    let _ = age_everything();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
@@ -367,7 +384,7 @@ fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
     worker.join().unwrap();
     assert_eq!(
         freed_for(&third, &mut symbolizer, "old_blocks"),
-        (5400 + 2160, 5400 + 2160)
+        (540 + 5400 + 2160, 5400 + 2160)
     );
     drop(resized);
 }

@@ -229,6 +229,7 @@ fn manual_recorder_takes_snapshots_by_hand() {
 fn snapshot_at(t_seconds: u64, live: u64) -> leakwatch::Snapshot {
     let mut s = leakwatch::Snapshot::default();
     s.timestamp_ms = 1_800_000_000_000 + t_seconds * 1000;
+    s.epoch = t_seconds + 1;
     s.pid = 1;
     s.mode = leakwatch::Mode::Exact;
     s.sample_rate = 1;

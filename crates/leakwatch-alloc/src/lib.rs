@@ -96,6 +96,7 @@ pub use snapshot::{
 };
 pub use stack::Unwinder;
 pub use symbolize::{Symbol, Symbolizer};
+pub use tracker::OLD_SNAPSHOTS;
 
 /// Takes a snapshot of the tracker: process totals, live bytes per call site, the
 /// tracker's own memory and overflow counters. Cheap enough to call every second

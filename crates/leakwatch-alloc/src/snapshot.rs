@@ -119,9 +119,10 @@ pub struct SiteStats {
     pub freed_bytes: u64,
     /// Blocks allocated here and since freed.
     pub freed_blocks: f64,
-    /// Bytes (weighted in sampled mode) of blocks allocated here that were live at an
-    /// earlier snapshot and have since been freed. Blocks born and freed between two
-    /// snapshots do not count.
+    /// Bytes (weighted in sampled mode) of blocks allocated here that lived through
+    /// [`OLD_SNAPSHOTS`](crate::OLD_SNAPSHOTS) snapshots or more and have since been
+    /// freed: the departures that move a sampled estimate between two levels. Blocks
+    /// freed younger do not count.
     #[serde(default)]
     pub freed_old_bytes: u64,
     /// The scope ([`Scope`](crate::Scope)) whose allocations this site holds, 0 for

@@ -33,9 +33,20 @@ pub(crate) static MAX_SITES: AtomicU32 = AtomicU32::new(config::DEFAULT_MAX_SITE
 static SEED: AtomicU64 = AtomicU64::new(0);
 static THREAD_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Snapshots taken so far (each `snapshot()` increments it first). A tracked block
-/// records its low 32 bits at allocation; a block whose epoch differs from the current
-/// one when it is freed was live at a snapshot (its bytes go to `freed_old_bytes`).
+/// records its low 32 bits at allocation; a block freed [`OLD_SNAPSHOTS`] or more epochs
+/// later lived through that many snapshots (its bytes go to `freed_old_bytes`).
 pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Snapshots a freed block must have lived through for its free to count as a
+/// departure (`freed_old_bytes`). The ranking bounds how much a sampled estimate wanders
+/// between two levels by the blocks that departed between them; a block seen at fewer
+/// snapshots moves only a few neighbouring points, which the series' own jitter covers.
+pub const OLD_SNAPSHOTS: u32 = 8;
+
+/// Whether a block allocated in `epoch` counts as departed when freed now.
+fn is_old(epoch: u32) -> bool {
+    current_epoch().wrapping_sub(epoch) >= OLD_SNAPSHOTS
+}
 
 /// Starts a snapshot's epoch; returns it.
 pub(crate) fn next_epoch() -> u64 {
@@ -459,7 +470,7 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
     let entry = blocks::remove(addr)?;
     filter::remove(addr);
     if let Some(sites) = sites::get() {
-        let old = entry.epoch != current_epoch();
+        let old = is_old(entry.epoch);
         let delta = SiteCounters::free(Weight::of(size, entry.rate), old);
         let tag = sites.record(entry.site).scope();
         if tag != 0 {
@@ -479,7 +490,7 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
 pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     let Some(sites) = sites::get() else { return };
     let weight = Weight::of(size, entry.rate);
-    let old = entry.epoch != current_epoch();
+    let old = is_old(entry.epoch);
     let tag = sites.record(entry.site).scope();
     let unfree = |delta: SiteCounters| {
         if tag != 0 {

@@ -48,6 +48,7 @@ fn series_text(pid: u32) -> String {
         let t = i as f64;
         let mut s = Snapshot::default();
         s.timestamp_ms = 1_800_000_000_000 + i * 1000;
+        s.epoch = i + 1;
         s.pid = pid;
         s.mode = Mode::Sampled;
         s.sample_rate = 524_288;

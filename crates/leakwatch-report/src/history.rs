@@ -102,6 +102,9 @@ pub struct Header {
     pub mode: Mode,
     /// Sampling rate in bytes (1 = exact).
     pub sample_rate: u32,
+    /// The snapshot's epoch (0: written before the allocator counted departures).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     /// Unwinder in use.
     pub unwinder: Unwinder,
     /// Process totals.
@@ -118,6 +121,10 @@ pub struct Header {
     pub modules: Vec<Module>,
 }
 
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
 impl Header {
     /// The header of `snapshot`.
     pub fn of(snapshot: &Snapshot) -> Header {
@@ -126,6 +133,7 @@ impl Header {
             pid: snapshot.pid,
             mode: snapshot.mode,
             sample_rate: snapshot.sample_rate,
+            epoch: snapshot.epoch,
             unwinder: snapshot.unwinder,
             process: snapshot.process,
             tracker: snapshot.tracker,
@@ -142,6 +150,7 @@ impl Header {
         snapshot.pid = self.pid;
         snapshot.mode = self.mode;
         snapshot.sample_rate = self.sample_rate;
+        snapshot.epoch = self.epoch;
         snapshot.unwinder = self.unwinder;
         snapshot.process = self.process;
         snapshot.tracker = self.tracker;
@@ -393,16 +402,18 @@ impl History {
             return None;
         }
         let mut total = 0.0;
-        Some(match self.departed.get(id as usize).and_then(Option::as_ref) {
-            Some(column) => column
-                .iter()
-                .map(|&d| {
-                    total += f64::from(d);
-                    total
-                })
-                .collect(),
-            None => vec![0.0; self.times.len()],
-        })
+        Some(
+            match self.departed.get(id as usize).and_then(Option::as_ref) {
+                Some(column) => column
+                    .iter()
+                    .map(|&d| {
+                        total += f64::from(d);
+                        total
+                    })
+                    .collect(),
+                None => vec![0.0; self.times.len()],
+            },
+        )
     }
 
     /// The history as a series keyed by site id (live bytes as `f64`).

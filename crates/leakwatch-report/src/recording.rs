@@ -41,6 +41,10 @@ struct Line {
     /// freed_blocks]`.
     #[serde(default)]
     sites: Vec<(u32, u64, f64, u64, f64)>,
+    /// Bytes that departed (`freed_old_bytes`, cumulative) of the sites whose count
+    /// changed: `[id, freed_old_bytes]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    departed: Vec<(u32, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,10 +55,16 @@ struct NewSite {
     truncated: bool,
 }
 
-type Counters = (u64, f64, u64, f64);
+type Counters = (u64, f64, u64, f64, u64);
 
 fn counters(s: &SiteStats) -> Counters {
-    (s.alloc_bytes, s.alloc_blocks, s.freed_bytes, s.freed_blocks)
+    (
+        s.alloc_bytes,
+        s.alloc_blocks,
+        s.freed_bytes,
+        s.freed_blocks,
+        s.freed_old_bytes,
+    )
 }
 
 /// Turns snapshots of one process into series-file lines, each carrying only what
@@ -100,6 +110,7 @@ impl SeriesWriter {
             new_sites: Vec::new(),
             symbols: Vec::new(),
             sites: Vec::new(),
+            departed: Vec::new(),
         };
         if self.limit_written != Some(memory_limit) {
             line.memory_limit = memory_limit;
@@ -127,8 +138,12 @@ impl SeriesWriter {
                     }
                 }
             }
+            let departed_before = self.written[id].map_or(0, |c| c.4);
             self.written[id] = Some(now);
             line.sites.push((site.id, now.0, now.1, now.2, now.3));
+            if now.4 != departed_before {
+                line.departed.push((site.id, now.4));
+            }
         }
         // Lines hold plain numbers and strings: serializing cannot fail.
         let mut text = serde_json::to_string(&line).unwrap_or_default();
@@ -280,6 +295,14 @@ impl Reader {
             site.freed_blocks = freed_blocks;
             site.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
             site.live_blocks = (alloc_blocks - freed_blocks).max(0.0);
+        }
+        for (id, freed_old_bytes) in line.departed {
+            let Some(&Some(position)) = self.index.get(id as usize) else {
+                return Err(format!(
+                    "departures for site {id}, which no earlier line describes"
+                ));
+            };
+            self.current.sites[position].freed_old_bytes = freed_old_bytes;
         }
         if line.memory_limit.is_some() {
             self.recording.memory_limit = line.memory_limit;

@@ -46,6 +46,7 @@ fn history() -> History {
         let t = i as f64;
         let mut s = Snapshot::default();
         s.timestamp_ms = 1_700_000_000_000 + i * 1000;
+        s.epoch = i + 1;
         s.pid = 9;
         s.mode = Mode::Sampled;
         s.sample_rate = 524_288;
@@ -221,6 +222,7 @@ fn a_leak_that_starts_after_hours_shows_in_a_recent_window() {
         let live = 4.0 * MIB + (t - leak_start).max(0.0) * 50_000.0;
         let mut s = Snapshot::default();
         s.timestamp_ms = 1_700_000_000_000 + i * 10_000;
+        s.epoch = i + 1;
         s.mode = Mode::Exact;
         s.sample_rate = 1;
         s.sites = vec![site(1, vec![0x101, 0x777], live)];

@@ -103,6 +103,7 @@ pub(crate) fn synthetic_history(
         let t = i as f64 * step;
         let mut s = Snapshot::default();
         s.timestamp_ms = 1_700_000_000_000 + (t * 1000.0) as u64;
+        s.epoch = 1 + t as u64;
         s.pid = 4242;
         s.mode = leakwatch_alloc::Mode::Sampled;
         s.sample_rate = 512 * 1024;
