@@ -158,6 +158,17 @@ static HIGH: AtomicU32 = AtomicU32::new(0);
 static SNAP: AtomicU32 = AtomicU32::new(0);
 /// Serializes readers.
 static READERS: SpinLock<()> = SpinLock::new(());
+/// Bytes of the registry (a static array: only the slots in use are ever touched).
+pub(crate) const BYTES: usize = MAX_THREADS * size_of::<Slot>();
+
+/// Bytes of the registry touched so far, in whole pages (an estimate of its resident
+/// memory).
+pub(crate) fn touched_bytes() -> usize {
+    (high() * size_of::<Slot>())
+        .next_multiple_of(4096)
+        .min(BYTES)
+}
+
 /// Threads that found every slot taken.
 pub(crate) static UNREGISTERED: AtomicU64 = AtomicU64::new(0);
 /// Moves made while a snapshot may have been reading (an owner gave up waiting).
