@@ -4,8 +4,10 @@
 //! exactly, with many threads, reallocations, thread exit and fork.
 
 use leakwatch::{LeakWatch, Symbolizer};
-use leakwatch_tests::{in_forked_child, run, totals_for};
+use leakwatch_tests::{in_forked_child, is_runtime_frame, run, totals_for};
+use std::collections::HashMap;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -158,10 +160,134 @@ fn a_forked_child_sees_the_other_threads_counts() {
             .sum::<usize>();
         let again = leakwatch::snapshot();
         let t2 = totals_for(&again, &mut symbolizer, "leak_2k");
-        t.live_bytes == 2048 && t2.live_bytes == 2048 && joined == 800
+        // Only the forking thread kept its registry slot.
+        snap.tracker.threads == 1 && t.live_bytes == 2048 && t2.live_bytes == 2048 && joined == 800
     });
     done.send(()).unwrap();
     worker.join().unwrap();
+}
+
+/// Stress workers' blocks: allocations begun and done, frees begun and done.
+static ALLOCS_BEGUN: AtomicU64 = AtomicU64::new(0);
+static ALLOCS_DONE: AtomicU64 = AtomicU64::new(0);
+static FREES_BEGUN: AtomicU64 = AtomicU64::new(0);
+static FREES_DONE: AtomicU64 = AtomicU64::new(0);
+
+const BLOCK: usize = 4096;
+
+/// Allocates a 4 KiB block `depth` frames below the caller: each depth is its own site
+/// (so 12 depths overflow the 8-slot site batch and most blocks make a move), and every
+/// 64 blocks fill a 256 KiB batch of process counts (another move).
+#[inline(never)]
+fn stress_keep(depth: u32, kept: &mut Vec<Vec<u8>>) {
+    if depth == 0 {
+        ALLOCS_BEGUN.fetch_add(1, SeqCst);
+        kept.push(Vec::with_capacity(BLOCK));
+        ALLOCS_DONE.fetch_add(1, SeqCst);
+    } else {
+        stress_keep(depth - 1, kept);
+        black_box(depth);
+    }
+}
+
+/// Whether a site's first frame outside the runtime is `stress_keep`.
+fn is_stress(symbolizer: &mut Symbolizer, site: &leakwatch::SiteStats) -> bool {
+    symbolizer
+        .symbolize_stack(&site.frames)
+        .into_iter()
+        .filter(|s| !is_runtime_frame(s))
+        .find_map(|s| s.function)
+        .is_some_and(|f| f.rsplit("::").next() == Some("stress_keep"))
+}
+
+/// Snapshots taken while short-lived threads allocate, free, publish (moves) and exit:
+/// each must count exactly the blocks allocated (and freed) by some moment during the
+/// `snapshot()` call: at least those done before it began, at most those begun before
+/// it returned. A move counted twice, or missed, breaks that.
+fn snapshots_racing_moves_and_exits_are_exact() {
+    const WORKERS: usize = 6;
+    const ROUNDS: usize = 40;
+    const DEPTHS: u32 = 12;
+    const SNAPSHOTS: usize = 1000;
+    const MAX_WAVES: usize = 5000;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            let mut symbolizer = Symbolizer::new();
+            let mut stress: HashMap<u32, bool> = HashMap::new();
+            let mut unread = 0;
+            while seen.load(Relaxed) < SNAPSHOTS {
+                let (allocs_done, frees_done) = (ALLOCS_DONE.load(SeqCst), FREES_DONE.load(SeqCst));
+                let snap = leakwatch::snapshot();
+                let (allocs_begun, frees_begun) =
+                    (ALLOCS_BEGUN.load(SeqCst), FREES_BEGUN.load(SeqCst));
+                let (mut allocs, mut frees) = (0.0, 0.0);
+                for site in &snap.sites {
+                    let ours = *stress
+                        .entry(site.id)
+                        .or_insert_with(|| is_stress(&mut symbolizer, site));
+                    if ours {
+                        allocs += site.alloc_blocks;
+                        frees += site.freed_blocks;
+                    }
+                }
+                seen.fetch_add(1, Relaxed);
+                if snap.overflow.unread_threads > 0 {
+                    // Said so in its warnings: a thread could not wait for this one.
+                    unread += 1;
+                    continue;
+                }
+                assert!(
+                    allocs_done as f64 <= allocs && allocs <= allocs_begun as f64,
+                    "{allocs} blocks allocated, not in [{allocs_done}, {allocs_begun}]"
+                );
+                assert!(
+                    frees_done as f64 <= frees && frees <= frees_begun as f64,
+                    "{frees} blocks freed, not in [{frees_done}, {frees_begun}]"
+                );
+            }
+            unread
+        })
+    };
+    // Waves of short-lived workers (each registers, moves, exits) until the reader has
+    // taken its snapshots (or failed).
+    let mut waves = 0;
+    while seen.load(Relaxed) < SNAPSHOTS && !reader.is_finished() && waves < MAX_WAVES {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                thread::spawn(|| {
+                    let mut kept = Vec::with_capacity(DEPTHS as usize);
+                    for _ in 0..ROUNDS {
+                        for depth in 0..DEPTHS {
+                            stress_keep(depth, &mut kept);
+                        }
+                        while let Some(block) = kept.pop() {
+                            FREES_BEGUN.fetch_add(1, SeqCst);
+                            drop(block);
+                            FREES_DONE.fetch_add(1, SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        waves += 1;
+    }
+    seen.fetch_add(SNAPSHOTS, Relaxed); // stops the reader if the waves ran out first
+    let unread = reader.join().unwrap();
+    assert!(
+        unread < SNAPSHOTS / 10,
+        "{unread} snapshots could not read every thread"
+    );
+    let mut symbolizer = Symbolizer::new();
+    let end = leakwatch::snapshot();
+    let t = totals_for(&end, &mut symbolizer, "stress_keep");
+    let total = (waves * WORKERS * ROUNDS) as u64 * u64::from(DEPTHS);
+    assert_eq!((t.live_bytes, t.alloc_blocks), (0, total as f64), "{t:?}");
+    assert_eq!(t.sites, DEPTHS as usize);
 }
 
 fn main() {
@@ -177,6 +303,10 @@ fn main() {
         (
             "a_forked_child_sees_the_other_threads_counts",
             a_forked_child_sees_the_other_threads_counts,
+        ),
+        (
+            "snapshots_racing_moves_and_exits_are_exact",
+            snapshots_racing_moves_and_exits_are_exact,
         ),
     ]);
 }

@@ -1,10 +1,12 @@
 //! The hot path: what every allocation and free pays.
 //!
 //! An allocation costs one relaxed load of the global state byte, an increment and a
-//! subtraction on thread-local cells (the allocation count and the sampling countdown),
-//! and a branch. A free costs the same load, two thread-local updates, and one relaxed
-//! load from the sampled-address filter. Nothing here takes a lock, writes shared
-//! memory, or allocates; everything else is behind `#[cold]` calls into `tracker`.
+//! subtraction on thread-local counters (the allocation count and the sampling
+//! countdown: owner-written atomics that snapshots may read, see `threads.rs`, updated
+//! with a relaxed load and store, like a `Cell`), and a branch. A free costs the same
+//! load, two thread-local updates, and one relaxed load from the sampled-address filter.
+//! Nothing here takes a lock, writes shared memory, or allocates; everything else is
+//! behind `#[cold]` calls into `tracker`.
 
 use crate::blocks::Entry;
 use crate::config::Config;

@@ -50,7 +50,10 @@
 //! thread's sampling countdown runs out, the cold path captures the stack, interns it in
 //! a bounded site table, and records the block in a sharded block table. A free checks a
 //! read-mostly filter of sampled addresses and only goes to the block table when the
-//! filter says the block may be tracked. See docs/ARCHITECTURE.md.
+//! filter says the block may be tracked. Threads publish their counts in batches; a
+//! snapshot also reads every thread's unpublished batches (through a registry of
+//! per-thread slots), so it sees every live thread as of that moment. See
+//! docs/ARCHITECTURE.md.
 //!
 //! # Caveats
 //! - Linux on x86_64 or aarch64 is the supported platform (frame-pointer capture, stack

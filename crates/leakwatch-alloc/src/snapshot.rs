@@ -296,8 +296,11 @@ pub(crate) fn build() -> Snapshot {
     }
     let tracked_blocks = blocks::len();
     let tracker = TrackerStats {
-        memory_bytes: (table_bytes + blocks::resident_bytes() + filter::BYTES) as u64,
-        reserved_bytes: (os::mapped_bytes() + filter::BYTES) as u64,
+        memory_bytes: (table_bytes
+            + blocks::resident_bytes()
+            + filter::BYTES
+            + threads::touched_bytes()) as u64,
+        reserved_bytes: (os::mapped_bytes() + filter::BYTES + threads::BYTES) as u64,
         sites: site_count,
         max_sites,
         tracked_blocks,

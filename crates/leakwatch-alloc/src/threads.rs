@@ -158,6 +158,17 @@ static HIGH: AtomicU32 = AtomicU32::new(0);
 static SNAP: AtomicU32 = AtomicU32::new(0);
 /// Serializes readers.
 static READERS: SpinLock<()> = SpinLock::new(());
+/// Bytes of the registry (a static array: only the slots in use are ever touched).
+pub(crate) const BYTES: usize = MAX_THREADS * size_of::<Slot>();
+
+/// Bytes of the registry touched so far, in whole pages (an estimate of its resident
+/// memory).
+pub(crate) fn touched_bytes() -> usize {
+    (high() * size_of::<Slot>())
+        .next_multiple_of(4096)
+        .min(BYTES)
+}
+
 /// Threads that found every slot taken.
 pub(crate) static UNREGISTERED: AtomicU64 = AtomicU64::new(0);
 /// Moves made while a snapshot may have been reading (an owner gave up waiting).
@@ -284,10 +295,9 @@ pub(crate) fn begin_move(t: &ThreadState) -> Move {
     }
 }
 
-/// Holds `SNAP` odd with every registered thread outside a move; ends on drop.
-struct Reading {
-    skipped: u32,
-}
+/// Holds `SNAP` odd, and `READERS`, with every registered thread outside a move, until
+/// [`Reading::end`].
+struct Reading;
 
 impl Reading {
     /// Takes the registry for reading. The calling thread is marked as the reader, so
@@ -298,20 +308,17 @@ impl Reading {
         Reading::quiesce()
     }
 
-    /// `SNAP` odd, then wait (bounded) for every owner to leave its move.
+    /// `SNAP` odd, then wait (bounded) for every owner to leave its move. (One that
+    /// does not is counted when its slot is read.)
     fn quiesce() -> Reading {
         SNAP.fetch_add(1, AcqRel);
         fence(SeqCst);
-        let mut skipped = 0;
         for slot in &SLOTS[..high()] {
-            if slot.state.load(Acquire) != OWNED {
-                continue;
-            }
-            if !wait_even(slot) {
-                skipped += 1;
+            if slot.state.load(Acquire) == OWNED {
+                wait_even(slot);
             }
         }
-        Reading { skipped }
+        Reading
     }
 
     fn end(self) {
@@ -338,11 +345,24 @@ fn wait_even(slot: &Slot) -> bool {
     false
 }
 
-/// The counts of a slot that a quiesced reader may read: `None` unless it is owned
-/// and its owner is not moving.
-fn readable(slot: &Slot) -> Option<&Counts> {
-    if slot.state.load(Acquire) != OWNED || slot.seq.load(Acquire) & 1 != 0 {
-        return None;
+/// What a quiesced reader finds in a slot.
+enum Found<'a> {
+    /// Free, being claimed, or being released: nothing to read.
+    Nothing,
+    /// Owned, but its seq stayed odd (an owner moving anyway, or stuck in a move).
+    Busy,
+    /// Owned, and its owner is not moving (nor can start to until the reading ends).
+    Counts(&'a Counts),
+}
+
+fn readable(slot: &Slot) -> Found<'_> {
+    if slot.state.load(Acquire) != OWNED {
+        return Found::Nothing;
+    }
+    // An owner that saw SNAP odd makes its seq odd only for an instant, to step back;
+    // one registered during this reading may be doing that now.
+    if !wait_even(slot) {
+        return Found::Busy;
     }
     let counts = slot.counts.load(Acquire);
     // SAFETY: the slot is OWNED, so `counts` points to its owner's live TLS `Counts`
@@ -351,7 +371,10 @@ fn readable(slot: &Slot) -> Option<&Counts> {
     // seeing SNAP odd (we made it odd and fenced before this load, and it fences after
     // storing RELEASING), waits until this reading ends. `Counts` is all atomics, so
     // reading it while the owner writes is not a data race.
-    unsafe { counts.as_ref() }
+    match unsafe { counts.as_ref() } {
+        Some(counts) => Found::Counts(counts),
+        None => Found::Nothing,
+    }
 }
 
 /// What a snapshot reads from the registry: the published process totals and every
@@ -376,7 +399,7 @@ pub(crate) fn read_pending() -> Pending {
     let mut entries: Vec<(u32, SiteCounters, SiteCounters)> = Vec::with_capacity(capacity);
     let table = sites::get();
     let reading = Reading::start();
-    let mut skipped = reading.skipped;
+    let mut skipped = 0;
     let mut threads = 0;
     let mut process = [
         PROCESS.allocs.load(Relaxed),
@@ -385,8 +408,13 @@ pub(crate) fn read_pending() -> Pending {
         PROCESS.freed_bytes.load(Relaxed),
     ];
     for slot in &SLOTS[..high()] {
-        let Some(counts) = readable(slot) else {
-            continue;
+        let counts = match readable(slot) {
+            Found::Counts(counts) => counts,
+            Found::Nothing => continue,
+            Found::Busy => {
+                skipped += 1;
+                continue;
+            }
         };
         let batch = counts.sites.pending();
         let used = batch
@@ -440,7 +468,7 @@ pub(crate) fn lock_for_fork() {
 /// # Safety
 /// Only after [`lock_for_fork`] on this thread.
 pub(crate) unsafe fn unlock_after_fork_parent() {
-    Reading { skipped: 0 }.end();
+    Reading.end();
 }
 
 /// Fork support, child side: the other threads do not exist here. Publish their
@@ -484,7 +512,7 @@ pub(crate) unsafe fn unlock_after_fork_child() {
         slot.seq.store(0, Relaxed);
         slot.state.store(FREE, Release);
     }
-    Reading { skipped: 0 }.end();
+    Reading.end();
 }
 
 #[cfg(test)]
