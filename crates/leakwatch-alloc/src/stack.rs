@@ -356,8 +356,7 @@ fn probe_inner(stack_lo: usize, stack_hi: usize) -> bool {
 /// the frames of the code that allocated.
 fn agrees(by_fp: &[u64], by_dwarf: &[u64]) -> bool {
     const N: usize = 3;
-    by_fp.len() >= N
-        && (0..=1).any(|skip| by_dwarf.get(skip..skip + N) == Some(&by_fp[..N]))
+    by_fp.len() >= N && (0..=1).any(|skip| by_dwarf.get(skip..skip + N) == Some(&by_fp[..N]))
 }
 
 #[cfg(test)]

@@ -21,7 +21,10 @@ static LINES: Mutex<[(&str, u32); 16]> = Mutex::new([("", 0); 16]);
 fn note_line(function: &'static str, line: u32) {
     let mut lines = LINES.lock().unwrap();
     if !lines.iter().any(|&(f, _)| f == function) {
-        let free = lines.iter_mut().find(|(f, _)| f.is_empty()).expect("room for lines");
+        let free = lines
+            .iter_mut()
+            .find(|(f, _)| f.is_empty())
+            .expect("room for lines");
         *free = (function, line);
     }
 }
@@ -29,23 +32,36 @@ fn note_line(function: &'static str, line: u32) {
 fn line_of(function: &str) -> u32 {
     let lines = LINES.lock().unwrap();
     let found = lines.iter().find(|(f, _)| *f == function);
-    found.map(|&(_, l)| l).unwrap_or_else(|| panic!("no line noted for {function}"))
+    found
+        .map(|&(_, l)| l)
+        .unwrap_or_else(|| panic!("no line noted for {function}"))
 }
 
 /// A label's function, file name and line: `function (path/file.rs:line)`.
 fn parts(label: &str) -> (&str, &str, u32) {
-    let (function, place) = label.rsplit_once(" (").unwrap_or_else(|| panic!("{label:?}"));
+    let (function, place) = label
+        .rsplit_once(" (")
+        .unwrap_or_else(|| panic!("{label:?}"));
     let place = place.strip_suffix(')').unwrap();
-    let (path, line) = place.rsplit_once(':').unwrap_or_else(|| panic!("{label:?}"));
+    let (path, line) = place
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{label:?}"));
     let file = path.rsplit('/').next().unwrap();
-    (function, file, line.parse().unwrap_or_else(|_| panic!("{label:?}")))
+    (
+        function,
+        file,
+        line.parse().unwrap_or_else(|_| panic!("{label:?}")),
+    )
 }
 
 /// Whether `name` (a label's function) is `function`, with or without this crate's
 /// module path and shortened generic arguments (`<…>`); a closure of `f` is
 /// `f::{closure#0}` in DWARF names and `f::{{closure}}` in symbol names.
 fn names(name: &str, function: &str) -> bool {
-    let bare = name.strip_prefix("labels::").unwrap_or(name).replace("<…>", "");
+    let bare = name
+        .strip_prefix("labels::")
+        .unwrap_or(name)
+        .replace("<…>", "");
     let body = function.rsplit("::").next().unwrap_or(function);
     bare == function || bare.replace("{{closure}}", body) == function
 }
@@ -59,9 +75,16 @@ fn assert_labelled(result: &CheckResult, function: &str) -> String {
         .iter()
         .find(|l| parts(l) == (parts(l).0, "labels.rs", line))
         .unwrap_or_else(|| panic!("no leak at {function} line {line}: {result:#?}"));
-    assert!(names(parts(label).0, function), "{label:?} names the wrong function");
+    assert!(
+        names(parts(label).0, function),
+        "{label:?} names the wrong function"
+    );
     for l in &leaks {
-        assert_eq!(parts(l).1, "labels.rs", "a leak outside the test's code: {leaks:#?}");
+        assert_eq!(
+            parts(l).1,
+            "labels.rs",
+            "a leak outside the test's code: {leaks:#?}"
+        );
     }
     label.to_string()
 }
@@ -136,8 +159,14 @@ struct Node {
 
 fn make_cycle() {
     note_line("make_cycle", line!() + 1);
-    let a = Rc::new(Node { payload: vec![1; 100], next: RefCell::new(None) });
-    let b = Rc::new(Node { payload: vec![2; 100], next: RefCell::new(Some(Rc::clone(&a))) });
+    let a = Rc::new(Node {
+        payload: vec![1; 100],
+        next: RefCell::new(None),
+    });
+    let b = Rc::new(Node {
+        payload: vec![2; 100],
+        next: RefCell::new(Some(Rc::clone(&a))),
+    });
     *a.next.borrow_mut() = Some(Rc::clone(&b));
     black_box(&a.payload);
 }
@@ -216,17 +245,29 @@ fn a_leak_through_a_generic_function() {
     let result = leakwatch::check(|| keep_clone(&mut kept, &value)).run();
     assert_labelled(&result, "keep_clone");
     // A generic type's method: the label names it (parameters shortened).
-    let mut registry: Registry<String, HashMap<String, Vec<u8>>> = Registry { entries: Vec::new() };
+    let mut registry: Registry<String, HashMap<String, Vec<u8>>> = Registry {
+        entries: Vec::new(),
+    };
     let mut n = 0;
     let result = leakwatch::check(|| {
         n += 1;
         registry.register(format!("key {n}"), HashMap::new())
     })
     .run();
-    let label = &result.leaks().next().unwrap_or_else(|| panic!("{result:#?}")).label;
+    let label = &result
+        .leaks()
+        .next()
+        .unwrap_or_else(|| panic!("{result:#?}"))
+        .label;
     let (name, file, _) = parts(label);
-    assert!(name.ends_with("register<…>") || name.ends_with("register"), "{label:?}");
-    assert!(!name.contains("String"), "generic arguments not shortened: {label:?}");
+    assert!(
+        name.ends_with("register<…>") || name.ends_with("register"),
+        "{label:?}"
+    );
+    assert!(
+        !name.contains("String"),
+        "generic arguments not shortened: {label:?}"
+    );
     assert_eq!(file, "labels.rs", "{label:?}");
     // The stacks keep them: the method's frame or its caller's names the key type.
     let site = result.leaks().next().unwrap();
@@ -267,4 +308,3 @@ fn a_leak_in_an_async_fn() {
     .run();
     assert_labelled(&result, "fetch_page::{async_fn#0}");
 }
-
