@@ -308,3 +308,31 @@ fn a_leak_in_an_async_fn() {
     .run();
     assert_labelled(&result, "fetch_page::{async_fn#0}");
 }
+
+/// Without debug info (`--profile nodebug`) labels have no file and line, and the
+/// result says what to set; with it (debug, release) there is no such warning.
+#[test]
+fn frames_without_file_and_line_warns() {
+    let result = leakwatch::check(|| black_box(leak_a_box()).len()).run();
+    let leak = result
+        .leaks()
+        .next()
+        .unwrap_or_else(|| panic!("{result:#?}"));
+    let has_line = leak.label.ends_with(')') && leak.label.contains(".rs:");
+    if has_line {
+        assert!(result.warnings.is_empty(), "{:?}", result.warnings);
+    } else {
+        assert_eq!(result.warnings.len(), 1, "{result:#?}");
+        let warning = &result.warnings[0];
+        assert!(
+            warning.contains("debug = \"line-tables-only\""),
+            "{warning}"
+        );
+        let message = std::panic::catch_unwind(|| {
+            leakwatch::check(|| black_box(leak_a_box()).len()).assert_no_leaks()
+        })
+        .expect_err("a leak");
+        let message = message.downcast_ref::<String>().unwrap();
+        assert!(message.contains("warning: "), "{message}");
+    }
+}
