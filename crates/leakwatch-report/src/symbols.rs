@@ -249,10 +249,11 @@ pub fn short_path(path: &str) -> &str {
 /// than the service's own code. The first frame that matches no rule labels a site.
 ///
 /// A rule containing `/` matches frames whose file path contains it; a rule starting with
-/// `=` matches frames whose function name is the rest (`=start_thread`); any other rule
-/// matches frames whose function name starts with it (ignoring a leading `<`, so
-/// `alloc::` also matches `<alloc::vec::Vec<T> as Clone>::clone`). A frame named `main`
-/// without a file is always runtime: the C entry point rustc generates.
+/// `=` matches frames whose function name is the rest (`=start_thread`), and only frames
+/// without a file if it ends in ` (no file)` (`=main (no file)`: the C entry point rustc
+/// generates, not the service's `main`); any other rule matches frames whose function
+/// name starts with it (ignoring a leading `<`, so `alloc::` also matches
+/// `<alloc::vec::Vec<T> as Clone>::clone`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabelRules {
     /// The rules; see the type's documentation.
@@ -294,6 +295,7 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "=__libc_start_main_impl",
     "=__libc_start_call_main",
     "=_start",
+    "=main (no file)",
     "/nptl/",
     "/csu/",
     "/sysdeps/",
@@ -323,17 +325,18 @@ impl LabelRules {
     }
 
     fn ignores(&self, function: Option<&str>, file: Option<&str>) -> bool {
-        if function == Some("main") && file.is_none() {
-            return true;
-        }
         let name = function.unwrap_or("");
         let function = name.strip_prefix('<').unwrap_or(name);
+        let has_file = file.is_some();
         let file = file.unwrap_or("");
         self.ignore.iter().any(|rule| {
             if rule.contains('/') {
                 file.contains(rule.as_str())
             } else if let Some(exact) = rule.strip_prefix('=') {
-                name == exact
+                match exact.strip_suffix(" (no file)") {
+                    Some(exact) => !has_file && name == exact,
+                    None => name == exact,
+                }
             } else {
                 function.starts_with(rule.as_str())
             }

@@ -389,6 +389,11 @@ fn the_threads_start_is_runtime() {
     // Exact names only: the service's `clone_all` and its own `main` are its code.
     assert!(!rules.is_ignored(&frame("clone_all", "/w/app/src/lib.rs", 1)));
     assert!(!rules.is_ignored(&frame("main", "/w/app/src/main.rs", 1)));
+    // Rules of their own (an allow-list) do not match the C `main`.
+    let own = LabelRules {
+        ignore: vec!["app::".into()],
+    };
+    assert!(!own.is_ignored(&c_main));
     // A stack with only runtime frames and the thread's start is not labelled with it.
     let stack = [
         frame(
