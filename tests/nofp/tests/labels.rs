@@ -180,7 +180,7 @@ fn an_rc_cycle() {
     for site in result.leaks() {
         let (name, _, line) = parts(&site.label);
         assert!(names(name, "make_cycle"), "{:?}", site.label);
-        assert!((first..first + 2).contains(&line), "{:?}", site.label);
+        assert!((first..first + 10).contains(&line), "{:?}", site.label);
     }
     let blocks: f64 = result.leaks().map(|s| s.blocks_per_run).sum();
     assert_eq!(blocks, 4.0, "{result:#?}");
