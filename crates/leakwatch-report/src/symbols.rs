@@ -93,24 +93,20 @@ impl SymbolTable {
     /// Empty when every such frame has a file and a line.
     pub fn warnings(&self) -> Vec<String> {
         let rules = LabelRules::default();
-        let (mut without, mut total) = (0usize, 0usize);
-        for symbol in self.frames.values().flatten() {
-            let Some(function) = symbol.function.as_deref() else {
-                continue;
-            };
-            if !strip_generics(function).contains("::")
-                || rules.ignores(Some(function), symbol.file.as_deref())
-            {
-                continue;
-            }
-            total += 1;
-            if symbol.file.is_none() || symbol.line.is_none() {
-                without += 1;
-            }
-        }
+        let service = |symbol: &Symbol| {
+            symbol.function.as_deref().is_some_and(|function| {
+                strip_generics(function).contains("::")
+                    && !rules.ignores(Some(function), symbol.file.as_deref())
+            })
+        };
+        let lacks = |symbol: &Symbol| symbol.file.is_none() || symbol.line.is_none();
+        // Frames without a file are few in a build with debug info: look at them first.
+        let frames = || self.frames.values().flatten();
+        let without = frames().filter(|s| lacks(s) && service(s)).count();
         if without == 0 {
             return Vec::new();
         }
+        let total = frames().filter(|s| service(s)).count();
         vec![format!(
             "{without} of {total} frames of the service's code have no file and line: the binary has no debug info, so labels name functions only; set `[profile.release] debug = \"line-tables-only\"` (or `debug = 1`) in Cargo.toml"
         )]
