@@ -333,22 +333,30 @@ fn probe_inner(stack_lo: usize, stack_hi: usize) -> bool {
     if !(stack_lo < sp && sp < stack_hi) {
         return false;
     }
+    // Both walks skip the frames below this function's stack pointer, as a capture skips
+    // leakwatch's own: both must then start at this function's callers.
     let (mut fp_buffer, mut dwarf_buffer) = (stack_buffer(), stack_buffer());
     let mut by_fp = Stack::new(&mut fp_buffer, 8);
-    walk_frame_pointers(&mut by_fp, frame_pointer(), 0, sp, stack_hi);
-    let mut by_dwarf = Stack::new(&mut dwarf_buffer, 64);
-    walk_dwarf(&mut by_dwarf, 0);
+    walk_frame_pointers(&mut by_fp, frame_pointer(), sp, sp, stack_hi);
+    let mut by_dwarf = Stack::new(&mut dwarf_buffer, 16);
+    walk_dwarf(&mut by_dwarf, sp);
     agrees(by_fp.frames(), by_dwarf.frames())
 }
 
-/// True when the frame-pointer walk's first frames appear, consecutively and in order,
-/// in the DWARF unwinder's stack.
+/// True when the frame-pointer walk's first three frames are the DWARF unwinder's first
+/// three, or its three after the first: both walks skipped the frames below the probe's
+/// stack pointer, and DWARF unwinding reports the probing function itself first (its
+/// address is that of its call into the unwinder) where the frame-pointer walk starts
+/// at its caller.
+///
+/// Matching them anywhere in the DWARF stack is not enough: in a build without frame
+/// pointers the frame-pointer register still holds the frame pointer of some outer
+/// frame that has one (Rust's prebuilt standard library keeps them, e.g. the thread's
+/// start), so the walk yields a true but much shorter stack: the thread's start, without
+/// the frames of the code that allocated.
 fn agrees(by_fp: &[u64], by_dwarf: &[u64]) -> bool {
-    let n = by_fp.len().min(3);
-    if n < 2 {
-        return false;
-    }
-    by_dwarf.windows(n).any(|w| w == &by_fp[..n])
+    const N: usize = 3;
+    by_fp.len() >= N && (0..=1).any(|skip| by_dwarf.get(skip..skip + N) == Some(&by_fp[..N]))
 }
 
 #[cfg(test)]
@@ -357,8 +365,11 @@ mod tests {
 
     #[test]
     fn agreement_needs_consecutive_frames() {
-        assert!(agrees(&[3, 4, 5, 9], &[1, 2, 3, 4, 5, 6]));
-        assert!(!agrees(&[3, 5, 4], &[1, 2, 3, 4, 5, 6]));
+        assert!(agrees(&[2, 3, 4, 9], &[1, 2, 3, 4, 5, 6]));
+        assert!(agrees(&[1, 2, 3], &[1, 2, 3, 4, 5, 6]));
+        assert!(!agrees(&[2, 4, 3], &[1, 2, 3, 4, 5, 6]));
+        // Frames further out: a stale frame pointer of an outer frame.
+        assert!(!agrees(&[4, 5, 6], &[1, 2, 3, 4, 5, 6]));
         assert!(!agrees(&[3], &[3]));
     }
 
@@ -366,11 +377,12 @@ mod tests {
     #[inline(never)]
     fn capture_both_here() -> (Vec<u64>, Vec<u64>) {
         let (_, hi) = crate::os::thread_stack_bounds();
+        let sp = stack_pointer();
         let (mut a, mut b) = (stack_buffer(), stack_buffer());
         let mut by_fp = Stack::new(&mut a, 64);
-        walk_frame_pointers(&mut by_fp, frame_pointer(), 0, stack_pointer(), hi);
+        walk_frame_pointers(&mut by_fp, frame_pointer(), sp, sp, hi);
         let mut by_dwarf = Stack::new(&mut b, 64);
-        walk_dwarf(&mut by_dwarf, 0);
+        walk_dwarf(&mut by_dwarf, sp);
         (by_fp.frames().to_vec(), by_dwarf.frames().to_vec())
     }
 

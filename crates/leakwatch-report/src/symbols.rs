@@ -4,7 +4,15 @@
 //! frames expanded). It is filled in the process that captured the addresses (through
 //! `leakwatch_alloc::Symbolizer`) and travels with recorded files, so reports can be
 //! rendered anywhere. [`LabelRules`] pick the frame that names a site: the first one that
-//! is not the allocator's, the standard library's, hashbrown's or leakwatch's own.
+//! is not the allocator's, the standard library's, hashbrown's, leakwatch's own or the
+//! thread's start.
+//!
+//! Names are completed when frames enter the table: line-tables-only debug info (what
+//! release builds should carry, `debug = "line-tables-only"`) names functions without
+//! their module path and closures and async bodies only `{closure#0}`/`{async_fn#0}`, so
+//! the symbol-table name of the machine function (`Symbol::symbol`) gives the outermost
+//! frame its path, and a closure or async body takes the function it is defined in (see
+//! [`SymbolTable::insert`]). Labels shorten generic arguments to `<…>`; stacks keep them.
 
 use leakwatch_alloc::Symbol;
 use serde::{Deserialize, Serialize};
@@ -33,8 +41,16 @@ impl SymbolTable {
         self.frames.contains_key(&address)
     }
 
-    /// Records the frames of `address` (replacing any earlier entry).
-    pub fn insert(&mut self, address: u64, frames: Vec<Symbol>) {
+    /// Records the frames of `address` (replacing any earlier entry), completing their
+    /// names: a frame named without a module path takes the path of its machine
+    /// function's symbol (`keep<u8>` in `app::keep` is `app::keep<u8>`), and a closure or
+    /// async body named only `{closure#N}`/`{async_fn#N}`/`{async_block#N}` takes the
+    /// function it is defined in: the one whose closure type (`f::{closure_env#N}`) an
+    /// outer frame's generic arguments name, else, when it is the machine function, its
+    /// symbol (`app::f::{{closure}}`), else the nearest outer frame of the same file that
+    /// is not a closure or runtime code (the function it is written in).
+    pub fn insert(&mut self, address: u64, mut frames: Vec<Symbol>) {
+        complete_names(&mut frames);
         self.frames.insert(address, frames);
     }
 
@@ -50,7 +66,9 @@ impl SymbolTable {
             for &address in stack {
                 if let std::collections::btree_map::Entry::Vacant(slot) = self.frames.entry(address)
                 {
-                    slot.insert(resolve(address));
+                    let mut frames = resolve(address);
+                    complete_names(&mut frames);
+                    slot.insert(frames);
                     added.push(address);
                 }
             }
@@ -67,6 +85,31 @@ impl SymbolTable {
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
+    }
+
+    /// Warnings about the table's frames for reports: frames of the service's code
+    /// (named with a module path, not runtime code) that have no file and line, which
+    /// means the binary was built without debug info, so labels cannot name lines.
+    /// Empty when every such frame has a file and a line.
+    pub fn warnings(&self) -> Vec<String> {
+        let rules = LabelRules::default();
+        let service = |symbol: &Symbol| {
+            symbol.function.as_deref().is_some_and(|function| {
+                strip_generics(function).contains("::")
+                    && !rules.ignores(Some(function), symbol.file.as_deref())
+            })
+        };
+        let lacks = |symbol: &Symbol| symbol.file.is_none() || symbol.line.is_none();
+        // Frames without a file are few in a build with debug info: look at them first.
+        let frames = || self.frames.values().flatten();
+        let without = frames().filter(|s| lacks(s) && service(s)).count();
+        if without == 0 {
+            return Vec::new();
+        }
+        let total = frames().filter(|s| service(s)).count();
+        vec![format!(
+            "{without} of {total} frames of the service's code have no file and line: the binary has no debug info, so labels name functions only; set `[profile.release] debug = \"line-tables-only\"` (or `debug = 1`) in Cargo.toml"
+        )]
     }
 
     /// A whole stack as borrowed source frames, innermost first, inlined frames
@@ -153,8 +196,19 @@ impl Frame {
     /// `function (file:line)` with the file shortened (see [`short_path`]); the hex
     /// address when nothing is known.
     pub fn label(&self) -> String {
+        self.label_with(|f| f.to_string())
+    }
+
+    /// [`Frame::label`] with generic arguments shortened to `<…>` (see
+    /// [`short_generics`]): how a site is named. Monomorphizations of one function at one
+    /// line share it.
+    pub fn short_label(&self) -> String {
+        self.label_with(short_generics)
+    }
+
+    fn label_with(&self, name: impl Fn(&str) -> String) -> String {
         let function = match &self.function {
-            Some(f) => f.clone(),
+            Some(f) => name(f),
             None => format!("{:#x}", self.address),
         };
         match (&self.file, self.line) {
@@ -190,9 +244,12 @@ pub fn short_path(path: &str) -> &str {
 /// Which frames are runtime (allocator, standard library, collections, leakwatch) rather
 /// than the service's own code. The first frame that matches no rule labels a site.
 ///
-/// A rule containing `/` matches frames whose file path contains it; any other rule
-/// matches frames whose function name starts with it (ignoring a leading `<`, so
-/// `alloc::` also matches `<alloc::vec::Vec<T> as Clone>::clone`).
+/// A rule containing `/` matches frames whose file path contains it; a rule starting with
+/// `=` matches frames whose function name is the rest (`=start_thread`), and only frames
+/// without a file if it ends in ` (no file)` (`=main (no file)`: the C entry point rustc
+/// generates, not the service's `main`); any other rule matches frames whose function
+/// name starts with it (ignoring a leading `<`, so `alloc::` also matches
+/// `<alloc::vec::Vec<T> as Clone>::clone`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabelRules {
     /// The rules; see the type's documentation.
@@ -220,6 +277,24 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     // path, so runtime frames are told by their files too.
     "/leakwatch-alloc",
     "/leakwatch-report",
+    // The test harness.
+    "test::",
+    "/library/test/",
+    // The thread's start and the C runtime's (glibc's files, when it has debug info).
+    "=start_thread",
+    "=clone",
+    "=clone3",
+    "=__clone",
+    "=__clone3",
+    "=thread_start",
+    "=__libc_start_main",
+    "=__libc_start_main_impl",
+    "=__libc_start_call_main",
+    "=_start",
+    "=main (no file)",
+    "/nptl/",
+    "/csu/",
+    "/sysdeps/",
 ];
 
 impl Default for LabelRules {
@@ -246,12 +321,18 @@ impl LabelRules {
     }
 
     fn ignores(&self, function: Option<&str>, file: Option<&str>) -> bool {
-        let function = function.unwrap_or("");
-        let function = function.strip_prefix('<').unwrap_or(function);
+        let name = function.unwrap_or("");
+        let function = name.strip_prefix('<').unwrap_or(name);
+        let has_file = file.is_some();
         let file = file.unwrap_or("");
         self.ignore.iter().any(|rule| {
             if rule.contains('/') {
                 file.contains(rule.as_str())
+            } else if let Some(exact) = rule.strip_prefix('=') {
+                match exact.strip_suffix(" (no file)") {
+                    Some(exact) => !has_file && name == exact,
+                    None => name == exact,
+                }
             } else {
                 function.starts_with(rule.as_str())
             }
@@ -295,11 +376,11 @@ impl LabelRules {
         }
     }
 
-    /// The label of `stack`: its label frame as `function (file:line)`, or `"(no
-    /// stack)"`.
+    /// The label of `stack`: its label frame as `function (file:line)` (generic
+    /// arguments shortened: [`Frame::short_label`]), or `"(no stack)"`.
     pub fn label(&self, stack: &[Frame]) -> String {
         match self.label_frame(stack) {
-            Some(i) => stack[i].label(),
+            Some(i) => stack[i].short_label(),
             None => "(no stack)".to_string(),
         }
     }
@@ -312,9 +393,211 @@ impl LabelRules {
     }
 }
 
-/// [`Frame::label`] of a borrowed frame.
+/// [`Frame::short_label`] of a borrowed frame.
 fn ref_label(address: u64, symbol: Option<&Symbol>) -> String {
-    Frame::from_ref(address, symbol).label()
+    Frame::from_ref(address, symbol).short_label()
+}
+
+/// `name` with its long generic argument lists (those naming paths, or longer than
+/// [`SHORT_GENERICS`] characters) shortened to `<…>`:
+/// `app::Cache<alloc::string::String, u8>::put` is `app::Cache<…>::put`, `Store<K, V>`
+/// stays. A `<` that opens a qualified path (`<T as Trait>::f`, at the start or after
+/// `(`, `&`, a space...) stays, with the long lists inside it shortened.
+pub fn short_generics(name: &str) -> String {
+    shorten_generics(name, &|arguments| {
+        arguments.contains("::") || arguments.chars().count() > SHORT_GENERICS
+    })
+}
+
+/// The longest generic argument list (without its brackets) labels keep as it is.
+pub const SHORT_GENERICS: usize = 12;
+
+/// `name` with the generic argument lists for which `shorten` holds replaced by `<…>`.
+fn shorten_generics(name: &str, shorten: &dyn Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.char_indices().peekable();
+    let mut previous = ' ';
+    while let Some((i, c)) = chars.next() {
+        let opens_arguments =
+            c == '<' && (previous.is_alphanumeric() || matches!(previous, '_' | '}' | ':' | '>'));
+        if !opens_arguments {
+            out.push(c);
+            previous = c;
+            continue;
+        }
+        // Find the matching `>` (a `>` after `-` is an arrow, not a bracket).
+        let (mut depth, mut last, mut end) = (1usize, c, None);
+        for (j, c) in chars.by_ref() {
+            match c {
+                '<' => depth += 1,
+                '>' if last != '-' => depth -= 1,
+                _ => {}
+            }
+            last = c;
+            if depth == 0 {
+                end = Some(j);
+                break;
+            }
+        }
+        let Some(end) = end else {
+            // Unbalanced: keep the rest as it is.
+            out.push_str(&name[i..]);
+            break;
+        };
+        let arguments = &name[i + 1..end];
+        if shorten(arguments) {
+            // `f::<T>` (a turbofish) is `f<…>` too.
+            if out.ends_with("::") {
+                out.truncate(out.len() - 2);
+            }
+            out.push_str("<…>");
+        } else {
+            out.push('<');
+            out.push_str(&shorten_generics(arguments, shorten));
+            out.push('>');
+        }
+        previous = '>';
+    }
+    out
+}
+
+/// `name` without its generic argument lists (`app::Cache<u8>::put` is `app::Cache::put`).
+fn strip_generics(name: &str) -> String {
+    shorten_generics(name, &|_| true).replace("<…>", "")
+}
+
+/// The kind of a closure or async body named only `{closure#N}`, `{async_fn#N}` or
+/// `{async_block#N}` (generic arguments allowed after it): the name of its type's
+/// environment in generic arguments, e.g. `{closure_env#N}`.
+fn closure_env(name: &str) -> Option<String> {
+    let bare = strip_generics(name);
+    let inner = bare.strip_prefix('{')?.strip_suffix('}')?;
+    let (kind, index) = inner.split_once('#')?;
+    if !matches!(
+        kind,
+        "closure" | "async_fn" | "async_block" | "async_gen_block"
+    ) || index.is_empty()
+        || !index.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(format!("{{{kind}_env#{index}}}"))
+}
+
+/// Whether a symbol-table or debug-info name ends in a closure segment
+/// (`::{{closure}}`, `::{closure#0}`, `::{async_fn#0}`), returning what is before it.
+fn strip_closure_segment(name: &str) -> Option<&str> {
+    let (parent, last) = name.rsplit_once("::")?;
+    (last.starts_with('{') && last.ends_with('}') && !parent.is_empty()).then_some(parent)
+}
+
+/// Completes the names of one address's frames (see [`SymbolTable::insert`]).
+fn complete_names(frames: &mut [Symbol]) {
+    let Some(last) = frames.len().checked_sub(1) else {
+        return;
+    };
+    let symbol = frames[last].symbol.clone();
+    // Outermost first, so a closure can take the completed name of the function it is in.
+    for i in (0..=last).rev() {
+        let Some(name) = frames[i].function.clone() else {
+            if i == last {
+                frames[i].function = symbol.clone();
+            }
+            continue;
+        };
+        if strip_generics(&name).contains("::") {
+            continue;
+        }
+        let completed = match closure_env(&name) {
+            Some(env) => enclosing_function(frames, i, &env, symbol.as_deref())
+                .map(|f| format!("{f}::{name}")),
+            None if i == last => symbol.as_deref().and_then(|s| with_path_of(&name, s)),
+            None => None,
+        };
+        if let Some(completed) = completed {
+            frames[i].function = Some(completed);
+        }
+    }
+}
+
+/// `name` (without a module path) with the path of symbol `symbol` when the symbol's
+/// last segment is the same function: `keep<u8>` in `app::keep` is `app::keep<u8>`.
+fn with_path_of(name: &str, symbol: &str) -> Option<String> {
+    let bare = strip_generics(name);
+    let symbol_bare = strip_generics(symbol);
+    let (_, last_segment) = symbol_bare.rsplit_once("::")?;
+    if last_segment != bare {
+        return None;
+    }
+    // The symbol's path before its last segment, generic arguments and all.
+    let cut = symbol.len() - symbol_tail_len(symbol);
+    Some(format!("{}{name}", &symbol[..cut]))
+}
+
+/// The length of the last `::` segment of `symbol` (with its generic arguments).
+fn symbol_tail_len(symbol: &str) -> usize {
+    let mut depth = 0usize;
+    let bytes = symbol.as_bytes();
+    let mut i = bytes.len();
+    while i > 0 {
+        i -= 1;
+        match bytes[i] {
+            b'>' => depth += 1,
+            b'<' => depth = depth.saturating_sub(1),
+            b':' if depth == 0 && i > 0 && bytes[i - 1] == b':' => return bytes.len() - i - 1,
+            _ => {}
+        }
+    }
+    bytes.len()
+}
+
+/// The function closure or async body `frames[i]` is defined in (see
+/// [`SymbolTable::insert`]).
+fn enclosing_function(
+    frames: &[Symbol],
+    i: usize,
+    env: &str,
+    symbol: Option<&str>,
+) -> Option<String> {
+    // An outer frame generic over the closure's type names its path: `for_each<Range<
+    // usize>, app::run::{closure_env#1}>`.
+    // Runtime code's own closures (`Iterator::for_each::call::{closure_env#0}`) are not
+    // the service's.
+    let rules = LabelRules::default();
+    let marker = format!("::{env}");
+    for outer in &frames[i + 1..] {
+        let Some(name) = outer.function.as_deref() else {
+            continue;
+        };
+        for (at, _) in name.match_indices(&marker) {
+            let start = name[..at]
+                .rfind(['<', ',', ' ', '(', '&', '*', '[', ';'])
+                .map_or(0, |p| p + 1);
+            let path = &name[start..at];
+            if !path.is_empty() && !rules.ignores(Some(path), None) {
+                return Some(path.to_string());
+            }
+        }
+    }
+    // The machine function itself: its symbol is `app::run::{{closure}}`.
+    if i + 1 == frames.len() {
+        if let Some(parent) = symbol.and_then(strip_closure_segment) {
+            return Some(parent.to_string());
+        }
+    }
+    // The function it is written in: the nearest outer frame of the same file that is
+    // neither a closure nor runtime code.
+    let file = frames[i].file.as_deref()?;
+    frames[i + 1..]
+        .iter()
+        .find(|f| {
+            f.file.as_deref() == Some(file)
+                && f.function
+                    .as_deref()
+                    .is_some_and(|n| closure_env(n).is_none() && strip_closure_segment(n).is_none())
+                && !rules.ignores(f.function.as_deref(), f.file.as_deref())
+        })
+        .and_then(|f| f.function.clone())
 }
 
 /// `stack` (innermost first) with every recursive cycle removed: wherever a frame (same

@@ -123,6 +123,9 @@ pub struct CheckResult {
     /// Allocations that could not be tracked (full tables): the check cannot vouch for
     /// them, and fails.
     pub untracked: u64,
+    /// What makes the labels less precise, e.g. frames without file and line in a build
+    /// without debug info (`SymbolTable::warnings`); shown with a failure.
+    pub warnings: Vec<String>,
 }
 
 impl CheckResult {
@@ -463,6 +466,7 @@ fn analyse(
         allocations: allocs[runs] - allocs[0],
         max_allocations_per_run: allocs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0),
         untracked: last.untracked_blocks + last.site_overflow,
+        warnings: symbols.warnings(),
     }
 }
 
@@ -544,6 +548,9 @@ fn leak_message(result: &CheckResult) -> String {
             "\n({} allocation(s) could not be tracked: the tracker's tables are full)",
             result.untracked
         );
+    }
+    for warning in &result.warnings {
+        let _ = writeln!(m, "\nwarning: {warning}");
     }
     m.push_str(&allow_hint(leaks[0]));
     m

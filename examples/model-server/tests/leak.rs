@@ -20,9 +20,11 @@
 
 mod common;
 
-use common::{Server, request};
+use common::{Server, request, wait_for};
 use serde_json::Value;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -236,6 +238,66 @@ fn after_a_model_update_the_leaky_store_is_ranked_first_as_a_leak_in_open_sessio
         held > BUDGET,
         "the leaky store should hold more than its budget by now: {held} B\n{report_text}"
     );
+    // The heap profile names it too: pprof's flat bytes land on open_session, not on
+    // the standard library's allocation code inlined into it.
+    if let Some(top) = pprof_top(&server) {
+        let first = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no rows in go tool pprof -top:\n{top}"));
+        assert!(
+            first.ends_with("model_server::sessions::SessionStore::open_session")
+                || first.ends_with("open_session (inline)"),
+            "go tool pprof -top does not put open_session first:\n{top}"
+        );
+    }
+}
+
+/// `go tool pprof -top` of the service's `/debug/pprof/heap`; `None` (with `SKIPPED` on
+/// stderr) when go is missing, unless `CI` is set.
+fn pprof_top(server: &Server) -> Option<String> {
+    let response = server.get("/debug/pprof/heap");
+    assert_eq!(response.status, 200, "{response:?}");
+    let dir = std::env::temp_dir().join(format!("model-server-leak-pprof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    let file = dir.join("heap.pb.gz");
+    std::fs::write(&file, &response.body).expect("write the profile");
+    let spawned = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(&file)
+        .current_dir(&dir)
+        .env("PPROF_TMPDIR", &dir)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOTELEMETRY", "off")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = std::fs::remove_dir_all(&dir);
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "go not found, and CI is set: apt-get install golang-go"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: go not found (apt-get install golang-go)"
+            );
+            return None;
+        }
+        Err(e) => panic!("cannot run go: {e}"),
+    };
+    let (status, stdout, stderr) = wait_for(child, None, Duration::from_secs(60), "go");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        status.success(),
+        "go tool pprof -top: {status}\n{stdout}{stderr}"
+    );
+    Some(stdout)
 }
 
 #[test]

@@ -5,17 +5,24 @@
 //! sample with four values, in the order of Go's heap profiles: `inuse_space` (bytes),
 //! `inuse_objects` (count), `alloc_space` (bytes), `alloc_objects` (count); `inuse_space`
 //! is the default. Its locations are the site's return addresses, innermost first,
-//! without leakwatch's own allocator at the top (see
-//! [`ALLOCATOR_FRAMES`](super::flamegraph::ALLOCATOR_FRAMES)), so pprof's flat bytes land
-//! where the service allocates rather than in the tracker, as in Go's heap profiles. Each
-//! address is one location whose lines are the frames inlined there (innermost first, as
-//! pprof wants; where the allocator is inlined into its caller, the allocator's lines are
-//! left out), and which points to the mapping of the module holding it. Sites with
-//! nothing to show (all four values 0) are left out.
+//! without the runtime frames at the top (leakwatch's allocator, `__rust_alloc`, the
+//! standard library's allocation code: the frames [`LabelRules`] ignores, up to the frame
+//! that labels the site), so pprof's flat bytes land where the service allocates, on the
+//! function its reports name, as in Go's heap profiles. Each address is one location whose
+//! lines are the frames inlined there (innermost first, as pprof wants; where runtime
+//! code is inlined into its caller, its lines are left out), and which points to the
+//! mapping of the module holding it. A location's address is the return address minus
+//! one: inside the call instruction, the address of the call that pprof and the tools
+//! that read its profiles expect (and the one leakwatch symbolizes). Every recorded
+//! address is a return address, the innermost one too (the return into the service from
+//! its allocating call). Sites with nothing to show (all four values 0) are left out.
 //!
-//! Functions carry the demangled name only (`system_name` is left empty): that tells
-//! pprof the name is already demangled, so it keeps Rust's `<T as Trait>::method` intact
-//! instead of stripping what looks like C++ template arguments.
+//! Functions carry the name reports show (full path: the symbol table's for machine
+//! functions, see [`SymbolTable::insert`]) and, for the machine function of an address,
+//! its symbol-table name as `system_name` when that differs. A name that is not its
+//! system name tells pprof it is already demangled, so pprof keeps Rust's
+//! `<T as Trait>::method` intact instead of stripping what looks like C++ template
+//! arguments; inlined frames have no system name.
 //!
 //! In sampled mode the snapshot's numbers are already unbiased estimates, so they are
 //! written as they are: pprof must not scale them again (and does not: it scales only
@@ -24,8 +31,7 @@
 //! The protobuf encoding is written here by hand: the profile needs only varints and
 //! length-delimited fields.
 
-use super::flamegraph::AllocatorFrames;
-use crate::symbols::SymbolTable;
+use crate::symbols::{LabelRules, SymbolTable};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use leakwatch_alloc::{Mode, Module, SiteStats, Snapshot};
@@ -82,7 +88,7 @@ struct Profile {
     /// always 0 but for the address where the allocator is inlined into its caller.
     location_ids: HashMap<(u64, usize), u64>,
     functions: Vec<Function>,
-    function_ids: HashMap<(i64, i64), u64>,
+    function_ids: HashMap<(i64, i64, i64), u64>,
     comments: Vec<i64>,
 }
 
@@ -116,6 +122,7 @@ struct Location {
 #[derive(Debug)]
 struct Function {
     name: i64,
+    system_name: i64,
     filename: i64,
 }
 
@@ -166,9 +173,9 @@ impl Profile {
         }
 
         p.add_mappings(&snapshot.modules);
-        let allocator = AllocatorFrames::new();
+        let runtime = LabelRules::default();
         for site in &snapshot.sites {
-            p.add_sample(site, &snapshot.modules, symbols, &allocator);
+            p.add_sample(site, &snapshot.modules, symbols, &runtime);
         }
         p
     }
@@ -226,7 +233,7 @@ impl Profile {
         site: &SiteStats,
         modules: &[Module],
         symbols: &SymbolTable,
-        allocator: &AllocatorFrames,
+        runtime: &LabelRules,
     ) {
         let values = [
             bytes_value(site.live_bytes),
@@ -237,22 +244,22 @@ impl Profile {
         if values == [0; 4] {
             return;
         }
-        // Leave out the allocator's frames at the top: whole addresses, and the first
+        // Leave out the runtime frames at the top: whole addresses, and the first
         // inlined frames of the address where they end. The outermost frame stays
-        // should every frame be the allocator's.
+        // should every frame be runtime code.
         // `SymbolTable::stack` gives at least one frame per address.
         let frame_count = |address: u64| symbols.get(address).map_or(1, |s| s.len().max(1));
-        let mut top = Vec::new(); // the frames of the addresses the allocator may span
-        for &address in &site.frames {
-            let frames = symbols.stack(&[address]);
-            let beyond = frames.iter().any(|f| !allocator.may_be_top(f));
-            top.extend(frames);
-            if beyond {
-                break;
+        let mut leading = 0;
+        'top: for &address in &site.frames {
+            for frame in symbols.stack(&[address]) {
+                if !runtime.is_ignored(&frame) {
+                    break 'top;
+                }
+                leading += 1;
             }
         }
         let total: usize = site.frames.iter().map(|&a| frame_count(a)).sum();
-        let cut = allocator.count(&top).min(total.saturating_sub(1));
+        let cut = leading.min(total.saturating_sub(1));
         let mut location_ids = Vec::with_capacity(site.frames.len());
         let mut above = 0; // frames of the addresses before this one
         for &address in &site.frames {
@@ -286,14 +293,18 @@ impl Profile {
         let mut lines = Vec::new();
         let (mut has_file, mut has_line) = (false, false);
         for symbol in symbols.get(address).unwrap_or(&[]).iter().skip(skip) {
-            let Some(name) = symbol.function.as_deref() else {
+            let Some(function) = symbol.function.as_deref() else {
                 continue;
             };
-            let name = self.string(name);
+            let name = self.string(function);
+            let system_name = match symbol.symbol.as_deref() {
+                Some(system) if !symbol.inlined && system != function => self.string(system),
+                _ => 0,
+            };
             let filename = self.string(symbol.file.as_deref().unwrap_or(""));
             has_file |= filename != 0;
             has_line |= symbol.line.is_some();
-            let function_id = self.function(name, filename);
+            let function_id = self.function(name, system_name, filename);
             lines.push((function_id, i64::from(symbol.line.unwrap_or(0))));
         }
         let slot = usize::try_from(mapping_id)
@@ -307,7 +318,8 @@ impl Profile {
         }
         self.locations.push(Location {
             mapping_id,
-            address,
+            // The call instruction, not the return address after it.
+            address: address.saturating_sub(1),
             lines,
         });
         let id = self.locations.len() as u64;
@@ -315,14 +327,19 @@ impl Profile {
         id
     }
 
-    /// The id of the function `(name, filename)`, adding it if new.
-    fn function(&mut self, name: i64, filename: i64) -> u64 {
-        if let Some(&id) = self.function_ids.get(&(name, filename)) {
+    /// The id of the function `(name, system_name, filename)`, adding it if new.
+    fn function(&mut self, name: i64, system_name: i64, filename: i64) -> u64 {
+        let key = (name, system_name, filename);
+        if let Some(&id) = self.function_ids.get(&key) {
             return id;
         }
-        self.functions.push(Function { name, filename });
+        self.functions.push(Function {
+            name,
+            system_name,
+            filename,
+        });
         let id = self.functions.len() as u64;
-        self.function_ids.insert((name, filename), id);
+        self.function_ids.insert(key, id);
         id
     }
 
@@ -376,7 +393,8 @@ impl Profile {
             w.message(field::FUNCTION, |m| {
                 m.uint(1, i as u64 + 1);
                 m.int(2, function.name);
-                // system_name (3) left empty: see the module's documentation.
+                // Empty for inlined frames: see the module's documentation.
+                m.int(3, function.system_name);
                 m.int(4, function.filename);
             });
         }

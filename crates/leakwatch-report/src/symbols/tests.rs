@@ -228,3 +228,215 @@ fn labels_from_addresses_match_labels_from_built_stacks() {
         "app::store (app/src/lib.rs:7)"
     );
 }
+
+/// One address's frames, innermost first: `(function, file, line)`; the last one is the
+/// machine function, with symbol-table name `symbol`.
+fn inline_chain(frames: &[(&str, &str, u32)], symbol: Option<&str>) -> Vec<Symbol> {
+    let mut out: Vec<Symbol> = frames
+        .iter()
+        .map(|&(function, file, line)| {
+            let mut s = Symbol::default();
+            s.address = 0x4242;
+            s.function = Some(function.into());
+            s.file = Some(file.into());
+            s.line = Some(line);
+            s.inlined = true;
+            s
+        })
+        .collect();
+    let last = out.last_mut().unwrap();
+    last.inlined = false;
+    last.symbol = symbol.map(Into::into);
+    out
+}
+
+fn completed(frames: &[(&str, &str, u32)], symbol: Option<&str>) -> Vec<String> {
+    let mut table = SymbolTable::new();
+    table.insert(0x4242, inline_chain(frames, symbol));
+    let names = table.get(0x4242).unwrap().iter();
+    names.map(|s| s.function.clone().unwrap()).collect()
+}
+
+#[test]
+fn closures_take_the_function_they_are_defined_in() {
+    const APP: &str = "/w/app/src/lib.rs";
+    const ITER: &str = "/rustc/x/library/core/src/iter/traits/iterator.rs";
+    // Line-tables-only names: the closure type in a runtime frame's generic arguments
+    // names `{closure#1}`; `{closure#0}` (called by it) is written in `run`, the nearest
+    // frame of its file; runtime code's own `{closure_env#0}` is not it. The machine
+    // function takes its symbol's path.
+    let names = completed(
+        &[
+            ("{closure#0}", APP, 10),
+            ("{closure#1}", APP, 12),
+            (
+                "fold<core::ops::range::Range<usize>, (), core::iter::traits::iterator::Iterator::for_each::call::{closure_env#0}<usize, app::run::{closure_env#1}>>",
+                ITER,
+                2647,
+            ),
+            ("run", APP, 12),
+            ("main", "/w/app/src/main.rs", 3),
+        ],
+        Some("app::main"),
+    );
+    assert_eq!(
+        names,
+        [
+            "run::{closure#0}",
+            "app::run::{closure#1}",
+            "fold<core::ops::range::Range<usize>, (), core::iter::traits::iterator::Iterator::for_each::call::{closure_env#0}<usize, app::run::{closure_env#1}>>",
+            "run",
+            "app::main",
+        ]
+    );
+    // An async body that is its own machine function: its symbol is the fn's closure.
+    let names = completed(
+        &[("{async_fn#0}", "/w/srv/src/server.rs", 323)],
+        Some("model_server::server::generate::{{closure}}"),
+    );
+    assert_eq!(names, ["model_server::server::generate::{async_fn#0}"]);
+    // One inlined into an executor generic over its future's type.
+    let names = completed(
+        &[
+            ("{async_fn#0}", APP, 9),
+            ("block_on<app::answer::{async_fn_env#0}>", APP, 25),
+        ],
+        Some("app::block_on"),
+    );
+    assert_eq!(
+        names,
+        [
+            "app::answer::{async_fn#0}",
+            "app::block_on<app::answer::{async_fn_env#0}>"
+        ]
+    );
+    // Nothing to go by: the name stays.
+    let names = completed(&[("{closure#0}", APP, 9), ("other", "/w/b.rs", 1)], None);
+    assert_eq!(names, ["{closure#0}", "other"]);
+    // Names with a path are kept as they are, and so is a symbol of another function.
+    let names = completed(
+        &[("app::Store<T>::put", APP, 1), ("helper", APP, 2)],
+        Some("app::inlined_into::caller"),
+    );
+    assert_eq!(names, ["app::Store<T>::put", "helper"]);
+}
+
+#[test]
+fn labels_shorten_generic_arguments_and_stacks_keep_them() {
+    assert_eq!(
+        short_generics(
+            "app::Foo<alloc::string::String, std::collections::hash::map::HashMap<u8, u8>>::get"
+        ),
+        "app::Foo<…>::get"
+    );
+    assert_eq!(
+        short_generics("<alloc::vec::Vec<alloc::string::String> as core::clone::Clone>::clone"),
+        "<alloc::vec::Vec<…> as core::clone::Clone>::clone"
+    );
+    assert_eq!(
+        short_generics(
+            "<fn() -> core::result::Result<(), u8> as core::ops::FnOnce<()>>::call_once"
+        ),
+        "<fn() -> core::result::Result<(), u8> as core::ops::FnOnce<()>>::call_once"
+    );
+    assert_eq!(
+        short_generics("app::keep::<alloc::string::String>"),
+        "app::keep<…>"
+    );
+    // Short lists of parameters stay: `Store<K, V>`, `Vec<u8>`.
+    assert_eq!(
+        short_generics("<app::Store<K, V> as app::Put<u8>>::put"),
+        "<app::Store<K, V> as app::Put<u8>>::put"
+    );
+    assert_eq!(
+        short_generics("app::Pair<Vec<alloc::string::String>, u8>::get"),
+        "app::Pair<…>::get"
+    );
+    assert_eq!(
+        short_generics("app::run::{closure#0}"),
+        "app::run::{closure#0}"
+    );
+    assert_eq!(short_generics("broken<a"), "broken<a");
+    let f = frame("app::keep<alloc::vec::Vec<u64>>", "/w/app/src/lib.rs", 7);
+    assert_eq!(f.short_label(), "app::keep<…> (app/src/lib.rs:7)");
+    assert_eq!(
+        f.label(),
+        "app::keep<alloc::vec::Vec<u64>> (app/src/lib.rs:7)"
+    );
+    assert_eq!(
+        LabelRules::default().label(&[f]),
+        "app::keep<…> (app/src/lib.rs:7)"
+    );
+}
+
+#[test]
+fn the_threads_start_is_runtime() {
+    let rules = LabelRules::default();
+    let start = frame("start_thread", "./nptl/pthread_create.c", 442);
+    let clone = Frame {
+        file: None,
+        line: None,
+        ..frame("clone3", "", 0)
+    };
+    let c_main = Frame {
+        file: None,
+        line: None,
+        ..frame("main", "", 0)
+    };
+    for f in [&start, &clone, &c_main] {
+        assert!(rules.is_ignored(f), "{f:?}");
+    }
+    // Exact names only: the service's `clone_all` and its own `main` are its code.
+    assert!(!rules.is_ignored(&frame("clone_all", "/w/app/src/lib.rs", 1)));
+    assert!(!rules.is_ignored(&frame("main", "/w/app/src/main.rs", 1)));
+    // Rules of their own (an allow-list) do not match the C `main`.
+    let own = LabelRules {
+        ignore: vec!["app::".into()],
+    };
+    assert!(!own.is_ignored(&c_main));
+    // A stack with only runtime frames and the thread's start is not labelled with it.
+    let stack = [
+        frame(
+            "alloc::alloc::alloc",
+            "/rustc/x/library/alloc/src/alloc.rs",
+            9,
+        ),
+        frame("test::run_test", "/rustc/x/library/test/src/lib.rs", 600),
+        start.clone(),
+        clone.clone(),
+    ];
+    assert!(!rules.label(&stack).contains("start_thread"));
+    let stack = [
+        stack[0].clone(),
+        frame("app::work", "/w/app/src/lib.rs", 4),
+        start,
+    ];
+    assert_eq!(rules.label(&stack), "app::work (app/src/lib.rs:4)");
+}
+
+#[test]
+fn frames_without_files_are_warned_about() {
+    let mut table = SymbolTable::new();
+    table.insert(
+        1,
+        inline_chain(&[("app::run", "/w/app/src/lib.rs", 3)], None),
+    );
+    assert!(table.warnings().is_empty());
+    // The C runtime's frames and runtime code without files say nothing.
+    let mut bare = Symbol::default();
+    bare.function = Some("start_thread".into());
+    table.insert(2, vec![bare.clone()]);
+    bare.function = Some("std::rt::lang_start".into());
+    table.insert(3, vec![bare.clone()]);
+    assert!(table.warnings().is_empty());
+    // The service's code without debug info does.
+    bare.function = Some("app::handler".into());
+    table.insert(4, vec![bare]);
+    let warnings = table.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].starts_with("1 of 2 frames"), "{warnings:?}");
+    assert!(
+        warnings[0].contains("debug = \"line-tables-only\""),
+        "{warnings:?}"
+    );
+}

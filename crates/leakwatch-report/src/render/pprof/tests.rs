@@ -278,9 +278,19 @@ impl Decoded {
             .expect("location")
     }
 
+    /// The location of return address `address` (written as its call address, one
+    /// byte earlier).
     fn location_at(&self, address: u64) -> &DLocation {
-        let found = self.locations.iter().find(|l| l.address == address);
+        let found = self.locations.iter().find(|l| l.address == address - 1);
         found.unwrap_or_else(|| panic!("no location at {address:#x}"))
+    }
+
+    /// The return addresses of a sample's locations (their addresses plus one).
+    fn return_addresses(&self, location_ids: &[u64]) -> Vec<u64> {
+        location_ids
+            .iter()
+            .map(|&id| self.location(id).address + 1)
+            .collect()
     }
 
     /// The function names of a location, innermost inlined first.
@@ -409,7 +419,7 @@ fn one_sample_per_site_with_unscaled_values_and_zero_sites_skipped() {
         (5, &[10, 1, 10, 2]),
     ];
     assert_eq!(by_site, expect);
-    let addresses: Vec<u64> = d.locations.iter().map(|l| l.address).collect();
+    let addresses: Vec<u64> = d.locations.iter().map(|l| l.address + 1).collect();
     assert!(
         !addresses.contains(&0x3030),
         "a skipped site's frames: {addresses:x?}"
@@ -420,9 +430,10 @@ fn one_sample_per_site_with_unscaled_values_and_zero_sites_skipped() {
 fn locations_innermost_first_with_inlined_lines_innermost_first() {
     let d = decode(&pprof(&snapshot(), &symbols()));
     let leak = &d.samples[0].locations;
-    let addresses: Vec<u64> = leak.iter().map(|&id| d.location(id).address).collect();
     // The allocator's frames at the top (0x1a00, 0x1a10) are left out.
-    assert_eq!(addresses, [0x1010, 0x1777]);
+    assert_eq!(d.return_addresses(leak), [0x1010, 0x1777]);
+    // Locations hold call addresses: the return address minus one.
+    assert_eq!(d.location(leak[0]).address, 0x100f);
     // profile.proto: the last line is the caller the preceding ones were inlined into.
     assert_eq!(
         d.names_at(leak[0]),
@@ -438,7 +449,7 @@ fn one_location_per_address_and_functions_deduplicated() {
     let d = decode(&pprof(&snapshot(), &symbols()));
     let ids: Vec<u64> = d.locations.iter().map(|l| l.id).collect();
     assert_eq!(ids, (1..=d.locations.len() as u64).collect::<Vec<_>>());
-    let mut addresses: Vec<u64> = d.locations.iter().map(|l| l.address).collect();
+    let mut addresses: Vec<u64> = d.locations.iter().map(|l| l.address + 1).collect();
     addresses.sort_unstable();
     assert_eq!(
         addresses,
@@ -453,7 +464,8 @@ fn one_location_per_address_and_functions_deduplicated() {
     assert_eq!(mains.len(), 1, "{:?}", d.functions);
     assert_eq!(mains[0].file, "/w/app/src/main.rs");
     assert_eq!(d.functions.len(), 5, "{:?}", d.functions);
-    // Names are demangled already: no system name, so pprof keeps them as they are.
+    // Names are demangled already: without a symbol-table name no system name, so
+    // pprof keeps them as they are.
     assert!(d.functions.iter().all(|f| f.system_name.is_empty()));
     let main_lines: Vec<i64> = [0x1777, 0x1778]
         .map(|a| d.location_at(a).lines[0].1)
@@ -536,11 +548,103 @@ fn allocator_inlined_into_its_caller_is_left_out() {
     s.sites = vec![site(1, vec![0x1b00, 0x1b10, 0x1777], MIB, 1.0, MIB)];
     let d = decode(&pprof(&s, &inlined_allocator_symbols()));
     let stack = &d.samples[0].locations;
-    let addresses: Vec<u64> = stack.iter().map(|&id| d.location(id).address).collect();
-    assert_eq!(addresses, [0x1b10, 0x1777]);
-    assert_eq!(d.names_at(stack[0]), ["alloc", "app::grow"]);
+    assert_eq!(d.return_addresses(stack), [0x1b10, 0x1777]);
+    // The standard library's allocation code inlined there (`alloc`) goes too: flat
+    // bytes land on the function that labels the site.
+    assert_eq!(d.names_at(stack[0]), ["app::grow"]);
     let names: Vec<&str> = d.functions.iter().map(|f| f.name.as_str()).collect();
-    assert_eq!(names, ["alloc", "app::grow", "app::main"]);
+    assert_eq!(names, ["app::grow", "app::main"]);
+}
+
+/// Symbols as a release build with line-tables-only debug info gives them for a leak in
+/// `open_session`: the standard library's allocation code inlined into it, itself
+/// inlined into a request handler; the machine functions' symbol-table names.
+fn release_symbols() -> SymbolTable {
+    let alloc = "/rustc/x/library/alloc/src/alloc.rs";
+    let vec = "/rustc/x/library/alloc/src/vec/mod.rs";
+    let sessions = "/w/model-server/src/sessions.rs";
+    let mut table = inlined_allocator_symbols();
+    let mut frames = vec![
+        symbol(
+            0x1c10,
+            "__rust_alloc",
+            "/w/model-server/src/main.rs",
+            4,
+            true,
+        ),
+        symbol(0x1c10, "alloc", alloc, 95, true),
+        symbol(
+            0x1c10,
+            "with_capacity_in<u8, alloc::alloc::Global>",
+            vec,
+            965,
+            true,
+        ),
+        symbol(0x1c10, "open_session", sessions, 120, true),
+        symbol(
+            0x1c10,
+            "{async_fn#0}",
+            "/w/model-server/src/server.rs",
+            323,
+            false,
+        ),
+    ];
+    frames[4].symbol = Some("model_server::server::generate::{{closure}}".into());
+    table.insert(0x1c10, frames);
+    let mut caller = symbol(0x1c20, "poll", "/w/tokio/src/runtime/task.rs", 50, false);
+    caller.symbol = Some("tokio::runtime::task::poll".into());
+    table.insert(0x1c20, vec![caller]);
+    table
+}
+
+#[test]
+fn runtime_frames_are_left_out_and_machine_functions_carry_their_symbol() {
+    let mut s = snapshot();
+    s.sites = vec![
+        site(1, vec![0x1b00, 0x1c10, 0x1c20], 8 * MIB, 8.0, 8 * MIB),
+        site(2, vec![0x1b00, 0x1b10, 0x1777], MIB, 1.0, MIB),
+    ];
+    let d = decode(&pprof(&s, &release_symbols()));
+    let stack = &d.samples[0].locations;
+    assert_eq!(d.return_addresses(stack), [0x1c10, 0x1c20]);
+    assert_eq!(
+        d.names_at(stack[0]),
+        [
+            "open_session",
+            "model_server::server::generate::{async_fn#0}"
+        ]
+    );
+    let system = |name: &str| {
+        let f = d.functions.iter().find(|f| f.name == name);
+        f.unwrap_or_else(|| panic!("{:?}", d.functions))
+            .system_name
+            .clone()
+    };
+    assert_eq!(
+        system("model_server::server::generate::{async_fn#0}"),
+        "model_server::server::generate::{{closure}}"
+    );
+    // Inlined frames have none; nor has a name that is its symbol already.
+    assert_eq!(system("open_session"), "");
+    assert_eq!(system("tokio::runtime::task::poll"), "");
+    let Some(top) = go_pprof(&pprof(&s, &release_symbols()), &["-top"]) else {
+        return;
+    };
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no rows in\n{top}"));
+    assert!(first.ends_with("open_session (inline)"), "{top}");
+    assert!(first.trim_start().starts_with("8MB"), "{top}");
+    assert!(
+        !top.contains("alloc (inline)") && !top.contains("__rust_alloc"),
+        "{top}"
+    );
+    assert!(
+        top.contains("model_server::server::generate::{async_fn#0}"),
+        "{top}"
+    );
 }
 
 #[test]
