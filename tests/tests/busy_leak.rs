@@ -64,7 +64,8 @@ fn busy_leak_is_found_within_30_seconds() {
             let report = recorder.report();
             for site in &report.sites {
                 if site.verdict == Verdict::Leak && site.label.contains("cache_response") {
-                    cache_called_leak.push(format!("{:.0} s: {}", report.window_seconds, site.label));
+                    cache_called_leak
+                        .push(format!("{:.0} s: {}", report.window_seconds, site.label));
                 }
             }
             let leak = report
@@ -86,8 +87,14 @@ fn busy_leak_is_found_within_30_seconds() {
     recorder.stop();
     let (after, label) = found.expect("the busy site's leak was never called a leak in 40 s");
     println!("leak found after {:.1} s: {label}", after.as_secs_f64());
-    assert!(after <= Duration::from_secs(30), "found only after {after:?}");
-    assert!(cache_called_leak.is_empty(), "the cache was called a leak: {cache_called_leak:?}");
+    assert!(
+        after <= Duration::from_secs(30),
+        "found only after {after:?}"
+    );
+    assert!(
+        cache_called_leak.is_empty(),
+        "the cache was called a leak: {cache_called_leak:?}"
+    );
 }
 
 fn main() {

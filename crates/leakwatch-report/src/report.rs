@@ -409,7 +409,7 @@ impl Report {
             omitted_live_bytes: kept.omitted_live_bytes,
             tracker: latest.tracker,
             overflow: latest.overflow,
-            warnings: warnings(history, clock.as_ref()),
+            warnings: warnings(history, symbols, clock.as_ref()),
             chart_times,
             chart_process,
             clock,
@@ -757,10 +757,12 @@ impl ProcessSummary {
     }
 }
 
-/// Stage "warnings": the tracker's, then the report's own.
-fn warnings(history: &History, clock: Option<&ClockNote>) -> Vec<String> {
+/// Stage "warnings": the tracker's, the symbols', then the report's own.
+fn warnings(history: &History, symbols: &SymbolTable, clock: Option<&ClockNote>) -> Vec<String> {
     let latest = history.latest();
     let mut warnings = latest.warnings.clone();
+    // Frames without file and line: say what to set.
+    warnings.extend(symbols.warnings());
     if history.len() < 3 {
         warnings.push(format!(
             "only {} point(s) recorded: growth needs at least 3 snapshots over time",

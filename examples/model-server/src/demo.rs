@@ -177,6 +177,8 @@ struct Phase {
     found_at: Option<f64>,
     /// The last JSON report.
     report: Option<Report>,
+    /// Every `leak` of a per-second report: `"<seconds>s: <label>"`.
+    leaks_seen: Vec<String>,
     /// `GET /debug/leaks?format=text`.
     text: String,
     /// `GET /debug/leaks?format=html`.
@@ -310,12 +312,14 @@ chose and drops the old model's sessions on an update.",
     );
     let fixed = runtime.block_on(phase(&exe, options, Store::Fixed))?;
     println!("\nload: {}", fixed.load);
+    // No site of the fixed store may be a leak, at the end or in any per-second report.
     let fixed_leaks: Vec<String> = fixed
         .report
         .iter()
         .flat_map(|r| &r.sites)
         .filter(|s| s.verdict == Verdict::Leak)
-        .map(|s| s.label.clone())
+        .map(|s| format!("at the end: {}", s.label))
+        .chain(fixed.leaks_seen.iter().cloned())
         .collect();
     let fixed_ok = fixed.report.is_some() && fixed_leaks.is_empty();
     println!("\nGET /debug/leaks?format=text&top=6, at the end of the run:\n");
@@ -423,6 +427,7 @@ async fn phase(exe: &Path, options: &DemoOptions, store: Store) -> Result<Phase,
     let mut updated_at = None;
     let mut found_at = None;
     let mut report = None;
+    let mut leaks_seen = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is now
@@ -440,6 +445,13 @@ async fn phase(exe: &Path, options: &DemoOptions, store: Store) -> Result<Phase,
             let latest = fetch_report(&target, 8).await?;
             let store_line = store_stats(&target).await.unwrap_or_default();
             let (session_sites, first) = describe(&latest);
+            leaks_seen.extend(
+                latest
+                    .sites
+                    .iter()
+                    .filter(|s| s.verdict == Verdict::Leak)
+                    .map(|s| format!("{:.0}s: {}", t.as_secs_f64(), s.label)),
+            );
             println!(
                 "  {:>3.0}s  {store_line:>17}  {session_sites:<28}  {first}",
                 t.as_secs_f64()
@@ -511,6 +523,7 @@ async fn phase(exe: &Path, options: &DemoOptions, store: Store) -> Result<Phase,
         updated_at,
         found_at,
         report,
+        leaks_seen,
         text,
         html,
     })

@@ -366,12 +366,17 @@ impl Tally {
     }
 }
 
+/// When a block born at a time is freed (infinite: never).
+type Death = Box<dyn Fn(f64, &mut Rng) -> f64>;
+/// A shape, built for a sampling rate and a window (seconds).
+type ShapeFor = Box<dyn Fn(f64, f64) -> Shape>;
+
 /// How a simulated site allocates and frees.
 struct Shape {
     /// Bytes allocated in `(t0, t1]`.
     allocated: Box<dyn Fn(f64, f64) -> f64>,
     /// When a block born at a time is freed (infinite: never).
-    death: Box<dyn Fn(f64, &mut Rng) -> f64>,
+    death: Death,
     /// Bytes alive at the start of the window, and when each of those blocks dies.
     initial: f64,
     initial_death: Box<dyn Fn(&mut Rng) -> f64>,
@@ -621,7 +626,7 @@ fn sampled_caches_that_fill_and_stop_are_plateaus() {
 fn sampled_churn_pools_and_sawtooths_are_not_leaks() {
     let mut all = Tally::default();
     let mut seed = 202;
-    let shapes: Vec<(String, Box<dyn Fn(f64, f64) -> Shape>)> = vec![
+    let shapes: Vec<(String, ShapeFor)> = vec![
         ("churn 0.5R 10ms".into(), Box::new(steady(0.5, 0.01))),
         ("churn 16R 2s".into(), Box::new(steady(16.0, 2.0))),
         ("pool 32R 30s".into(), Box::new(steady(32.0, 30.0))),
