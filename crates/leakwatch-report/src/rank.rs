@@ -427,8 +427,10 @@ impl Noise<'_> {
 }
 
 /// The standard deviation of one point's noise, from first differences around their
-/// median (robust to trends, steps and spikes): the median absolute deviation, scaled
-/// for a normal distribution.
+/// median (so a steady trend does not count): their root mean square with the largest
+/// 5% left out (so a step, a cache filling or a spike does not count), divided by
+/// `sqrt(2)`. Not the median absolute deviation: that ignores up to half the
+/// differences, so the drop of a sawtooth (one difference in four) would go unseen.
 fn point_noise(values: &[f64]) -> f64 {
     if values.len() < 6 {
         return 0.0;
@@ -436,52 +438,54 @@ fn point_noise(values: &[f64]) -> f64 {
     let mut diffs: Vec<f64> = values.windows(2).map(|w| w[1] - w[0]).collect();
     let center = median(&mut diffs.clone()).unwrap_or(0.0);
     diffs.iter_mut().for_each(|d| *d = (*d - center).abs());
-    let mad = median(&mut diffs).unwrap_or(0.0);
-    mad / 0.6745 / std::f64::consts::SQRT_2
+    diffs.sort_by(f64::total_cmp);
+    let keep = diffs.len() - (diffs.len() / 20).max(1);
+    let mean_square = diffs[..keep].iter().map(|d| d * d).sum::<f64>() / keep as f64;
+    (mean_square / 2.0).sqrt()
 }
 
 /// Blocks the series is cut into to measure its own swing.
-const SWING_BLOCKS: usize = 12;
+const SWING_BLOCKS: usize = 20;
+/// Blocks the series is cut into to find when it reached its level.
+const FLAT_BLOCKS: usize = 12;
 
-/// The series' own swing: the median of each of [`SWING_BLOCKS`] consecutive blocks,
-/// less the trend (the Theil-Sen line through those medians), has this robust standard
-/// deviation (median absolute deviation, scaled for a normal distribution). A steady
-/// leak's blocks sit on its line; noise, and a truth that rises and falls (a sawtooth, a
-/// periodic batch), scatter them. Returns it and the points per block.
-fn block_noise(times: &[f64], values: &[f64]) -> (f64, usize) {
-    let n = times.len().min(values.len());
+/// The series' own swing: the medians of [`SWING_BLOCKS`] consecutive blocks (each as
+/// long as the shortest stretch a level is taken over, the window's first twentieth)
+/// differ from
+/// one block to the next by this much beyond their typical step (the median absolute
+/// deviation of those differences around their median, scaled for a normal
+/// distribution and for one block). A steady leak's blocks step evenly and a cache
+/// that filled and stopped steps only while it filled (a few outlying differences);
+/// noise, and a truth that rises and falls (a sawtooth, a periodic batch, a sampled
+/// estimate wandering as its samples turn over), scatter them. Returns it and the
+/// points per block.
+fn block_noise(values: &[f64]) -> (f64, usize) {
+    let n = values.len();
     if n < 2 * SWING_BLOCKS {
         return (0.0, 1);
     }
     let per = n / SWING_BLOCKS;
-    let (mut t, mut v) = (Vec::new(), Vec::new());
-    for k in 0..SWING_BLOCKS {
-        let (a, b) = (k * per, (k + 1) * per);
-        t.push((times[a] + times[b - 1]) / 2.0);
-        v.push(median_of(&values[a..b]));
-    }
-    let slope = theil_sen(&t, &v).unwrap_or(0.0);
-    let mut residuals: Vec<f64> = t.iter().zip(&v).map(|(t, v)| v - slope * t).collect();
-    let center = median(&mut residuals.clone()).unwrap_or(0.0);
-    residuals.iter_mut().for_each(|r| *r = (*r - center).abs());
-    (median(&mut residuals).unwrap_or(0.0) / 0.6745, per)
+    let levels: Vec<f64> = (0..SWING_BLOCKS)
+        .map(|k| median_of(&values[k * per..(k + 1) * per]))
+        .collect();
+    (point_noise(&levels), per)
 }
 
 /// How long a site has been flat, against how long it took to get there, on the medians
-/// of [`SWING_BLOCKS`] blocks (robust to noise): seconds since the first block that sits
+/// of [`FLAT_BLOCKS`] blocks (robust to noise): seconds since the first block that sits
 /// (within `band`) at the level `now` it holds; the span a next rise may take, the time
 /// it rose over and twice the gap between its last two rises (a container that doubles
 /// takes twice as long for each next step, so a pause shorter than that is no evidence
 /// that it stopped).
 fn flat_and_rise(times: &[f64], values: &[f64], start: f64, now: f64, band: f64) -> (f64, f64) {
     let n = times.len().min(values.len());
-    if n < SWING_BLOCKS {
+    if n < FLAT_BLOCKS {
         return (0.0, 0.0);
     }
-    let per = n / SWING_BLOCKS;
+    let per = n / FLAT_BLOCKS;
     let block = |k: usize| median_of(&values[k * per..((k + 1) * per).min(n)]);
     let center = |k: usize| times[(k * per + per / 2).min(n - 1)];
-    let levels: Vec<f64> = (0..SWING_BLOCKS).map(block).collect();
+    let levels: Vec<f64> = (0..FLAT_BLOCKS).map(block).collect();
     let Some(reached) = levels.iter().position(|&v| v >= now - band) else {
         return (0.0, 0.0);
     };
@@ -551,7 +555,7 @@ fn site_trend<K>(
     // The start: the first twentieth (a cache may fill within the first tenth).
     let first = Level::of(values, 0, (m / 20).max(1));
     let last = Level::of(values, m - tenth, m);
-    let (block_sigma, block_points) = block_noise(times, values);
+    let (block_sigma, block_points) = block_noise(values);
     let noise = Noise {
         r: o.sample_bytes,
         departed: departed.as_deref(),
@@ -565,14 +569,18 @@ fn site_trend<K>(
     let recent_growth = late.value - middle.value;
     let window = axes.window;
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
-    let beyond = |x: Level, y: Level| {
+    let beyond = |x: Level, y: Level, sigmas: f64| {
         let change = y.value - x.value;
-        change >= min_growth && change > GREW_SIGMAS * noise.between(x, y)
+        change >= min_growth && change > sigmas * noise.between(x, y)
     };
     // Grew beyond noise: from the first third's level to the last's, or from the
-    // window's first tenth to its last (a leak's full rise; a cache that filled within
-    // the first third shows only there).
-    let grew = (beyond(early, late) || beyond(first, last) || beyond(first, late))
+    // window's first twentieth to its last tenth or third (a leak's full rise; a cache
+    // that filled within the first third shows only there). The start rests on few
+    // points and is a second and third look, so it must clear a higher bar.
+    let from_start = GREW_SIGMAS + 0.5;
+    let grew = (beyond(early, late, GREW_SIGMAS)
+        || beyond(first, last, from_start)
+        || beyond(first, late, from_start))
         && rate
             .max(recent_rate)
             .max(mean_rate)
