@@ -589,7 +589,10 @@ fn site_trend<K>(
     let significant_up = mk.p_increasing < o.alpha;
     // How long it has been flat, and how long it rose for (see `flat_and_rise`).
     let rise = late.value - first.value;
-    let band = (2.0 * noise.model(late, late, 0.0)).max(0.1 * rise.max(0.0));
+    // Within noise of its level (the wander of an estimate whose samples turn over),
+    // but never more than a quarter of the rise: a leak's last quarter is no flat stretch.
+    let rise_up = rise.max(0.0);
+    let band = (2.0 * noise.model(middle, late, 0.0)).clamp(0.1 * rise_up, 0.25 * rise_up);
     let (flat_time, rise_span) = flat_and_rise(times, values, first.value, late.value, band);
     // The growth from the middle third to the last that a steady climb predicts: half
     // the thirds' growth, or about 0.4 of the rise from the window's start.
@@ -607,15 +610,16 @@ fn site_trend<K>(
     // Stopped: well short of that pace, by more than the noise a steady climb of
     // `expected` would have; and flat for longer than it took to rise.
     let climb_noise = noise.model(middle, late, expected);
-    // Or it rose early, clearly, and has barely moved since: a cache filled within the
-    // window's first part, whose thirds' growth may not even show the rise.
+    // Or it rose early, clearly, and has not climbed since by more than noise at rest
+    // explains: a cache filled within the window's first part (whose thirds' growth may
+    // not even show the rise), its sampled estimate wandering as its samples turn over.
     let flat_long_enough = flat_time > 1.2 * rise_span && m >= 10;
+    let short_of_pace = recent_growth < 0.5 * expected;
     let stopped = flat_long_enough
-        && ((recent_growth < 0.5 * expected
-            && expected - recent_growth > STOP_SIGMAS * climb_noise)
-            || (recent_growth < 0.15 * rise
-                && rise > 1.5 * STOP_SIGMAS * noise.between(first, late)));
-
+        && short_of_pace
+        && (expected - recent_growth > STOP_SIGMAS * climb_noise
+            || (rise > 1.5 * STOP_SIGMAS * noise.between(first, late)
+                && recent_growth <= CLIMB_SIGMAS * at_rest));
     let verdict = if grew && significant_up && still_climbing && !stopped {
         Verdict::Leak
     } else if grew && stopped {
