@@ -2,7 +2,8 @@
 //! (freed every time), a bounded cache (fills up, then stays), and a "seen sessions" list
 //! that is never pruned (the leak). leakwatch samples at its default rate, its recorder
 //! snapshots four times a second, and after a few seconds of load the program prints the
-//! ranked report: the leak first, as `leak`, and the cache as `plateau`. It also writes
+//! ranked report: the leak first, as `leak`, and the cache as `plateau` (or `growing` in
+//! runs where its sampled estimate wandered up at the end; never `leak`). It also writes
 //! the HTML report and the recorded series, for `leakwatch report`.
 //!
 //! Run: `cargo run --release -p leaky-sites` (`-- --seconds N` to change the load time,
@@ -186,22 +187,28 @@ fn main() -> ExitCode {
         .sites
         .iter()
         .find(|s| s.label.contains("render_response"));
+    // The check: the leak ranked first as a leak, the cache not a leak. The cache is a
+    // `plateau` in most runs; its sampled estimate turns over completely every 3 s (no
+    // request hits it twice before eviction) and wanders by about four samples, so in
+    // about one run in seven under load its last third sits high enough to leave it
+    // `growing` ("grew; not surely stopped yet"), never a leak.
     match (first, cache) {
         (Some(first), Some(cache))
             if first.label.contains("remember_session")
                 && first.verdict == Verdict::Leak
-                && cache.verdict == Verdict::Plateau =>
+                && matches!(cache.verdict, Verdict::Plateau | Verdict::Growing) =>
         {
             println!(
-                "\nThe leak is ranked first: {} ({}); the cache is a plateau, not a leak.",
+                "\nThe leak is ranked first: {} ({}); the cache is a {}, not a leak.",
                 first.label,
-                first.verdict.as_str()
+                first.verdict.as_str(),
+                cache.verdict.as_str()
             );
             ExitCode::SUCCESS
         }
         _ => {
             println!(
-                "\nunexpected: the leaking site is not ranked first as a leak with the cache a plateau"
+                "\nunexpected: the leaking site is not ranked first as a leak, or the cache is a leak"
             );
             ExitCode::FAILURE
         }
