@@ -28,8 +28,11 @@ pub(crate) struct SiteRecord {
     alloc_count: AtomicU64,
     freed_bytes: AtomicU64,
     freed_count: AtomicU64,
-    /// Weighted bytes of blocks freed after being live at a snapshot (see `tracker::EPOCH`).
+    /// Weighted bytes of blocks freed after living through `OLD_SNAPSHOTS` snapshots
+    /// (see `tracker::EPOCH`).
     freed_old_bytes: AtomicU64,
+    /// Weighted bytes of blocks freed after being live at one snapshot or more.
+    freed_seen_bytes: AtomicU64,
     /// The scope whose allocations this site holds (see `scope.rs`), 0 for none. Set
     /// before the site is published, never changed.
     scope: AtomicU64,
@@ -51,8 +54,11 @@ pub(crate) struct SiteCounters {
     pub(crate) alloc_count: u64,
     pub(crate) freed_bytes: u64,
     pub(crate) freed_count: u64,
-    /// Weighted bytes of the frees that released blocks live at an earlier snapshot.
+    /// Weighted bytes of the frees that released blocks that lived through
+    /// `OLD_SNAPSHOTS` snapshots.
     pub(crate) freed_old_bytes: u64,
+    /// Weighted bytes of the frees that released blocks live at an earlier snapshot.
+    pub(crate) freed_seen_bytes: u64,
 }
 
 impl SiteRecord {
@@ -66,9 +72,11 @@ impl SiteRecord {
             self.freed_bytes.fetch_add(delta.freed_bytes, Relaxed);
             self.freed_count.fetch_add(delta.freed_count, Relaxed);
         }
-        if delta.freed_old_bytes != 0 {
+        if delta.freed_seen_bytes | delta.freed_old_bytes != 0 {
             self.freed_old_bytes
                 .fetch_add(delta.freed_old_bytes, Relaxed);
+            self.freed_seen_bytes
+                .fetch_add(delta.freed_seen_bytes, Relaxed);
         }
     }
 
@@ -87,6 +95,7 @@ impl SiteRecord {
     /// to be summed with pending changes before [`SiteCounters::clamped`].
     pub(crate) fn counters_unclamped(&self) -> SiteCounters {
         let freed_old_bytes = self.freed_old_bytes.load(Acquire);
+        let freed_seen_bytes = self.freed_seen_bytes.load(Acquire);
         let freed_bytes = self.freed_bytes.load(Acquire);
         let freed_count = self.freed_count.load(Acquire);
         SiteCounters {
@@ -95,6 +104,7 @@ impl SiteRecord {
             freed_bytes,
             freed_count,
             freed_old_bytes,
+            freed_seen_bytes,
         }
     }
 }
@@ -118,24 +128,30 @@ impl SiteCounters {
         }
     }
 
-    /// A batch holding one free of weight `w`; `old`: the block was live at an earlier
-    /// snapshot.
-    pub(crate) fn free(w: Weight, old: bool) -> Self {
+    /// A batch holding one free of weight `w` of a block that lived through `age`
+    /// snapshots.
+    pub(crate) fn free(w: Weight, age: u32) -> Self {
         SiteCounters {
             freed_bytes: w.bytes,
             freed_count: w.count,
-            freed_old_bytes: if old { w.bytes } else { 0 },
+            freed_old_bytes: if age >= crate::tracker::OLD_SNAPSHOTS {
+                w.bytes
+            } else {
+                0
+            },
+            freed_seen_bytes: if age >= 1 { w.bytes } else { 0 },
             ..Default::default()
         }
     }
 
     /// A batch taking back one free of weight `w` (a failed realloc).
-    pub(crate) fn unfree(w: Weight, old: bool) -> Self {
-        let free = SiteCounters::free(w, old);
+    pub(crate) fn unfree(w: Weight, age: u32) -> Self {
+        let free = SiteCounters::free(w, age);
         SiteCounters {
             freed_bytes: free.freed_bytes.wrapping_neg(),
             freed_count: free.freed_count.wrapping_neg(),
             freed_old_bytes: free.freed_old_bytes.wrapping_neg(),
+            freed_seen_bytes: free.freed_seen_bytes.wrapping_neg(),
             ..Default::default()
         }
     }
@@ -146,6 +162,7 @@ impl SiteCounters {
         self.freed_bytes = self.freed_bytes.wrapping_add(other.freed_bytes);
         self.freed_count = self.freed_count.wrapping_add(other.freed_count);
         self.freed_old_bytes = self.freed_old_bytes.wrapping_add(other.freed_old_bytes);
+        self.freed_seen_bytes = self.freed_seen_bytes.wrapping_add(other.freed_seen_bytes);
     }
 
     /// Freed never above allocated (a sum of readings taken at slightly different
@@ -172,6 +189,7 @@ struct BatchSlot {
     freed_bytes: OwnedU64,
     freed_count: OwnedU64,
     freed_old_bytes: OwnedU64,
+    freed_seen_bytes: OwnedU64,
 }
 
 impl BatchSlot {
@@ -182,6 +200,7 @@ impl BatchSlot {
             freed_bytes: self.freed_bytes.get(),
             freed_count: self.freed_count.get(),
             freed_old_bytes: self.freed_old_bytes.get(),
+            freed_seen_bytes: self.freed_seen_bytes.get(),
         }
     }
 
@@ -191,6 +210,7 @@ impl BatchSlot {
         self.freed_bytes.set(c.freed_bytes);
         self.freed_count.set(c.freed_count);
         self.freed_old_bytes.set(c.freed_old_bytes);
+        self.freed_seen_bytes.set(c.freed_seen_bytes);
     }
 }
 
@@ -216,6 +236,7 @@ impl SiteBatch {
                     freed_bytes: OwnedU64::new(0),
                     freed_count: OwnedU64::new(0),
                     freed_old_bytes: OwnedU64::new(0),
+                    freed_seen_bytes: OwnedU64::new(0),
                 }
             }; BATCH_SLOTS],
         }

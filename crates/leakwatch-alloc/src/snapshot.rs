@@ -125,6 +125,11 @@ pub struct SiteStats {
     /// freed younger do not count.
     #[serde(default)]
     pub freed_old_bytes: u64,
+    /// Bytes (weighted in sampled mode) of blocks allocated here that were live at one
+    /// snapshot or more and have since been freed: departures of any age, for windows
+    /// too short for [`OLD_SNAPSHOTS`](crate::OLD_SNAPSHOTS) to mean long-lived.
+    #[serde(default)]
+    pub freed_seen_bytes: u64,
     /// The scope ([`Scope`](crate::Scope)) whose allocations this site holds, 0 for
     /// none. A scope's sites count only its own allocations, tracked exactly.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -167,6 +172,7 @@ pub(crate) fn site_stats(
         freed_bytes: c.freed_bytes,
         freed_blocks: blocks_of(c.freed_count),
         freed_old_bytes: c.freed_old_bytes,
+        freed_seen_bytes: c.freed_seen_bytes,
         scope,
     })
 }

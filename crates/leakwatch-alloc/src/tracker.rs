@@ -43,9 +43,9 @@ pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(0);
 /// snapshots moves only a few neighbouring points, which the series' own jitter covers.
 pub const OLD_SNAPSHOTS: u32 = 8;
 
-/// Whether a block allocated in `epoch` counts as departed when freed now.
-fn is_old(epoch: u32) -> bool {
-    current_epoch().wrapping_sub(epoch) >= OLD_SNAPSHOTS
+/// Snapshots a block allocated in `epoch` has lived through, now.
+fn age(epoch: u32) -> u32 {
+    current_epoch().wrapping_sub(epoch)
 }
 
 /// Starts a snapshot's epoch; returns it.
@@ -470,8 +470,8 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
     let entry = blocks::remove(addr)?;
     filter::remove(addr);
     if let Some(sites) = sites::get() {
-        let old = is_old(entry.epoch);
-        let delta = SiteCounters::free(Weight::of(size, entry.rate), old);
+        let age = age(entry.epoch);
+        let delta = SiteCounters::free(Weight::of(size, entry.rate), age);
         let tag = sites.record(entry.site).scope();
         if tag != 0 {
             // A scope's block, freed by whichever thread: written through.
@@ -490,7 +490,7 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
 pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     let Some(sites) = sites::get() else { return };
     let weight = Weight::of(size, entry.rate);
-    let old = is_old(entry.epoch);
+    let age = age(entry.epoch);
     let tag = sites.record(entry.site).scope();
     let unfree = |delta: SiteCounters| {
         if tag != 0 {
@@ -503,11 +503,11 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     match blocks::insert(addr, entry.site, entry.rate, entry.epoch) {
         Inserted::New => {
             filter::insert(addr);
-            unfree(SiteCounters::unfree(weight, old));
+            unfree(SiteCounters::unfree(weight, age));
         }
         Inserted::Replaced(_) => {
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
-            unfree(SiteCounters::unfree(weight, old));
+            unfree(SiteCounters::unfree(weight, age));
         }
         Inserted::Full => {
             // Stays accounted as freed; say that a block went untracked.

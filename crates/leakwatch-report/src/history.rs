@@ -37,17 +37,15 @@ pub struct History {
     columns: Vec<Option<Vec<f32>>>,
     /// The latest counters and the frames of every site seen, indexed by site id.
     sites: Vec<Option<SiteStats>>,
-    /// Per site, the bytes that departed (`SiteStats::freed_old_bytes`) since the point
-    /// before, one `f32` per point, kept only for sites that had any (`None`: none so
-    /// far, zeros). Thinning adds a dropped point's departures to the next kept point.
-    departed: Vec<Option<Vec<f32>>>,
-    /// Each site's `freed_old_bytes` at its latest point.
-    departed_total: Vec<u64>,
+    /// Per site, the bytes that departed since the point before: of blocks that lived
+    /// through `OLD_SNAPSHOTS` snapshots (`SiteStats::freed_old_bytes`), and of blocks
+    /// seen at any snapshot (`freed_seen_bytes`).
+    departed_old: Departures,
+    departed_seen: Departures,
     /// Whether every snapshot counted departures (a snapshot epoch above 0); recordings
     /// from before that did not.
     departures_known: bool,
     site_count: usize,
-    departed_columns: usize,
     latest: Header,
     thinned: u64,
     /// How the time axis was kept monotonic (see [`History::push`]).
@@ -178,11 +176,10 @@ impl History {
             process: Vec::new(),
             columns: Vec::new(),
             sites: Vec::new(),
-            departed: Vec::new(),
-            departed_total: Vec::new(),
+            departed_old: Departures::default(),
+            departed_seen: Departures::default(),
             departures_known: true,
             site_count: 0,
-            departed_columns: 0,
             latest: Header::default(),
             thinned: 0,
             clock: ClockRepair::default(),
@@ -231,8 +228,6 @@ impl History {
             if id >= self.columns.len() {
                 self.columns.resize_with(id + 1, || None);
                 self.sites.resize_with(id + 1, || None);
-                self.departed.resize_with(id + 1, || None);
-                self.departed_total.resize(id + 1, 0);
             }
             let new_site = self.columns[id].is_none();
             let column = self.columns[id].get_or_insert_with(|| {
@@ -240,18 +235,10 @@ impl History {
                 vec![0.0; index]
             });
             column.push(site.live_bytes as f32);
-            // Departures since the point before (a site's first point only sets the
-            // baseline: what departed before the window does not matter).
-            let departed = site.freed_old_bytes.saturating_sub(self.departed_total[id]);
-            self.departed_total[id] = site.freed_old_bytes;
-            if departed > 0 && !new_site {
-                let column = self.departed[id].get_or_insert_with(|| {
-                    self.departed_columns += 1;
-                    vec![0.0; index]
-                });
-                column.resize(index, 0.0);
-                column.push(departed as f32);
-            }
+            self.departed_old
+                .push(id, index, site.freed_old_bytes, new_site);
+            self.departed_seen
+                .push(id, index, site.freed_seen_bytes, new_site);
             match &mut self.sites[id] {
                 Some(known) => {
                     // Frames never change for an id; copy only the counters.
@@ -262,6 +249,7 @@ impl History {
                     known.freed_bytes = site.freed_bytes;
                     known.freed_blocks = site.freed_blocks;
                     known.freed_old_bytes = site.freed_old_bytes;
+                    known.freed_seen_bytes = site.freed_seen_bytes;
                 }
                 slot => *slot = Some(site.clone()),
             }
@@ -275,9 +263,8 @@ impl History {
                 }
             }
         }
-        for column in self.departed.iter_mut().flatten() {
-            column.resize(index + 1, 0.0);
-        }
+        self.departed_old.pad(index + 1);
+        self.departed_seen.pad(index + 1);
         let modules = std::mem::take(&mut self.latest.modules);
         self.latest = Header::of(snapshot);
         // Modules are listed once (a series file's first line): keep the last list.
@@ -293,7 +280,8 @@ impl History {
     pub fn capacity(&self) -> usize {
         let per_point = std::mem::size_of::<f64>()
             + std::mem::size_of::<ProcessStats>()
-            + (self.site_count + self.departed_columns) * std::mem::size_of::<f32>();
+            + (self.site_count + self.departed_old.columns + self.departed_seen.columns)
+                * std::mem::size_of::<f32>();
         (self.budget_bytes / per_point).clamp(MIN_POINTS, self.max_points)
     }
 
@@ -315,15 +303,8 @@ impl History {
         for column in self.columns.iter_mut().flatten() {
             retain_by(column, keep);
         }
-        // Departures are counts per interval: a dropped point's go to the next one kept.
-        for column in self.departed.iter_mut().flatten() {
-            for i in (1..half).step_by(2) {
-                if i + 1 < column.len() {
-                    column[i + 1] += column[i];
-                }
-            }
-            retain_by(column, keep);
-        }
+        self.departed_old.thin(half, |c| retain_by(c, keep));
+        self.departed_seen.thin(half, |c| retain_by(c, keep));
         self.thinned += (n - self.times.len()) as u64;
     }
 
@@ -387,33 +368,21 @@ impl History {
                 .flatten()
                 .map(|c| c.capacity() * std::mem::size_of::<f32>())
                 .sum::<usize>()
-            + self
-                .departed
-                .iter()
-                .flatten()
-                .map(|c| c.capacity() * std::mem::size_of::<f32>())
-                .sum::<usize>()
+            + self.departed_old.memory_bytes()
+            + self.departed_seen.memory_bytes()
     }
 
     /// Bytes that departed from site `id` up to each point, cumulative from the first
     /// (`None` when the snapshots did not count departures).
-    pub fn departed(&self, id: u32) -> Option<Vec<f64>> {
+    pub fn departed(&self, id: u32) -> Option<crate::series::Departed> {
         if !self.departures_known {
             return None;
         }
-        let mut total = 0.0;
-        Some(
-            match self.departed.get(id as usize).and_then(Option::as_ref) {
-                Some(column) => column
-                    .iter()
-                    .map(|&d| {
-                        total += f64::from(d);
-                        total
-                    })
-                    .collect(),
-                None => vec![0.0; self.times.len()],
-            },
-        )
+        let n = self.times.len();
+        Some(crate::series::Departed {
+            old: self.departed_old.cumulative(id, n),
+            seen: self.departed_seen.cumulative(id, n),
+        })
     }
 
     /// The history as a series keyed by site id (live bytes as `f64`).
@@ -435,13 +404,7 @@ impl History {
             // A merged key knows its departures only if every part does.
             match self.departed(site.id) {
                 Some(d) if !unknown.contains(&key) => {
-                    let sum = series
-                        .departed
-                        .entry(key.clone())
-                        .or_insert_with(|| vec![0.0; d.len()]);
-                    for (s, v) in sum.iter_mut().zip(&d) {
-                        *s += v;
-                    }
+                    series.departed.entry(key.clone()).or_default().add(&d);
                 }
                 _ => {
                     series.departed.remove(&key);
@@ -465,6 +428,80 @@ impl History {
         self.latest.clone().write_to(&mut s);
         s.sites = self.sites().cloned().collect();
         s
+    }
+}
+
+/// Per site, bytes that departed in each interval, as `f32` columns kept only for sites
+/// that had any (`None`: none so far, zeros). Thinning adds a dropped point's
+/// departures to the next kept point.
+#[derive(Debug, Clone, Default)]
+struct Departures {
+    per_point: Vec<Option<Vec<f32>>>,
+    /// Each site's cumulative count at its latest point.
+    totals: Vec<u64>,
+    columns: usize,
+}
+
+impl Departures {
+    /// Records site `id`'s cumulative count `total` at point `index`. A site's first
+    /// point only sets the baseline: what departed before the window does not matter.
+    fn push(&mut self, id: usize, index: usize, total: u64, new_site: bool) {
+        if id >= self.totals.len() {
+            self.per_point.resize_with(id + 1, || None);
+            self.totals.resize(id + 1, 0);
+        }
+        let departed = total.saturating_sub(self.totals[id]);
+        self.totals[id] = total;
+        if departed > 0 && !new_site {
+            let columns = &mut self.columns;
+            let column = self.per_point[id].get_or_insert_with(|| {
+                *columns += 1;
+                vec![0.0; index]
+            });
+            column.resize(index, 0.0);
+            column.push(departed as f32);
+        }
+    }
+
+    /// Pads every column to `len` points.
+    fn pad(&mut self, len: usize) {
+        for column in self.per_point.iter_mut().flatten() {
+            column.resize(len, 0.0);
+        }
+    }
+
+    fn thin(&mut self, half: usize, mut retain: impl FnMut(&mut Vec<f32>)) {
+        for column in self.per_point.iter_mut().flatten() {
+            for i in (1..half).step_by(2) {
+                if i + 1 < column.len() {
+                    column[i + 1] += column[i];
+                }
+            }
+            retain(column);
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.per_point
+            .iter()
+            .flatten()
+            .map(|c| c.capacity() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
+    /// Site `id`'s cumulative departures at each of `n` points.
+    fn cumulative(&self, id: u32, n: usize) -> Vec<f64> {
+        let mut total = 0.0;
+        match self.per_point.get(id as usize).and_then(Option::as_ref) {
+            Some(column) => column
+                .iter()
+                .map(|&d| {
+                    total += f64::from(d);
+                    total
+                })
+                .collect(),
+            None => vec![0.0; n],
+        }
     }
 }
 

@@ -37,5 +37,5 @@ pub use recording::{Recording, SeriesWriter};
 pub use report::{
     ClockNote, FunctionReport, LabelCache, ProcessSummary, Report, ReportOptions, SiteReport,
 };
-pub use series::Series;
+pub use series::{Departed, Series};
 pub use symbols::{Frame, LabelRules, SymbolTable};

@@ -14,7 +14,7 @@
 //!
 //! Leaks rank first (by growth rate), then growing, plateau, stable, shrinking.
 
-use crate::series::Series;
+use crate::series::{Departed, Series};
 use crate::stats::{Bucketing, bucket, mann_kendall, median, theil_sen};
 use serde::{Deserialize, Serialize};
 
@@ -163,12 +163,13 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         fine: Bucketing::new(&series.times, options.max_points.saturating_mul(4)),
         window: series.times.last().copied().unwrap_or(0.0)
             - series.times.first().copied().unwrap_or(0.0),
+        raw_points: series.times.len(),
     };
     let mut sites: Vec<SiteTrend<K>> = series
         .sites
         .iter()
         .map(|(key, values)| {
-            let departed = series.departed.get(key).map(Vec::as_slice);
+            let departed = series.departed.get(key);
             let mut trend = site_trend(key.clone(), &axes, values, departed, options);
             trend.window_seconds = axes.window;
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
@@ -262,6 +263,8 @@ const CLIMB_SIGMAS: f64 = 1.0;
 /// How far the last third must sit above the middle one, in standard deviations of a
 /// turning-over sampled estimate's wander, for a leak to count as still climbing.
 const TURNOVER_SIGMAS: f64 = 3.0;
+/// Fewest points (snapshots) a window needs before any site in it is called a leak.
+const MIN_POINTS_FOR_LEAK: usize = 10;
 /// How far the last third must fall short of a steady climb, in standard deviations of
 /// that climb's noise, for a site to count as stopped.
 const STOP_SIGMAS: f64 = 2.0;
@@ -348,8 +351,10 @@ impl Level {
 struct Noise<'a> {
     /// Bytes one sample stands for (0: exact).
     r: f64,
-    /// Cumulative departed bytes, one per point, where known.
-    departed: Option<&'a [f64]>,
+    /// Cumulative departures, one per (fine) point, where known.
+    departed: Option<&'a Departed>,
+    /// Snapshots each (fine) point averages.
+    snapshots_per_point: f64,
     /// Standard deviation of one point's jitter.
     point_sigma: f64,
     /// The series' own swing: the standard deviation of the median of one block of
@@ -413,16 +418,26 @@ impl Noise<'_> {
     }
 
     /// Bytes that departed between the earlier level `a` and the later `b` (bounded by
-    /// what `a` held; without counts, that bound).
+    /// what `a` held; without counts, that bound). Blocks that lived through
+    /// `OLD_SNAPSHOTS` snapshots count in full; younger ones, alive at `k` of a
+    /// stretch's `m` snapshots, move its median by about `k/m` of their weight, so
+    /// they count with `(OLD_SNAPSHOTS / m)^2` (in full over stretches that short).
     fn departed(&self, a: Level, b: Level) -> f64 {
         let before = a.value.max(0.0);
-        match self.departed {
-            Some(d) if !d.is_empty() => {
-                let at = |i: usize| d[i.min(d.len() - 1)];
-                (at(b.center) - at(a.center)).max(0.0).min(before)
-            }
-            _ => before,
-        }
+        let Some(d) = self.departed.filter(|d| !d.old.is_empty()) else {
+            return before;
+        };
+        let between = |column: &[f64]| {
+            let at = |i: usize| column.get(i.min(column.len().saturating_sub(1))).copied();
+            (at(b.center).unwrap_or(0.0) - at(a.center).unwrap_or(0.0)).max(0.0)
+        };
+        let old = between(&d.old);
+        let young = (between(&d.seen) - old).max(0.0);
+        let snapshots = a.points.min(b.points) as f64 * self.snapshots_per_point;
+        let weight = (f64::from(leakwatch_alloc::OLD_SNAPSHOTS) / snapshots.max(1.0))
+            .powi(2)
+            .min(1.0);
+        (old + weight * young).min(before)
     }
 }
 
@@ -513,13 +528,15 @@ struct Axes {
     coarse: Bucketing,
     fine: Bucketing,
     window: f64,
+    /// Points (snapshots) of the series.
+    raw_points: usize,
 }
 
 fn site_trend<K>(
     key: K,
     axes: &Axes,
     values: &[f64],
-    departed: Option<&[f64]>,
+    departed: Option<&Departed>,
     o: &RankOptions,
 ) -> SiteTrend<K> {
     let live_bytes = values.last().copied().unwrap_or(0.0);
@@ -547,7 +564,11 @@ fn site_trend<K>(
     let times = &axes.fine.times;
     let values = axes.fine.apply(values);
     let values = values.as_slice();
-    let departed = departed.map(|d| axes.fine.apply(d));
+    let departed = departed.map(|d| Departed {
+        old: axes.fine.apply(&d.old),
+        seen: axes.fine.apply(&d.seen),
+    });
+    let snapshots_per_point = axes.raw_points as f64 / values.len().max(1) as f64;
     let m = values.len();
     let third = |k: usize| Level::of(values, m * k / 3, m * (k + 1) / 3);
     let (early, middle, late) = (third(0), third(1), third(2));
@@ -558,7 +579,8 @@ fn site_trend<K>(
     let (block_sigma, block_points) = block_noise(values);
     let noise = Noise {
         r: o.sample_bytes,
-        departed: departed.as_deref(),
+        departed: departed.as_ref(),
+        snapshots_per_point,
         point_sigma: point_noise(values),
         block_sigma,
         block_points,
@@ -620,7 +642,10 @@ fn site_trend<K>(
         && (expected - recent_growth > STOP_SIGMAS * climb_noise
             || (rise > 1.5 * STOP_SIGMAS * noise.between(first, late)
                 && recent_growth <= CLIMB_SIGMAS * at_rest));
-    let verdict = if grew && significant_up && still_climbing && !stopped {
+    // Mann-Kendall's normal approximation and the noise estimates need ten points: with
+    // fewer, growth is at most `growing`.
+    let enough_points = axes.raw_points >= MIN_POINTS_FOR_LEAK;
+    let verdict = if grew && significant_up && still_climbing && !stopped && enough_points {
         Verdict::Leak
     } else if grew && stopped {
         // Grew beyond noise and has stopped: a cache or pool that filled up.

@@ -41,10 +41,10 @@ struct Line {
     /// freed_blocks]`.
     #[serde(default)]
     sites: Vec<(u32, u64, f64, u64, f64)>,
-    /// Bytes that departed (`freed_old_bytes`, cumulative) of the sites whose count
-    /// changed: `[id, freed_old_bytes]`.
+    /// Departures (cumulative) of the sites whose counts changed: `[id,
+    /// freed_old_bytes, freed_seen_bytes]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    departed: Vec<(u32, u64)>,
+    departed: Vec<(u32, u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ struct NewSite {
     truncated: bool,
 }
 
-type Counters = (u64, f64, u64, f64, u64);
+type Counters = (u64, f64, u64, f64, (u64, u64));
 
 fn counters(s: &SiteStats) -> Counters {
     (
@@ -63,7 +63,7 @@ fn counters(s: &SiteStats) -> Counters {
         s.alloc_blocks,
         s.freed_bytes,
         s.freed_blocks,
-        s.freed_old_bytes,
+        (s.freed_old_bytes, s.freed_seen_bytes),
     )
 }
 
@@ -138,11 +138,11 @@ impl SeriesWriter {
                     }
                 }
             }
-            let departed_before = self.written[id].map_or(0, |c| c.4);
+            let departed_before = self.written[id].map_or((0, 0), |c| c.4);
             self.written[id] = Some(now);
             line.sites.push((site.id, now.0, now.1, now.2, now.3));
             if now.4 != departed_before {
-                line.departed.push((site.id, now.4));
+                line.departed.push((site.id, now.4.0, now.4.1));
             }
         }
         // Lines hold plain numbers and strings: serializing cannot fail.
@@ -296,13 +296,14 @@ impl Reader {
             site.live_bytes = alloc_bytes.saturating_sub(freed_bytes);
             site.live_blocks = (alloc_blocks - freed_blocks).max(0.0);
         }
-        for (id, freed_old_bytes) in line.departed {
+        for (id, freed_old_bytes, freed_seen_bytes) in line.departed {
             let Some(&Some(position)) = self.index.get(id as usize) else {
                 return Err(format!(
                     "departures for site {id}, which no earlier line describes"
                 ));
             };
             self.current.sites[position].freed_old_bytes = freed_old_bytes;
+            self.current.sites[position].freed_seen_bytes = freed_seen_bytes;
         }
         if line.memory_limit.is_some() {
             self.recording.memory_limit = line.memory_limit;

@@ -20,7 +20,7 @@ pub struct Series<K> {
     /// cumulative (any origin), one value per point, where known: the ranking bounds how
     /// much a sampled estimate wanders between two points by the blocks that departed
     /// between them (blocks born and freed between two snapshots move it by nothing).
-    pub departed: BTreeMap<K, Vec<f64>>,
+    pub departed: BTreeMap<K, Departed>,
 }
 
 impl<K: Ord + Clone> Series<K> {
@@ -92,7 +92,7 @@ impl<K: Ord + Clone> Series<K> {
             departed: self
                 .departed
                 .iter()
-                .map(|(k, v)| (k.clone(), v.get(first..).unwrap_or(&[]).to_vec()))
+                .map(|(k, d)| (k.clone(), d.since(first)))
                 .collect(),
         }
     }
@@ -118,13 +118,13 @@ impl<K: Ord + Clone> Series<K> {
     /// merge every site with the same label.
     pub fn regroup<K2: Ord + Clone + Hash>(&self, mut key_of: impl FnMut(&K) -> K2) -> Series<K2> {
         let mut sites: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
-        let mut departed: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
+        let mut departed: BTreeMap<K2, Departed> = BTreeMap::new();
         let mut unknown: Vec<K2> = Vec::new();
         for (key, column) in &self.sites {
             let new_key = key_of(key);
             // A merged key knows its departures only if every part does.
             match self.departed.get(key) {
-                Some(d) => add_columns(&mut departed, new_key.clone(), d),
+                Some(d) => departed.entry(new_key.clone()).or_default().add(d),
                 None => unknown.push(new_key.clone()),
             }
             let merged = sites
@@ -149,9 +149,37 @@ impl<K: Ord + Clone> Series<K> {
     }
 }
 
-/// Adds `column` to `sums[key]` point by point.
-fn add_columns<K: Ord>(sums: &mut BTreeMap<K, Vec<f64>>, key: K, column: &[f64]) {
-    let sum = sums.entry(key).or_insert_with(|| vec![0.0; column.len()]);
+/// A site's departures, cumulative, one value per point: bytes freed from blocks that
+/// had lived through `OLD_SNAPSHOTS` snapshots (`old`), and from blocks seen at any
+/// snapshot (`seen`, which includes `old`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Departed {
+    /// Departures of blocks that lived through `OLD_SNAPSHOTS` snapshots or more.
+    pub old: Vec<f64>,
+    /// Departures of blocks seen at one snapshot or more.
+    pub seen: Vec<f64>,
+}
+
+impl Departed {
+    /// Adds `other` point by point.
+    pub fn add(&mut self, other: &Departed) {
+        add_column(&mut self.old, &other.old);
+        add_column(&mut self.seen, &other.seen);
+    }
+
+    /// From point `first` on.
+    pub fn since(&self, first: usize) -> Departed {
+        Departed {
+            old: self.old.get(first..).unwrap_or(&[]).to_vec(),
+            seen: self.seen.get(first..).unwrap_or(&[]).to_vec(),
+        }
+    }
+}
+
+fn add_column(sum: &mut Vec<f64>, column: &[f64]) {
+    if sum.len() < column.len() {
+        sum.resize(column.len(), 0.0);
+    }
     for (s, v) in sum.iter_mut().zip(column) {
         *s += v;
     }

@@ -2,6 +2,7 @@
 //! it must get, and leaks ranked first.
 
 use super::*;
+use crate::series::Departed;
 
 const POINTS: usize = 600; // ten minutes at one snapshot a second
 const MIB: f64 = 1024.0 * 1024.0;
@@ -262,7 +263,7 @@ impl Rng {
 /// freed after being alive at a snapshot) at each snapshot.
 struct Simulated {
     estimate: Vec<f64>,
-    departed: Vec<f64>,
+    departed: Departed,
 }
 
 /// A site simulated at sampling rate `r` as the allocator samples it: each allocation of
@@ -285,10 +286,10 @@ fn simulate(
     let mut live: Vec<(f64, f64)> = (0..rng.poisson(shape.initial / size * p))
         .map(|_| (-1.0, (shape.initial_death)(rng)))
         .collect();
-    let mut departed = 0.0;
+    let (mut old, mut seen) = (0.0, 0.0);
     let mut out = Simulated {
         estimate: Vec::with_capacity(points),
-        departed: Vec::with_capacity(points),
+        departed: Departed::default(),
     };
     for i in 0..points {
         let t1 = i as f64 * step;
@@ -301,15 +302,19 @@ fn simulate(
         }
         live.retain(|&(birth, died)| {
             let alive = died > t1;
-            // The allocator counts the departures of blocks that were alive at
-            // OLD_SNAPSHOTS snapshots or more.
-            if !alive && birth <= t1 - OLD_SNAPSHOTS as f64 * step {
-                departed += weight;
+            // The allocator counts the departures of blocks that were alive at a
+            // snapshot, and apart those that lived through OLD_SNAPSHOTS of them.
+            if !alive && birth <= t0 {
+                seen += weight;
+                if birth <= t1 - OLD_SNAPSHOTS as f64 * step {
+                    old += weight;
+                }
             }
             alive
         });
         out.estimate.push(live.len() as f64 * weight);
-        out.departed.push(departed);
+        out.departed.old.push(old);
+        out.departed.seen.push(seen);
     }
     out
 }
@@ -333,8 +338,8 @@ fn verdict_of(sim: &Simulated, r: f64, step: f64, with_departed: bool) -> SiteTr
     rank(&s, &options).sites.remove(0)
 }
 
-/// The age, in snapshots, from which the allocator counts a freed block as departed.
-const OLD_SNAPSHOTS: u32 = 8;
+/// The age, in snapshots, from which the allocator counts a departure as long-lived.
+const OLD_SNAPSHOTS: u32 = leakwatch_alloc::OLD_SNAPSHOTS;
 
 /// The sampling rates the simulations run at: 64 KiB, the default 512 KiB, 2 MiB.
 const RATES: [f64; 3] = [64.0 * 1024.0, 512.0 * 1024.0, 2.0 * MIB];
@@ -668,18 +673,21 @@ fn doubling(
     let rate = end_bytes / (window - start);
     let mut out = Simulated {
         estimate: Vec::new(),
-        departed: Vec::new(),
+        departed: Departed::default(),
     };
     let (mut capacity, mut sampled, mut weight, mut born) = (0.0f64, false, 0.0, 0usize);
-    let mut departed = 0.0;
+    let (mut old, mut seen) = (0.0, 0.0);
     for i in 0..points {
         let t = i as f64 * step;
         let len = (rate * (t - start)).max(0.0);
         if len > capacity {
             // Reallocate: the old buffer leaves (a departure once it lived through
             // OLD_SNAPSHOTS snapshots), the new one is sampled afresh.
-            if sampled && i - born >= OLD_SNAPSHOTS as usize {
-                departed += weight;
+            if sampled && i > born {
+                seen += weight;
+                if i - born >= OLD_SNAPSHOTS as usize {
+                    old += weight;
+                }
             }
             born = i;
             capacity = (capacity * 2.0).max(64.0);
@@ -691,7 +699,8 @@ fn doubling(
             weight = capacity / p;
         }
         out.estimate.push(if sampled { weight } else { 0.0 });
-        out.departed.push(departed);
+        out.departed.old.push(old);
+        out.departed.seen.push(seen);
     }
     out
 }
@@ -727,7 +736,10 @@ fn a_single_sample_that_stays_is_not_a_leak() {
     let r = 64.0 * 1024.0;
     let sim = Simulated {
         estimate: (0..60).map(|i| if i < 50 { 0.0 } else { r }).collect(),
-        departed: vec![0.0; 60],
+        departed: Departed {
+            old: vec![0.0; 60],
+            seen: vec![0.0; 60],
+        },
     };
     assert_ne!(verdict_of(&sim, r, 0.5, true).verdict, Verdict::Leak);
     assert_ne!(verdict_of(&sim, r, 0.5, false).verdict, Verdict::Leak);
