@@ -128,3 +128,37 @@ fn max_points_bounds_a_small_history_too() {
     }
     assert!(h.len() <= 100 && h.len() > 50, "{}", h.len());
 }
+
+/// A snapshot with epoch `epoch` where site 1 holds `live` bytes and has had
+/// `(old, seen)` bytes of departures so far.
+fn departing(epoch: u64, live: u64, old: u64, seen: u64) -> Snapshot {
+    let mut s = snapshot(1_000 * epoch, &[(1, live)]);
+    s.epoch = epoch;
+    s.sites[0].freed_old_bytes = old;
+    s.sites[0].freed_seen_bytes = seen;
+    s
+}
+
+#[test]
+fn departures_are_kept_per_interval_and_survive_thinning() {
+    let mut h = History::new(1 << 20, MIN_POINTS);
+    // The first point only sets the baseline (100 bytes departed before the window).
+    for i in 0..200u64 {
+        h.push(&departing(i + 1, 5_000, 100 + 10 * i, 100 + 30 * i));
+    }
+    assert!(h.thinned() > 0, "the history should have thinned");
+    let d = h.departed(1).expect("departures are known");
+    assert_eq!(d.old.len(), h.len());
+    // Cumulative from the window's start: nothing lost to thinning.
+    assert_eq!(*d.old.last().unwrap(), 10.0 * 199.0);
+    assert_eq!(*d.seen.last().unwrap(), 30.0 * 199.0);
+    assert!(d.old.windows(2).all(|w| w[1] >= w[0]));
+    let series = h.series();
+    assert_eq!(series.departed[&1].seen.last(), d.seen.last());
+    // One snapshot without an epoch (an old recording): departures are unknown.
+    let mut old_format = departing(300, 5_000, 0, 0);
+    old_format.epoch = 0;
+    h.push(&old_format);
+    assert!(h.departed(1).is_none());
+    assert!(h.series().departed.is_empty());
+}
