@@ -24,8 +24,24 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = args::parse(&args).map_err(Failure::Input).and_then(run);
+    // Arguments that are not UTF-8 are refused in one line (never a panic).
+    let args: Result<Vec<String>, String> = std::env::args_os()
+        .skip(1)
+        .enumerate()
+        .map(|(i, arg)| {
+            arg.into_string().map_err(|arg| {
+                format!(
+                    "argument {} is not valid UTF-8 ({}): give paths in UTF-8",
+                    i + 1,
+                    arg.to_string_lossy()
+                )
+            })
+        })
+        .collect();
+    let result = args
+        .and_then(|args| args::parse(&args))
+        .map_err(Failure::Input)
+        .and_then(run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(message)) => {

@@ -484,3 +484,41 @@ fn diff_reads_version_1_and_version_2_reports_alike() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn non_utf8_arguments_and_endless_lines_get_one_line_and_exit_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"series-\xff.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+        .arg("report")
+        .arg(bad)
+        .output()
+        .expect("run leakwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+
+    // No newline ever: the reader stops at its line bound instead of growing.
+    let out = leakwatch(&["report", "/dev/zero"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero:1") && stderr.contains("longer than"),
+        "{stderr}"
+    );
+
+    // Binary garbage with newlines: not UTF-8, named by line.
+    let dir = scratch("binary");
+    let path = dir.join("garbage.jsonl");
+    std::fs::write(&path, b"\n\xff\xfe\x00garbage\n").unwrap();
+    let out = leakwatch(&["report", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":2") && stderr.contains("not UTF-8"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

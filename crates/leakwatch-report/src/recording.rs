@@ -13,11 +13,15 @@ use crate::symbols::SymbolTable;
 use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 /// The version of the series line format (the value of every line's
 /// `leakwatch_series` field).
 pub const SERIES_VERSION: u32 = 1;
+
+/// The longest series line read (256 MiB): a process's first line lists every site and
+/// symbol seen so far, which for the largest processes is tens of MiB.
+pub const MAX_LINE_BYTES: usize = 256 << 20;
 
 /// One line of a series file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,15 +213,41 @@ impl Recording {
             index: Vec::new(),
             pid: None,
         };
-        for (index, text) in input.lines().enumerate() {
-            let number = index + 1;
-            let text =
-                text.map_err(|e| Error::at(origin, Some(number), format!("read error: {e}")))?;
+        let mut input = input;
+        let mut line = Vec::new();
+        for number in 1.. {
+            line.clear();
+            // At most MAX_LINE_BYTES (and its newline) per line: a file without newlines
+            // (`/dev/zero`, a corrupt copy) fails instead of growing without bound.
+            let read = (&mut input)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::at(origin, Some(number), format!("read error: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            if line.len() > MAX_LINE_BYTES && line.last() != Some(&b'\n') {
+                return Err(Error::at(
+                    origin,
+                    Some(number),
+                    format!(
+                        "line longer than {} MiB: not a series file",
+                        MAX_LINE_BYTES >> 20
+                    ),
+                ));
+            }
+            let Ok(text) = std::str::from_utf8(&line) else {
+                return Err(Error::at(
+                    origin,
+                    Some(number),
+                    "not UTF-8 text: not a series file",
+                ));
+            };
             if text.trim().is_empty() {
                 continue;
             }
             reader
-                .apply(&text)
+                .apply(text.trim_end_matches(['\n', '\r']))
                 .map_err(|message| Error::at(origin, Some(number), message))?;
         }
         if reader.recording.lines == 0 {
