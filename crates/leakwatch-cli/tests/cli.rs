@@ -522,3 +522,56 @@ fn non_utf8_arguments_and_endless_lines_get_one_line_and_exit_2() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A series of `points` snapshots whose sites have the given ids (each with a distinct
+/// frame), all growing.
+fn series_with_ids(ids: &[u32], points: u64) -> String {
+    let table = symbols();
+    let mut writer = SeriesWriter::new();
+    let mut out = String::new();
+    for i in 0..points {
+        let mut s = Snapshot::default();
+        s.timestamp_ms = 1_800_000_000_000 + i * 1000;
+        s.epoch = i + 1;
+        s.pid = 7;
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        s.sites = ids
+            .iter()
+            .map(|&id| {
+                let mut site = SiteStats::default();
+                site.id = id;
+                site.frames = vec![0x1_0000 + u64::from(id)];
+                site.alloc_bytes = 1_000 * (i + 1);
+                site.live_bytes = site.alloc_bytes;
+                site.alloc_blocks = (i + 1) as f64;
+                site.live_blocks = site.alloc_blocks;
+                site
+            })
+            .collect();
+        s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+        out.push_str(&writer.line(&s, &table, None));
+    }
+    out
+}
+
+#[test]
+fn huge_and_many_site_ids_cost_what_the_sites_do() {
+    let dir = scratch("ids");
+    // The largest ids a file can name: read into tables as long as the sites, not the ids.
+    let path = dir.join("huge-ids.jsonl");
+    std::fs::write(&path, series_with_ids(&[u32::MAX, 50_000_000, 3], 20)).unwrap();
+    let out = leakwatch(&["report", path.to_str().unwrap(), "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"sites\""), "{json}");
+    // 200,000 sites described in descending id order, in one line.
+    let ids: Vec<u32> = (0..200_000u32).rev().collect();
+    let path = dir.join("many-sites.jsonl");
+    std::fs::write(&path, series_with_ids(&ids, 2)).unwrap();
+    let out = leakwatch(&["report", path.to_str().unwrap(), "--top", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

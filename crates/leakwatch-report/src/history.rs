@@ -33,9 +33,13 @@ pub struct History {
     /// Seconds since `start_ms`, one per point, non-decreasing.
     times: Vec<f64>,
     process: Vec<ProcessStats>,
-    /// Live bytes per point, indexed by site id (`None`: not seen yet).
+    /// Each site id's slot in the per-site vectors below, in the order sites appeared
+    /// (ids come from the allocator, or from a file: dense slots keep a crafted id of
+    /// 4,294,967,295 from costing a table that long).
+    slots: std::collections::HashMap<u32, usize>,
+    /// Live bytes per point, by slot.
     columns: Vec<Option<Vec<f32>>>,
-    /// The latest counters and the frames of every site seen, indexed by site id.
+    /// The latest counters and the frames of every site seen, by slot.
     sites: Vec<Option<SiteStats>>,
     /// Per site, the bytes that departed since the point before: of blocks that lived
     /// through `OLD_SNAPSHOTS` snapshots (`SiteStats::freed_old_bytes`), and of blocks
@@ -178,6 +182,7 @@ impl History {
             sites: Vec::new(),
             departed_old: Departures::default(),
             departed_seen: Departures::default(),
+            slots: std::collections::HashMap::new(),
             departures_known: true,
             site_count: 0,
             latest: Header::default(),
@@ -224,7 +229,8 @@ impl History {
         self.process.push(snapshot.process);
         self.departures_known &= snapshot.epoch > 0;
         for site in &snapshot.sites {
-            let id = site.id as usize;
+            let next = self.columns.len();
+            let id = *self.slots.entry(site.id).or_insert(next);
             if id >= self.columns.len() {
                 self.columns.resize_with(id + 1, || None);
                 self.sites.resize_with(id + 1, || None);
@@ -345,12 +351,14 @@ impl History {
 
     /// Live bytes of site `id` at each point (0 before it appeared).
     pub fn column(&self, id: u32) -> Option<&[f32]> {
-        self.columns.get(id as usize)?.as_deref()
+        self.columns.get(*self.slots.get(&id)?)?.as_deref()
     }
 
     /// Every site seen, with its frames and latest counters, in id order.
     pub fn sites(&self) -> impl Iterator<Item = &SiteStats> {
-        self.sites.iter().flatten()
+        let mut sites: Vec<&SiteStats> = self.sites.iter().flatten().collect();
+        sites.sort_unstable_by_key(|s| s.id);
+        sites.into_iter()
     }
 
     /// The latest snapshot's header.
@@ -380,8 +388,12 @@ impl History {
         }
         let n = self.times.len();
         Some(crate::series::Departed {
-            old: self.departed_old.cumulative(id, n),
-            seen: self.departed_seen.cumulative(id, n),
+            old: self
+                .departed_old
+                .cumulative(self.slots.get(&id).copied(), n),
+            seen: self
+                .departed_seen
+                .cumulative(self.slots.get(&id).copied(), n),
         })
     }
 
@@ -489,10 +501,10 @@ impl Departures {
             .sum()
     }
 
-    /// Site `id`'s cumulative departures at each of `n` points.
-    fn cumulative(&self, id: u32, n: usize) -> Vec<f64> {
+    /// The cumulative departures of the site in `slot` at each of `n` points.
+    fn cumulative(&self, slot: Option<usize>, n: usize) -> Vec<f64> {
         let mut total = 0.0;
-        match self.per_point.get(id as usize).and_then(Option::as_ref) {
+        match slot.and_then(|slot| self.per_point.get(slot)?.as_ref()) {
             Some(column) => column
                 .iter()
                 .map(|&d| {

@@ -77,7 +77,7 @@ fn counters(s: &SiteStats) -> Counters {
 pub struct SeriesWriter {
     pid: Option<u32>,
     /// Last written counters, by site id.
-    written: Vec<Option<Counters>>,
+    written: std::collections::HashMap<u32, Counters>,
     symbols_written: HashSet<u64>,
     limit_written: Option<Option<u64>>,
 }
@@ -121,12 +121,8 @@ impl SeriesWriter {
             self.limit_written = Some(memory_limit);
         }
         for site in &snapshot.sites {
-            let id = site.id as usize;
-            if id >= self.written.len() {
-                self.written.resize(id + 1, None);
-            }
             let now = counters(site);
-            match self.written[id] {
+            match self.written.get(&site.id).copied() {
                 Some(before) if before == now => continue,
                 Some(_) => {}
                 None => {
@@ -142,8 +138,8 @@ impl SeriesWriter {
                     }
                 }
             }
-            let departed_before = self.written[id].map_or((0, 0), |c| c.4);
-            self.written[id] = Some(now);
+            let departed_before = self.written.get(&site.id).map_or((0, 0), |c| c.4);
+            self.written.insert(site.id, now);
             line.sites.push((site.id, now.0, now.1, now.2, now.3));
             if now.4 != departed_before {
                 line.departed.push((site.id, now.4.0, now.4.1));
@@ -210,7 +206,7 @@ impl Recording {
                 lines: 0,
             },
             current: Snapshot::default(),
-            index: Vec::new(),
+            index: std::collections::HashMap::new(),
             pid: None,
         };
         let mut input = input;
@@ -262,8 +258,9 @@ struct Reader {
     recording: Recording,
     /// The process's state as of the last line.
     current: Snapshot,
-    /// Position in `current.sites` of each site id.
-    index: Vec<Option<usize>>,
+    /// Position in `current.sites` of each site id (a map: ids in a file can be any
+    /// `u32`, and a table indexed by them as long as the largest).
+    index: std::collections::HashMap<u32, usize>,
     pid: Option<u32>,
 }
 
@@ -294,26 +291,20 @@ impl Reader {
             }
         }
         for new in line.new_sites {
-            let id = new.id as usize;
-            if id >= self.index.len() {
-                self.index.resize(id + 1, None);
-            }
-            if self.index[id].is_some() {
+            if self.index.contains_key(&new.id) {
                 return Err(format!("site {} is described twice", new.id));
             }
             let mut site = SiteStats::default();
             site.id = new.id;
             site.frames = new.frames;
             site.truncated = new.truncated;
-            // Keep `current.sites` in id order, as snapshots have it.
-            let at = self.current.sites.partition_point(|s| s.id < new.id);
-            self.current.sites.insert(at, site);
-            for (position, s) in self.current.sites.iter().enumerate().skip(at) {
-                self.index[s.id as usize] = Some(position);
-            }
+            // In the order described (the history keys sites by id, in any order): an
+            // insert in id order would cost a shift per site, quadratic in sites.
+            self.index.insert(new.id, self.current.sites.len());
+            self.current.sites.push(site);
         }
         for (id, alloc_bytes, alloc_blocks, freed_bytes, freed_blocks) in line.sites {
-            let Some(&Some(position)) = self.index.get(id as usize) else {
+            let Some(&position) = self.index.get(&id) else {
                 return Err(format!(
                     "counters for site {id}, which no earlier line describes (is the file missing its beginning?)"
                 ));
@@ -327,7 +318,7 @@ impl Reader {
             site.live_blocks = (alloc_blocks - freed_blocks).max(0.0);
         }
         for (id, freed_old_bytes, freed_seen_bytes) in line.departed {
-            let Some(&Some(position)) = self.index.get(id as usize) else {
+            let Some(&position) = self.index.get(&id) else {
                 return Err(format!(
                     "departures for site {id}, which no earlier line describes"
                 ));

@@ -318,7 +318,8 @@ struct Labelled {
 #[derive(Debug, Clone, Default)]
 pub struct LabelCache {
     rules: Option<LabelRules>,
-    labels: Vec<Option<Labelled>>,
+    /// By site id (a map: ids read from a file can be any `u32`).
+    labels: std::collections::HashMap<u32, Labelled>,
 }
 
 impl LabelCache {
@@ -334,14 +335,10 @@ impl LabelCache {
             self.rules = Some(rules.clone());
         }
         for site in history.sites() {
-            let id = site.id as usize;
-            if id >= self.labels.len() {
-                self.labels.resize(id + 1, None);
-            }
-            if self.labels[id].is_none() {
+            self.labels.entry(site.id).or_insert_with(|| {
                 let (label, label_frame) = rules.label_of(symbols, &site.frames);
-                self.labels[id] = Some(Labelled { label, label_frame });
-            }
+                Labelled { label, label_frame }
+            });
         }
     }
 
@@ -351,10 +348,7 @@ impl LabelCache {
             label: String::new(),
             label_frame: 0,
         };
-        self.labels
-            .get(id as usize)
-            .and_then(Option::as_ref)
-            .unwrap_or(&NONE)
+        self.labels.get(&id).unwrap_or(&NONE)
     }
 }
 
