@@ -57,39 +57,44 @@ pub struct Totals {
 /// `function` (the path's last segment). Frames of std, alloc and leakwatch are skipped.
 pub fn totals_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &str) -> Totals {
     let mut totals = Totals::default();
-    for site in &snapshot.sites {
-        let first_user_function = symbolizer
-            .symbolize_stack(&site.frames)
-            .into_iter()
-            .filter(|s| !is_runtime_frame(s))
-            .find_map(|s| s.function);
-        if first_user_function.is_some_and(|f| last_segment(&f) == function) {
-            totals.sites += 1;
-            totals.live_bytes += site.live_bytes;
-            totals.live_blocks += site.live_blocks;
-            totals.alloc_bytes += site.alloc_bytes;
-            totals.alloc_blocks += site.alloc_blocks;
-        }
+    for site in sites_of(snapshot, symbolizer, function) {
+        totals.sites += 1;
+        totals.live_bytes += site.live_bytes;
+        totals.live_blocks += site.live_blocks;
+        totals.alloc_bytes += site.alloc_bytes;
+        totals.alloc_blocks += site.alloc_blocks;
     }
     totals
+}
+
+/// The sites whose first frame inside this test crate is the function named `function`.
+fn sites_of<'a>(
+    snapshot: &'a Snapshot,
+    symbolizer: &mut Symbolizer,
+    function: &str,
+) -> Vec<&'a leakwatch::SiteStats> {
+    snapshot
+        .sites
+        .iter()
+        .filter(|site| {
+            symbolizer
+                .symbolize_stack(&site.frames)
+                .into_iter()
+                .filter(|s| !is_runtime_frame(s))
+                .find_map(|s| s.function)
+                .is_some_and(|f| last_segment(&f) == function)
+        })
+        .collect()
 }
 
 /// Freed bytes and "old" freed bytes ([`leakwatch::SiteStats::freed_old_bytes`]) summed
 /// over the sites [`totals_for`] would sum.
 pub fn freed_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &str) -> (u64, u64) {
-    let mut freed = (0, 0);
-    for site in &snapshot.sites {
-        let first_user_function = symbolizer
-            .symbolize_stack(&site.frames)
-            .into_iter()
-            .filter(|s| !is_runtime_frame(s))
-            .find_map(|s| s.function);
-        if first_user_function.is_some_and(|f| last_segment(&f) == function) {
-            freed.0 += site.freed_bytes;
-            freed.1 += site.freed_old_bytes;
-        }
-    }
-    freed
+    sites_of(snapshot, symbolizer, function)
+        .into_iter()
+        .fold((0, 0), |(freed, old), site| {
+            (freed + site.freed_bytes, old + site.freed_old_bytes)
+        })
 }
 
 /// Frames that belong to the allocator machinery rather than to the code under test:

@@ -309,6 +309,37 @@ fn help_and_version_succeed() {
     assert!(o.status.success() && stdout(&o).starts_with("leakwatch "));
 }
 
+/// An exact-mode snapshot of process `pid` whose sites `(id, frames, live bytes, live
+/// blocks)` allocated all they hold.
+fn exact_snapshot(
+    pid: u32,
+    timestamp_ms: u64,
+    epoch: u64,
+    sites: impl IntoIterator<Item = (u32, Vec<u64>, u64, f64)>,
+) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.timestamp_ms = timestamp_ms;
+    s.epoch = epoch;
+    s.pid = pid;
+    s.mode = Mode::Exact;
+    s.sample_rate = 1;
+    s.sites = sites
+        .into_iter()
+        .map(|(id, frames, live, blocks)| {
+            let mut site = SiteStats::default();
+            site.id = id;
+            site.frames = frames;
+            site.alloc_bytes = live;
+            site.live_bytes = live;
+            site.alloc_blocks = blocks;
+            site.live_blocks = blocks;
+            site
+        })
+        .collect();
+    s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+    s
+}
+
 /// 146 snapshots of a 1 MiB/s leak (145 MiB in all) and a stable site, stamped by
 /// `stamp(i)`, as a series file.
 fn series_stamped(dir: &Path, name: &str, stamp: impl Fn(u64) -> u64) -> PathBuf {
@@ -316,28 +347,11 @@ fn series_stamped(dir: &Path, name: &str, stamp: impl Fn(u64) -> u64) -> PathBuf
     let mut writer = SeriesWriter::new();
     let mut out = String::new();
     for i in 0..146u64 {
-        let mut s = Snapshot::default();
-        s.timestamp_ms = stamp(i);
-        s.pid = 77;
-        s.mode = Mode::Exact;
-        s.sample_rate = 1;
-        s.sites = [
-            (1u32, vec![0x101u64, 0x777], i << 20),
-            (3, vec![0x777], 4 << 20),
-        ]
-        .into_iter()
-        .map(|(id, frames, live)| {
-            let mut site = SiteStats::default();
-            site.id = id;
-            site.frames = frames;
-            site.alloc_bytes = live;
-            site.live_bytes = live;
-            site.alloc_blocks = 1.0;
-            site.live_blocks = 1.0;
-            site
-        })
-        .collect();
-        s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+        let sites = [
+            (1u32, vec![0x101u64, 0x777], i << 20, 1.0),
+            (3, vec![0x777], 4 << 20, 1.0),
+        ];
+        let s = exact_snapshot(77, stamp(i), 0, sites);
         out.push_str(&writer.line(&s, &table, None));
     }
     let path = dir.join(name);
@@ -530,26 +544,11 @@ fn series_with_ids(ids: &[u32], points: u64) -> String {
     let mut writer = SeriesWriter::new();
     let mut out = String::new();
     for i in 0..points {
-        let mut s = Snapshot::default();
-        s.timestamp_ms = 1_800_000_000_000 + i * 1000;
-        s.epoch = i + 1;
-        s.pid = 7;
-        s.mode = Mode::Exact;
-        s.sample_rate = 1;
-        s.sites = ids
-            .iter()
-            .map(|&id| {
-                let mut site = SiteStats::default();
-                site.id = id;
-                site.frames = vec![0x1_0000 + u64::from(id)];
-                site.alloc_bytes = 1_000 * (i + 1);
-                site.live_bytes = site.alloc_bytes;
-                site.alloc_blocks = (i + 1) as f64;
-                site.live_blocks = site.alloc_blocks;
-                site
-            })
-            .collect();
-        s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
+        let sites = ids.iter().map(|&id| {
+            let frames = vec![0x1_0000 + u64::from(id)];
+            (id, frames, 1_000 * (i + 1), (i + 1) as f64)
+        });
+        let s = exact_snapshot(7, 1_800_000_000_000 + i * 1000, i + 1, sites);
         out.push_str(&writer.line(&s, &table, None));
     }
     out

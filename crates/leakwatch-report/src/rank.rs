@@ -67,9 +67,9 @@ pub struct RankOptions {
     pub limit_bytes: Option<u64>,
     /// Bytes one sample stands for: the sampling rate `R` of sampled snapshots, 0 for
     /// exact ones ([`Report::build`](crate::Report::build) sets it from the history).
-    /// Sampled estimates move in steps of about `R` and wander by about `sqrt(L R)`
-    /// around a level `L` as samples come and go, so growth must exceed four samples
-    /// and that wander before it counts.
+    /// Sampled estimates move in steps of about `R`, and between two levels by the
+    /// blocks that arrived and departed (see `Noise`), so growth must exceed four
+    /// samples and that noise before it counts.
     pub sample_bytes: f64,
 }
 
@@ -263,8 +263,9 @@ const CLIMB_SIGMAS: f64 = 1.0;
 /// How far the last third must sit above the middle one, in standard deviations of a
 /// turning-over sampled estimate's wander, for a leak to count as still climbing.
 const TURNOVER_SIGMAS: f64 = 3.0;
-/// Fewest points (snapshots) a window needs before any site in it is called a leak.
-const MIN_POINTS_FOR_LEAK: usize = 10;
+/// Fewest points (snapshots) a window needs before a site in it is called a leak or
+/// stopped.
+const MIN_POINTS: usize = 10;
 /// How far the last third must fall short of a steady climb, in standard deviations of
 /// that climb's noise, for a site to count as stopped.
 const STOP_SIGMAS: f64 = 2.0;
@@ -340,9 +341,10 @@ impl Level {
 /// sampled independently, so `Var(est_b - est_a) = sum of s^2 (1 - p) / p` over them,
 /// at most `R x (A + D)` (equality for blocks much smaller than `R`). And `A - D` is the
 /// true change, so `A + D = change + 2 D`. The allocator counts, per site, the bytes
-/// freed from blocks that had been alive at a snapshot (`departed`, cumulative); those
-/// between `a` and `b` bound `D` from above, as does the level at `a` itself. So the
-/// noise of a difference of two levels is `sqrt(R x (|change| + 2 min(D, level_a)))`,
+/// freed from blocks that had been alive at a snapshot ([`Departed`], cumulative; young
+/// ones weighed by their share of a stretch); those between `a` and `b` bound `D` from
+/// above, as does the level at `a` itself. So the noise of a difference of two levels
+/// is `sqrt(R x (|change| + 2 min(D, level_a)))`,
 /// plus the series' own jitter between neighbouring points (which in sampled mode
 /// holds the blocks seen at one snapshot and gone at the next, and in exact mode the
 /// real bursts of the program). A busy site whose blocks die young adds nothing to it
@@ -414,7 +416,7 @@ impl Noise<'_> {
     /// departed (at most what the earlier level held).
     fn turnover(&self, x: Level, y: Level, change: f64) -> f64 {
         let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
-        (change.abs() + 2.0 * self.departed(a, b)).max(0.0)
+        change.abs() + 2.0 * self.departed(a, b)
     }
 
     /// Bytes that departed between the earlier level `a` and the later `b` (bounded by
@@ -464,26 +466,33 @@ const SWING_BLOCKS: usize = 20;
 /// Blocks the series is cut into to find when it reached its level.
 const FLAT_BLOCKS: usize = 12;
 
-/// The series' own swing: the medians of [`SWING_BLOCKS`] consecutive blocks (each as
-/// long as the shortest stretch a level is taken over, the window's first twentieth)
-/// differ from
-/// one block to the next by this much beyond their typical step (the median absolute
-/// deviation of those differences around their median, scaled for a normal
-/// distribution and for one block). A steady leak's blocks step evenly and a cache
-/// that filled and stopped steps only while it filled (a few outlying differences);
-/// noise, and a truth that rises and falls (a sawtooth, a periodic batch, a sampled
-/// estimate wandering as its samples turn over), scatter them. Returns it and the
-/// points per block.
+/// The medians of `blocks` consecutive blocks of `values.len() / blocks` points (the
+/// remainder at the end left out), and the points per block. Needs at least `blocks`
+/// values.
+fn block_medians(values: &[f64], blocks: usize) -> (Vec<f64>, usize) {
+    let per = values.len() / blocks;
+    let medians = values
+        .chunks_exact(per.max(1))
+        .take(blocks)
+        .map(median_of)
+        .collect();
+    (medians, per)
+}
+
+/// The series' own swing: how much the medians of [`SWING_BLOCKS`] consecutive blocks
+/// (each as long as the shortest stretch a level is taken over, the window's first
+/// twentieth) differ from one block to the next beyond their typical step, as
+/// [`point_noise`] measures it. A steady leak's blocks step evenly, and a cache that
+/// filled and stopped steps only while it filled (a few outlying differences); noise,
+/// and a truth that rises and falls (a sawtooth, a periodic batch, a sampled estimate
+/// wandering as its samples turn over), scatter them. Returns it and the points per
+/// block.
 fn block_noise(values: &[f64]) -> (f64, usize) {
-    let n = values.len();
-    if n < 2 * SWING_BLOCKS {
+    if values.len() < 2 * SWING_BLOCKS {
         return (0.0, 1);
     }
-    let per = n / SWING_BLOCKS;
-    let levels: Vec<f64> = (0..SWING_BLOCKS)
-        .map(|k| median_of(&values[k * per..(k + 1) * per]))
-        .collect();
-    (point_noise(&levels), per)
+    let (medians, per) = block_medians(values, SWING_BLOCKS);
+    (point_noise(&medians), per)
 }
 
 /// How long a site has been flat, against how long it took to get there, on the medians
@@ -497,10 +506,8 @@ fn flat_and_rise(times: &[f64], values: &[f64], start: f64, now: f64, band: f64)
     if n < FLAT_BLOCKS {
         return (0.0, 0.0);
     }
-    let per = n / FLAT_BLOCKS;
-    let block = |k: usize| median_of(&values[k * per..((k + 1) * per).min(n)]);
+    let (levels, per) = block_medians(&values[..n], FLAT_BLOCKS);
     let center = |k: usize| times[(k * per + per / 2).min(n - 1)];
-    let levels: Vec<f64> = (0..FLAT_BLOCKS).map(block).collect();
     let Some(reached) = levels.iter().position(|&v| v >= now - band) else {
         return (0.0, 0.0);
     };
@@ -629,22 +636,23 @@ fn site_trend<K>(
     let still_climbing = recent_growth >= 0.25 * expected
         && recent_growth >= o.sample_bytes
         && recent_growth > CLIMB_SIGMAS * at_rest;
-    // Stopped: well short of that pace, by more than the noise a steady climb of
-    // `expected` would have; and flat for longer than it took to rise.
+    // Mann-Kendall's normal approximation and the noise estimates need ten points: with
+    // fewer, a site is neither a leak nor stopped.
+    let enough_points = axes.raw_points >= MIN_POINTS;
+    // Stopped: flat for longer than it took to rise (see `flat_and_rise`), short of the
+    // pace, and either short of it by more than the noise a steady climb of `expected`
+    // would have, or risen early and clearly and not climbing since by more than noise
+    // at rest explains (a cache filled within the window's first part, whose thirds'
+    // growth may not even show the rise, its estimate wandering as its samples turn
+    // over).
     let climb_noise = noise.model(middle, late, expected);
-    // Or it rose early, clearly, and has not climbed since by more than noise at rest
-    // explains: a cache filled within the window's first part (whose thirds' growth may
-    // not even show the rise), its sampled estimate wandering as its samples turn over.
-    let flat_long_enough = flat_time > 1.2 * rise_span && m >= 10;
+    let flat_long_enough = flat_time > 1.2 * rise_span && enough_points;
     let short_of_pace = recent_growth < 0.5 * expected;
     let stopped = flat_long_enough
         && short_of_pace
         && (expected - recent_growth > STOP_SIGMAS * climb_noise
             || (rise > 1.5 * STOP_SIGMAS * noise.between(first, late)
                 && recent_growth <= CLIMB_SIGMAS * at_rest));
-    // Mann-Kendall's normal approximation and the noise estimates need ten points: with
-    // fewer, growth is at most `growing`.
-    let enough_points = axes.raw_points >= MIN_POINTS_FOR_LEAK;
     let verdict = if grew && significant_up && still_climbing && !stopped && enough_points {
         Verdict::Leak
     } else if grew && stopped {

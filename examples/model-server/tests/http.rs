@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{Response, Server, metric, run_binary, wait_for};
+use common::{Response, Server, metric, run_binary, run_tool};
 use model_server::server::GenerateResponse;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A loopback server whose recorder takes a snapshot every 0.1 s.
@@ -770,42 +769,6 @@ fn serve_with_bad_flags_exits_2_with_one_line() {
     }
     let (status, stdout, _) = run_binary(&["help"]);
     assert!(status.success() && stdout.contains("usage:"), "{stdout}");
-}
-
-/// Runs a tool (stdin from `input`), killed after 60 s; its exit status and its stdout
-/// and stderr together. `None` when it is not installed: then prints
-/// `SKIPPED: NAME not found` (straight to stderr, past libtest's capture), unless `CI` is
-/// set, which fails.
-fn run_tool(
-    command: &mut Command,
-    input: Option<&[u8]>,
-    name: &str,
-    install: &str,
-) -> Option<(ExitStatus, String)> {
-    let spawned = command
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let child = match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{name} not found, and CI is set: install it ({install})"
-            );
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not found ({install})");
-            return None;
-        }
-        Err(e) => panic!("cannot run {name}: {e}"),
-    };
-    let (status, stdout, stderr) = wait_for(child, input, Duration::from_secs(60), name);
-    let output = stdout + &stderr;
-    Some((status, output))
 }
 
 /// A directory under the system's temp dir, removed when dropped.

@@ -20,11 +20,10 @@
 
 mod common;
 
-use common::{Server, request, wait_for};
+use common::{Server, request, run_tool};
 use serde_json::Value;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -263,41 +262,23 @@ fn pprof_top(server: &Server) -> Option<String> {
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     let file = dir.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
-    let spawned = Command::new("go")
-        .args(["tool", "pprof", "-top"])
-        .arg(&file)
-        .current_dir(&dir)
-        .env("PPROF_TMPDIR", &dir)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOTELEMETRY", "off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let child = match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let _ = std::fs::remove_dir_all(&dir);
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "go not found, and CI is set: apt-get install golang-go"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: go not found (apt-get install golang-go)"
-            );
-            return None;
-        }
-        Err(e) => panic!("cannot run go: {e}"),
-    };
-    let (status, stdout, stderr) = wait_for(child, None, Duration::from_secs(60), "go");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        status.success(),
-        "go tool pprof -top: {status}\n{stdout}{stderr}"
+    let output = run_tool(
+        Command::new("go")
+            .args(["tool", "pprof", "-top"])
+            .arg(&file)
+            .current_dir(&dir)
+            .env("PPROF_TMPDIR", &dir)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOTELEMETRY", "off"),
+        None,
+        "go",
+        "apt-get install golang-go",
     );
-    Some(stdout)
+    let _ = std::fs::remove_dir_all(&dir);
+    let (status, output) = output?;
+    assert!(status.success(), "go tool pprof -top: {status}\n{output}");
+    Some(output)
 }
 
 #[test]

@@ -471,3 +471,39 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
             value.split_whitespace().next()?.parse().ok()
         })
 }
+
+/// Runs a tool (stdin from `input`), killed after 60 s; its exit status and its stdout
+/// and stderr together. `None` when it is not installed: then prints
+/// `SKIPPED: NAME not found` (straight to stderr, past libtest's capture), unless `CI` is
+/// set, which fails.
+pub fn run_tool(
+    command: &mut Command,
+    input: Option<&[u8]>,
+    name: &str,
+    install: &str,
+) -> Option<(ExitStatus, String)> {
+    let spawned = command
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{name} not found, and CI is set: install it ({install})"
+            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {name} not found ({install})");
+            return None;
+        }
+        Err(e) => panic!("cannot run {name}: {e}"),
+    };
+    let (status, stdout, stderr) = wait_for(child, input, Duration::from_secs(60), name);
+    let output = stdout + &stderr;
+    Some((status, output))
+}
