@@ -474,7 +474,7 @@ async fn phase(exe: &Path, options: &DemoOptions, store: Store) -> Result<Phase,
                 && (settled || t >= options.update_after + UPDATE_GRACE)
             {
                 let (status, body) = target
-                    .request(Method::POST, "/admin/model", b"", Duration::from_secs(10))
+                    .request(Method::POST, "/admin/model", b"{}", Duration::from_secs(10))
                     .await
                     .map_err(|e| e.to_string())?;
                 if status != 200 {

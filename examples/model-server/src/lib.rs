@@ -7,12 +7,15 @@
 //! - [`server`]: the HTTP endpoints (generation, model update, health, metrics, and
 //!   leakwatch's reports).
 //! - [`serve`]: runs the service with leakwatch's recorder.
+//! - [`conn`]: connections: header-read, idle and request timeouts, graceful shutdown
+//!   with a deadline.
 //! - [`loadgen`]: a load generator for the service (loopback only), as a library and as
 //!   `model-server loadgen`.
 //! - [`demo`]: `model-server demo`: the leak found by leakwatch, then the fix checked,
 //!   with the service as a child process ([`demo::ServerProcess`]).
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod demo;
 pub mod loadgen;
 pub mod model;
@@ -41,5 +44,9 @@ pub fn run_service(options: serve::ServeOptions) -> std::io::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve::serve(options))
+    let result = runtime.block_on(serve::serve(options));
+    // Past the shutdown deadline nothing may hold the exit up: tasks still running
+    // (none should be) are abandoned after a second.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }

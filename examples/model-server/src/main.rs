@@ -5,8 +5,10 @@
 //!                      [--update-after S] [--max-leaky S] [--fixed-seconds S]
 //!                      [--leakwatch sampled|exact]
 //! model-server serve   [--addr 127.0.0.1:8080] [--leaky] [--leakwatch off|sampled|exact]
-//!                      [--debug-token TOKEN] [--budget 8MiB] [--context 128]
+//!                      [--token-file PATH] [--budget 8MiB] [--context 128]
 //!                      [--interval 1s] [--memory-limit 1GiB] [--series FILE]
+//!                      [--header-timeout 10] [--idle-timeout 60] [--request-timeout 30]
+//!                      [--shutdown-timeout 5]
 //! model-server loadgen [--url http://127.0.0.1:8080] [--clients N] [--requests N]
 //!                      [--duration S] [--rate N] [--session-requests K]
 //!                      [--max-tokens LO-HI] [--timeout S]
@@ -17,7 +19,7 @@ use leakwatch::LeakWatch;
 use model_server::demo::DemoOptions;
 use model_server::loadgen::{self, LoadOptions};
 use model_server::serve::{ServeOptions, Tracking};
-use model_server::server::Config;
+use model_server::server::{Config, Token};
 use model_server::sessions::Eviction;
 use std::io::Write;
 use std::process::ExitCode;
@@ -48,13 +50,20 @@ usage:
       --leaky                the session store from before the postmortem (leaks after a model update)
       --leakwatch MODE       off, sampled or exact (default: as LEAKWATCH and LEAKWATCH_SAMPLE
                              say, else sampled at LEAKWATCH_SAMPLE or 512k)
-      --debug-token TOKEN    bearer token for /admin and /debug when not on loopback
-                             (or MODEL_SERVER_DEBUG_TOKEN)
+      --token-file PATH      file holding the bearer token for /admin and /debug when not
+                             on loopback (or the token in MODEL_SERVER_DEBUG_TOKEN; never
+                             in the arguments, which every user can read)
       --budget BYTES         session cache budget (default 8MiB)
       --context TOKENS       context words kept per session (default 128)
       --interval SECONDS     leakwatch recorder interval (default 1; fractions allowed)
       --memory-limit BYTES   memory limit for time-to-limit (default: the cgroup's)
       --series FILE          append leakwatch's series to FILE (for `leakwatch report`)
+      --header-timeout S     a request head must arrive within S seconds of its first byte
+                             (default 10)
+      --idle-timeout S       close connections idle this long (default 60)
+      --request-timeout S    answer 408 when a request takes longer (default 30)
+      --shutdown-timeout S   on SIGTERM or Ctrl-C, requests in flight get S seconds, then the
+                             process exits anyway (default 5)
   model-server loadgen [options]
       drives POST /v1/generate at a service on this machine (loopback only)
       --url URL              http://127.x.x.x:PORT or http://localhost:PORT
@@ -142,21 +151,50 @@ fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{flag}: not a number of seconds from 0.01 to 3600: {text:?}"))
 }
 
+/// Longest token file read: a token is a line, not a file's worth.
+const MAX_TOKEN_BYTES: u64 = 4096;
+
+/// The token in `path`: its text without trailing whitespace (a newline), non-empty, at
+/// most [`MAX_TOKEN_BYTES`].
+fn read_token_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TOKEN_BYTES + 1).read_to_end(&mut text))
+        .map_err(|e| format!("--token-file: cannot read {path:?}: {e}"))?;
+    if text.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "--token-file: {path:?} is longer than {MAX_TOKEN_BYTES} bytes: a token is one line"
+        ));
+    }
+    let text =
+        String::from_utf8(text).map_err(|_| format!("--token-file: {path:?} is not UTF-8 text"))?;
+    let token = text.trim_end();
+    if token.is_empty() {
+        return Err(format!("--token-file: {path:?} is empty"));
+    }
+    Ok(token.to_string())
+}
+
 fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
     let mut options = ServeOptions {
         addr: "127.0.0.1:8080".parse().map_err(|e| format!("{e}"))?,
-        config: Config {
-            debug_token: std::env::var("MODEL_SERVER_DEBUG_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-            ..Config::default()
-        },
+        config: Config::default(),
         // Set below: from --leakwatch, else from the environment.
         tracking: Tracking::Sampled,
         interval: Duration::from_secs(1),
         memory_limit: None,
         series: None,
     };
+    let env_token = match std::env::var_os("MODEL_SERVER_DEBUG_TOKEN") {
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(
+            v.into_string()
+                .map_err(|_| "MODEL_SERVER_DEBUG_TOKEN: not UTF-8".to_string())?,
+        ),
+        None => None,
+    };
+    let mut file_token = None;
     let mut tracking = None;
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -179,11 +217,22 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
                 })
             }
             "--debug-token" => {
-                let token = value(&mut args, flag)?;
-                if token.is_empty() {
-                    return Err("--debug-token: empty token".into());
-                }
-                options.config.debug_token = Some(token.clone());
+                return Err(
+                    "--debug-token: a token in the arguments is visible to every user (ps): use --token-file PATH or MODEL_SERVER_DEBUG_TOKEN".into(),
+                );
+            }
+            "--token-file" => file_token = Some(read_token_file(value(&mut args, flag)?)?),
+            "--header-timeout" => {
+                options.config.timeouts.header_read = seconds(flag, value(&mut args, flag)?)?;
+            }
+            "--idle-timeout" => {
+                options.config.timeouts.idle = seconds(flag, value(&mut args, flag)?)?;
+            }
+            "--request-timeout" => {
+                options.config.timeouts.request = seconds(flag, value(&mut args, flag)?)?;
+            }
+            "--shutdown-timeout" => {
+                options.config.timeouts.shutdown = seconds(flag, value(&mut args, flag)?)?;
             }
             "--budget" => {
                 options.config.store.budget_bytes = size(flag, value(&mut args, flag)?)? as usize;
@@ -206,6 +255,15 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             }
         }
     }
+    let token = match (file_token, env_token) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "both --token-file and MODEL_SERVER_DEBUG_TOKEN give a token: give one".into(),
+            );
+        }
+        (token, None) | (None, token) => token,
+    };
+    options.config.token = token.as_deref().map(Token::new);
     // An explicit --leakwatch wins; otherwise LEAKWATCH and LEAKWATCH_SAMPLE decide, as
     // for any service built with leakwatch (the allocator has applied them already).
     options.tracking = match tracking {

@@ -93,19 +93,24 @@ pub fn start_recorder(options: &ServeOptions) -> std::io::Result<Option<Recorder
     builder.start().map(Some)
 }
 
-/// Serves until Ctrl-C or SIGTERM. Prints `model-server listening on http://ADDR` once
-/// bound (tests and the demo read the address from it).
+/// Serves until Ctrl-C or SIGTERM, then shuts down within the configured deadline
+/// (requests in flight get [`Timeouts::shutdown`](crate::server::Timeouts), then the
+/// remaining connections are closed; see [`crate::conn`]). Prints `model-server
+/// listening on http://ADDR` once bound (tests and the demo read the address from it).
 ///
 /// # Errors
-/// When the address cannot be bound or the series file cannot be opened.
+/// When the address cannot be bound (`cannot bind ADDR: WHY`) or the series file cannot
+/// be opened.
 pub async fn serve(options: ServeOptions) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(options.addr).await?;
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|e| bind_error(options.addr, &e))?;
     let addr = listener.local_addr()?;
     let recorder = start_recorder(&options)?;
     let state = AppState::new(options.config.clone(), addr, recorder);
-    if !addr.ip().is_loopback() && options.config.debug_token.is_none() {
+    if !addr.ip().is_loopback() && options.config.token.is_none() {
         tracing::warn!(
-            "listening beyond loopback without --debug-token: /admin and /debug will refuse every request"
+            "listening beyond loopback without a token (--token-file or MODEL_SERVER_DEBUG_TOKEN): /admin and /debug will refuse every request"
         );
     }
     let sweeper = {
@@ -119,11 +124,29 @@ pub async fn serve(options: ServeOptions) -> std::io::Result<()> {
         })
     };
     println!("model-server listening on http://{addr}");
-    let result = axum::serve(listener, router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    crate::conn::serve(
+        listener,
+        router(Arc::clone(&state)),
+        options.config.timeouts,
+        options.config.max_header_bytes,
+        async {
+            shutdown_signal().await;
+            tracing::info!(
+                "shutting down: requests in flight get {:.1} s",
+                options.config.timeouts.shutdown.as_secs_f64()
+            );
+        },
+    )
+    .await;
     sweeper.abort();
-    result
+    Ok(())
+}
+
+/// `cannot bind ADDR: WHY`, one line (the OS error's text without its number).
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> std::io::Error {
+    let why = e.to_string();
+    let why = why.split(" (os error").next().unwrap_or(&why);
+    std::io::Error::new(e.kind(), format!("cannot bind {addr}: {why}"))
 }
 
 async fn shutdown_signal() {

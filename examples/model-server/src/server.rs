@@ -10,9 +10,18 @@
 //! | `GET /debug/leaks?format=text\|json\|html` | leakwatch's ranked report |
 //! | `GET /debug/pprof/heap` | leakwatch's heap profile (pprof, gzipped) |
 //!
-//! `/admin` and `/debug` are open on a loopback address; on any other address they need
-//! `Authorization: Bearer <token>` (`--debug-token`), and answer 401 without it. Bad
-//! requests get a JSON error: 400 (malformed), 413 (too large), 415 (not JSON).
+//! `/admin` and `/debug` are open on a loopback address to requests addressed to it: the
+//! `Host` must be the bound address, `localhost`, `127.0.0.1` or `[::1]` with the bound
+//! port (a DNS-rebinding page's `Host` is its own name). Everywhere, an `Origin`
+//! that is not the request's own (`http://HOST`), a `Sec-Fetch-Site` other than
+//! `same-origin` or `none`, and on `/admin` a `Content-Type` other than
+//! `application/json`, are refused (403; 415): a web page the operator opens cannot
+//! reach them. Requests without `Origin`, as from curl, pass. On any other address
+//! they also need `Authorization: Bearer <token>` (`--token-file` or
+//! `MODEL_SERVER_DEBUG_TOKEN`), and answer 401 without it; the token is kept as a keyed
+//! hash and compared as one. Every refusal has a JSON body (`{"error", "status"}`): 400
+//! (malformed), 404, 405 (with `Allow`), 408 (too slow), 409 (no next model version),
+//! 413 (too large), 415 (not JSON).
 
 use crate::model::{Model, Rng};
 use crate::sessions::{Eviction, SessionKey, SessionStore, StoreConfig, StoreStats};
@@ -30,21 +39,120 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-/// Limits and settings of the service.
-#[derive(Debug, Clone)]
+/// Limits and settings of the service. Its `Debug` shows the token as `<redacted>`.
+#[derive(Clone)]
 pub struct Config {
     /// Session store settings (budget, context, fixed or leaky).
     pub store: StoreConfig,
     /// Bearer token for `/admin` and `/debug` when not on loopback.
-    pub debug_token: Option<String>,
+    pub token: Option<Token>,
     /// Largest prompt accepted, in bytes (larger: 413).
     pub max_prompt_bytes: usize,
     /// Largest `max_tokens` accepted (larger: 400).
     pub max_tokens: u32,
     /// Largest request body, in bytes (larger: 413).
     pub max_body_bytes: usize,
+    /// Largest request head (request line and headers), in bytes, at least 8 KiB
+    /// (larger: 431, from hyper, without a body).
+    pub max_header_bytes: usize,
     /// The first model version.
     pub initial_version: u32,
+    /// Connection timeouts and the shutdown deadline.
+    pub timeouts: Timeouts,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &self.store)
+            // `<redacted>` when there is one: its length is not shown either.
+            .field(
+                "token",
+                match &self.token {
+                    Some(token) => token as &dyn std::fmt::Debug,
+                    None => &None::<()>,
+                },
+            )
+            .field("max_prompt_bytes", &self.max_prompt_bytes)
+            .field("max_tokens", &self.max_tokens)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("initial_version", &self.initial_version)
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
+/// How long a connection may take over each part of its life (see [`crate::conn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a request head's first byte to its last (default 10 s): then the
+    /// connection is closed.
+    pub header_read: Duration,
+    /// A connection with no request, or a request or response making no progress
+    /// (default 60 s): then the connection is closed.
+    pub idle: Duration,
+    /// One request's handling, its body read included (default 30 s): then 408.
+    pub request: Duration,
+    /// After SIGTERM or Ctrl-C, how long requests in flight may take before the process
+    /// exits anyway (default 5 s).
+    pub shutdown: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            request: Duration::from_secs(30),
+            shutdown: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The bearer token, kept only as a keyed hash (SipHash-1-3 with a random key per
+/// process, from the standard library): a presented token is hashed with the same key
+/// and the two fixed-size digests compared without an early exit, so the time a check
+/// takes depends neither on the token's length nor on how much of it matched. `Debug`
+/// prints `<redacted>`.
+#[derive(Clone)]
+pub struct Token {
+    key: std::hash::RandomState,
+    digest: [u64; 2],
+}
+
+impl Token {
+    /// A token from its text (non-empty; the caller checks).
+    pub fn new(secret: &str) -> Token {
+        let key = std::hash::RandomState::new();
+        let digest = Token::digest_with(&key, secret.as_bytes());
+        Token { key, digest }
+    }
+
+    /// 128 bits: two keyed hashes of `bytes`, told apart by a leading byte.
+    fn digest_with(key: &std::hash::RandomState, bytes: &[u8]) -> [u64; 2] {
+        use std::hash::{BuildHasher, Hasher};
+        let half = |domain: u8| {
+            let mut hasher = key.build_hasher();
+            hasher.write_u8(domain);
+            hasher.write(bytes);
+            hasher.finish()
+        };
+        [half(0), half(1)]
+    }
+
+    /// Whether `given` is the token.
+    pub fn matches(&self, given: &[u8]) -> bool {
+        let given = Token::digest_with(&self.key, given);
+        let differ = (given[0] ^ self.digest[0]) | (given[1] ^ self.digest[1]);
+        std::hint::black_box(differ) == 0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for Config {
@@ -56,11 +164,13 @@ impl Default for Config {
                 idle_timeout: Duration::from_secs(120),
                 eviction: Eviction::Fixed,
             },
-            debug_token: None,
+            token: None,
             max_prompt_bytes: 4096,
             max_tokens: 64,
             max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
             initial_version: 1,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -73,6 +183,8 @@ pub struct AppState {
     recorder: Option<Recorder>,
     /// The service listens on loopback only: `/admin` and `/debug` need no token.
     loopback: bool,
+    /// Where it listens (the port `Host` headers must name).
+    addr: SocketAddr,
     metrics: Metrics,
     started: Instant,
 }
@@ -107,6 +219,7 @@ impl AppState {
             sessions: Mutex::new(sessions),
             recorder,
             loopback: addr.ip().is_loopback(),
+            addr,
             metrics: Metrics::default(),
             started: Instant::now(),
         })
@@ -134,9 +247,29 @@ impl AppState {
 
     /// The model update: builds `version` (default: the next one), serves it from now
     /// on, and tells the session store. Returns `(previous, new)` versions.
-    pub fn swap_model(&self, version: Option<u32>) -> (u32, u32) {
+    ///
+    /// # Errors
+    /// 400 for version 0; 409 when no version is given and the current one is the last
+    /// (`u32::MAX`): versions never wrap.
+    pub fn swap_model(&self, version: Option<u32>) -> Result<(u32, u32), ApiError> {
         let previous = self.model_version();
-        let version = version.unwrap_or(previous.wrapping_add(1)).max(1);
+        let version = match version {
+            Some(0) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("version must be 1 to {}", u32::MAX),
+                ));
+            }
+            Some(version) => version,
+            None => previous.checked_add(1).ok_or_else(|| {
+                (
+                    StatusCode::CONFLICT,
+                    format!(
+                        "model version {previous} is the last: give an explicit {{\"version\": N}}"
+                    ),
+                )
+            })?,
+        };
         let model = Arc::new(Model::build(crate::model::CORPUS, version));
         if let Ok(mut current) = self.model.write() {
             *current = model;
@@ -146,7 +279,7 @@ impl AppState {
         }
         self.metrics.model_swaps.fetch_add(1, Relaxed);
         tracing::info!(previous, version, "model swapped");
-        (previous, version)
+        Ok((previous, version))
     }
 }
 
@@ -159,6 +292,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            same_origin_only,
         ));
     Router::new()
         .route("/v1/generate", post(generate))
@@ -166,12 +303,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::map_response(json_if_empty))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
 }
 
-/// A JSON error response.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// Gives an error answered without a body (axum's 405, for one) a JSON one, keeping its
+/// headers.
+async fn json_if_empty(response: Response) -> Response {
+    use axum::body::HttpBody;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.body().size_hint().exact() != Some(0)
+    {
+        return response;
+    }
+    // axum adds `Allow` to its 405s outside this layer: kept, as every header is.
+    let message = status
+        .canonical_reason()
+        .unwrap_or("request refused")
+        .to_lowercase();
+    let (mut parts, _) = response.into_parts();
+    let (json_parts, body) = error(status, message).into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.extend(json_parts.headers);
+    Response::from_parts(parts, body)
+}
+
+/// A JSON error response: `{"error": MESSAGE, "status": CODE}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     #[derive(Serialize)]
     struct Body {
         error: String,
@@ -351,8 +511,18 @@ struct SwapRequest {
 
 async fn swap_model(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // A JSON content type: a page's simple cross-origin POST (form, text/plain, no
+    // body) cannot have one without a CORS preflight, which nothing here answers.
+    if !is_json(&headers) {
+        state.metrics.client_errors.fetch_add(1, Relaxed);
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json",
+        );
+    }
     let body = match body {
         Ok(body) => body,
         Err(r) => {
@@ -374,8 +544,99 @@ async fn swap_model(
             }
         }
     };
-    let (previous, version) = state.swap_model(request.version);
-    Json(serde_json::json!({ "version": version, "previous": previous })).into_response()
+    match state.swap_model(request.version) {
+        Ok((previous, version)) => {
+            Json(serde_json::json!({ "version": version, "previous": previous })).into_response()
+        }
+        Err((status, message)) => {
+            state.metrics.client_errors.fetch_add(1, Relaxed);
+            error(status, message)
+        }
+    }
+}
+
+/// `Content-Type: application/json`, with or without parameters (`; charset=utf-8`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Refuses `/admin` and `/debug` requests a web page could have made: on loopback, a
+/// `Host` that is not this server (DNS rebinding); everywhere, an `Origin` other than
+/// the request's own and a `Sec-Fetch-Site` other than `same-origin` or `none`. 403.
+async fn same_origin_only(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match foreign_request(&state, request.headers()) {
+        None => next.run(request).await,
+        Some(why) => {
+            state.metrics.unauthorized.fetch_add(1, Relaxed);
+            error(StatusCode::FORBIDDEN, why)
+        }
+    }
+}
+
+/// Why a request to `/admin` or `/debug` looks like a web page's, if it does.
+fn foreign_request(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let host = text(header::HOST);
+    if state.loopback {
+        match host {
+            Some(host) if is_own_host(host, state.addr) => {}
+            Some(host) => {
+                return Some(format!(
+                    "Host {host:?} is not this server (127.0.0.1, localhost or [::1] with port {})",
+                    state.addr.port()
+                ));
+            }
+            None => return Some("no Host header".into()),
+        }
+    }
+    if let Some(origin) = text(header::ORIGIN) {
+        let own = host.is_some_and(|host| {
+            origin
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+                && origin[7..].eq_ignore_ascii_case(host)
+        });
+        if !own {
+            return Some(format!(
+                "Origin {origin:?} is not this server's: /admin and /debug refuse other sites' pages"
+            ));
+        }
+    }
+    match text(axum::http::HeaderName::from_static("sec-fetch-site")) {
+        None | Some("same-origin" | "none") => None,
+        Some(site) => Some(format!(
+            "Sec-Fetch-Site {site:?}: /admin and /debug refuse other sites' pages"
+        )),
+    }
+}
+
+/// Whether `host` (a `Host` header) names the server listening on loopback at `addr`:
+/// its address, `localhost`, `127.0.0.1` or `[::1]`, with its port (or none when that
+/// is 80).
+fn is_own_host(host: &str, addr: SocketAddr) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        // `[::1]` has colons of its own: a port follows the bracket.
+        Some((name, port)) if !port.contains(']') => (name, port.parse::<u16>().ok()),
+        _ => (host, Some(80)),
+    };
+    if port != Some(addr.port()) {
+        return false;
+    }
+    let bound = match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    ["localhost", "127.0.0.1", "[::1]", &bound]
+        .iter()
+        .any(|own| name.eq_ignore_ascii_case(own))
 }
 
 /// Checks the bearer token of `/admin` and `/debug` requests unless on loopback.
@@ -387,15 +648,15 @@ async fn require_token(
     if state.loopback {
         return next.run(request).await;
     }
-    let Some(expected) = state.config.debug_token.as_deref() else {
+    let Some(expected) = state.config.token.as_ref() else {
         state.metrics.unauthorized.fetch_add(1, Relaxed);
         return error(
             StatusCode::UNAUTHORIZED,
-            "this endpoint needs a token: start the server with --debug-token when it listens beyond loopback",
+            "this endpoint needs a token: start the server with --token-file or MODEL_SERVER_DEBUG_TOKEN when it listens beyond loopback",
         );
     };
     let given = bearer(request.headers());
-    if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+    if given.is_some_and(|g| expected.matches(g.as_bytes())) {
         next.run(request).await
     } else {
         state.metrics.unauthorized.fetch_add(1, Relaxed);
@@ -413,11 +674,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
-}
-
-/// Compares without an early exit, so the time taken does not tell how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, Deserialize)]
@@ -521,7 +777,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metric(
         "model_server_unauthorized_requests_total",
         "counter",
-        "Requests to /admin or /debug refused for lack of a token.",
+        "Requests to /admin or /debug refused: no token or a wrong one, or from another site's page.",
         m.unauthorized.load(Relaxed).to_string(),
     );
     metric(
@@ -577,4 +833,87 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_matches_itself_only() {
+        let token = Token::new("s3cret");
+        assert!(token.matches(b"s3cret"));
+        for other in [
+            &b""[..],
+            b"s3cre",
+            b"s3cret2",
+            b"S3cret",
+            b"s3cret\n",
+            b"\0s3cret",
+        ] {
+            assert!(
+                !token.matches(other),
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+        // Two tokens of one text have their own keys; each matches the text.
+        let again = Token::new("s3cret");
+        assert_ne!(token.digest, again.digest, "one key for every token");
+        assert!(again.matches(b"s3cret"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let config = Config {
+            token: Some(Token::new("hunter2-very-secret")),
+            ..Config::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("token: <redacted>"), "{shown}");
+        let state = AppState::new(config, "127.0.0.1:1".parse().unwrap(), None);
+        let shown = format!("{state:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    /// Median nanoseconds of `runs` rounds of `check`.
+    fn median_nanos(runs: usize, mut check: impl FnMut() -> bool) -> u128 {
+        let mut times: Vec<u128> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(check());
+                start.elapsed().as_nanos()
+            })
+            .collect();
+        times.sort_unstable();
+        times[runs / 2]
+    }
+
+    #[test]
+    fn the_compare_takes_as_long_whatever_the_token_is() {
+        // A long token, so a compare that depends on it (an early exit on a length
+        // mismatch, a byte loop over it) differs by far more than timer noise.
+        let secret = "k".repeat(256 * 1024);
+        let token = Token::new(&secret);
+        let mut near = secret.clone().into_bytes();
+        near[0] = b'x'; // same length, wrong at the first byte
+        let mut longer = secret.clone().into_bytes();
+        longer.push(b'k'); // one byte too long
+        let short = b"k".repeat(1024 * 1024);
+        let same_length = median_nanos(31, || token.matches(&near));
+        let other_length = median_nanos(31, || token.matches(&longer));
+        // Both hash what was given (256 KiB): within a factor of 3 of each other,
+        // where an early exit on the length would be thousands of times quicker.
+        let ratio = same_length.max(1) as f64 / other_length.max(1) as f64;
+        assert!(
+            (1.0 / 3.0..=3.0).contains(&ratio),
+            "same length {same_length} ns, one byte longer {other_length} ns"
+        );
+        // The work follows what was presented, not the token: four times the bytes
+        // take longer than the token's own length.
+        let four_times = median_nanos(31, || token.matches(&short));
+        assert!(four_times > same_length, "{four_times} vs {same_length} ns");
+    }
 }

@@ -33,8 +33,8 @@ fn updated_service(eviction: Eviction) -> Arc<AppState> {
     config.store.context_tokens = CONTEXT;
     config.store.budget_bytes = SESSIONS * SESSION_BYTES;
     let state = AppState::new(config, "127.0.0.1:0".parse().unwrap(), None);
-    let (previous, version) = state.swap_model(None);
-    assert_eq!((previous, version), (1, 2));
+    let swapped = state.swap_model(None);
+    assert_eq!(swapped, Ok((1, 2)));
     state
 }
 

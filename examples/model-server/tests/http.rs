@@ -9,6 +9,8 @@ mod common;
 
 use common::{Response, Server, metric, run_binary, run_tool};
 use model_server::server::GenerateResponse;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -277,7 +279,7 @@ fn admin_model_swaps_to_the_next_or_the_given_version() {
     };
     assert_eq!(version_of_answers(&server), 1);
 
-    let next = server.request("POST", "/admin/model", &[], b"");
+    let next = server.post_json("/admin/model", "");
     assert_eq!(next.status, 200, "{next:?}");
     assert_eq!(
         next.json(),
@@ -305,7 +307,7 @@ fn admin_model_swaps_to_the_next_or_the_given_version() {
     }
     // Refused updates changed nothing; a blank body is the next version.
     assert_eq!(version_of_answers(&server), 7);
-    let blank = server.request("POST", "/admin/model", &[], b" \n");
+    let blank = server.post_json("/admin/model", " \n");
     assert_eq!(
         blank.json(),
         serde_json::json!({"previous": 7, "version": 8})
@@ -644,7 +646,10 @@ fn check_token_s3cret(server: &Server) {
     assert_json_error(&basic, 401, "Basic authorization");
     refusals += 1.0;
 
-    let right = [("Authorization", "Bearer s3cret")];
+    let right = [
+        ("Authorization", "Bearer s3cret"),
+        ("Content-Type", "application/json"),
+    ];
     for (method, path) in [
         ("GET", "/debug/leaks"),
         ("GET", "/debug/leaks?format=json"),
@@ -675,8 +680,13 @@ fn check_token_s3cret(server: &Server) {
 }
 
 #[test]
-fn beyond_loopback_admin_and_debug_need_the_debug_token() {
-    let server = beyond_loopback(&["--debug-token", "s3cret", "--interval", "0.1"], &[]);
+fn beyond_loopback_admin_and_debug_need_the_token_from_its_file() {
+    let dir = TempDir::new("token");
+    let file = dir.0.join("token");
+    // A trailing newline, as `echo s3cret > file` writes, is not part of the token.
+    std::fs::write(&file, "s3cret\n").expect("write the token file");
+    let file = file.to_str().expect("a UTF-8 temp path");
+    let server = beyond_loopback(&["--token-file", file, "--interval", "0.1"], &[]);
     check_token_s3cret(&server);
 }
 
@@ -715,7 +725,7 @@ fn beyond_loopback_without_a_token_admin_and_debug_refuse_everyone() {
     );
     // It says so when it starts.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.stderr_text().contains("without --debug-token") {
+    while !server.stderr_text().contains("without a token") {
         assert!(
             Instant::now() < deadline,
             "no warning about the missing token on stderr:\n{}",
@@ -747,6 +757,15 @@ fn serve_with_bad_flags_exits_2_with_one_line() {
         vec!["serve", "--interval", "NaN"],
         vec!["serve", "--memory-limit", "-1"],
         vec!["serve", "--debug-token", ""],
+        vec!["serve", "--debug-token", "s3cret"],
+        vec!["serve", "--token-file"],
+        vec!["serve", "--token-file", "/nonexistent/model-server-token"],
+        vec!["serve", "--token-file", "/dev/null"],
+        vec!["serve", "--token-file", "/dev/zero"],
+        vec!["serve", "--header-timeout", "0"],
+        vec!["serve", "--idle-timeout", "forever"],
+        vec!["serve", "--request-timeout", "-1"],
+        vec!["serve", "--shutdown-timeout", "1e9"],
         vec!["serve", "--leaky", "extra"],
     ];
     for args in &cases {
@@ -767,8 +786,41 @@ fn serve_with_bad_flags_exits_2_with_one_line() {
             "model-server {args:?}: {stderr:?}"
         );
     }
+    // Which address could not be bound, and why, in one line.
+    let (_, _, stderr) = run_binary(&["serve", "--addr", &taken]);
+    assert_eq!(
+        stderr,
+        format!("model-server: cannot bind {taken}: Address already in use\n")
+    );
+    // A token in the arguments is refused, and the message says what to use instead.
+    let (_, _, stderr) = run_binary(&["serve", "--debug-token", "s3cret"]);
+    assert!(
+        stderr.contains("--token-file") && stderr.contains("MODEL_SERVER_DEBUG_TOKEN"),
+        "{stderr}"
+    );
     let (status, stdout, _) = run_binary(&["help"]);
     assert!(status.success() && stdout.contains("usage:"), "{stdout}");
+}
+
+#[test]
+fn a_token_given_twice_is_refused_in_one_line() {
+    let dir = TempDir::new("two-tokens");
+    let file = dir.0.join("token");
+    std::fs::write(&file, "s3cret").expect("write the token file");
+    let child = common::binary()
+        .args(["serve", "--addr", "127.0.0.1:0", "--token-file"])
+        .arg(&file)
+        .env("MODEL_SERVER_DEBUG_TOKEN", "other")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start model-server");
+    let (status, stdout, stderr) =
+        common::wait_for(child, None, Duration::from_secs(30), "model-server serve");
+    assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("give one"), "{stderr}");
 }
 
 /// A directory under the system's temp dir, removed when dropped.
@@ -792,4 +844,386 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A raw connection to `server`, for requests the blocking client cannot send (partial
+/// ones, held open).
+fn raw(server: &Server) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&server.addr(), Duration::from_secs(5))
+        .expect("connect to the server");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("set a write timeout");
+    stream
+}
+
+/// Reads from `stream` until the server closes it, for at most `limit`: how long that
+/// took and what came before, or `None` when it is still open at `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<(Duration, Vec<u8>)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return None;
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .expect("set a read timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return Some((start.elapsed(), got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return None;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Reset: closed, too.
+            Err(_) => return Some((start.elapsed(), got)),
+        }
+    }
+}
+
+#[test]
+fn sigterm_exits_within_the_deadline_while_slow_clients_hold_partial_requests() {
+    // Default timeouts (10 s for a head, 5 s of shutdown): the clients below would hold
+    // their requests for a minute.
+    let mut server = server();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = raw(&server);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .expect("send half a head");
+        held.push(stream);
+    }
+    for _ in 0..4 {
+        // A whole head and part of a body: a request in flight, its handler waiting.
+        let mut stream = raw(&server);
+        stream
+            .write_all(
+                b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"session_id\": ",
+            )
+            .expect("send a head and part of a body");
+        held.push(stream);
+    }
+    // An idle keep-alive connection after a complete exchange.
+    let mut idle = raw(&server);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send a request");
+    let mut first = [0u8; 17];
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set a read timeout");
+    idle.read_exact(&mut first).expect("read the answer");
+    assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
+    held.push(idle);
+    // Let every connection reach the server before the signal.
+    std::thread::sleep(Duration::from_millis(300));
+    let exited = server.terminate(Duration::from_secs(15));
+    let Some((took, status)) = exited else {
+        panic!(
+            "still running 15 s after SIGTERM, with 9 clients holding their connections:\n{}",
+            server.stderr_text()
+        );
+    };
+    assert!(status.success(), "{status}: {}", server.stderr_text());
+    // The deadline is 5 s; the margin is for a loaded machine.
+    assert!(
+        took >= Duration::from_secs(4),
+        "did not wait for requests in flight: {took:?}"
+    );
+    assert!(
+        server.stderr_text().contains("shutdown deadline"),
+        "{}",
+        server.stderr_text()
+    );
+    drop(held);
+}
+
+#[test]
+fn sigterm_with_only_idle_and_half_sent_heads_exits_at_once() {
+    let mut server = server();
+    let mut half = raw(&server);
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .expect("send half a head");
+    let idle = raw(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let (took, status) = server
+        .terminate(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running 15 s after SIGTERM"));
+    assert!(status.success(), "{status}");
+    // Nothing was in flight: no need to wait for the 5 s deadline.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    drop((half, idle));
+}
+
+#[test]
+fn a_client_that_stalls_mid_head_is_disconnected_after_the_header_timeout() {
+    let server = Server::loopback(&["--header-timeout", "0.5", "--idle-timeout", "4"]);
+    let mut stalled = raw(&server);
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
+        .expect("send half a head");
+    let closed = closed_within(&mut stalled, Duration::from_secs(10));
+    let Some((took, answer)) = closed else {
+        panic!("a half-sent head held its connection for 10 s (header timeout 0.5 s)")
+    };
+    assert!(
+        took < Duration::from_secs(4),
+        "closed after {took:?}, by the idle timeout rather than the header one"
+    );
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+
+    // A connection that sends nothing is idle, not slow: the header timeout does not
+    // apply; after it, a whole request is answered.
+    let mut quiet = raw(&server);
+    assert!(
+        closed_within(&mut quiet, Duration::from_millis(1500)).is_none(),
+        "an idle connection was closed by the header timeout"
+    );
+    quiet
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("send a request");
+    let mut answer = [0u8; 17];
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set a read timeout");
+    quiet.read_exact(&mut answer).expect("read the answer");
+    assert_eq!(&answer, b"HTTP/1.1 200 OK\r\n");
+    // Then, idle on keep-alive, it is closed by the idle timeout (4 s).
+    let closed = closed_within(&mut quiet, Duration::from_secs(15));
+    assert!(
+        closed
+            .as_ref()
+            .is_some_and(|(took, _)| *took >= Duration::from_secs(2)),
+        "an idle keep-alive connection: {closed:?}"
+    );
+}
+
+#[test]
+fn a_body_that_never_comes_is_answered_408_after_the_request_timeout() {
+    let server = Server::loopback(&["--request-timeout", "0.5"]);
+    let mut slow = raw(&server);
+    slow.write_all(
+        b"POST /v1/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .expect("send a head and a byte of body");
+    let closed = closed_within(&mut slow, Duration::from_secs(10));
+    let Some((_, answer)) = closed else {
+        panic!("a stalled body held its request for 10 s (request timeout 0.5 s)")
+    };
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains(r#""status":408"#), "{answer}");
+}
+
+#[test]
+fn oversized_heads_are_refused_with_431() {
+    let server = server();
+    let long = "a".repeat(64 * 1024);
+    let response = server.request("GET", "/healthz", &[("X-Long", &long)], b"");
+    assert_eq!(response.status, 431, "{response:?}");
+    // Many small headers: hyper's limit of 100.
+    let many: Vec<(String, String)> = (0..200).map(|i| (format!("X-{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let response = server.request("GET", "/healthz", &many, b"");
+    assert_eq!(response.status, 431, "{response:?}");
+    assert_eq!(server.get("/healthz").status, 200);
+}
+
+/// Sends `method path` to `server` with exactly `headers` (a `Host` among them or not),
+/// over a raw connection.
+fn exact_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = raw(server);
+    stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body))
+        .expect("send the request");
+    let (_, raw_answer) =
+        closed_within(&mut stream, Duration::from_secs(10)).expect("an answer within 10 s");
+    common::parse_response(&raw_answer)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&raw_answer)))
+}
+
+#[test]
+fn admin_and_debug_refuse_what_a_web_page_could_send() {
+    let server = server();
+    let port = server.addr().port();
+    let own = format!("127.0.0.1:{port}");
+    let json = ("Content-Type", "application/json");
+    let version = |server: &Server| server.metric("model_server_model_version");
+    // What a page can send without a preflight: a form or text/plain POST, or none.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("text/plain; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+    ] {
+        let mut headers = vec![("Host", own.as_str())];
+        headers.extend(content_type.map(|t| ("Content-Type", t)));
+        let response = exact_request(
+            &server,
+            "POST",
+            "/admin/model",
+            &headers,
+            br#"{"version": 9}"#,
+        );
+        assert_json_error(&response, 415, &format!("Content-Type {content_type:?}"));
+    }
+    // DNS rebinding: the page's own name in Host; or the right name and another port.
+    let rebound = format!("attacker.example:{port}");
+    let other_port = format!("127.0.0.1:{}", port.wrapping_add(1).max(1));
+    for host in [
+        rebound.as_str(),
+        other_port.as_str(),
+        "127.0.0.1",
+        "localhost",
+        "127.0.0.2:1",
+    ] {
+        for (method, path) in [
+            ("POST", "/admin/model"),
+            ("GET", "/debug/leaks"),
+            ("GET", "/debug/pprof/heap"),
+        ] {
+            let response = exact_request(&server, method, path, &[("Host", host), json], b"");
+            assert_json_error(&response, 403, &format!("{method} {path} with Host {host}"));
+        }
+    }
+    let response = exact_request(&server, "GET", "/debug/leaks", &[], b"");
+    assert_json_error(&response, 403, "no Host");
+    // Another origin, or a browser saying the request is cross-site.
+    let evil = ("Origin", "http://attacker.example");
+    let null = ("Origin", "null");
+    let https = format!("https://{own}");
+    let https = ("Origin", https.as_str());
+    let cross = ("Sec-Fetch-Site", "cross-site");
+    let same_site = ("Sec-Fetch-Site", "same-site");
+    for extra in [evil, null, https, cross, same_site] {
+        let response = exact_request(
+            &server,
+            "POST",
+            "/admin/model",
+            &[("Host", &own), json, extra],
+            b"",
+        );
+        assert_json_error(&response, 403, &format!("POST /admin/model with {extra:?}"));
+        let response = exact_request(
+            &server,
+            "GET",
+            "/debug/leaks",
+            &[("Host", &own), extra],
+            b"",
+        );
+        assert_json_error(&response, 403, &format!("GET /debug/leaks with {extra:?}"));
+    }
+    assert_eq!(version(&server), 1.0, "a refused request changed the model");
+    // The service's own endpoints are anyone's.
+    let response = exact_request(&server, "GET", "/healthz", &[("Host", &rebound), evil], b"");
+    assert_eq!(response.status, 200, "{response:?}");
+
+    // The server's own names, its own origin, and curl (no Origin) pass.
+    let localhost = format!("localhost:{port}");
+    let v6 = format!("[::1]:{port}");
+    let mixed_case = format!("LocalHost:{port}");
+    let own_origin = format!("http://{own}");
+    let mut expected = 1.0;
+    for headers in [
+        vec![("Host", own.as_str()), json],
+        vec![("Host", localhost.as_str()), json],
+        vec![("Host", mixed_case.as_str()), json],
+        vec![("Host", v6.as_str()), json],
+        vec![
+            ("Host", own.as_str()),
+            json,
+            ("Origin", own_origin.as_str()),
+        ],
+        vec![
+            ("Host", own.as_str()),
+            json,
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        vec![
+            ("Host", own.as_str()),
+            ("Content-Type", "application/json; charset=utf-8"),
+        ],
+    ] {
+        let response = exact_request(&server, "POST", "/admin/model", &headers, b"");
+        expected += 1.0;
+        assert_eq!(response.status, 200, "{headers:?}: {response:?}");
+        let response = exact_request(&server, "GET", "/debug/leaks?format=json", &headers, b"");
+        assert_eq!(response.status, 200, "{headers:?}: {response:?}");
+    }
+    assert_eq!(version(&server), expected);
+}
+
+#[test]
+fn wrong_methods_get_a_json_405_with_allow() {
+    let server = server();
+    for (method, path, allow) in [
+        ("GET", "/admin/model", "POST"),
+        ("PUT", "/v1/generate", "POST"),
+        ("GET", "/v1/generate", "POST"),
+        ("POST", "/healthz", "GET,HEAD"),
+        ("DELETE", "/metrics", "GET,HEAD"),
+        ("OPTIONS", "/admin/model", "POST"),
+    ] {
+        let response = server.request(method, path, &[], b"");
+        assert_json_error(&response, 405, &format!("{method} {path}"));
+        let allowed = response
+            .header("allow")
+            .unwrap_or_default()
+            .replace(' ', "");
+        assert_eq!(allowed, allow, "{method} {path}: {response:?}");
+    }
+}
+
+#[test]
+fn the_model_version_never_wraps() {
+    let server = server();
+    let last = server.post_json("/admin/model", r#"{"version": 4294967295}"#);
+    assert_eq!(
+        last.json(),
+        serde_json::json!({"previous": 1, "version": 4294967295u32})
+    );
+    let next = server.post_json("/admin/model", "");
+    assert_json_error(&next, 409, "the next version after the last");
+    assert_json_error(
+        &server.post_json("/admin/model", r#"{"version": 0}"#),
+        400,
+        "version 0",
+    );
+    assert_json_error(
+        &server.post_json("/admin/model", r#"{"version": 4294967296}"#),
+        400,
+        "version 2^32",
+    );
+    assert_eq!(server.metric("model_server_model_version"), 4294967295.0);
+    let response = generate(&server, r#"{"session_id": "s", "prompt": "hi"}"#);
+    assert_eq!(
+        response.json()["model_version"],
+        4294967295u32,
+        "{response:?}"
+    );
+    // An explicit version still works from there.
+    let back = server.post_json("/admin/model", r#"{"version": 3}"#);
+    assert_eq!(
+        back.json(),
+        serde_json::json!({"previous": 4294967295u32, "version": 3})
+    );
 }

@@ -161,7 +161,7 @@ fn wait_until_full(server: &Server, load: &Load) {
 
 /// `POST /admin/model`: the model update.
 fn update_model(server: &Server) {
-    let response = server.request("POST", "/admin/model", &[], b"");
+    let response = server.post_json("/admin/model", "");
     assert_eq!(response.status, 200, "POST /admin/model: {response:?}");
     assert_eq!(response.json()["version"], 2, "{response:?}");
 }

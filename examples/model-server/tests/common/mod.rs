@@ -154,6 +154,26 @@ impl Server {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Sends SIGTERM (with `kill`) and waits up to `limit` for the process to exit:
+    /// how long it took and its status, or `None` if it is still running (the guard
+    /// kills it when dropped).
+    pub fn terminate(&mut self, limit: Duration) -> Option<(Duration, ExitStatus)> {
+        let pid = self.child.id().to_string();
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -TERM {pid}: {e}"));
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+        while sent.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((sent.elapsed(), status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Sends a request; panics on a transport error or timeout (never on a status).
     pub fn request(
         &self,
@@ -383,6 +403,14 @@ pub fn request(
             String::from_utf8_lossy(&raw)
         )
     })
+}
+
+/// The response in `raw`, all of it read (the connection closed).
+///
+/// # Errors
+/// When it is not HTTP, or incomplete.
+pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    parse(raw)?.ok_or_else(|| "an incomplete response".to_string())
 }
 
 /// A complete response in `raw`, `None` if more is needed.
