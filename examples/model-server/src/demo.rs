@@ -105,6 +105,37 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Sends SIGTERM (with `kill`) and waits up to `limit` for the service to exit: how
+    /// long it took and its status.
+    ///
+    /// # Errors
+    /// When `kill` cannot run, or the service is still running at `limit` (it is killed
+    /// then).
+    pub fn terminate(
+        mut self,
+        limit: Duration,
+    ) -> Result<(Duration, std::process::ExitStatus), String> {
+        let pid = self.child.id().to_string();
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(|e| format!("cannot run kill -TERM {pid}: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -TERM {pid}: {status}"));
+        }
+        while sent.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok((sent.elapsed(), status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!(
+            "the service was still running {:.0} s after SIGTERM",
+            limit.as_secs_f64()
+        ))
+    }
+
     /// Kills the service and waits for it to exit.
     pub fn stop(mut self) {
         self.kill();

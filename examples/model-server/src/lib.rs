@@ -13,6 +13,8 @@
 //!   `model-server loadgen`.
 //! - [`demo`]: `model-server demo`: the leak found by leakwatch, then the fix checked,
 //!   with the service as a child process ([`demo::ServerProcess`]).
+//! - [`soak`]: `model-server soak`: minutes under load with model updates and clients
+//!   that give up mid-request; no errors, no stall, no leak, flat RSS.
 #![forbid(unsafe_code)]
 
 pub mod conn;
@@ -22,6 +24,7 @@ pub mod model;
 pub mod serve;
 pub mod server;
 pub mod sessions;
+pub mod soak;
 
 /// Runs the service ([`serve::serve`]) on a multi-threaded runtime, with logs
 /// (leakwatch's alerts among them) on standard error, until Ctrl-C or SIGTERM: what

@@ -9,6 +9,8 @@
 //!                      [--interval 1s] [--memory-limit 1GiB] [--series FILE]
 //!                      [--header-timeout 10] [--idle-timeout 60] [--request-timeout 30]
 //!                      [--shutdown-timeout 5]
+//! model-server soak    [--duration 600] [--rate N] [--clients N] [--update-every S]
+//!                      [--rude-every S] [--max-latency S] [--out DIR] [--leaky]
 //! model-server loadgen [--url http://127.0.0.1:8080] [--clients N] [--requests N]
 //!                      [--duration S] [--rate N] [--session-requests K]
 //!                      [--max-tokens LO-HI] [--timeout S]
@@ -21,6 +23,7 @@ use model_server::loadgen::{self, LoadOptions};
 use model_server::serve::{ServeOptions, Tracking};
 use model_server::server::{Config, Token};
 use model_server::sessions::Eviction;
+use model_server::soak::SoakOptions;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,6 +67,19 @@ usage:
       --request-timeout S    answer 408 when a request takes longer (default 30)
       --shutdown-timeout S   on SIGTERM or Ctrl-C, requests in flight get S seconds, then the
                              process exits anyway (default 5)
+  model-server soak [options]
+      the fixed service under load with leakwatch sampled, model updates and clients that
+      give up mid-request; checks: no errors, no stall, no leak verdict, flat RSS, a clean
+      exit on SIGTERM (exit 1 when one fails)
+      --duration SECONDS     length of the load (default 600)
+      --rate N               requests per second (default 500)
+      --clients N            concurrent clients (default 4)
+      --session-requests K   a new session every K requests (default 8)
+      --update-every S       a model update every S seconds (default 60)
+      --rude-every S         a client giving up mid-request every S seconds (default 0.1)
+      --max-latency S        slowest a request may be (default 2)
+      --out DIR              where the service's log goes (default target/model-server-soak)
+      --leaky                the leaky store, to see the checks fail
   model-server loadgen [options]
       drives POST /v1/generate at a service on this machine (loopback only)
       --url URL              http://127.x.x.x:PORT or http://localhost:PORT
@@ -106,6 +122,17 @@ fn main() -> ExitCode {
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("model-server demo: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(e) => Err(e),
+        },
+        "soak" => match parse_soak(rest) {
+            Ok(options) => match model_server::soak::run(&options) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("model-server soak: {e}");
                     return ExitCode::FAILURE;
                 }
             },
@@ -334,6 +361,31 @@ fn parse_loadgen(args: &[String]) -> Result<LoadOptions, String> {
     }
     // Refuse a bad URL here, with exit code 2, rather than after starting.
     loadgen::Target::parse(&options.url).map_err(|e| e.to_string())?;
+    Ok(options)
+}
+
+fn parse_soak(args: &[String]) -> Result<SoakOptions, String> {
+    let mut options = SoakOptions::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut text = || value(&mut args, flag);
+        match flag.as_str() {
+            "--duration" => options.duration = seconds(flag, text()?)?,
+            "--rate" => options.rate = rate(flag, text()?)?,
+            "--clients" => options.clients = count(flag, text()?, 64)? as usize,
+            "--session-requests" => options.session_requests = count(flag, text()?, 1000)? as u32,
+            "--update-every" => options.update_every = seconds(flag, text()?)?,
+            "--rude-every" => options.rude_every = seconds(flag, text()?)?,
+            "--max-latency" => options.max_latency = seconds(flag, text()?)?,
+            "--out" => options.out = text()?.into(),
+            "--leaky" => options.leaky = true,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?} for soak (try `model-server help`)"
+                ));
+            }
+        }
+    }
     Ok(options)
 }
 
