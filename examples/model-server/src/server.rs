@@ -19,9 +19,11 @@
 //! reach them. Requests without `Origin`, as from curl, pass. On any other address
 //! they also need `Authorization: Bearer <token>` (`--token-file` or
 //! `MODEL_SERVER_DEBUG_TOKEN`), and answer 401 without it; the token is kept as a keyed
-//! hash and compared as one. Every refusal has a JSON body (`{"error", "status"}`): 400
-//! (malformed), 404, 405 (with `Allow`), 408 (too slow), 409 (no next model version),
-//! 413 (too large), 415 (not JSON).
+//! hash and compared as one. Every refusal of the service has a JSON body
+//! (`{"error", "status"}`): 400 (malformed), 403, 404, 405 (with `Allow`), 408 (too
+//! slow), 409 (no next model version), 413 (too large), 415 (not JSON). hyper's own
+//! answers to a head it cannot parse (400, 414, 431: over 16 KiB or 100 headers) have
+//! none.
 
 use crate::model::{Model, Rng};
 use crate::sessions::{Eviction, SessionKey, SessionStore, StoreConfig, StoreStats};
@@ -693,11 +695,18 @@ async fn debug_leaks(
             "query: format=text|json|html, top=N",
         );
     };
-    let Some(recorder) = state.recorder() else {
+    if state.recorder().is_none() {
         return not_recording();
-    };
+    }
     let top = query.top.unwrap_or(15).clamp(1, 1000);
-    match query.format.as_deref().unwrap_or("text") {
+    let format = query.format.unwrap_or_else(|| "text".into());
+    if !["text", "json", "html"].contains(&format.as_str()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {format:?}: text, json or html"),
+        );
+    }
+    off_the_runtime(state, move |recorder| match format.as_str() {
         "text" => text_response(recorder.text(top)),
         "json" => {
             let options = leakwatch::report::ReportOptions {
@@ -711,34 +720,49 @@ async fn debug_leaks(
             )
                 .into_response()
         }
-        "html" => (
+        _ => (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             recorder.html(),
         )
             .into_response(),
-        other => error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown format {other:?}: text, json or html"),
+    })
+    .await
+}
+
+/// Runs `render` with the recorder on a blocking thread: a report ranks every site and
+/// the first one reads the binary's debug info (seconds of CPU on a busy machine), which
+/// on a runtime worker would stall every request queued behind it.
+async fn off_the_runtime(
+    state: Arc<AppState>,
+    render: impl FnOnce(&Recorder) -> Response + Send + 'static,
+) -> Response {
+    let rendered = tokio::task::spawn_blocking(move || state.recorder().map(render)).await;
+    match rendered {
+        Ok(Some(response)) => response,
+        Ok(None) => not_recording(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "rendering the report failed",
         ),
     }
 }
 
 /// `GET /debug/pprof/heap`: live heap by stack, for `go tool pprof`.
 async fn debug_pprof(State(state): State<Arc<AppState>>) -> Response {
-    let Some(recorder) = state.recorder() else {
-        return not_recording();
-    };
-    (
-        [
-            (header::CONTENT_TYPE, "application/octet-stream"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"heap.pb.gz\"",
-            ),
-        ],
-        recorder.pprof(),
-    )
-        .into_response()
+    off_the_runtime(state, |recorder| {
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"heap.pb.gz\"",
+                ),
+            ],
+            recorder.pprof(),
+        )
+            .into_response()
+    })
+    .await
 }
 
 fn not_recording() -> Response {
@@ -822,8 +846,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "Seconds since the service started.",
         format!("{:.3}", state.started.elapsed().as_secs_f64()),
     );
-    if let Some(recorder) = state.recorder() {
-        out.push_str(&recorder.prometheus(20));
+    if state.recorder().is_some() {
+        // leakwatch's part ranks the sites: off the runtime, as the reports.
+        let state = Arc::clone(&state);
+        let leakwatch =
+            tokio::task::spawn_blocking(move || state.recorder().map(|r| r.prometheus(20)));
+        if let Ok(Some(text)) = leakwatch.await {
+            out.push_str(&text);
+        }
     }
     (
         [(

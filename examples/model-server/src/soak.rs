@@ -438,8 +438,9 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 
 async fn fetch_report(target: &Target) -> Result<Report, String> {
     let path = "/debug/leaks?format=json&top=1000";
+    // The first report reads the binary's debug info: seconds on a busy machine.
     let (status, body) = target
-        .request(Method::GET, path, b"", Duration::from_secs(10))
+        .request(Method::GET, path, b"", Duration::from_secs(30))
         .await
         .map_err(|e| e.to_string())?;
     let json = String::from_utf8_lossy(&body);
