@@ -17,7 +17,7 @@
 //! connection still open is closed: the process exits whatever its clients do.
 //!
 //! A request is *in flight* from the moment its head is parsed until its response body
-//! has been sent (or dropped): what [`Clock`] counts.
+//! has been sent (or dropped): what each connection's `Clock` counts.
 
 use crate::server::{Timeouts, error};
 use axum::Router;
