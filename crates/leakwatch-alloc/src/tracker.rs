@@ -12,8 +12,8 @@ use crate::blocks::{self, Entry, Inserted};
 use crate::config::{self, Config};
 use crate::filter;
 use crate::hot::{
-    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, SCOPED, STATE, THREAD,
-    ThreadState, UNINIT,
+    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD, ThreadState,
+    UNINIT, with_mode,
 };
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
@@ -110,7 +110,7 @@ pub(crate) static OVERFLOW: OverflowCounters = OverflowCounters {
 /// environment. Returns the resulting state.
 #[cold]
 #[inline(never)]
-pub(crate) fn first_use(config: &Config) -> u8 {
+pub(crate) fn first_use(config: &Config) -> u32 {
     let reentrant = THREAD.with(|t| t.busy.get());
     if reentrant {
         return STATE.load(Relaxed);
@@ -124,7 +124,9 @@ pub(crate) fn first_use(config: &Config) -> u8 {
             if config.enabled {
                 start();
             } else {
-                let _ = STATE.compare_exchange(UNINIT, OFF, AcqRel, Relaxed);
+                let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
+                    (s & MODE_MASK == UNINIT).then_some(with_mode(s, OFF))
+                });
             }
             INIT.store(INIT_DONE, Release);
             THREAD.with(|t| t.busy.set(false));
@@ -191,7 +193,7 @@ pub(crate) fn tables_failed() -> bool {
     TABLES.load(Relaxed) == TABLES_FAILED
 }
 
-fn mode_for_rate() -> u8 {
+fn mode_for_rate() -> u32 {
     if RATE.load(Relaxed) <= 1 {
         EXACT
     } else {
@@ -214,15 +216,19 @@ pub(crate) fn stop() {
     set_mode(OFF);
 }
 
-fn set_mode(mode: u8) {
-    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
-        let free_check = if mode >= SAMPLED {
-            FREE_CHECK
-        } else {
-            s & FREE_CHECK
-        };
-        Some(mode | free_check | (s & SCOPED))
-    });
+fn set_mode(mode: u32) {
+    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(moded(s, mode)));
+}
+
+/// The state word after a change to `mode`: the open-scope count kept, [`FREE_CHECK`]
+/// set for a tracking mode and never cleared.
+pub(crate) const fn moded(state: u32, mode: u32) -> u32 {
+    let state = with_mode(state, mode);
+    if mode >= SAMPLED {
+        state | FREE_CHECK
+    } else {
+        state
+    }
 }
 
 /// Sets the sampling rate (1 = exact), switching mode if tracking is on.
