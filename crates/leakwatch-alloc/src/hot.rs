@@ -210,7 +210,7 @@ pub(crate) fn count_free(state: u32, size: usize) {
             let left = t.counts.free_budget.get().wrapping_sub(size as i64);
             t.counts.free_budget.set(left);
             if left <= 0 {
-                tracker::flush(t);
+                tracker::on_free_budget_spent(t);
             }
         });
     }

@@ -196,6 +196,15 @@ pub fn __hold_tracker_locks_for_test(duration: std::time::Duration) {
     tracker::hold_locks_for(duration);
 }
 
+/// Test support, not part of the API: how many times threads have published their
+/// batched counts to the process totals so far.
+#[doc(hidden)]
+pub fn __publications_for_test() -> u64 {
+    tracker::PROCESS
+        .publications
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`
 /// into `out` and returns the number of frames.
 #[doc(hidden)]

@@ -78,6 +78,10 @@ pub(crate) struct ProcessCounters {
     pub(crate) frees: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) peak_live: AtomicI64,
+    /// Publications so far (flushes that wrote these counters): lets tests tell a thread
+    /// that batches from one that publishes every operation. On the same cache line as
+    /// the counters each publication writes anyway.
+    pub(crate) publications: AtomicU64,
 }
 
 pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
@@ -86,6 +90,7 @@ pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
     frees: AtomicU64::new(0),
     freed_bytes: AtomicU64::new(0),
     peak_live: AtomicI64::new(0),
+    publications: AtomicU64::new(0),
 };
 
 /// Overflow and anomaly counters: what the tracker could not record, and how much.
@@ -386,6 +391,13 @@ fn thread_start(t: &ThreadState) {
     // a registered thread's thread-local counts until then.
     if EXIT_FLUSH.try_with(|_| ()).is_ok() {
         threads::register(t);
+    } else {
+        // Started while its thread-locals are being destroyed (its first operation came
+        // from a destructor): no exit flush will publish its batches, so it publishes
+        // every operation, as a thread does after its exit flush.
+        t.phase.set(EXITED);
+        t.counts.free_budget.set(0);
+        t.counts.free_budget_base.set(0);
     }
 }
 
@@ -558,6 +570,7 @@ pub(crate) fn flush(t: &ThreadState) {
     if allocs == 0 && frees == 0 {
         return;
     }
+    PROCESS.publications.fetch_add(1, Relaxed);
     PROCESS.allocs.fetch_add(allocs, Relaxed);
     PROCESS.frees.fetch_add(frees, Relaxed);
     let allocated = PROCESS
@@ -571,6 +584,25 @@ pub(crate) fn flush(t: &ThreadState) {
     PROCESS
         .peak_live
         .fetch_max(allocated.wrapping_sub(freed) as i64, Relaxed);
+}
+
+/// A thread's budget of batched frees ran out: publishes its counts. A thread whose
+/// operations so far were all frees (a drop thread) has not started, and its budget is
+/// zero until it does: it starts here, as an allocation would start it, so it batches
+/// its frees from now on (and registers, so snapshots still see them) instead of
+/// publishing every one.
+#[cold]
+#[inline(never)]
+pub(crate) fn on_free_budget_spent(t: &ThreadState) {
+    // Publish what is pending first: starting sets the budget afresh.
+    flush(t);
+    if t.phase.get() == NEW {
+        // Starting may allocate (stack bounds, the exit flush's registration): those
+        // allocations are the tracker's own, counted and never sampled.
+        let busy = t.busy.replace(true);
+        thread_start(t);
+        t.busy.set(busy);
+    }
 }
 
 /// Publishes the calling thread's batched counts.
