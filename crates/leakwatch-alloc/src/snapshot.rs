@@ -366,6 +366,9 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
     if tracker::tables_failed() {
         out.push("the tracker could not map memory for its tables: tracking is off".into());
     }
+    if tracker::tables_abandoned() {
+        out.push("this process was forked while another thread was creating the tracker's tables: tracking is off in it".into());
+    }
     if overflow.site_table_full_samples > 0 {
         out.push(format!(
             "the site table is full: {} samples ({} live bytes) are attributed to no site; raise LEAKWATCH_MAX_SITES",
