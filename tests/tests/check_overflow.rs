@@ -29,9 +29,13 @@ fn fitting() -> usize {
     hold(100)
 }
 
-/// The message a failing assertion panicked with.
+/// The message a failing assertion panicked with (not printed: it is expected).
 fn failure(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the check should fail");
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    let payload = result.expect_err("the check should fail");
     payload
         .downcast_ref::<String>()
         .cloned()
