@@ -69,7 +69,7 @@ static SHARD_TABLE: [Shard; SHARDS] = [const {
 static MAX_PER_SHARD: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Hard upper bound on tracked blocks (keeps the address filter's 16-bit buckets far
-/// from overflow).
+/// from full on average; a bucket that fills anyway saturates, see `filter.rs`).
 pub(crate) const MAX_BLOCKS_LIMIT: u64 = 1 << 30;
 
 /// Sets the bound on tracked blocks (spread evenly over the shards).

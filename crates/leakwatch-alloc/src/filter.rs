@@ -4,17 +4,35 @@
 //! A counting filter over address hashes: a tracked block increments its bucket, its free
 //! decrements it. A zero bucket proves the address is not tracked; a non-zero bucket sends
 //! the free to the block table (a false positive costs one sharded lookup). Buckets are
-//! 16-bit and updated with one `fetch_add`/`fetch_sub` each; they cannot overflow because
-//! the block table holds at most 2^30 blocks, spread over 65,536 buckets by a
-//! multiplicative hash (about 16,384 per bucket at that bound, far below 65,535).
+//! 16-bit. On average they stay far from full (the block table holds at most 2^30
+//! blocks, about 16,384 per bucket at that bound), but nothing bounds one bucket:
+//! addresses can collide. So a bucket saturates instead of wrapping: once it reaches
+//! 65,535 it stays there, saying "may contain" for good (safe: its frees look the block
+//! up; only their cost changes), and the saturation is counted
+//! (`OverflowStats::saturated_filter_buckets`). A wrapped bucket would read zero while
+//! tracked blocks remain, and their frees would skip the table.
+//!
+//! Updates are compare-and-swap loops of at most [`RETRIES`] attempts (each failure
+//! means another thread changed the same bucket). An insert that loses every attempt
+//! saturates the bucket; a remove that does leaves the bucket one too high (a false
+//! positive, never a false negative).
 //!
 //! Ordering: a block's free happens after its allocation returned (the program's own
 //! synchronisation), and the increment happens before the allocation returns, so the free
 //! sees a non-zero bucket. Relaxed operations suffice.
 
-use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 
 const BITS: u32 = 16;
+
+/// A bucket at this count is saturated: it no longer changes.
+const SATURATED: u16 = u16::MAX;
+
+/// Compare-and-swap attempts per update, at most.
+const RETRIES: usize = 64;
+
+/// Buckets that have saturated so far.
+static SATURATIONS: AtomicU64 = AtomicU64::new(0);
 
 static BUCKETS: [AtomicU16; 1 << BITS] = [const { AtomicU16::new(0) }; 1 << BITS];
 
@@ -36,12 +54,48 @@ pub(crate) fn may_contain(addr: usize) -> bool {
 
 /// Notes that `addr` is now tracked.
 pub(crate) fn insert(addr: usize) {
-    bucket(addr).fetch_add(1, Relaxed);
+    let b = bucket(addr);
+    let mut n = b.load(Relaxed);
+    for _ in 0..RETRIES {
+        if n == SATURATED {
+            return;
+        }
+        match b.compare_exchange_weak(n, n + 1, Relaxed, Relaxed) {
+            Ok(_) => {
+                if n + 1 == SATURATED {
+                    SATURATIONS.fetch_add(1, Relaxed);
+                }
+                return;
+            }
+            Err(now) => n = now,
+        }
+    }
+    // Lost every race: saturate the bucket (it then always says "may contain").
+    if b.swap(SATURATED, Relaxed) != SATURATED {
+        SATURATIONS.fetch_add(1, Relaxed);
+    }
 }
 
-/// Notes that `addr` is no longer tracked (only after a matching [`insert`]).
+/// Notes that `addr` is no longer tracked (only after a matching [`insert`]). A
+/// saturated bucket stays saturated.
 pub(crate) fn remove(addr: usize) {
-    bucket(addr).fetch_sub(1, Relaxed);
+    let b = bucket(addr);
+    let mut n = b.load(Relaxed);
+    for _ in 0..RETRIES {
+        if n == 0 || n == SATURATED {
+            return;
+        }
+        match b.compare_exchange_weak(n, n - 1, Relaxed, Relaxed) {
+            Ok(_) => return,
+            Err(now) => n = now,
+        }
+    }
+    // Lost every race: the bucket stays one too high, a false positive at worst.
+}
+
+/// Buckets that have saturated (each stays "may contain" for good).
+pub(crate) fn saturated_buckets() -> u64 {
+    SATURATIONS.load(Relaxed)
 }
 
 #[cfg(test)]
@@ -69,6 +123,51 @@ mod tests {
             remove(addr);
             assert!(may_contain(addr));
         }
+        remove(addr);
+        assert!(!may_contain(addr));
+    }
+
+    #[test]
+    fn a_full_bucket_saturates_instead_of_wrapping() {
+        let addr = 0x6000_0000_4440;
+        assert!(!may_contain(addr));
+        let before = saturated_buckets();
+        // 65,536 blocks in one bucket: a 16-bit counter would wrap to zero here.
+        for _ in 0..=u16::MAX as usize {
+            insert(addr);
+        }
+        assert!(may_contain(addr), "the bucket wrapped to zero");
+        // It saturated once, and further inserts change nothing.
+        assert_eq!(saturated_buckets() - before, 1);
+        for _ in 0..1000 {
+            insert(addr);
+        }
+        assert_eq!(saturated_buckets() - before, 1);
+        // Its true count is lost, so it says "may contain" for good.
+        for _ in 0..=u16::MAX as usize + 1000 {
+            remove(addr);
+        }
+        assert!(may_contain(addr), "a saturated bucket stays set");
+    }
+
+    #[test]
+    fn racing_updates_keep_the_count_exact() {
+        // Four threads insert into and remove from one bucket at once: the retries keep
+        // every update, and the bucket ends where it started.
+        let addr = 0x4000_0000_7770;
+        assert!(!may_contain(addr));
+        insert(addr);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        insert(addr);
+                        remove(addr);
+                    }
+                });
+            }
+        });
+        assert_eq!(bucket(addr).load(Relaxed), 1);
         remove(addr);
         assert!(!may_contain(addr));
     }

@@ -1,6 +1,6 @@
 //! The hot path: what every allocation and free pays.
 //!
-//! An allocation costs one relaxed load of the global state byte, an increment and a
+//! An allocation costs one relaxed load of the global state word, an increment and a
 //! subtraction on thread-local counters (the allocation count and the sampling
 //! countdown: owner-written atomics that snapshots may read, see `threads.rs`, updated
 //! with a relaxed load and store, like a `Cell`), and a branch. A free costs the same
@@ -15,28 +15,45 @@ use crate::stack::stack_pointer;
 use crate::threads::Counts;
 use crate::tracker;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Mode bits of [`STATE`]: not yet configured (first allocation pending).
-pub(crate) const UNINIT: u8 = 0;
+pub(crate) const UNINIT: u32 = 0;
 /// Mode bits of [`STATE`]: not tracking.
-pub(crate) const OFF: u8 = 1;
+pub(crate) const OFF: u32 = 1;
 /// Mode bits of [`STATE`]: byte-weighted sampling.
-pub(crate) const SAMPLED: u8 = 2;
+pub(crate) const SAMPLED: u32 = 2;
 /// Mode bits of [`STATE`]: every allocation tracked.
-pub(crate) const EXACT: u8 = 3;
+pub(crate) const EXACT: u32 = 3;
 /// Mask of the mode bits.
-pub(crate) const MODE_MASK: u8 = 3;
+pub(crate) const MODE_MASK: u32 = 3;
 /// Set once any block has been tracked: frees must consult the filter from then on, even
 /// with tracking off, so that tracked blocks are always accounted when freed.
-pub(crate) const FREE_CHECK: u8 = 4;
-/// Set while any [`Scope`](crate::Scope) is open: with tracking off, allocations still
-/// go to the tracking path, where threads outside a scope return at once.
-pub(crate) const SCOPED: u8 = 8;
+pub(crate) const FREE_CHECK: u32 = 4;
+/// One open [`Scope`](crate::Scope) in [`STATE`]: bits 8 and up count the open scopes.
+pub(crate) const ONE_SCOPE: u32 = 1 << 8;
+/// The open-scope count of [`STATE`]. Non-zero while any scope is open: with tracking
+/// off, allocations then still go to the tracking path, where threads outside a scope
+/// return at once. Being part of the word the hot path reads, the count and what the
+/// hot path sees change in one atomic step (`scope.rs`).
+pub(crate) const SCOPES: u32 = !(ONE_SCOPE - 1);
 
-/// The tracker's global state: mode bits plus [`FREE_CHECK`]. Read on every allocation
-/// and free, written only when the configuration changes.
-pub(crate) static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// The tracker's global state: mode bits, [`FREE_CHECK`] and the open-scope count
+/// ([`SCOPES`]). Read on every allocation and free (one relaxed load), written only when
+/// the configuration changes or a scope opens or closes, always by one atomic
+/// read-modify-write of the whole word.
+pub(crate) static STATE: AtomicU32 = AtomicU32::new(UNINIT);
+
+/// Whether `state` says a scope is open.
+#[inline(always)]
+pub(crate) const fn scoped(state: u32) -> bool {
+    state & SCOPES != 0
+}
+
+/// `state` with its mode bits set to `mode`, everything else kept.
+pub(crate) const fn with_mode(state: u32, mode: u32) -> u32 {
+    (state & !MODE_MASK) | (mode & MODE_MASK)
+}
 
 /// Thread phase: no allocation seen yet on this thread.
 pub(crate) const NEW: u8 = 0;
@@ -146,7 +163,7 @@ pub(crate) fn try_count_untracked_free(addr: usize, size: usize) -> bool {
 pub(crate) fn on_alloc(addr: usize, size: usize, config: &Config) {
     let mut state = STATE.load(Relaxed);
     if state & MODE_MASK == OFF {
-        if state & SCOPED != 0 {
+        if scoped(state) {
             // Tracking is off, but a scope is open: track this thread's allocation if it
             // is in one.
             let sp = stack_pointer();
@@ -186,14 +203,14 @@ pub(crate) fn on_free(addr: usize, size: usize) {
 
 /// Counts a free in the process totals.
 #[inline(always)]
-pub(crate) fn count_free(state: u8, size: usize) {
+pub(crate) fn count_free(state: u32, size: usize) {
     if state & MODE_MASK >= SAMPLED {
         THREAD.with(|t| {
             t.counts.frees.set(t.counts.frees.get().wrapping_add(1));
             let left = t.counts.free_budget.get().wrapping_sub(size as i64);
             t.counts.free_budget.set(left);
             if left <= 0 {
-                tracker::flush(t);
+                tracker::on_free_budget_spent(t);
             }
         });
     }
@@ -203,7 +220,7 @@ pub(crate) fn count_free(state: u8, size: usize) {
 /// before the inner allocator frees the block: once freed, the address can be handed
 /// out (and tracked) again by another thread.
 #[inline(always)]
-pub(crate) fn take_tracked(state: u8, addr: usize, size: usize) -> Option<Entry> {
+pub(crate) fn take_tracked(state: u32, addr: usize, size: usize) -> Option<Entry> {
     if state & FREE_CHECK != 0 && filter::may_contain(addr) {
         tracker::on_tracked_free(addr, size)
     } else {

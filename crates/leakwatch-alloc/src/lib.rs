@@ -196,6 +196,44 @@ pub fn __hold_tracker_locks_for_test(duration: std::time::Duration) {
     tracker::hold_locks_for(duration);
 }
 
+/// Test support, not part of the API: puts the tracker back before its first use, so
+/// the next allocation (on any thread) configures it again, and holds that
+/// configuration (or the tables' creation, if they are still to be made) until
+/// [`__release_init_for_test`]. Lets tests fork while another thread initialises.
+#[doc(hidden)]
+pub fn __restart_first_use_for_test() {
+    tracker::restart_first_use_for_test();
+}
+
+/// Test support, not part of the API: the next initialisation step (the configuration
+/// at first use, or the creation of the tables) waits until [`__release_init_for_test`].
+#[doc(hidden)]
+pub fn __hold_init_for_test() {
+    tracker::hold_init_for_test();
+}
+
+/// Test support, not part of the API: lets a held initialisation go on.
+#[doc(hidden)]
+pub fn __release_init_for_test() {
+    tracker::release_init_for_test();
+}
+
+/// Test support, not part of the API: whether a thread is running an initialisation
+/// step (in a forked child: whether its parent was, when it forked).
+#[doc(hidden)]
+pub fn __init_running_for_test() -> bool {
+    tracker::init_running_for_test()
+}
+
+/// Test support, not part of the API: how many times threads have published their
+/// batched counts to the process totals so far.
+#[doc(hidden)]
+pub fn __publications_for_test() -> u64 {
+    tracker::PROCESS
+        .publications
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`
 /// into `out` and returns the number of frames.
 #[doc(hidden)]

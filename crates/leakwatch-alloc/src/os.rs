@@ -188,6 +188,13 @@ pub(crate) fn with_env<R>(name: &CStr, f: impl FnOnce(&[u8]) -> R) -> Option<R> 
 }
 
 /// Registers fork handlers that hold the tracker's locks across `fork`.
+/// The calling process's id (a system call: no allocation).
+pub(crate) fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getpid() };
+    pid as u32
+}
+
 pub(crate) fn register_fork_handlers(
     prepare: unsafe extern "C" fn(),
     parent: unsafe extern "C" fn(),

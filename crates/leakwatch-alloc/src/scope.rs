@@ -11,14 +11,19 @@
 //! blocks. Scope sites' counters are written through, not batched, so a reading never
 //! waits on another thread's batch.
 //!
-//! With tracking off process-wide, opening a scope sets the `SCOPED` state bit, which
-//! sends allocations to the (out-of-line) tracking path, where threads outside any scope
-//! return at once; the unsampled fast path of sampled mode is not changed.
+//! With tracking off process-wide, an open scope sends allocations to the (out-of-line)
+//! tracking path, where threads outside any scope return at once; the unsampled fast path
+//! of sampled mode is not changed. The hot path learns that a scope is open from the
+//! open-scope count kept in the state word itself (`hot::SCOPES`): opening and closing
+//! change that count with one atomic read-modify-write of the word ([`opened`],
+//! [`closed`]), so no interleaving of opens and closes can leave a scope open while the
+//! word says none is (a count in a word of its own, and a flag set or cleared after
+//! changing it, could: close's decrement, open's increment and flag, close's clearing).
 
-use crate::hot::{FREE_CHECK, MODE_MASK, SCOPED, STATE, THREAD, UNINIT};
+use crate::hot::{FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT};
 use crate::snapshot::{SiteStats, site_stats};
 use crate::tracker;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
 
 /// Scopes open at once, at most.
 pub const MAX_SCOPES: usize = 256;
@@ -55,7 +60,30 @@ static SLOTS: [Slot; MAX_SCOPES] = [const {
 }; MAX_SCOPES];
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-static OPEN: AtomicU32 = AtomicU32::new(0);
+
+/// The state word after a scope opened: one more open scope, and [`FREE_CHECK`] (the
+/// scope's blocks are tracked, so frees must consult the filter). The count cannot
+/// overflow: a scope holds one of [`MAX_SCOPES`] slots before it counts itself.
+pub(crate) const fn opened(state: u32) -> u32 {
+    state.wrapping_add(ONE_SCOPE) | FREE_CHECK
+}
+
+/// The state word after an open scope closed: one open scope fewer. Only a scope that
+/// [`opened`] closes, so the count never goes below zero.
+pub(crate) const fn closed(state: u32) -> u32 {
+    if state & SCOPES == 0 {
+        state
+    } else {
+        state.wrapping_sub(ONE_SCOPE)
+    }
+}
+
+/// Applies `transition` to the state word in one atomic step (a compare-and-swap loop:
+/// every retry means another thread changed the word meanwhile, so some thread always
+/// makes progress; only scopes and configuration changes write the word).
+fn update_state(transition: fn(u32) -> u32) {
+    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(transition(s)));
+}
 
 /// The slot of an open scope, `None` once it closed (its tag no longer matches).
 fn slot(tag: u64) -> Option<&'static Slot> {
@@ -215,9 +243,7 @@ impl Scope {
                 slot.live.store(0, Relaxed);
                 slot.peak.store(0, Relaxed);
                 slot.tag.store(tag, Release);
-                if OPEN.fetch_add(1, AcqRel) == 0 {
-                    STATE.fetch_or(SCOPED | FREE_CHECK, AcqRel);
-                }
+                update_state(opened);
                 return Ok(Scope {
                     handle: ScopeHandle { tag },
                 });
@@ -262,9 +288,7 @@ impl Drop for Scope {
     fn drop(&mut self) {
         if let Some(s) = slot(self.handle.tag) {
             s.tag.store(0, Release);
-            if OPEN.fetch_sub(1, AcqRel) == 1 {
-                STATE.fetch_and(!SCOPED, AcqRel);
-            }
+            update_state(closed);
         }
     }
 }
@@ -334,3 +358,6 @@ fn scope_sites(tag: u64) -> Vec<SiteStats> {
         .filter_map(|id| site_stats(table, id, &table.record(id).counters()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -225,6 +225,11 @@ pub struct OverflowStats {
     /// middle of publishing for too long), plus publications made while it read.
     #[serde(default)]
     pub unread_threads: u64,
+    /// Buckets of the sampled-address filter that filled up (65,535 tracked blocks'
+    /// addresses hashed to one): they stay set for good, so frees of addresses in them
+    /// always look the block up. Slower, never wrong. Expected to stay 0.
+    #[serde(default)]
+    pub saturated_filter_buckets: u64,
 }
 
 impl Snapshot {
@@ -323,6 +328,7 @@ pub(crate) fn build() -> Snapshot {
         replaced_entries: OVERFLOW.replaced_entries.load(Relaxed),
         unregistered_threads: threads::UNREGISTERED.load(Relaxed),
         unread_threads: unread,
+        saturated_filter_buckets: filter::saturated_buckets(),
     };
     let unwinder = stack::unwinder();
     let warnings = warnings(&overflow, unwinder);
@@ -360,6 +366,9 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
     if tracker::tables_failed() {
         out.push("the tracker could not map memory for its tables: tracking is off".into());
     }
+    if tracker::tables_abandoned() {
+        out.push("this process was forked while another thread was creating the tracker's tables: tracking is off in it".into());
+    }
     if overflow.site_table_full_samples > 0 {
         out.push(format!(
             "the site table is full: {} samples ({} live bytes) are attributed to no site; raise LEAKWATCH_MAX_SITES",
@@ -383,6 +392,12 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
         out.push(format!(
             "{} threads were publishing while this snapshot read: their last batch may be missing or counted twice",
             overflow.unread_threads
+        ));
+    }
+    if overflow.saturated_filter_buckets > 0 {
+        out.push(format!(
+            "{} buckets of the sampled-address filter are full: frees of addresses in them always look the block up (slower, still exact)",
+            overflow.saturated_filter_buckets
         ));
     }
     if unwinder == Unwinder::Backtrace {

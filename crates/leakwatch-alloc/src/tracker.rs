@@ -12,8 +12,8 @@ use crate::blocks::{self, Entry, Inserted};
 use crate::config::{self, Config};
 use crate::filter;
 use crate::hot::{
-    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, SCOPED, STATE, THREAD,
-    ThreadState, UNINIT,
+    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD, ThreadState,
+    UNINIT, with_mode,
 };
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
@@ -60,16 +60,114 @@ fn current_epoch() -> u32 {
 /// Bit mask of `LEAKWATCH*` variables that were set to invalid values.
 pub(crate) static ENV_INVALID: AtomicU32 = AtomicU32::new(0);
 
-const INIT_NOT_STARTED: u8 = 0;
-const INIT_RUNNING: u8 = 1;
-const INIT_DONE: u8 = 2;
-static INIT: AtomicU8 = AtomicU8::new(INIT_NOT_STARTED);
+/// A one-time initialisation that a forked child can take over.
+///
+/// Its word is [`NOT_STARTED`](Self::NOT_STARTED), [`DONE`](Self::DONE), or the pid of
+/// the process one of whose threads is running it. A child forked while another thread
+/// ran it finds its parent's pid there: that thread does not exist in the child and
+/// never finishes, so the child takes the initialisation over (one compare-and-swap
+/// from the parent's pid to its own: one thread of the child wins) instead of waiting
+/// forever. Fork handlers could not do this: they are registered during initialisation.
+struct InitOnce(AtomicU32);
+
+/// Whose turn an initialisation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// The calling thread runs it: the first to come, or the first of a forked child
+    /// whose parent was running it (`taken_over`).
+    Run { taken_over: bool },
+    /// It has finished.
+    Done,
+    /// Another thread of this process runs it.
+    Wait,
+}
+
+impl InitOnce {
+    const NOT_STARTED: u32 = 0;
+    const DONE: u32 = u32::MAX;
+
+    const fn new() -> InitOnce {
+        InitOnce(AtomicU32::new(Self::NOT_STARTED))
+    }
+
+    fn turn(&self) -> Turn {
+        let word = self.0.load(Acquire);
+        if word == Self::DONE {
+            return Turn::Done;
+        }
+        let me = os::pid();
+        if word == me {
+            return Turn::Wait;
+        }
+        match self.0.compare_exchange(word, me, Acquire, Acquire) {
+            Ok(_) => Turn::Run {
+                taken_over: word != Self::NOT_STARTED,
+            },
+            Err(Self::DONE) => Turn::Done,
+            Err(_) => Turn::Wait,
+        }
+    }
+
+    /// Marks it finished (`Done` for everyone from now on).
+    fn finish(&self) {
+        self.0.store(Self::DONE, Release);
+    }
+
+    /// Marks it not run, so that the next turn runs it again.
+    fn reset(&self) {
+        self.0.store(Self::NOT_STARTED, Release);
+    }
+
+    fn running(&self) -> bool {
+        !matches!(self.0.load(Acquire), Self::NOT_STARTED | Self::DONE)
+    }
+}
+
+/// Waits for another thread's initialisation: yields a few times, then sleeps a
+/// millisecond per step (neither allocates).
+fn wait_step(step: u32) {
+    if step < 64 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Steps of [`wait_step`] after which a waiter gives up (about 10 s): the allocation it
+/// was for then goes untracked, or the scope or `enable` it was for fails. A thread of
+/// this process running an initialisation only parses the environment and maps tables,
+/// so this bound is never reached unless that thread is stopped (a debugger).
+const WAIT_STEPS: u32 = 64 + 10_000;
+
+/// The one-time configuration at the first allocation.
+static INIT: InitOnce = InitOnce::new();
 
 const TABLES_NONE: u8 = 0;
 const TABLES_READY: u8 = 1;
 const TABLES_FAILED: u8 = 2;
+/// The tables were being created when this process was forked from its parent: the
+/// child does not use them (a half-initialised table cannot be finished safely), so
+/// tracking stays off in it.
+const TABLES_ABANDONED: u8 = 3;
 static TABLES: AtomicU8 = AtomicU8::new(TABLES_NONE);
-static TABLES_LOCK: AtomicBool = AtomicBool::new(false);
+static TABLES_INIT: InitOnce = InitOnce::new();
+
+/// Test support: the next initialisation step (the configuration at first use, or the
+/// creation of the tables) waits while [`INIT_HOLD`] is set.
+static INIT_PAUSE: AtomicBool = AtomicBool::new(false);
+static INIT_HOLD: AtomicBool = AtomicBool::new(false);
+
+/// Test support: waits while a test holds the initialisation (at most 10 s).
+fn pause_for_test() {
+    if INIT_PAUSE.swap(false, Relaxed) {
+        for _ in 0..10_000 {
+            if !INIT_HOLD.load(Acquire) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
 
 /// Process-wide totals, published by threads in batches.
 pub(crate) struct ProcessCounters {
@@ -78,6 +176,10 @@ pub(crate) struct ProcessCounters {
     pub(crate) frees: AtomicU64,
     pub(crate) freed_bytes: AtomicU64,
     pub(crate) peak_live: AtomicI64,
+    /// Publications so far (flushes that wrote these counters): lets tests tell a thread
+    /// that batches from one that publishes every operation. On the same cache line as
+    /// the counters each publication writes anyway.
+    pub(crate) publications: AtomicU64,
 }
 
 pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
@@ -86,6 +188,7 @@ pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
     frees: AtomicU64::new(0),
     freed_bytes: AtomicU64::new(0),
     peak_live: AtomicI64::new(0),
+    publications: AtomicU64::new(0),
 };
 
 /// Overflow and anomaly counters: what the tracker could not record, and how much.
@@ -110,34 +213,69 @@ pub(crate) static OVERFLOW: OverflowCounters = OverflowCounters {
 /// environment. Returns the resulting state.
 #[cold]
 #[inline(never)]
-pub(crate) fn first_use(config: &Config) -> u8 {
+pub(crate) fn first_use(config: &Config) -> u32 {
     let reentrant = THREAD.with(|t| t.busy.get());
     if reentrant {
         return STATE.load(Relaxed);
     }
-    match INIT.compare_exchange(INIT_NOT_STARTED, INIT_RUNNING, Acquire, Relaxed) {
-        Ok(_) => {
-            THREAD.with(|t| t.busy.set(true));
-            let mut config = *config;
-            ENV_INVALID.store(config::apply_env(&mut config), Relaxed);
-            apply(&config);
-            if config.enabled {
-                start();
-            } else {
-                let _ = STATE.compare_exchange(UNINIT, OFF, AcqRel, Relaxed);
+    for step in 0..WAIT_STEPS {
+        match INIT.turn() {
+            Turn::Run { .. } => {
+                // Running it again in a forked child is harmless: it only stores the
+                // configuration and maps tables (which `ensure_tables` guards itself).
+                THREAD.with(|t| t.busy.set(true));
+                pause_for_test();
+                configure(config);
+                INIT.finish();
+                THREAD.with(|t| t.busy.set(false));
+                break;
             }
-            INIT.store(INIT_DONE, Release);
-            THREAD.with(|t| t.busy.set(false));
-        }
-        Err(_) => {
+            Turn::Done => break,
             // Another thread is configuring: it only parses the environment and maps
             // tables, so this wait is short and cannot depend on this thread.
-            while INIT.load(Acquire) != INIT_DONE {
-                std::thread::yield_now();
-            }
+            Turn::Wait => wait_step(step),
         }
     }
     STATE.load(Relaxed)
+}
+
+/// Applies `config` and the environment, and starts tracking if enabled.
+fn configure(config: &Config) {
+    let mut config = *config;
+    ENV_INVALID.store(config::apply_env(&mut config), Relaxed);
+    apply(&config);
+    if config.enabled {
+        start();
+    } else {
+        let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
+            (s & MODE_MASK == UNINIT).then_some(with_mode(s, OFF))
+        });
+    }
+}
+
+/// Test support: puts the tracker back before its first use, so the next allocation
+/// configures it again; that configuration (or, if the tables are still to be made,
+/// their creation) waits until [`release_init_for_test`].
+pub(crate) fn restart_first_use_for_test() {
+    hold_init_for_test();
+    INIT.reset();
+    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(with_mode(s, UNINIT)));
+}
+
+/// Test support: the next initialisation step waits until [`release_init_for_test`].
+pub(crate) fn hold_init_for_test() {
+    INIT_HOLD.store(true, Release);
+    INIT_PAUSE.store(true, Release);
+}
+
+/// Test support: lets a held initialisation go on.
+pub(crate) fn release_init_for_test() {
+    INIT_HOLD.store(false, Release);
+}
+
+/// Test support: whether a thread is running an initialisation step.
+pub(crate) fn init_running_for_test() -> bool {
+    INIT.running() || TABLES_INIT.running()
 }
 
 fn apply(config: &Config) {
@@ -162,28 +300,36 @@ pub(crate) fn installed() -> bool {
 }
 
 /// Maps the tables (once) and registers the fork handlers. Returns false on failure.
-/// (Scopes call it too: they need the tables while tracking may stay off.)
+/// (Scopes call it too: they need the tables while tracking may stay off.) In a child
+/// forked while another thread of its parent was creating them, the tables are
+/// abandoned: tracking stays off there.
 pub(crate) fn ensure_tables() -> bool {
-    loop {
+    for step in 0..WAIT_STEPS {
         match TABLES.load(Acquire) {
             TABLES_READY => return true,
-            TABLES_FAILED => return false,
+            TABLES_FAILED | TABLES_ABANDONED => return false,
             _ => {}
         }
-        if TABLES_LOCK
-            .compare_exchange(false, true, Acquire, Relaxed)
-            .is_ok()
-        {
-            if TABLES.load(Acquire) == TABLES_NONE {
+        match TABLES_INIT.turn() {
+            Turn::Run { taken_over: true } => {
+                // The parent's thread may have been inside the site table's `OnceLock`
+                // or `pthread_atfork`: neither can be finished or redone safely here.
+                TABLES.store(TABLES_ABANDONED, Release);
+                TABLES_INIT.finish();
+                return false;
+            }
+            Turn::Run { taken_over: false } => {
+                pause_for_test();
                 let ok = sites::init(MAX_SITES.load(Relaxed), MAX_DEPTH.load(Relaxed))
                     && os::register_fork_handlers(fork_prepare, fork_release, fork_child);
                 TABLES.store(if ok { TABLES_READY } else { TABLES_FAILED }, Release);
+                TABLES_INIT.finish();
             }
-            TABLES_LOCK.store(false, Release);
-        } else {
-            std::thread::yield_now();
+            Turn::Done => {}
+            Turn::Wait => wait_step(step),
         }
     }
+    false
 }
 
 /// Whether the tables could not be created (tracking then stays off).
@@ -191,7 +337,13 @@ pub(crate) fn tables_failed() -> bool {
     TABLES.load(Relaxed) == TABLES_FAILED
 }
 
-fn mode_for_rate() -> u8 {
+/// Whether this process was forked while its parent created the tables (tracking then
+/// stays off).
+pub(crate) fn tables_abandoned() -> bool {
+    TABLES.load(Relaxed) == TABLES_ABANDONED
+}
+
+fn mode_for_rate() -> u32 {
     if RATE.load(Relaxed) <= 1 {
         EXACT
     } else {
@@ -214,15 +366,19 @@ pub(crate) fn stop() {
     set_mode(OFF);
 }
 
-fn set_mode(mode: u8) {
-    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
-        let free_check = if mode >= SAMPLED {
-            FREE_CHECK
-        } else {
-            s & FREE_CHECK
-        };
-        Some(mode | free_check | (s & SCOPED))
-    });
+fn set_mode(mode: u32) {
+    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(moded(s, mode)));
+}
+
+/// The state word after a change to `mode`: the open-scope count kept, [`FREE_CHECK`]
+/// set for a tracking mode and never cleared.
+pub(crate) const fn moded(state: u32, mode: u32) -> u32 {
+    let state = with_mode(state, mode);
+    if mode >= SAMPLED {
+        state | FREE_CHECK
+    } else {
+        state
+    }
 }
 
 /// Sets the sampling rate (1 = exact), switching mode if tracking is on.
@@ -380,6 +536,13 @@ fn thread_start(t: &ThreadState) {
     // a registered thread's thread-local counts until then.
     if EXIT_FLUSH.try_with(|_| ()).is_ok() {
         threads::register(t);
+    } else {
+        // Started while its thread-locals are being destroyed (its first operation came
+        // from a destructor): no exit flush will publish its batches, so it publishes
+        // every operation, as a thread does after its exit flush.
+        t.phase.set(EXITED);
+        t.counts.free_budget.set(0);
+        t.counts.free_budget_base.set(0);
     }
 }
 
@@ -552,6 +715,7 @@ pub(crate) fn flush(t: &ThreadState) {
     if allocs == 0 && frees == 0 {
         return;
     }
+    PROCESS.publications.fetch_add(1, Relaxed);
     PROCESS.allocs.fetch_add(allocs, Relaxed);
     PROCESS.frees.fetch_add(frees, Relaxed);
     let allocated = PROCESS
@@ -565,6 +729,25 @@ pub(crate) fn flush(t: &ThreadState) {
     PROCESS
         .peak_live
         .fetch_max(allocated.wrapping_sub(freed) as i64, Relaxed);
+}
+
+/// A thread's budget of batched frees ran out: publishes its counts. A thread whose
+/// operations so far were all frees (a drop thread) has not started, and its budget is
+/// zero until it does: it starts here, as an allocation would start it, so it batches
+/// its frees from now on (and registers, so snapshots still see them) instead of
+/// publishing every one.
+#[cold]
+#[inline(never)]
+pub(crate) fn on_free_budget_spent(t: &ThreadState) {
+    // Publish what is pending first: starting sets the budget afresh.
+    flush(t);
+    if t.phase.get() == NEW {
+        // Starting may allocate (stack bounds, the exit flush's registration): those
+        // allocations are the tracker's own, counted and never sampled.
+        let busy = t.busy.replace(true);
+        thread_start(t);
+        t.busy.set(busy);
+    }
 }
 
 /// Publishes the calling thread's batched counts.

@@ -220,10 +220,13 @@ impl<F: FnMut() -> R, R> Check<F> {
     /// (like pytest-memray's `limit_leaks`), whether or not it grows steadily.
     ///
     /// # Panics
-    /// With the sites over the budget, or when tracking cannot run.
+    /// With the sites over the budget, when allocations of the checked code could not
+    /// be tracked (full tables: the budget cannot be vouched for), or when tracking
+    /// cannot run.
     #[track_caller]
     pub fn assert_leaked_at_most(self, bytes: u64) {
         let result = self.run();
+        fail_if_untracked(&result);
         let over: Vec<&CheckSite> = result
             .sites
             .iter()
@@ -255,10 +258,12 @@ impl<F: FnMut() -> R, R> Check<F> {
     /// runs.
     ///
     /// # Panics
-    /// With the peak, or when tracking cannot run.
+    /// With the peak, when allocations of the checked code could not be tracked, or
+    /// when tracking cannot run.
     #[track_caller]
     pub fn assert_peak_at_most(self, bytes: u64) {
         let result = self.run();
+        fail_if_untracked(&result);
         if result.peak_bytes > bytes as i64 {
             panic!(
                 "leakwatch: the checked code held {} at its peak, over the budget of {} ({} warm-up and {} measured runs)",
@@ -273,10 +278,12 @@ impl<F: FnMut() -> R, R> Check<F> {
     /// Fails when one measured run makes more than `count` allocations.
     ///
     /// # Panics
-    /// With the count, or when tracking cannot run.
+    /// With the count, when allocations of the checked code could not be tracked, or
+    /// when tracking cannot run.
     #[track_caller]
     pub fn assert_allocations_at_most(self, count: u64) {
         let result = self.run();
+        fail_if_untracked(&result);
         if result.max_allocations_per_run > count {
             panic!(
                 "leakwatch: one run of the checked code made {} allocations, over the budget of {count} ({} in {} measured runs)",
@@ -507,16 +514,27 @@ fn user_frames(rules: &LabelRules, stack: &[Frame]) -> Vec<Frame> {
     crate::report::symbols::collapse_recursion(&out)
 }
 
+/// Fails a check whose scope lost allocations: a budget met by what was seen says
+/// nothing about what was not.
+#[track_caller]
+fn fail_if_untracked(result: &CheckResult) {
+    if result.untracked > 0 {
+        panic!("{}", untracked_message(result));
+    }
+}
+
+fn untracked_message(result: &CheckResult) -> String {
+    format!(
+        "leakwatch: {} allocation(s) of the checked code could not be tracked (the tracker's tables are full: raise LEAKWATCH_MAX_SITES or LEAKWATCH_MAX_BLOCKS); the check cannot vouch for them\n",
+        result.untracked
+    )
+}
+
 fn leak_message(result: &CheckResult) -> String {
     let leaks: Vec<&CheckSite> = result.leaks().collect();
     let mut m = String::new();
     if leaks.is_empty() {
-        let _ = writeln!(
-            m,
-            "leakwatch: {} allocation(s) of the checked code could not be tracked (the tracker's tables are full: raise LEAKWATCH_MAX_SITES or LEAKWATCH_MAX_BLOCKS); the check cannot vouch for them",
-            result.untracked
-        );
-        return m;
+        return untracked_message(result);
     }
     let _ = writeln!(
         m,
