@@ -35,7 +35,7 @@ pub const MAX_FRAMES: usize = 256;
 
 /// The most return addresses whose symbols a series file may list, and the most
 /// symbols (inlined frames) one address may have.
-pub const MAX_SYMBOLS: usize = 250_000;
+pub const MAX_SYMBOLS: usize = 200_000;
 const MAX_INLINED: usize = 1_024;
 /// The largest block count read (2^64).
 const BLOCKS_MAX: f64 = 18_446_744_073_709_551_616.0;
@@ -418,7 +418,7 @@ impl Reader {
                 || !(0.0..=BLOCKS_MAX).contains(&freed_blocks)
             {
                 return Err(format!(
-                    "site {id}: block counts {alloc_blocks} and {freed_blocks} are not between 0 and 2^64"
+                    "site {id}: block counts {alloc_blocks:?} and {freed_blocks:?} are not between 0 and 2^64"
                 ));
             }
             let i = named(&mut changed, &mut position, history, id, "counters")?;
