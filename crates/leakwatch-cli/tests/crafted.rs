@@ -151,6 +151,14 @@ fn lists_longer_than_a_recorder_writes_are_refused() {
         }
         spread.push_str("]}\n");
     }
+    // Warnings (7.9M short ones took 1.4 GB and over a minute).
+    let max_warnings = leakwatch_report::MAX_WARNINGS;
+    let warnings = vec!["\"w\""; max_warnings + 1].join(",");
+    let line = format!("{},\"warnings\":[{warnings}]}}\n", head(0));
+    refused(
+        &report(&dir, "warnings.jsonl", &line),
+        &format!("more than {max_warnings} warnings"),
+    );
     refused(
         &report(&dir, "spread.jsonl", &spread),
         &format!("symbols of more than {max_symbols} return addresses"),
@@ -265,6 +273,13 @@ fn reports_beyond_the_readers_bounds_are_refused() {
     refused(
         &diff(&dir, "many.json", &many),
         &format!("more than {max} sites"),
+    );
+
+    let mut warned = report.clone();
+    warned["warnings"] = serde_json::json!(vec!["w"; leakwatch_report::MAX_WARNINGS + 1]);
+    refused(
+        &diff(&dir, "warned.json", &warned.to_string()),
+        &format!("more than {} warnings", leakwatch_report::MAX_WARNINGS),
     );
 
     report["chart_times"] = serde_json::json!([]);

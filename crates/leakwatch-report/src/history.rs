@@ -237,6 +237,7 @@ pub struct Header {
     pub overflow: OverflowStats,
     /// The tracker's warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "crate::recording::bounded::warnings")]
     pub warnings: Vec<String>,
     /// Loaded modules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -37,6 +37,8 @@ pub const MAX_FRAMES: usize = 256;
 /// symbols (inlined frames) one address may have.
 pub const MAX_SYMBOLS: usize = 200_000;
 const MAX_INLINED: usize = 1_024;
+/// The most warnings a line or a report may carry (the tracker has a handful).
+pub const MAX_WARNINGS: usize = 1_000;
 /// The largest block count read (2^64).
 const BLOCKS_MAX: f64 = 18_446_744_073_709_551_616.0;
 
@@ -73,8 +75,8 @@ struct Line {
 
 /// Lists read with a bound on their length, checked as they are read: a line must not
 /// make the reader hold more than the limits allow before it can refuse it.
-mod bounded {
-    use super::{MAX_FRAMES, MAX_INLINED, MAX_SITES, MAX_SYMBOLS};
+pub(crate) mod bounded {
+    use super::{MAX_FRAMES, MAX_INLINED, MAX_SITES, MAX_SYMBOLS, MAX_WARNINGS};
     use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
     use std::fmt;
     use std::marker::PhantomData;
@@ -133,6 +135,11 @@ mod bounded {
         d: D,
     ) -> Result<Vec<T>, D::Error> {
         at_most(d, MAX_SYMBOLS, "addresses' symbols in one line")
+    }
+
+    /// The tracker's warnings on a line (a handful in practice).
+    pub(crate) fn warnings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most(d, MAX_WARNINGS, "warnings")
     }
 
     pub(super) fn inlined<'de, D: Deserializer<'de>, T: Deserialize<'de>>(

@@ -113,7 +113,7 @@ pub struct Report {
     /// What the tracker could not record.
     pub overflow: OverflowStats,
     /// Problems worth reading before trusting the report.
-    #[serde(deserialize_with = "bounded::list")]
+    #[serde(deserialize_with = "bounded::warnings")]
     pub warnings: Vec<String>,
     /// Times of the chart points, seconds since `start_ms` (for `SiteReport::history`).
     #[serde(deserialize_with = "bounded::list")]
@@ -514,8 +514,8 @@ mod bounded {
         result
     }
 
-    /// At most `max` items (and what the budget allows).
-    struct List<T>(usize, PhantomData<T>);
+    /// At most `max` items, named `what` (and what the budget allows).
+    struct List<T>(usize, &'static str, PhantomData<T>);
 
     impl<'de, T: Deserialize<'de>> Visitor<'de> for List<T> {
         type Value = Vec<T>;
@@ -529,8 +529,8 @@ mod bounded {
             while let Some(item) = seq.next_element()? {
                 if items.len() == self.0 {
                     return Err(A::Error::custom(format_args!(
-                        "more than {} sites (more than a series file may hold)",
-                        self.0
+                        "more than {} {}",
+                        self.0, self.1
                     )));
                 }
                 let size = std::mem::size_of::<T>().max(1);
@@ -551,14 +551,29 @@ mod bounded {
     pub(super) fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
     ) -> Result<Vec<T>, D::Error> {
-        d.deserialize_seq(List(usize::MAX, PhantomData))
+        d.deserialize_seq(List(usize::MAX, "", PhantomData))
     }
 
     /// A list of sites or functions: at most [`crate::MAX_SITES`], one per label.
     pub(super) fn sites<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
     ) -> Result<Vec<T>, D::Error> {
-        d.deserialize_seq(List(crate::MAX_SITES, PhantomData))
+        d.deserialize_seq(List(
+            crate::MAX_SITES,
+            "sites (more than a series file may hold)",
+            PhantomData,
+        ))
+    }
+
+    /// Warnings: at most [`crate::recording::MAX_WARNINGS`].
+    pub(super) fn warnings<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(List(
+            crate::recording::MAX_WARNINGS,
+            "warnings",
+            PhantomData,
+        ))
     }
 }
 
