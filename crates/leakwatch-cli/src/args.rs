@@ -114,7 +114,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             })
         }
         other if other.starts_with('-') => Err(format!(
-            "unknown option {other} before the command (try `leakwatch help`)"
+            "unknown option {} before the command (try `leakwatch help`)",
+            other.escape_debug()
         )),
         other => Err(format!(
             "unknown command {other:?} (commands: report, diff, help)"
@@ -145,7 +146,8 @@ impl Flags {
             if !(arg.starts_with("--") || arg == "-o" || arg.starts_with("-o=")) {
                 if arg.starts_with('-') && arg != "-" {
                     return Err(format!(
-                        "unknown option {arg} for `leakwatch {command}` (try `leakwatch help`)"
+                        "unknown option {} for `leakwatch {command}` (try `leakwatch help`)",
+                        arg.escape_debug()
                     ));
                 }
                 flags.files.push(PathBuf::from(arg));
@@ -201,7 +203,8 @@ impl Flags {
                 "--output" | "-o" => flags.output = Some(PathBuf::from(value("a file")?)),
                 _ => {
                     return Err(format!(
-                        "unknown option {name} for `leakwatch {command}` (try `leakwatch help`)"
+                        "unknown option {} for `leakwatch {command}` (try `leakwatch help`)",
+                        name.escape_debug()
                     ));
                 }
             }
@@ -301,6 +304,24 @@ mod tests {
             let e = parse_line(line).unwrap_err();
             assert!(e.contains(expected), "{line:?}: {e:?}");
             assert!(!e.contains('\n'), "{line:?}: {e:?}");
+        }
+    }
+
+    /// Found by the `args` fuzz target: an option echoed as given put a carriage return
+    /// or newline into the one-line error.
+    #[test]
+    fn unknown_options_are_echoed_on_one_line() {
+        for args in [
+            &["diff", "a.json", "b.json", "-\rformat"][..],
+            &["report", "s", "--ver\nbose"],
+            &["report", "s", "--ver\nbose=1"],
+            &["-\n"],
+        ] {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let e = parse(&args).unwrap_err();
+            assert!(e.starts_with("unknown option "), "{args:?}: {e:?}");
+            assert!(!e.contains(['\n', '\r']), "{args:?}: {e:?}");
+            assert!(e.contains("\\r") || e.contains("\\n"), "{args:?}: {e:?}");
         }
     }
 }

@@ -565,8 +565,9 @@ fn huge_and_many_site_ids_cost_what_the_sites_do() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let json = String::from_utf8_lossy(&out.stdout);
     assert!(json.contains("\"sites\""), "{json}");
-    // 200,000 sites described in descending id order, in one line.
-    let ids: Vec<u32> = (0..200_000u32).rev().collect();
+    // As many sites as a file may hold (100,000), described in descending id order, in
+    // one line.
+    let ids: Vec<u32> = (0..leakwatch_report::MAX_SITES as u32).rev().collect();
     let path = dir.join("many-sites.jsonl");
     std::fs::write(&path, series_with_ids(&ids, 2)).unwrap();
     let out = leakwatch(&["report", path.to_str().unwrap(), "--top", "3"]);

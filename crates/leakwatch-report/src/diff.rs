@@ -58,18 +58,19 @@ pub fn diff(before: &Report, after: &Report) -> Diff {
     };
     for s in &before.sites {
         let d = sites.entry(&s.label).or_insert_with(|| blank(&s.label));
-        d.before_bytes += s.live_bytes;
+        d.before_bytes = d.before_bytes.saturating_add(s.live_bytes);
         d.before_verdict = Some(s.verdict);
     }
     for s in &after.sites {
         let d = sites.entry(&s.label).or_insert_with(|| blank(&s.label));
-        d.after_bytes += s.live_bytes;
+        d.after_bytes = d.after_bytes.saturating_add(s.live_bytes);
         d.after_verdict = Some(s.verdict);
     }
     let mut sites: Vec<SiteDiff> = sites
         .into_values()
         .map(|mut d| {
-            d.change_bytes = d.after_bytes as i64 - d.before_bytes as i64;
+            let change = i128::from(d.after_bytes) - i128::from(d.before_bytes);
+            d.change_bytes = change.clamp(i64::MIN.into(), i64::MAX.into()) as i64;
             d
         })
         .collect();

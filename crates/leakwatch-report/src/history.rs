@@ -1,9 +1,12 @@
 //! A bounded history of snapshots: live bytes per site over time, in a fixed memory
 //! budget.
 //!
-//! Every snapshot adds a point: its time, the process totals, and one `f32` of live bytes
-//! per site (a site's column starts when the site first appears; it reads 0 before). When
-//! the points would outgrow the budget, every second point of the older half is dropped:
+//! Every snapshot adds a point: its time, the process totals, and for each site it lists
+//! whose live bytes changed, one `(point, f32)` entry (a site's column starts when the
+//! site first appears; it reads 0 before, and its last value at points that do not list
+//! it). A point costs what changed at it: a series line naming 1 of 100,000 sites is one
+//! entry, not 100,000. When the points would outgrow the budget (counted as if every
+//! site changed at every point), every second point of the older half is dropped:
 //! recent history stays at full resolution, older history thins out geometrically, so
 //! hours fit in a few megabytes and the window still reaches back to the start.
 //!
@@ -25,6 +28,12 @@ pub const DEFAULT_MAX_POINTS: usize = 3600;
 pub const MIN_POINTS: usize = 32;
 
 /// A bounded history of snapshots of one process.
+///
+/// Points are numbered in the order they were pushed (`seqs`); a site's values are kept
+/// only where they changed (`Column`), so a point costs what changed at it, and a
+/// snapshot that lists a few of many sites is a few entries. Thinning drops points from
+/// the time axis alone; a column's entries are mapped onto the points still kept the next
+/// time the column grows (`Column::trim`).
 #[derive(Debug, Clone)]
 pub struct History {
     budget_bytes: usize,
@@ -33,27 +42,138 @@ pub struct History {
     /// Seconds since `start_ms`, one per point, non-decreasing.
     times: Vec<f64>,
     process: Vec<ProcessStats>,
+    /// Each point's number, increasing (renumbered from 0 before they would overflow).
+    seqs: Vec<u32>,
+    next_seq: u32,
     /// Each site id's slot in the per-site vectors below, in the order sites appeared
     /// (ids come from the allocator, or from a file: dense slots keep a crafted id of
     /// 4,294,967,295 from costing a table that long).
     slots: std::collections::HashMap<u32, usize>,
-    /// Live bytes per point, by slot.
-    columns: Vec<Option<Vec<f32>>>,
+    /// Live bytes and departures, by slot.
+    columns: Vec<Column>,
     /// The latest counters and the frames of every site seen, by slot.
-    sites: Vec<Option<SiteStats>>,
-    /// Per site, the bytes that departed since the point before: of blocks that lived
-    /// through `OLD_SNAPSHOTS` snapshots (`SiteStats::freed_old_bytes`), and of blocks
-    /// seen at any snapshot (`freed_seen_bytes`).
-    departed_old: Departures,
-    departed_seen: Departures,
+    sites: Vec<SiteStats>,
+    /// Sites that had departures of blocks that lived through `OLD_SNAPSHOTS` snapshots
+    /// (`SiteStats::freed_old_bytes`), and of blocks seen at any snapshot
+    /// (`freed_seen_bytes`): what the budget counts for them.
+    old_columns: usize,
+    seen_columns: usize,
     /// Whether every snapshot counted departures (a snapshot epoch above 0); recordings
     /// from before that did not.
     departures_known: bool,
-    site_count: usize,
     latest: Header,
     thinned: u64,
     /// How the time axis was kept monotonic (see [`History::push`]).
     clock: ClockRepair,
+}
+
+/// `(point number, value)` pairs, in point order.
+type Entries = Vec<(u32, f32)>;
+
+/// One site's values over the points.
+#[derive(Debug, Clone, Default)]
+struct Column {
+    /// Live bytes where they changed: an entry's value holds until the next entry (0
+    /// before the first).
+    live: Entries,
+    /// Bytes that departed in the interval ending at an entry's point (0 at points
+    /// without one): of old blocks, and of blocks seen at a snapshot.
+    old: Entries,
+    seen: Entries,
+    /// Entries after the last trim: the next comes when they have doubled.
+    trimmed: usize,
+}
+
+impl Column {
+    fn len(&self) -> usize {
+        self.live.len() + self.old.len() + self.seen.len()
+    }
+
+    /// Trims once the entries have grown by half since the last trim (amortized: a
+    /// trim costs a few steps per entry it looks at).
+    fn maybe_trim(&mut self, seqs: &[u32]) {
+        if self.len() >= self.trimmed + self.trimmed / 2 + 16 {
+            self.trim(seqs);
+        }
+    }
+
+    /// Maps the entries onto the kept points `seqs`: a live value onto the first kept
+    /// point it holds at (dropped when a later value replaces it before one), a
+    /// departure onto the first kept point at or after its own (summed there, as
+    /// thinning adds a dropped point's departures to the next kept point).
+    fn trim(&mut self, seqs: &[u32]) {
+        let kept_at = |seq: u32| seqs.partition_point(|&s| s < seq);
+        let mut live = Entries::with_capacity(self.live.len());
+        for (i, &(seq, value)) in self.live.iter().enumerate() {
+            let from = kept_at(seq);
+            let until = self
+                .live
+                .get(i + 1)
+                .map_or(seqs.len(), |&(next, _)| kept_at(next));
+            if from < until && from < seqs.len() {
+                live.push((seqs[from], value));
+            }
+        }
+        self.live = live;
+        for departures in [&mut self.old, &mut self.seen] {
+            let mut merged = Entries::with_capacity(departures.len());
+            for &(seq, bytes) in departures.iter() {
+                let Some(&kept) = seqs.get(kept_at(seq)) else {
+                    continue;
+                };
+                match merged.last_mut() {
+                    Some((last, sum)) if *last == kept => *sum += bytes,
+                    _ => merged.push((kept, bytes)),
+                }
+            }
+            *departures = merged;
+        }
+        self.trimmed = self.len();
+    }
+
+    /// Appends an entry, growing by half rather than doubling (columns are most of a
+    /// history's memory).
+    fn push(entries: &mut Entries, entry: (u32, f32)) {
+        if entries.len() == entries.capacity() {
+            entries.reserve_exact(entries.len() / 2 + 4);
+        }
+        entries.push(entry);
+    }
+
+    fn memory_bytes(&self) -> usize {
+        (self.live.capacity() + self.old.capacity() + self.seen.capacity())
+            * std::mem::size_of::<(u32, f32)>()
+    }
+}
+
+/// Live bytes at each kept point `seqs` (0 before the first entry).
+fn live_at(entries: &[(u32, f32)], seqs: &[u32]) -> Vec<f32> {
+    let mut next = 0;
+    let mut value = 0.0;
+    seqs.iter()
+        .map(|&seq| {
+            while let Some(&(_, v)) = entries.get(next).filter(|&&(s, _)| s <= seq) {
+                value = v;
+                next += 1;
+            }
+            value
+        })
+        .collect()
+}
+
+/// Departures up to each kept point `seqs`, cumulative.
+fn cumulative_at(entries: &[(u32, f32)], seqs: &[u32]) -> Vec<f64> {
+    let mut next = 0;
+    let mut total = 0.0;
+    seqs.iter()
+        .map(|&seq| {
+            while let Some(&(_, bytes)) = entries.get(next).filter(|&&(s, _)| s <= seq) {
+                total += f64::from(bytes);
+                next += 1;
+            }
+            total
+        })
+        .collect()
 }
 
 /// What [`History::push`] did about timestamps that went backwards or stood still: each
@@ -117,6 +237,7 @@ pub struct Header {
     pub overflow: OverflowStats,
     /// The tracker's warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "crate::recording::bounded::warnings")]
     pub warnings: Vec<String>,
     /// Loaded modules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -178,13 +299,14 @@ impl History {
             start_ms: None,
             times: Vec::new(),
             process: Vec::new(),
+            seqs: Vec::new(),
+            next_seq: 0,
+            slots: std::collections::HashMap::new(),
             columns: Vec::new(),
             sites: Vec::new(),
-            departed_old: Departures::default(),
-            departed_seen: Departures::default(),
-            slots: std::collections::HashMap::new(),
+            old_columns: 0,
+            seen_columns: 0,
             departures_known: true,
-            site_count: 0,
             latest: Header::default(),
             thinned: 0,
             clock: ClockRepair::default(),
@@ -196,8 +318,15 @@ impl History {
     /// or stood still) is placed one typical interval after the newest point, and the
     /// points after it keep their own spacing from there; [`History::clock_repair`] counts
     /// such points.
+    ///
+    /// Sites missing from the snapshot keep their last counters (and live bytes): a
+    /// snapshot may list only the sites that changed, and costs only what it lists.
     pub fn push(&mut self, snapshot: &Snapshot) {
-        let index = self.times.len();
+        if self.next_seq == u32::MAX {
+            self.renumber();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let ms = snapshot.timestamp_ms;
         let start = *self.start_ms.get_or_insert(ms);
         let clock = &mut self.clock;
@@ -227,50 +356,49 @@ impl History {
         clock.last_ms = ms;
         self.times.push(time);
         self.process.push(snapshot.process);
+        self.seqs.push(seq);
         self.departures_known &= snapshot.epoch > 0;
         for site in &snapshot.sites {
             let next = self.columns.len();
-            let id = *self.slots.entry(site.id).or_insert(next);
-            if id >= self.columns.len() {
-                self.columns.resize_with(id + 1, || None);
-                self.sites.resize_with(id + 1, || None);
+            let slot = *self.slots.entry(site.id).or_insert(next);
+            let (departed_old, departed_seen) = if slot == next {
+                // A site's first point only sets the baseline: what departed before
+                // the window does not matter.
+                self.columns.push(Column::default());
+                self.sites.push(site.clone());
+                (0, 0)
+            } else {
+                let known = &mut self.sites[slot];
+                let departed = (
+                    site.freed_old_bytes.saturating_sub(known.freed_old_bytes),
+                    site.freed_seen_bytes.saturating_sub(known.freed_seen_bytes),
+                );
+                // Frames never change for an id; copy only the counters.
+                known.live_bytes = site.live_bytes;
+                known.live_blocks = site.live_blocks;
+                known.alloc_bytes = site.alloc_bytes;
+                known.alloc_blocks = site.alloc_blocks;
+                known.freed_bytes = site.freed_bytes;
+                known.freed_blocks = site.freed_blocks;
+                known.freed_old_bytes = site.freed_old_bytes;
+                known.freed_seen_bytes = site.freed_seen_bytes;
+                departed
+            };
+            let column = &mut self.columns[slot];
+            let live = site.live_bytes as f32;
+            if column.live.last().is_none_or(|&(_, last)| last != live) {
+                Column::push(&mut column.live, (seq, live));
             }
-            let new_site = self.columns[id].is_none();
-            let column = self.columns[id].get_or_insert_with(|| {
-                self.site_count += 1;
-                vec![0.0; index]
-            });
-            column.push(site.live_bytes as f32);
-            self.departed_old
-                .push(id, index, site.freed_old_bytes, new_site);
-            self.departed_seen
-                .push(id, index, site.freed_seen_bytes, new_site);
-            match &mut self.sites[id] {
-                Some(known) => {
-                    // Frames never change for an id; copy only the counters.
-                    known.live_bytes = site.live_bytes;
-                    known.live_blocks = site.live_blocks;
-                    known.alloc_bytes = site.alloc_bytes;
-                    known.alloc_blocks = site.alloc_blocks;
-                    known.freed_bytes = site.freed_bytes;
-                    known.freed_blocks = site.freed_blocks;
-                    known.freed_old_bytes = site.freed_old_bytes;
-                    known.freed_seen_bytes = site.freed_seen_bytes;
-                }
-                slot => *slot = Some(site.clone()),
+            if departed_old > 0 {
+                self.old_columns += usize::from(column.old.is_empty());
+                Column::push(&mut column.old, (seq, departed_old as f32));
             }
+            if departed_seen > 0 {
+                self.seen_columns += usize::from(column.seen.is_empty());
+                Column::push(&mut column.seen, (seq, departed_seen as f32));
+            }
+            column.maybe_trim(&self.seqs);
         }
-        // Sites missing from this snapshot keep their last value.
-        for (id, column) in self.columns.iter_mut().enumerate() {
-            if let Some(column) = column {
-                if column.len() == index {
-                    let last = self.sites[id].as_ref().map_or(0, |s| s.live_bytes);
-                    column.push(last as f32);
-                }
-            }
-        }
-        self.departed_old.pad(index + 1);
-        self.departed_seen.pad(index + 1);
         let modules = std::mem::take(&mut self.latest.modules);
         self.latest = Header::of(snapshot);
         // Modules are listed once (a series file's first line): keep the last list.
@@ -282,16 +410,35 @@ impl History {
         }
     }
 
-    /// How many points the budget allows with the sites seen so far.
+    /// Numbers the kept points from 0 again (every column trimmed onto them first).
+    fn renumber(&mut self) {
+        for column in &mut self.columns {
+            column.trim(&self.seqs);
+            for entries in [&mut column.live, &mut column.old, &mut column.seen] {
+                for (seq, _) in entries.iter_mut() {
+                    *seq = self.seqs.partition_point(|&s| s < *seq) as u32;
+                }
+            }
+        }
+        self.next_seq = self.seqs.len() as u32;
+        for (i, seq) in self.seqs.iter_mut().enumerate() {
+            *seq = i as u32;
+        }
+    }
+
+    /// How many points the budget allows with the sites seen so far (counting, as if
+    /// every site changed at every point, one entry per site and point).
     pub fn capacity(&self) -> usize {
         let per_point = std::mem::size_of::<f64>()
             + std::mem::size_of::<ProcessStats>()
-            + (self.site_count + self.departed_old.columns + self.departed_seen.columns)
-                * std::mem::size_of::<f32>();
+            + std::mem::size_of::<u32>()
+            + (self.sites.len() + self.old_columns + self.seen_columns)
+                * std::mem::size_of::<(u32, f32)>();
         (self.budget_bytes / per_point).clamp(MIN_POINTS, self.max_points)
     }
 
-    /// Drops every second point of the older half (never the first point).
+    /// Drops every second point of the older half (never the first point) from the
+    /// time axis; columns follow when they are next trimmed.
     fn thin(&mut self) {
         let n = self.times.len();
         let half = n / 2;
@@ -306,11 +453,7 @@ impl History {
         }
         retain_by(&mut self.times, keep);
         retain_by(&mut self.process, keep);
-        for column in self.columns.iter_mut().flatten() {
-            retain_by(column, keep);
-        }
-        self.departed_old.thin(half, |c| retain_by(c, keep));
-        self.departed_seen.thin(half, |c| retain_by(c, keep));
+        retain_by(&mut self.seqs, keep);
         self.thinned += (n - self.times.len()) as u64;
     }
 
@@ -350,13 +493,24 @@ impl History {
     }
 
     /// Live bytes of site `id` at each point (0 before it appeared).
-    pub fn column(&self, id: u32) -> Option<&[f32]> {
-        self.columns.get(*self.slots.get(&id)?)?.as_deref()
+    pub fn column(&self, id: u32) -> Option<Vec<f32>> {
+        let column = &self.columns[*self.slots.get(&id)?];
+        Some(live_at(&column.live, &self.seqs))
+    }
+
+    /// Number of sites seen.
+    pub fn site_count(&self) -> usize {
+        self.sites.len()
+    }
+
+    /// Site `id`'s frames and latest counters.
+    pub fn site(&self, id: u32) -> Option<&SiteStats> {
+        Some(&self.sites[*self.slots.get(&id)?])
     }
 
     /// Every site seen, with its frames and latest counters, in id order.
     pub fn sites(&self) -> impl Iterator<Item = &SiteStats> {
-        let mut sites: Vec<&SiteStats> = self.sites.iter().flatten().collect();
+        let mut sites: Vec<&SiteStats> = self.sites.iter().collect();
         sites.sort_unstable_by_key(|s| s.id);
         sites.into_iter()
     }
@@ -370,14 +524,8 @@ impl History {
     pub fn memory_bytes(&self) -> usize {
         self.times.capacity() * std::mem::size_of::<f64>()
             + self.process.capacity() * std::mem::size_of::<ProcessStats>()
-            + self
-                .columns
-                .iter()
-                .flatten()
-                .map(|c| c.capacity() * std::mem::size_of::<f32>())
-                .sum::<usize>()
-            + self.departed_old.memory_bytes()
-            + self.departed_seen.memory_bytes()
+            + self.seqs.capacity() * std::mem::size_of::<u32>()
+            + self.columns.iter().map(Column::memory_bytes).sum::<usize>()
     }
 
     /// Bytes that departed from site `id` up to each point, cumulative from the first
@@ -386,14 +534,11 @@ impl History {
         if !self.departures_known {
             return None;
         }
-        let n = self.times.len();
+        let column = self.slots.get(&id).map(|&slot| &self.columns[slot]);
+        let none: &[(u32, f32)] = &[];
         Some(crate::series::Departed {
-            old: self
-                .departed_old
-                .cumulative(self.slots.get(&id).copied(), n),
-            seen: self
-                .departed_seen
-                .cumulative(self.slots.get(&id).copied(), n),
+            old: cumulative_at(column.map_or(none, |c| &c.old), &self.seqs),
+            seen: cumulative_at(column.map_or(none, |c| &c.seen), &self.seqs),
         })
     }
 
@@ -427,7 +572,7 @@ impl History {
                 .sites
                 .entry(key)
                 .or_insert_with(|| vec![0.0; column.len()]);
-            for (s, &v) in sum.iter_mut().zip(column) {
+            for (s, &v) in sum.iter_mut().zip(&column) {
                 *s += f64::from(v);
             }
         }
@@ -440,80 +585,6 @@ impl History {
         self.latest.clone().write_to(&mut s);
         s.sites = self.sites().cloned().collect();
         s
-    }
-}
-
-/// Per site, bytes that departed in each interval, as `f32` columns kept only for sites
-/// that had any (`None`: none so far, zeros). Thinning adds a dropped point's
-/// departures to the next kept point.
-#[derive(Debug, Clone, Default)]
-struct Departures {
-    per_point: Vec<Option<Vec<f32>>>,
-    /// Each site's cumulative count at its latest point.
-    totals: Vec<u64>,
-    columns: usize,
-}
-
-impl Departures {
-    /// Records site `id`'s cumulative count `total` at point `index`. A site's first
-    /// point only sets the baseline: what departed before the window does not matter.
-    fn push(&mut self, id: usize, index: usize, total: u64, new_site: bool) {
-        if id >= self.totals.len() {
-            self.per_point.resize_with(id + 1, || None);
-            self.totals.resize(id + 1, 0);
-        }
-        let departed = total.saturating_sub(self.totals[id]);
-        self.totals[id] = total;
-        if departed > 0 && !new_site {
-            let columns = &mut self.columns;
-            let column = self.per_point[id].get_or_insert_with(|| {
-                *columns += 1;
-                vec![0.0; index]
-            });
-            column.resize(index, 0.0);
-            column.push(departed as f32);
-        }
-    }
-
-    /// Pads every column to `len` points.
-    fn pad(&mut self, len: usize) {
-        for column in self.per_point.iter_mut().flatten() {
-            column.resize(len, 0.0);
-        }
-    }
-
-    fn thin(&mut self, half: usize, mut retain: impl FnMut(&mut Vec<f32>)) {
-        for column in self.per_point.iter_mut().flatten() {
-            for i in (1..half).step_by(2) {
-                if i + 1 < column.len() {
-                    column[i + 1] += column[i];
-                }
-            }
-            retain(column);
-        }
-    }
-
-    fn memory_bytes(&self) -> usize {
-        self.per_point
-            .iter()
-            .flatten()
-            .map(|c| c.capacity() * std::mem::size_of::<f32>())
-            .sum()
-    }
-
-    /// The cumulative departures of the site in `slot` at each of `n` points.
-    fn cumulative(&self, slot: Option<usize>, n: usize) -> Vec<f64> {
-        let mut total = 0.0;
-        match slot.and_then(|slot| self.per_point.get(slot)?.as_ref()) {
-            Some(column) => column
-                .iter()
-                .map(|&d| {
-                    total += f64::from(d);
-                    total
-                })
-                .collect(),
-            None => vec![0.0; n],
-        }
     }
 }
 

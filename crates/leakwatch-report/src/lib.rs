@@ -33,7 +33,9 @@ pub use diff::{Diff, SiteDiff, diff};
 pub use error::{Error, Result};
 pub use history::History;
 pub use rank::{RankOptions, Ranking, SiteTrend, Verdict, rank, rank_windows};
-pub use recording::{MAX_LINE_BYTES, Recording, SeriesWriter};
+pub use recording::{
+    MAX_FRAMES, MAX_LINE_BYTES, MAX_SITES, MAX_SYMBOLS, MAX_WARNINGS, Recording, SeriesWriter,
+};
 pub use report::{
     ClockNote, FunctionReport, LabelCache, ProcessSummary, Report, ReportOptions, SiteReport,
 };

@@ -11,6 +11,7 @@ use crate::error::{Error, Result, describe_json};
 use crate::history::{Header, History};
 use crate::symbols::SymbolTable;
 use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::{BufRead, Read};
@@ -22,6 +23,24 @@ pub const SERIES_VERSION: u32 = 1;
 /// The longest series line read (256 MiB): a process's first line lists every site and
 /// symbol seen so far, which for the largest processes is tens of MiB.
 pub const MAX_LINE_BYTES: usize = 256 << 20;
+
+/// The most sites a series file may describe (per process): twice the allocator's
+/// default table (`LEAKWATCH_MAX_SITES`, 65,536). A report costs a few KiB per site, so
+/// this keeps any file within a few hundred MB; more is refused, never dropped.
+pub const MAX_SITES: usize = 100_000;
+
+/// The most frames a site may have: the allocator's deepest stack
+/// (`LEAKWATCH_MAX_DEPTH` is at most 256).
+pub const MAX_FRAMES: usize = 256;
+
+/// The most return addresses whose symbols a series file may list, and the most
+/// symbols (inlined frames) one address may have.
+pub const MAX_SYMBOLS: usize = 200_000;
+const MAX_INLINED: usize = 1_024;
+/// The most warnings a line or a report may carry (the tracker has a handful).
+pub const MAX_WARNINGS: usize = 1_000;
+/// The largest block count read (2^64).
+const BLOCKS_MAX: f64 = 18_446_744_073_709_551_616.0;
 
 /// One line of a series file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,23 +56,108 @@ struct Line {
     memory_limit: Option<u64>,
     /// Sites seen for the first time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::sites")]
     new_sites: Vec<NewSite>,
     /// Symbols of return addresses seen for the first time, one list per address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    symbols: Vec<Vec<Symbol>>,
+    #[serde(deserialize_with = "bounded::symbols")]
+    symbols: Vec<SymbolList>,
     /// Counters of the sites that changed: `[id, alloc_bytes, alloc_blocks, freed_bytes,
     /// freed_blocks]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "bounded::sites")]
     sites: Vec<(u32, u64, f64, u64, f64)>,
     /// Departures (cumulative) of the sites whose counts changed: `[id,
     /// freed_old_bytes, freed_seen_bytes]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::sites")]
     departed: Vec<(u32, u64, u64)>,
 }
+
+/// Lists read with a bound on their length, checked as they are read: a line must not
+/// make the reader hold more than the limits allow before it can refuse it.
+pub(crate) mod bounded {
+    use super::{MAX_FRAMES, MAX_INLINED, MAX_SITES, MAX_SYMBOLS, MAX_WARNINGS};
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    struct Bounded<T> {
+        max: usize,
+        what: &'static str,
+        item: PhantomData<T>,
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of at most {} {}", self.max, self.what)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == self.max {
+                    return Err(A::Error::custom(format_args!(
+                        "more than {} {} (more than a recorder writes)",
+                        self.max, self.what
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    fn at_most<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+        max: usize,
+        what: &'static str,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(Bounded {
+            max,
+            what,
+            item: PhantomData,
+        })
+    }
+
+    pub(super) fn sites<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        at_most(d, MAX_SITES, "sites in one line")
+    }
+
+    pub(super) fn frames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        at_most(d, MAX_FRAMES, "frames in one site")
+    }
+
+    pub(super) fn symbols<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        at_most(d, MAX_SYMBOLS, "addresses' symbols in one line")
+    }
+
+    /// The tracker's warnings on a line (a handful in practice).
+    pub(crate) fn warnings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most(d, MAX_WARNINGS, "warnings")
+    }
+
+    pub(super) fn inlined<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        at_most(d, MAX_INLINED, "symbols of one address")
+    }
+}
+
+/// One return address's symbols (more than one when calls were inlined there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+struct SymbolList(#[serde(deserialize_with = "bounded::inlined")] Vec<Symbol>);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct NewSite {
     id: u32,
+    #[serde(deserialize_with = "bounded::frames")]
     frames: Vec<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
@@ -133,7 +237,7 @@ impl SeriesWriter {
                     });
                     for &address in &site.frames {
                         if self.symbols_written.insert(address) {
-                            line.symbols.push(symbol_list(symbols, address));
+                            line.symbols.push(SymbolList(symbol_list(symbols, address)));
                         }
                     }
                 }
@@ -206,7 +310,6 @@ impl Recording {
                 lines: 0,
             },
             current: Snapshot::default(),
-            index: std::collections::HashMap::new(),
             pid: None,
         };
         let mut input = input;
@@ -256,11 +359,9 @@ impl Recording {
 struct Reader {
     template: History,
     recording: Recording,
-    /// The process's state as of the last line.
+    /// The last line as a snapshot: its header and the sites it named (the history
+    /// holds every site's latest counters).
     current: Snapshot,
-    /// Position in `current.sites` of each site id (a map: ids in a file can be any
-    /// `u32`, and a table indexed by them as long as the largest).
-    index: std::collections::HashMap<u32, usize>,
     pid: Option<u32>,
 }
 
@@ -281,35 +382,54 @@ impl Reader {
                 self.recording.earlier_processes += 1;
                 self.recording.history = self.template.clone();
                 self.current = Snapshot::default();
-                self.index.clear();
             }
             self.pid = Some(line.header.pid);
         }
-        for list in line.symbols {
+        for SymbolList(list) in line.symbols {
             if let Some(address) = list.first().map(|s| s.address) {
                 self.recording.symbols.insert(address, list);
             }
         }
+        if self.recording.symbols.len() > MAX_SYMBOLS {
+            return Err(format!(
+                "symbols of more than {MAX_SYMBOLS} return addresses: more than this reader holds"
+            ));
+        }
+        // The sites this line names, new or changed: the history keeps the others as
+        // they were, so a line costs what it lists, not every site seen so far.
+        let mut changed: Vec<SiteStats> = std::mem::take(&mut self.current.sites);
+        changed.clear();
+        let mut position: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for new in line.new_sites {
-            if self.index.contains_key(&new.id) {
+            if position.contains_key(&new.id) || self.recording.history.site(new.id).is_some() {
                 return Err(format!("site {} is described twice", new.id));
             }
             let mut site = SiteStats::default();
             site.id = new.id;
             site.frames = new.frames;
             site.truncated = new.truncated;
-            // In the order described (the history keys sites by id, in any order): an
-            // insert in id order would cost a shift per site, quadratic in sites.
-            self.index.insert(new.id, self.current.sites.len());
-            self.current.sites.push(site);
+            position.insert(new.id, changed.len());
+            changed.push(site);
         }
+        let sites = self.recording.history.site_count() + changed.len();
+        if sites > MAX_SITES {
+            return Err(format!(
+                "more than {MAX_SITES} sites in one process ({sites} so far): more than this reader holds"
+            ));
+        }
+        let history = &self.recording.history;
         for (id, alloc_bytes, alloc_blocks, freed_bytes, freed_blocks) in line.sites {
-            let Some(&position) = self.index.get(&id) else {
+            // Estimated block counts: sums of weights, never negative, and far below
+            // 2^64 (an estimate above that would overflow every sum made of it).
+            if !(0.0..=BLOCKS_MAX).contains(&alloc_blocks)
+                || !(0.0..=BLOCKS_MAX).contains(&freed_blocks)
+            {
                 return Err(format!(
-                    "counters for site {id}, which no earlier line describes (is the file missing its beginning?)"
+                    "site {id}: block counts {alloc_blocks:?} and {freed_blocks:?} are not between 0 and 2^64"
                 ));
-            };
-            let site = &mut self.current.sites[position];
+            }
+            let i = named(&mut changed, &mut position, history, id, "counters")?;
+            let site = &mut changed[i];
             site.alloc_bytes = alloc_bytes;
             site.alloc_blocks = alloc_blocks;
             site.freed_bytes = freed_bytes;
@@ -318,14 +438,11 @@ impl Reader {
             site.live_blocks = (alloc_blocks - freed_blocks).max(0.0);
         }
         for (id, freed_old_bytes, freed_seen_bytes) in line.departed {
-            let Some(&position) = self.index.get(&id) else {
-                return Err(format!(
-                    "departures for site {id}, which no earlier line describes"
-                ));
-            };
-            self.current.sites[position].freed_old_bytes = freed_old_bytes;
-            self.current.sites[position].freed_seen_bytes = freed_seen_bytes;
+            let i = named(&mut changed, &mut position, history, id, "departures")?;
+            changed[i].freed_old_bytes = freed_old_bytes;
+            changed[i].freed_seen_bytes = freed_seen_bytes;
         }
+        self.current.sites = changed;
         if line.memory_limit.is_some() {
             self.recording.memory_limit = line.memory_limit;
         }
@@ -337,21 +454,115 @@ impl Reader {
 
     /// Why a line did not parse, in terms of the file rather than of serde.
     fn explain(&self, text: &str, e: &serde_json::Error) -> String {
-        let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-        match value {
-            None => describe_json(e),
-            Some(v) if v.get("leakwatch_series").is_none() => {
-                if v.get("format").and_then(|f| f.as_str()) == Some(crate::report::REPORT_FORMAT) {
-                    "this is a JSON report, not a series file (compare reports with `leakwatch diff`)".into()
-                } else if v.get("schema_version").is_some() && v.get("sites").is_some() {
-                    "this is a single snapshot, not a series file (record with leakwatch's Recorder)".into()
-                } else {
-                    "not a leakwatch series line (no \"leakwatch_series\" field)".into()
+        // What the line is, read without keeping it: a JSON tree of a line of
+        // hundreds of MB would cost several times that.
+        #[derive(Default, Deserialize)]
+        struct Probe {
+            leakwatch_series: Option<IgnoredAny>,
+            format: Option<IgnoredString>,
+            schema_version: Option<IgnoredAny>,
+            sites: Option<IgnoredAny>,
+        }
+        /// A string field, compared and dropped.
+        #[derive(Default)]
+        struct IgnoredString(bool);
+        impl<'de> Deserialize<'de> for IgnoredString {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                struct IsReport;
+                impl<'de> serde::de::Visitor<'de> for IsReport {
+                    type Value = IgnoredString;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("anything")
+                    }
+                    fn visit_str<E>(self, v: &str) -> std::result::Result<IgnoredString, E> {
+                        Ok(IgnoredString(v == crate::report::REPORT_FORMAT))
+                    }
+                    fn visit_bool<E>(self, _: bool) -> std::result::Result<IgnoredString, E> {
+                        Ok(IgnoredString(false))
+                    }
+                    fn visit_i64<E>(self, _: i64) -> std::result::Result<IgnoredString, E> {
+                        Ok(IgnoredString(false))
+                    }
+                    fn visit_u64<E>(self, _: u64) -> std::result::Result<IgnoredString, E> {
+                        Ok(IgnoredString(false))
+                    }
+                    fn visit_f64<E>(self, _: f64) -> std::result::Result<IgnoredString, E> {
+                        Ok(IgnoredString(false))
+                    }
+                    fn visit_unit<E>(self) -> std::result::Result<IgnoredString, E> {
+                        Ok(IgnoredString(false))
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> std::result::Result<IgnoredString, A::Error> {
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(IgnoredString(false))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> std::result::Result<IgnoredString, A::Error> {
+                        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                        Ok(IgnoredString(false))
+                    }
                 }
+                d.deserialize_any(IsReport)
             }
-            Some(_) => format!("not a valid series line: {}", describe_json(e)),
+        }
+        if serde_json::from_str::<IgnoredAny>(text).is_err() {
+            return describe_json(e);
+        }
+        let probe = if text.trim_start().starts_with('{') {
+            serde_json::from_str::<Probe>(text).unwrap_or_default()
+        } else {
+            Probe::default()
+        };
+        if probe.leakwatch_series.is_some() {
+            format!("not a valid series line: {}", describe_json(e))
+        } else if probe.format.is_some_and(|f| f.0) {
+            "this is a JSON report, not a series file (compare reports with `leakwatch diff`)"
+                .into()
+        } else if probe.schema_version.is_some() && probe.sites.is_some() {
+            "this is a single snapshot, not a series file (record with leakwatch's Recorder)".into()
+        } else {
+            "not a leakwatch series line (no \"leakwatch_series\" field)".into()
         }
     }
+}
+
+/// Where site `id` is in `changed`: added there with its latest counters (not its
+/// frames: the history keeps those) when the line has not named it yet.
+fn named(
+    changed: &mut Vec<SiteStats>,
+    position: &mut std::collections::HashMap<u32, usize>,
+    history: &History,
+    id: u32,
+    what: &str,
+) -> std::result::Result<usize, String> {
+    if let Some(&i) = position.get(&id) {
+        return Ok(i);
+    }
+    let Some(known) = history.site(id) else {
+        return Err(format!(
+            "{what} for site {id}, which no earlier line describes (is the file missing its beginning?)"
+        ));
+    };
+    let mut site = SiteStats::default();
+    site.id = id;
+    site.live_bytes = known.live_bytes;
+    site.live_blocks = known.live_blocks;
+    site.alloc_bytes = known.alloc_bytes;
+    site.alloc_blocks = known.alloc_blocks;
+    site.freed_bytes = known.freed_bytes;
+    site.freed_blocks = known.freed_blocks;
+    site.freed_old_bytes = known.freed_old_bytes;
+    site.freed_seen_bytes = known.freed_seen_bytes;
+    position.insert(id, changed.len());
+    changed.push(site);
+    Ok(changed.len() - 1)
 }
 
 #[cfg(test)]

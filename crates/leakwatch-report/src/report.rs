@@ -24,6 +24,11 @@ pub const REPORT_FORMAT: &str = "leakwatch-report";
 /// `clock`; this crate reads versions 1 and 2 (a version 1 report is grouped on
 /// reading).
 pub const REPORT_VERSION: u32 = 2;
+/// The most memory the lists of one JSON report read may take (sites, functions,
+/// stacks, histories, chart points; counted as they are read): 128 MiB, far above what
+/// a report of [`crate::MAX_SITES`] sites with the default details takes, and what
+/// keeps a crafted 100 MB report of short numbers from taking several times its size.
+pub const MAX_LIST_BYTES: usize = 128 << 20;
 /// The oldest version of the JSON report format this crate reads.
 pub const REPORT_MIN_VERSION: u32 = 1;
 
@@ -92,10 +97,12 @@ pub struct Report {
     pub process: ProcessSummary,
     /// Ranked sites (one per label), grouped by function: the lines of the most urgent
     /// function first, each function's lines in their own ranking order.
+    #[serde(deserialize_with = "bounded::sites")]
     pub sites: Vec<SiteReport>,
     /// The functions of `sites`, most urgent first, each with its lines (see
     /// [`group_by_function`]).
     #[serde(default)]
+    #[serde(deserialize_with = "bounded::sites")]
     pub functions: Vec<FunctionReport>,
     /// Sites left out by `top`: how many, and their live bytes.
     pub omitted_sites: usize,
@@ -106,10 +113,13 @@ pub struct Report {
     /// What the tracker could not record.
     pub overflow: OverflowStats,
     /// Problems worth reading before trusting the report.
+    #[serde(deserialize_with = "bounded::warnings")]
     pub warnings: Vec<String>,
     /// Times of the chart points, seconds since `start_ms` (for `SiteReport::history`).
+    #[serde(deserialize_with = "bounded::list")]
     pub chart_times: Vec<f64>,
     /// Process memory at the chart points.
+    #[serde(deserialize_with = "bounded::list")]
     pub chart_process: Vec<f64>,
     /// Set when timestamps of the history went backwards or stood still, so its time axis
     /// was rebuilt from the order of the points (see [`History::push`]).
@@ -215,6 +225,7 @@ pub struct FunctionReport {
     /// Summed growth of all its lines over the window, bytes.
     pub growth: f64,
     /// `rank` of each of its lines in the report's `sites`, in order.
+    #[serde(deserialize_with = "bounded::list")]
     pub sites: Vec<usize>,
     /// Its lines left out of the report by `top` (they count in its totals).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -271,10 +282,12 @@ pub struct SiteReport {
     #[serde(default)]
     pub function_rank: usize,
     /// Ids of the call sites merged here.
+    #[serde(deserialize_with = "bounded::list")]
     pub site_ids: Vec<u32>,
     /// The stack of the member site that grew most, innermost first (inlined frames
     /// expanded). Only for the first `detail` sites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::list")]
     pub stack: Vec<Frame>,
     /// Index in `stack` of the label frame.
     #[serde(default)]
@@ -282,6 +295,7 @@ pub struct SiteReport {
     /// Live bytes at each of the report's `chart_times`. Only for the first `detail`
     /// sites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::list")]
     pub history: Vec<f64>,
 }
 
@@ -456,7 +470,9 @@ impl Report {
             }
             None => return Err(Error::at(origin, None, "report has no \"version\"")),
         }
-        let mut report: Report = serde_json::from_str(json).map_err(|e| Error::json(origin, &e))?;
+        let mut report: Report =
+            bounded::with_budget(MAX_LIST_BYTES, || serde_json::from_str(json))
+                .map_err(|e| Error::json(origin, &e))?;
         if report.functions.is_empty() && !report.sites.is_empty() {
             // Version 1: sites in ranking order, not grouped yet.
             let (sites, functions) = group_by_function(std::mem::take(&mut report.sites));
@@ -476,6 +492,88 @@ impl Report {
                 .collect();
             (f, lines)
         })
+    }
+}
+
+/// Lists that charge what they hold to a budget while a report is read.
+mod bounded {
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+    use std::cell::Cell;
+    use std::marker::PhantomData;
+
+    thread_local! {
+        /// Bytes the lists of the report being read may still take.
+        static LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+
+    /// Runs `read` with `bytes` for the lists it reads.
+    pub(super) fn with_budget<T>(bytes: usize, read: impl FnOnce() -> T) -> T {
+        let before = LEFT.replace(bytes);
+        let result = read();
+        LEFT.set(before);
+        result
+    }
+
+    /// At most `max` items, named `what` (and what the budget allows).
+    struct List<T>(usize, &'static str, PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for List<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == self.0 {
+                    return Err(A::Error::custom(format_args!(
+                        "more than {} {}",
+                        self.0, self.1
+                    )));
+                }
+                let size = std::mem::size_of::<T>().max(1);
+                let left = LEFT.get();
+                if left < size {
+                    return Err(A::Error::custom(format_args!(
+                        "the report's lists would take more than {} MiB",
+                        super::MAX_LIST_BYTES >> 20
+                    )));
+                }
+                LEFT.set(left - size);
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    pub(super) fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(List(usize::MAX, "", PhantomData))
+    }
+
+    /// A list of sites or functions: at most [`crate::MAX_SITES`], one per label.
+    pub(super) fn sites<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(List(
+            crate::MAX_SITES,
+            "sites (more than a series file may hold)",
+            PhantomData,
+        ))
+    }
+
+    /// Warnings: at most [`crate::recording::MAX_WARNINGS`].
+    pub(super) fn warnings<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(List(
+            crate::recording::MAX_WARNINGS,
+            "warnings",
+            PhantomData,
+        ))
     }
 }
 
@@ -523,7 +621,7 @@ impl<'a> Merged<'a> {
         }
         let mut members: BTreeMap<&str, Members> = BTreeMap::new();
         for site in history.sites() {
-            let column = history.column(site.id).unwrap_or(&[]);
+            let column = history.column(site.id).unwrap_or_default();
             let growth = f64::from(column.last().copied().unwrap_or(0.0))
                 - f64::from(column.first().copied().unwrap_or(0.0));
             let m = members
@@ -538,7 +636,7 @@ impl<'a> Merged<'a> {
                 });
             m.ids.push(site.id);
             m.live_blocks += site.live_blocks;
-            m.alloc_bytes += site.alloc_bytes;
+            m.alloc_bytes = m.alloc_bytes.saturating_add(site.alloc_bytes);
             m.alloc_blocks += site.alloc_blocks;
             let candidate = (growth, site.live_bytes, site.id);
             if candidate.0 > m.representative.0
@@ -662,7 +760,9 @@ pub fn group_by_function(lines: Vec<SiteReport>) -> (Vec<SiteReport>, Vec<Functi
                 rank: 0,
                 function,
                 verdict,
-                live_bytes: lines.iter().map(|l| l.live_bytes).sum(),
+                live_bytes: lines
+                    .iter()
+                    .fold(0, |sum, l| l.live_bytes.saturating_add(sum)),
                 rate: lines
                     .iter()
                     .filter(growing)
@@ -727,7 +827,9 @@ impl Kept {
             sites,
             functions,
             omitted_sites: omitted.len(),
-            omitted_live_bytes: omitted.iter().map(|s| s.live_bytes).sum(),
+            omitted_live_bytes: omitted
+                .iter()
+                .fold(0, |sum, s| s.live_bytes.saturating_add(sum)),
         }
     }
 }
