@@ -196,6 +196,14 @@ pub fn __hold_tracker_locks_for_test(duration: std::time::Duration) {
     tracker::hold_locks_for(duration);
 }
 
+/// Test support, not part of the API: while `refuse` is true, every memory mapping the
+/// tracker asks for fails, as when the system refuses memory (`ulimit -v`,
+/// `vm.overcommit_memory=2`): the block table then cannot grow.
+#[doc(hidden)]
+pub fn __refuse_mappings_for_test(refuse: bool) {
+    os::refuse_mappings(refuse);
+}
+
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`
 /// into `out` and returns the number of frames.
 #[doc(hidden)]
