@@ -157,10 +157,10 @@ pub(crate) enum Inserted {
 
 /// Old slots visited per operation on a shard while it migrates. Two would do: a new
 /// table needs 3/4 of the old capacity in inserts before it reaches its own growth
-/// threshold, and inserts alone visit the old capacity in half that. Four keeps the
-/// stretch with two tables short, and bounds the extra work an operation does to four
-/// slot reads and at most four probes of the new table.
-const MIGRATE_SLOTS: usize = 4;
+/// threshold, and inserts alone visit the old capacity in half that. Eight drains it in
+/// the first sixth of that stretch (both tables are resident only meanwhile), for at
+/// most eight slot reads and eight probes of the new table per operation.
+const MIGRATE_SLOTS: usize = 8;
 
 /// Migrated old slots are returned to the system in chunks of this many (48 KiB of
 /// entries, whole pages at 4 KiB), so unmapping the drained table costs little.
@@ -233,14 +233,14 @@ impl Table {
     /// Tracks `entry` (or replaces the entry for its address) if there is room.
     /// `may_grow`: whether the caller would map a larger table when asked to.
     fn place(&mut self, h: u64, entry: Entry, may_grow: bool) -> Placed {
-        for slots in [self.slots.as_deref_mut(), self.old.as_deref_mut()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(slots) = self.slots.as_deref_mut() {
             if let Some(i) = find(slots, h, entry.addr) {
-                let old = slots[i];
-                slots[i] = entry;
-                return Placed::Done(Inserted::Replaced(old));
+                return Placed::Done(Inserted::Replaced(std::mem::replace(&mut slots[i], entry)));
+            }
+        }
+        if let Some(old) = self.old_for(h) {
+            if let Some(i) = find(old, h, entry.addr) {
+                return Placed::Done(Inserted::Replaced(std::mem::replace(&mut old[i], entry)));
             }
         }
         let total = self.len + self.old_len;
@@ -275,6 +275,25 @@ impl Table {
         Placed::Done(Inserted::New)
     }
 
+    /// Whether migration has visited slot `i` of the old table: the walk went down from
+    /// `start` to just above `cursor`. Visited slots are empty, and no entry of the old
+    /// table has its home there (its probe run would start in an empty slot), so a lookup
+    /// whose home is visited need not read the old table (nor fault its discarded pages
+    /// back in).
+    fn visited(&self, i: usize) -> bool {
+        let mask = self.old.as_ref().map_or(0, |o| o.len()).wrapping_sub(1);
+        self.start.wrapping_sub(i) & mask < self.start.wrapping_sub(self.cursor) & mask
+    }
+
+    /// The old table, unless migration has passed the home of hash `h` (see `visited`).
+    fn old_for(&mut self, h: u64) -> Option<&mut [Entry]> {
+        let capacity = self.old.as_ref()?.len();
+        if self.visited(home(h, capacity.wrapping_sub(1))) {
+            return None;
+        }
+        self.old.as_deref_mut()
+    }
+
     /// Stops tracking `addr`, returning its entry.
     fn take(&mut self, h: u64, addr: usize) -> Option<Entry> {
         if let Some(slots) = self.slots.as_deref_mut() {
@@ -285,7 +304,7 @@ impl Table {
                 return Some(entry);
             }
         }
-        let old = self.old.as_deref_mut()?;
+        let old = self.old_for(h)?;
         let i = find(old, h, addr)?;
         let entry = old[i];
         // The shifts of this deletion stay among unvisited slots: the run from `i` ends

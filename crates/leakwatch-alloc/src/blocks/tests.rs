@@ -250,3 +250,37 @@ fn threads_growing_one_shard_together_lose_nothing() {
     let table = shard.lock();
     assert_eq!((table.len, table.old_len), (0, 0));
 }
+
+/// Migration returns the pages it has passed to the system, and lookups do not fault
+/// them back in.
+#[test]
+fn migrated_pages_are_returned() {
+    let shard = shard();
+    let base = 0x2800_0000_0000usize;
+    let mut next = 0;
+    while shard.lock().capacity() < 8 * DISCARD_SLOTS {
+        put(&shard, base + next * 16, 0);
+        next += 1;
+    }
+    // Lookups of absent addresses while the walk passes most of the old table.
+    for i in 0..(3 * DISCARD_SLOTS / MIGRATE_SLOTS) {
+        assert_eq!(take(&shard, 0x2900_0000_0000 + i * 16), None);
+    }
+    let table = shard.lock();
+    let old = table.old.as_ref().expect("still migrating");
+    let visited = table.start.wrapping_sub(table.cursor) & (old.len() - 1);
+    assert!(visited >= 3 * DISCARD_SLOTS - MIGRATE_SLOTS, "{visited}");
+    // At most the chunk the walk started in and the chunk it is in stay resident
+    // (plus the rest of the table below it).
+    let kept = old.len() - visited / DISCARD_SLOTS * DISCARD_SLOTS + 2 * DISCARD_SLOTS;
+    assert!(
+        old.resident_bytes() <= kept * size_of::<Entry>(),
+        "{} resident bytes of {}",
+        old.resident_bytes(),
+        old.bytes()
+    );
+    drop(table);
+    for i in 0..next {
+        assert!(take(&shard, base + i * 16).is_some(), "block {i}");
+    }
+}
