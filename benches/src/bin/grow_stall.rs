@@ -28,6 +28,8 @@ struct Latency {
     worst_free: Duration,
     over_100us: u64,
     over_1ms: u64,
+    /// Operations by latency: `[2^i, 2^(i+1))` µs in slot `i` (below 1 µs not counted).
+    histogram: [u64; 20],
 }
 
 impl Latency {
@@ -40,6 +42,10 @@ impl Latency {
         }
         self.over_100us += u64::from(took > Duration::from_micros(100));
         self.over_1ms += u64::from(took > Duration::from_millis(1));
+        let micros = took.as_micros() as u64;
+        if micros > 0 {
+            self.histogram[(micros.ilog2() as usize).min(19)] += 1;
+        }
     }
 
     fn merge(self, other: Latency) -> Latency {
@@ -49,6 +55,7 @@ impl Latency {
             worst_free: self.worst_free.max(other.worst_free),
             over_100us: self.over_100us + other.over_100us,
             over_1ms: self.over_1ms + other.over_1ms,
+            histogram: std::array::from_fn(|i| self.histogram[i] + other.histogram[i]),
         }
     }
 }
@@ -134,5 +141,11 @@ fn main() -> ExitCode {
         latency.over_1ms,
         memory as f64 / 1e6,
     );
+    if std::env::var_os("GROW_STALL_HISTOGRAM").is_some() {
+        let last = latency.histogram.iter().rposition(|&n| n > 0).unwrap_or(0);
+        for (i, n) in latency.histogram[..=last].iter().enumerate() {
+            println!("  {:>7} µs and over: {n}", 1u64 << i);
+        }
+    }
     ExitCode::SUCCESS
 }
