@@ -155,11 +155,12 @@ pub(crate) enum Inserted {
     Full,
 }
 
-/// Old slots visited per operation on a shard while it migrates. Two would do: a new
-/// table needs 3/4 of the old capacity in inserts before it reaches its own growth
-/// threshold, and inserts alone visit the old capacity in half that. Eight drains it in
-/// the first sixth of that stretch (both tables are resident only meanwhile), for at
-/// most eight slot reads and eight probes of the new table per operation.
+/// Old slots visited per operation on a shard while it migrates. Two would do: the new
+/// table reaches its own growth threshold only after inserts numbering 3/4 of the old
+/// capacity, and at two slots an insert the walk covers the old table in 1/2. Eight
+/// drains it within the first sixth of that stretch (both tables are resident only
+/// meanwhile), for at most eight slot reads and eight probes of the new table per
+/// operation.
 const MIGRATE_SLOTS: usize = 8;
 
 /// Migrated old slots are returned to the system in chunks of this many (48 KiB of
