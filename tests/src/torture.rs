@@ -9,7 +9,7 @@
 //! snapshots and checks them for wrapped (negative) counters, and another forks every
 //! second into a child that must allocate, free, count a scope and snapshot.
 
-use crate::{in_forked_child, totals_for};
+use crate::{in_forked_child, is_runtime_frame};
 use leakwatch::{Scope, Snapshot, Symbolizer};
 use std::alloc::{Layout, alloc, dealloc, realloc};
 use std::sync::Mutex;
@@ -25,6 +25,10 @@ const ALIGNS: [usize; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 
 const SIZES: [usize; 12] = [1, 3, 8, 24, 63, 200, 1000, 4095, 4096, 9000, 33_000, 70_000];
 /// Blocks a worker keeps at most (it frees at random before reaching this).
 const MAX_KEPT: usize = 256;
+/// A worker opens a scope at most this often: each scope's stacks are sites of their own
+/// (the marker frame), and the site table holds 65,536; six workers for 60 s make at most
+/// 7,200 scopes of a few sites each.
+const SCOPE_EVERY: Duration = Duration::from_millis(50);
 
 /// One live block: where it is, its layout, and the worker slot whose site allocated it.
 #[derive(Debug)]
@@ -176,6 +180,7 @@ fn allocate(site: Site, slot: usize, op: Op) -> Block {
 struct WorkerState {
     slot: usize,
     site: Site,
+    last_scope: Instant,
     kept: Vec<Block>,
     rng: Rng,
 }
@@ -212,7 +217,10 @@ fn work(mut state: WorkerState, ops: usize) -> WorkerState {
                 let mail: Vec<Block> = std::mem::take(&mut *MAILBOX.lock().unwrap());
                 mail.into_iter().for_each(free);
             }
-            66 => scoped(&mut state),
+            66 if state.last_scope.elapsed() >= SCOPE_EVERY => {
+                scoped(&mut state);
+                state.last_scope = Instant::now();
+            }
             _ if !state.kept.is_empty() => {
                 let i = rng.below(state.kept.len());
                 free(state.kept.swap_remove(i));
@@ -318,6 +326,32 @@ fn check_running(snapshot: &Snapshot) {
         "{:?}",
         snapshot.overflow
     );
+    assert_eq!(
+        snapshot.overflow.site_table_full_samples, 0,
+        "{:?}",
+        snapshot.overflow
+    );
+}
+
+/// Live bytes of the sites of each slot's function, symbolizing every site once (what
+/// `totals_for` does for one function, for all slots at a time).
+fn live_by_slot(snapshot: &Snapshot, symbolizer: &mut Symbolizer) -> [u64; WORKERS] {
+    let mut live = [0; WORKERS];
+    for site in &snapshot.sites {
+        let function = symbolizer
+            .symbolize_stack(&site.frames)
+            .into_iter()
+            .filter(|s| !is_runtime_frame(s))
+            .find_map(|s| s.function);
+        let slot = function.and_then(|f| {
+            let name = f.rsplit("::").next().unwrap_or(&f).to_string();
+            SITE_NAMES.iter().position(|&n| n == name)
+        });
+        if let Some(slot) = slot {
+            live[slot] += site.live_bytes;
+        }
+    }
+    live
 }
 
 /// What a torture run saw.
@@ -384,6 +418,7 @@ pub fn run(duration: Duration, sites: [Site; WORKERS]) -> Outcome {
                 let state = WorkerState {
                     slot,
                     site: sites[slot],
+                    last_scope: Instant::now(),
                     kept: Vec::with_capacity(MAX_KEPT + 1),
                     rng: Rng(0x9E37_79B9_7F4A_7C15 ^ ((slot as u64 + 1) << 32)),
                 };
@@ -412,20 +447,15 @@ pub fn run(duration: Duration, sites: [Site; WORKERS]) -> Outcome {
     let mut symbolizer = Symbolizer::new();
     let snapshot = leakwatch::snapshot();
     check_running(&snapshot);
-    let sites = std::array::from_fn(|slot| {
-        let tracked = totals_for(&snapshot, &mut symbolizer, SITE_NAMES[slot]).live_bytes;
-        (TRUTH[slot].load(Relaxed), tracked)
-    });
+    let tracked = live_by_slot(&snapshot, &mut symbolizer);
+    let sites = std::array::from_fn(|slot| (TRUTH[slot].load(Relaxed), tracked[slot]));
     for state in KEPT.lock().unwrap().drain(..) {
         state.kept.into_iter().for_each(free);
     }
     std::mem::take(&mut *MAILBOX.lock().unwrap())
         .into_iter()
         .for_each(free);
-    let snapshot = leakwatch::snapshot();
-    let after_free = std::array::from_fn(|slot| {
-        totals_for(&snapshot, &mut symbolizer, SITE_NAMES[slot]).live_bytes
-    });
+    let after_free = live_by_slot(&leakwatch::snapshot(), &mut symbolizer);
     Outcome {
         sites,
         threads,
