@@ -9,7 +9,7 @@
 //! snapshots and checks them for wrapped (negative) counters, and another forks every
 //! second into a child that must allocate, free, count a scope and snapshot.
 
-use crate::{in_forked_child, is_runtime_frame};
+use crate::in_forked_child;
 use leakwatch::{Scope, Snapshot, Symbolizer};
 use std::alloc::{Layout, alloc, dealloc, realloc};
 use std::sync::Mutex;
@@ -333,20 +333,22 @@ fn check_running(snapshot: &Snapshot) {
     );
 }
 
-/// Live bytes of the sites of each slot's function, symbolizing every site once (what
-/// `totals_for` does for one function, for all slots at a time).
+/// Live bytes of the sites whose stacks pass through each slot's function, symbolizing
+/// every site once.
 fn live_by_slot(snapshot: &Snapshot, symbolizer: &mut Symbolizer) -> [u64; WORKERS] {
     let mut live = [0; WORKERS];
     for site in &snapshot.sites {
-        let function = symbolizer
+        // The frame of the slot's function, wherever it is: release builds' line-tables-only
+        // debug info names `perform` (inlined into it) without its module path, so it
+        // does not read as this crate's runtime code.
+        let slot = symbolizer
             .symbolize_stack(&site.frames)
             .into_iter()
-            .filter(|s| !is_runtime_frame(s))
-            .find_map(|s| s.function);
-        let slot = function.and_then(|f| {
-            let name = f.rsplit("::").next().unwrap_or(&f).to_string();
-            SITE_NAMES.iter().position(|&n| n == name)
-        });
+            .filter_map(|s| s.function)
+            .find_map(|f| {
+                let name = f.rsplit("::").next().unwrap_or(&f);
+                SITE_NAMES.iter().position(|&n| n == name)
+            });
         if let Some(slot) = slot {
             live[slot] += site.live_bytes;
         }
