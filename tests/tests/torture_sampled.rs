@@ -4,6 +4,10 @@
 //! the live bytes must lie within five standard deviations of the truth, and every site
 //! must return to exactly zero once everything is freed (a free subtracts the weight
 //! its allocation added).
+//!
+//! Open (2026-12-02): in 3 of 16 runs (two of four 60 s release runs with the other core
+//! busy, one 5 s debug run) a forked child hung past its 20 s limit; no exact-mode run
+//! did (over 170 forks). Not diagnosed yet: no stack of a hung child was caught.
 
 use leakwatch::LeakWatch;
 use leakwatch_tests::run;
