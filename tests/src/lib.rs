@@ -1,9 +1,12 @@
 //! Shared helpers for leakwatch's integration tests: a tiny sequential test runner
 //! (our test binaries install their own global allocator and run without libtest's
-//! threads), lookups of sites by the functions in their stacks, and a fork helper.
+//! threads), lookups of sites by the functions in their stacks, a fork helper, and the
+//! concurrency torture test (`torture`).
 
 #[expect(unsafe_code)]
 mod process;
+#[expect(unsafe_code)]
+pub mod torture;
 pub use process::in_forked_child;
 
 use leakwatch::{Snapshot, Symbol, Symbolizer};

@@ -1,16 +1,29 @@
 //! The block table: which site and sampling rate each tracked live block belongs to.
 //!
 //! 64 shards, each a linear-probing hash table (backward-shift deletion, no tombstones)
-//! in its own anonymous mapping behind a spin lock. Growth maps a new table with `mmap`,
-//! never the global allocator, so no lock is ever held across an allocation by the
-//! allocator being tracked. Entries are 24 bytes; the table grows at 3/4 load, so exact
-//! mode costs 32 to 64 bytes per live block. The total number of entries is bounded
-//! (`max_blocks`): a block that does not fit is counted as overflow by the caller.
+//! in its own anonymous mapping behind a spin lock. Entries are 24 bytes; a shard grows
+//! at 3/4 load, so exact mode costs 32 to 64 bytes per live block. The total number of
+//! entries is bounded (`max_blocks`): a block that does not fit is counted as overflow
+//! by the caller.
+//!
+//! Growth never stalls other threads for more than a probe:
+//! - The larger table is mapped (`mmap`, never the global allocator) with the lock
+//!   released; meanwhile the shard keeps taking entries up to a hard limit of 7/8 full.
+//!   A thread that finds it at that limit maps a table too; the first to retake the lock
+//!   installs its table (a generation count tells the others), the rest unmap theirs.
+//! - Entries move to the new table a few at a time: every operation on the shard visits
+//!   [`MIGRATE_SLOTS`] slots of the old table, and lookups look in both. The walk goes
+//!   down from an empty slot, so the slot after the one being moved is always empty and
+//!   moving it shifts nothing; drained pages go back to the system as the walk passes
+//!   them, and the empty old table is unmapped after the lock is released.
+//! - When the system refuses memory (`ulimit -v`, `vm.overcommit_memory=2`) the shard
+//!   stops at its hard limit: blocks beyond it are counted as untracked, an empty slot
+//!   always remains, and every probe is bounded by the capacity anyway.
 
 use crate::os::{Mapping, Zeroable};
 use crate::sampler::mix64;
 use crate::spin::SpinLock;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -35,6 +48,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// An empty slot.
+    const EMPTY: Entry = Entry::new(0, 0, 0, 0);
+
     /// An entry for a block at `addr`.
     pub(crate) const fn new(addr: usize, site: u32, rate: u32, epoch: u32) -> Entry {
         Entry {
@@ -50,23 +66,58 @@ impl Entry {
 // SAFETY: all fields are integers; zero is a valid (empty) entry.
 unsafe impl Zeroable for Entry {}
 
+/// One shard: the table new entries go to and, after a growth, the smaller table being
+/// drained into it a few slots per operation.
 struct Table {
     slots: Option<Mapping<Entry>>,
+    /// Entries in `slots`.
     len: usize,
+    /// The table before the last growth, while entries remain in it.
+    old: Option<Mapping<Entry>>,
+    /// Entries in `old`.
+    old_len: usize,
+    /// The next slot of `old` to migrate. Migration walks down from an empty slot,
+    /// cyclically, so the slot after the cursor is always empty (or visited, so empty):
+    /// taking an entry out never shifts another.
+    cursor: usize,
+    /// The empty slot migration started at.
+    start: usize,
+    /// Counts installed tables: a thread that mapped a table with the lock released
+    /// installs it only if nobody grew the shard meanwhile.
+    generation: u64,
+    /// A thread is mapping a larger table (a hint: others keep inserting into this one
+    /// up to the hard limit, and then map one themselves).
+    growing: bool,
+}
+
+impl Table {
+    const EMPTY: Table = Table {
+        slots: None,
+        len: 0,
+        old: None,
+        old_len: 0,
+        cursor: 0,
+        start: 0,
+        generation: 0,
+        growing: false,
+    };
 }
 
 #[repr(align(128))]
 struct Shard(SpinLock<Table>);
 
-static SHARD_TABLE: [Shard; SHARDS] = [const {
-    Shard(SpinLock::new(Table {
-        slots: None,
-        len: 0,
-    }))
-}; SHARDS];
+static SHARD_TABLE: [Shard; SHARDS] = [const { Shard(SpinLock::new(Table::EMPTY)) }; SHARDS];
 
 /// Maximum entries per shard (the global bound divided by the shard count).
 static MAX_PER_SHARD: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Times the system refused a mapping for a larger table.
+static REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Times the system refused memory for a larger table.
+pub(crate) fn refused_mappings() -> u64 {
+    REFUSED.load(Relaxed)
+}
 
 /// Hard upper bound on tracked blocks (keeps the address filter's 16-bit buckets far
 /// from full on average; a bucket that fills anyway saturates, see `filter.rs`).
@@ -104,94 +155,223 @@ pub(crate) enum Inserted {
     Full,
 }
 
-/// Tracks a block.
-pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted {
-    let h = hash(addr);
-    let mut table = shard_of(h).lock();
-    let capacity = table.slots.as_ref().map_or(0, |s| s.len());
-    if (table.len + 1) * 4 > capacity * 3 && !grow(&mut table) {
-        return Inserted::Full;
-    }
-    let Table { slots, len } = &mut *table;
-    let Some(slots) = slots.as_mut() else {
-        return Inserted::Full;
-    };
-    let mask = slots.len() - 1;
-    let mut i = (h >> SHARD_BITS) as usize & mask;
-    loop {
-        let slot = &mut slots[i];
-        if slot.addr == 0 {
-            if *len >= MAX_PER_SHARD.load(Relaxed) {
-                return Inserted::Full;
-            }
-            *slot = Entry::new(addr, site, rate, epoch);
-            *len += 1;
-            return Inserted::New;
-        }
-        if slot.addr == addr {
-            let old = *slot;
-            *slot = Entry::new(addr, site, rate, epoch);
-            return Inserted::Replaced(old);
-        }
-        i = (i + 1) & mask;
-    }
-}
+/// Old slots visited per operation on a shard while it migrates. Two would do: the new
+/// table reaches its own growth threshold only after inserts numbering 3/4 of the old
+/// capacity, and at two slots an insert the walk covers the old table in 1/2. Eight
+/// drains it within the first sixth of that stretch (both tables are resident only
+/// meanwhile), for at most eight slot reads and eight probes of the new table per
+/// operation.
+const MIGRATE_SLOTS: usize = 8;
 
-/// Doubles a shard's table (or creates it). Returns false when it cannot grow.
-fn grow(table: &mut Table) -> bool {
-    let old_capacity = table.slots.as_ref().map_or(0, |s| s.len());
-    if table.len >= MAX_PER_SHARD.load(Relaxed) {
-        // At the bound: growing would not let another entry in.
-        return old_capacity > table.len;
+/// Migrated old slots are returned to the system in chunks of this many (48 KiB of
+/// entries, whole pages at 4 KiB), so unmapping the drained table costs little.
+const DISCARD_SLOTS: usize = 2048;
+
+impl Table {
+    fn capacity(&self) -> usize {
+        self.slots.as_ref().map_or(0, |s| s.len())
     }
-    let capacity = (old_capacity * 2).max(MIN_CAPACITY);
-    let Some(mut fresh) = Mapping::<Entry>::zeroed(capacity) else {
-        return old_capacity > table.len;
-    };
-    let mask = capacity - 1;
-    if let Some(old) = table.slots.take() {
-        for entry in old.iter().filter(|e| e.addr != 0) {
-            let mut i = (hash(entry.addr) >> SHARD_BITS) as usize & mask;
-            while fresh[i].addr != 0 {
-                i = (i + 1) & mask;
+
+    /// Migrates up to [`MIGRATE_SLOTS`] slots of the old table. Returns the old table
+    /// once it is empty, for the caller to unmap after releasing the lock.
+    fn migrate(&mut self) -> Option<Mapping<Entry>> {
+        let (Some(slots), Some(old)) = (self.slots.as_deref_mut(), self.old.as_mut()) else {
+            return None;
+        };
+        let mask = old.len().wrapping_sub(1);
+        for _ in 0..MIGRATE_SLOTS {
+            if self.old_len == 0 {
+                break;
             }
-            fresh[i] = *entry;
+            let c = self.cursor & mask;
+            let entry = old[c];
+            if entry.addr != 0 {
+                // The slot after `c` is empty (see `cursor`), so no later entry of a probe
+                // run depends on this one: emptying it is a complete deletion.
+                let Some(i) = vacancy(slots, hash(entry.addr)) else {
+                    break; // the new table has no room: leave the entry where it is
+                };
+                slots[i] = entry;
+                self.len += 1;
+                old[c] = Entry::EMPTY;
+                self.old_len -= 1;
+            }
+            self.cursor = c.wrapping_sub(1) & mask;
+            if c % DISCARD_SLOTS == 0 && c / DISCARD_SLOTS != self.start / DISCARD_SLOTS {
+                // Every slot of this chunk has been visited (the walk goes down), and
+                // visited slots stay empty.
+                old.discard(c..c + DISCARD_SLOTS);
+            }
+        }
+        if self.old_len == 0 {
+            self.old.take()
+        } else {
+            None
         }
     }
-    table.slots = Some(fresh);
-    true
-}
 
-/// Stops tracking a block, returning what was recorded for it.
-pub(crate) fn remove(addr: usize) -> Option<Entry> {
-    let h = hash(addr);
-    let mut table = shard_of(h).lock();
-    let Table { slots, len } = &mut *table;
-    let slots = slots.as_mut()?;
-    let mask = slots.len() - 1;
-    let mut i = (h >> SHARD_BITS) as usize & mask;
-    loop {
-        let slot = slots[i];
-        if slot.addr == 0 {
+    /// Makes `fresh` the table new entries go to; the current one, if any, starts to
+    /// drain into it. Returns `fresh` instead when the current table cannot start a
+    /// migration (no empty slot: never, as tables stay at most 7/8 full).
+    fn install(&mut self, fresh: Mapping<Entry>) -> Option<Mapping<Entry>> {
+        let start = match self.slots.as_deref() {
+            None => 0,
+            Some(_) if self.old.is_some() => return Some(fresh),
+            Some(slots) => match slots.iter().position(|e| e.addr == 0) {
+                Some(start) => start,
+                None => return Some(fresh),
+            },
+        };
+        self.generation = self.generation.wrapping_add(1);
+        self.growing = false;
+        self.old = self.slots.replace(fresh);
+        self.old_len = std::mem::replace(&mut self.len, 0);
+        self.start = start;
+        self.cursor = start;
+        None
+    }
+
+    /// Tracks `entry` (or replaces the entry for its address) if there is room.
+    /// `may_grow`: whether the caller would map a larger table when asked to.
+    fn place(&mut self, h: u64, entry: Entry, may_grow: bool) -> Placed {
+        if let Some(slots) = self.slots.as_deref_mut() {
+            if let Some(i) = find(slots, h, entry.addr) {
+                return Placed::Done(Inserted::Replaced(std::mem::replace(&mut slots[i], entry)));
+            }
+        }
+        if let Some(old) = self.old_for(h) {
+            if let Some(i) = find(old, h, entry.addr) {
+                return Placed::Done(Inserted::Replaced(std::mem::replace(&mut old[i], entry)));
+            }
+        }
+        let total = self.len + self.old_len;
+        let max = MAX_PER_SHARD.load(Relaxed);
+        if total >= max {
+            return Placed::Done(Inserted::Full);
+        }
+        let capacity = self.capacity();
+        let vacant = match self.slots.as_deref() {
+            // The hard limit: 7/8 full, so probes stay short and an empty slot remains.
+            Some(slots) if (self.len + 1) * 8 <= capacity * 7 => vacancy(slots, h),
+            _ => None,
+        };
+        let (Some(i), Some(slots)) = (vacant, self.slots.as_deref_mut()) else {
+            return if may_grow && self.old.is_none() {
+                Placed::NoRoom(self.generation)
+            } else {
+                Placed::Done(Inserted::Full)
+            };
+        };
+        slots[i] = entry;
+        self.len += 1;
+        if may_grow
+            && (total + 1) * 4 > capacity * 3
+            && total + 1 < max
+            && self.old.is_none()
+            && !self.growing
+        {
+            self.growing = true;
+            return Placed::Grow(Inserted::New, self.generation);
+        }
+        Placed::Done(Inserted::New)
+    }
+
+    /// Whether migration has visited slot `i` of the old table: the walk went down from
+    /// `start` to just above `cursor`. Visited slots are empty, and no entry of the old
+    /// table has its home there (its probe run would start in an empty slot), so a lookup
+    /// whose home is visited need not read the old table (nor fault its discarded pages
+    /// back in).
+    fn visited(&self, i: usize) -> bool {
+        let mask = self.old.as_ref().map_or(0, |o| o.len()).wrapping_sub(1);
+        self.start.wrapping_sub(i) & mask < self.start.wrapping_sub(self.cursor) & mask
+    }
+
+    /// The old table, unless migration has passed the home of hash `h` (see `visited`).
+    fn old_for(&mut self, h: u64) -> Option<&mut [Entry]> {
+        let capacity = self.old.as_ref()?.len();
+        if self.visited(home(h, capacity.wrapping_sub(1))) {
             return None;
         }
-        if slot.addr == addr {
-            break;
+        self.old.as_deref_mut()
+    }
+
+    /// Stops tracking `addr`, returning its entry.
+    fn take(&mut self, h: u64, addr: usize) -> Option<Entry> {
+        if let Some(slots) = self.slots.as_deref_mut() {
+            if let Some(i) = find(slots, h, addr) {
+                let entry = slots[i];
+                delete(slots, i);
+                self.len -= 1;
+                return Some(entry);
+            }
+        }
+        let old = self.old_for(h)?;
+        let i = find(old, h, addr)?;
+        let entry = old[i];
+        // The shifts of this deletion stay among unvisited slots: the run from `i` ends
+        // at the latest at the empty slot after the cursor.
+        delete(old, i);
+        self.old_len -= 1;
+        Some(entry)
+    }
+}
+
+/// What [`Table::place`] did.
+enum Placed {
+    /// Finished.
+    Done(Inserted),
+    /// Finished, and the shard reached its growth threshold: map a larger table (this
+    /// caller set `growing`) as of this generation.
+    Grow(Inserted, u64),
+    /// No room: a larger table is needed first (as of this generation).
+    NoRoom(u64),
+}
+
+fn home(h: u64, mask: usize) -> usize {
+    (h >> SHARD_BITS) as usize & mask
+}
+
+/// The slot holding `addr`, probing at most the whole table.
+fn find(slots: &[Entry], h: u64, addr: usize) -> Option<usize> {
+    let mask = slots.len().wrapping_sub(1);
+    let mut i = home(h, mask);
+    for _ in 0..slots.len() {
+        match slots[i].addr {
+            0 => return None,
+            a if a == addr => return Some(i),
+            _ => i = (i + 1) & mask,
+        }
+    }
+    None
+}
+
+/// The first empty slot on the probe sequence of hash `h`, probing at most the whole
+/// table.
+fn vacancy(slots: &[Entry], h: u64) -> Option<usize> {
+    let mask = slots.len().wrapping_sub(1);
+    let mut i = home(h, mask);
+    for _ in 0..slots.len() {
+        if slots[i].addr == 0 {
+            return Some(i);
         }
         i = (i + 1) & mask;
     }
-    let removed = slots[i];
-    // Backward-shift deletion: pull later entries of the probe run into the hole when
-    // their home slot does not lie cyclically in (hole, j].
-    let mut hole = i;
-    let mut j = i;
-    loop {
+    None
+}
+
+/// Backward-shift deletion of the entry at `i`: pulls later entries of the probe run
+/// into the hole when their home slot does not lie cyclically in (hole, j].
+fn delete(slots: &mut [Entry], i: usize) {
+    let mask = slots.len().wrapping_sub(1);
+    let mut hole = i & mask;
+    let mut j = hole;
+    for _ in 1..slots.len() {
         j = (j + 1) & mask;
         let entry = slots[j];
         if entry.addr == 0 {
             break;
         }
-        let home = (hash(entry.addr) >> SHARD_BITS) as usize & mask;
+        let home = home(hash(entry.addr), mask);
         let stays = if hole <= j {
             hole < home && home <= j
         } else {
@@ -202,21 +382,100 @@ pub(crate) fn remove(addr: usize) -> Option<Entry> {
             hole = j;
         }
     }
-    slots[hole] = Entry::new(0, 0, 0, 0);
-    *len -= 1;
-    Some(removed)
+    slots[hole] = Entry::EMPTY;
+}
+
+/// Tracks a block.
+pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted {
+    let h = hash(addr);
+    insert_into(
+        shard_of(h),
+        h,
+        Entry::new(addr, site, rate, epoch),
+        Mapping::zeroed,
+    )
+}
+
+/// [`insert`] into one shard, mapping tables with `map`.
+fn insert_into(
+    shard: &SpinLock<Table>,
+    h: u64,
+    entry: Entry,
+    map: impl FnOnce(usize) -> Option<Mapping<Entry>>,
+) -> Inserted {
+    let mut table = shard.lock();
+    let drained = table.migrate();
+    let placed = table.place(h, entry, true);
+    let capacity = (table.capacity() * 2).max(MIN_CAPACITY);
+    drop(table);
+    drop(drained);
+    let (done, generation) = match placed {
+        Placed::Done(inserted) => return inserted,
+        Placed::Grow(inserted, generation) => (Some(inserted), generation),
+        Placed::NoRoom(generation) => (None, generation),
+    };
+    // Map the larger table with the lock released: meanwhile other threads keep using
+    // the current one (inserting up to its hard limit).
+    let fresh = map(capacity);
+    if fresh.is_none() {
+        REFUSED.fetch_add(1, Relaxed);
+    }
+    let mut table = shard.lock();
+    let unused = match fresh {
+        Some(fresh) if table.generation == generation => table.install(fresh),
+        other => other, // refused, or another thread grew the shard first
+    };
+    if table.generation == generation {
+        table.growing = false; // this growth did not happen
+    }
+    let inserted = done.unwrap_or_else(|| match table.place(h, entry, false) {
+        Placed::Done(inserted) | Placed::Grow(inserted, _) => inserted,
+        Placed::NoRoom(_) => Inserted::Full,
+    });
+    drop(table);
+    drop(unused);
+    inserted
+}
+
+/// Stops tracking a block, returning what was recorded for it.
+pub(crate) fn remove(addr: usize) -> Option<Entry> {
+    let h = hash(addr);
+    remove_from(shard_of(h), h, addr)
+}
+
+/// [`remove`] from one shard.
+fn remove_from(shard: &SpinLock<Table>, h: u64, addr: usize) -> Option<Entry> {
+    let mut table = shard.lock();
+    let drained = table.migrate();
+    let removed = table.take(h, addr);
+    drop(table);
+    drop(drained);
+    removed
 }
 
 /// Number of tracked blocks.
 pub(crate) fn len() -> u64 {
-    SHARD_TABLE.iter().map(|s| s.0.lock().len as u64).sum()
+    SHARD_TABLE
+        .iter()
+        .map(|s| {
+            let table = s.0.lock();
+            (table.len + table.old_len) as u64
+        })
+        .sum()
 }
 
 /// Resident bytes of all shard tables.
 pub(crate) fn resident_bytes() -> usize {
     SHARD_TABLE
         .iter()
-        .map(|s| s.0.lock().slots.as_ref().map_or(0, |t| t.resident_bytes()))
+        .map(|s| {
+            let table = s.0.lock();
+            [table.slots.as_ref(), table.old.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|t| t.resident_bytes())
+                .sum::<usize>()
+        })
         .sum()
 }
 
@@ -226,7 +485,10 @@ pub(crate) fn resident_bytes() -> usize {
 pub(crate) fn for_each(mut f: impl FnMut(&Entry)) {
     for shard in &SHARD_TABLE {
         let table = shard.0.lock();
-        if let Some(slots) = table.slots.as_ref() {
+        for slots in [table.slots.as_ref(), table.old.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             slots.iter().filter(|e| e.addr != 0).for_each(&mut f);
         }
     }
@@ -251,55 +513,4 @@ pub(crate) unsafe fn unlock_all_after_fork() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // The table is global; these tests use disjoint address ranges so they can run in
-    // parallel with each other.
-
-    #[test]
-    fn insert_remove_many_with_collisions() {
-        let base = 0x1000_0000_0000usize;
-        let n = 50_000;
-        for i in 0..n {
-            assert_eq!(insert(base + i * 16, i as u32, 1, 5), Inserted::New);
-        }
-        assert_eq!(
-            insert(base, 99, 1, 6),
-            Inserted::Replaced(Entry::new(base, 0, 1, 5))
-        );
-        for i in (0..n).rev().step_by(2) {
-            let e = remove(base + i * 16).expect("tracked");
-            assert_eq!(e.addr, base + i * 16);
-        }
-        for i in 0..n {
-            let present = remove(base + i * 16).is_some();
-            assert_eq!(present, (n - 1 - i) % 2 == 1, "address {i}");
-        }
-        assert_eq!(remove(base), None);
-    }
-
-    #[test]
-    fn entries_are_twenty_four_bytes() {
-        assert_eq!(size_of::<Entry>(), 24);
-    }
-
-    #[test]
-    fn visits_every_entry() {
-        let base = 0x2000_0000_0000usize;
-        for i in 0..100 {
-            insert(base + i * 64, 7, 3, 9);
-        }
-        let mut seen = 0;
-        for_each(|e| {
-            if (base..base + 6400).contains(&e.addr) {
-                assert_eq!((e.site, e.rate, e.epoch), (7, 3, 9));
-                seen += 1;
-            }
-        });
-        assert_eq!(seen, 100);
-        for i in 0..100 {
-            remove(base + i * 64);
-        }
-    }
-}
+mod tests;

@@ -234,6 +234,14 @@ pub fn __publications_for_test() -> u64 {
         .load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Test support, not part of the API: while `refuse` is true, every memory mapping the
+/// tracker asks for fails, as when the system refuses memory (`ulimit -v`,
+/// `vm.overcommit_memory=2`): the block table then cannot grow.
+#[doc(hidden)]
+pub fn __refuse_mappings_for_test(refuse: bool) {
+    os::refuse_mappings(refuse);
+}
+
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`
 /// into `out` and returns the number of frames.
 #[doc(hidden)]

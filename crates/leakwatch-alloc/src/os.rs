@@ -8,7 +8,7 @@ use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Bytes the tracker currently holds in anonymous mappings.
 static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -16,6 +16,15 @@ static MAPPED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Bytes currently mapped by [`Mapping`]s (the tracker's own tables).
 pub(crate) fn mapped_bytes() -> usize {
     MAPPED_BYTES.load(Ordering::Relaxed)
+}
+
+/// Fault injection: while set, [`Mapping::zeroed`] fails as if the system refused the
+/// memory (`ulimit -v`, `vm.overcommit_memory=2`, `vm.max_map_count`).
+static REFUSE_MAPPINGS: AtomicBool = AtomicBool::new(false);
+
+/// Test support: makes every later [`Mapping::zeroed`] fail (`true`) or work again.
+pub(crate) fn refuse_mappings(refuse: bool) {
+    REFUSE_MAPPINGS.store(refuse, Ordering::Relaxed);
 }
 
 /// Types for which the all-zero bit pattern is a valid value.
@@ -45,6 +54,9 @@ unsafe impl<T: Zeroable + Sync> Sync for Mapping<T> {}
 impl<T: Zeroable> Mapping<T> {
     /// Maps `len` zeroed elements, or `None` when the system refuses (or `len` is absurd).
     pub(crate) fn zeroed(len: usize) -> Option<Self> {
+        if REFUSE_MAPPINGS.load(Ordering::Relaxed) {
+            return None;
+        }
         let bytes = len.checked_mul(size_of::<T>())?.max(1);
         let page = page_size();
         let bytes = bytes.checked_add(page - 1)? & !(page - 1);
@@ -106,6 +118,34 @@ impl<T: Zeroable> Mapping<T> {
             offset += len;
         }
         resident
+    }
+}
+
+impl<T: Zeroable> Mapping<T> {
+    /// Returns the whole pages that lie inside elements `range` to the system: they are
+    /// no longer resident and read as zero. Meant for elements that are zero already (a
+    /// change of residency, not of contents): an element that shares a discarded page
+    /// with elements outside `range` is never touched, but one inside `range` that
+    /// straddles a page boundary has only its bytes in that page zeroed.
+    pub(crate) fn discard(&mut self, range: std::ops::Range<usize>) {
+        let page = page_size();
+        let start = (range.start.min(self.len) * size_of::<T>()).next_multiple_of(page);
+        let end = range.end.min(self.len) * size_of::<T>() / page * page;
+        if start >= end {
+            return;
+        }
+        // SAFETY: `[ptr + start, ptr + end)` is page-aligned and inside our mapping, and
+        // `&mut self` means no reference into it is live. MADV_DONTNEED on a private
+        // anonymous mapping makes those pages read as zero-filled afterwards: every byte
+        // becomes 0, and any mixture of zero and earlier bytes is a valid `T` (`Zeroable`
+        // types are plain integers and atomics). A failure leaves the pages as they were.
+        unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().cast::<u8>().add(start).cast(),
+                end - start,
+                libc::MADV_DONTNEED,
+            )
+        };
     }
 }
 

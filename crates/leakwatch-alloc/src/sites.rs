@@ -401,19 +401,24 @@ impl Sites {
         // Publish: the release stores make the record and its frames visible to any
         // thread that finds the id through an acquire load.
         self.len.store(id + 1, Release);
+        // The index has at least twice as many slots as there are records, so it is at
+        // most half full and the probe finds an empty slot; it is bounded all the same.
         let mask = self.index.len() - 1;
         let mut i = h as usize & mask;
-        while self.index[i].load(Relaxed) != 0 {
+        for _ in 0..self.index.len() {
+            if self.index[i].load(Relaxed) == 0 {
+                self.index[i].store(id + 1, Release);
+                break;
+            }
             i = (i + 1) & mask;
         }
-        self.index[i].store(id + 1, Release);
         id
     }
 
     fn find(&self, h: u64, frames: &[u64], truncated: bool) -> Option<u32> {
         let mask = self.index.len() - 1;
         let mut i = h as usize & mask;
-        loop {
+        for _ in 0..self.index.len() {
             let slot = self.index[i].load(Acquire);
             if slot == 0 {
                 return None;
@@ -428,6 +433,7 @@ impl Sites {
             }
             i = (i + 1) & mask;
         }
+        None
     }
 
     fn frames_of(&self, id: u32) -> (&[AtomicU64], bool) {

@@ -230,6 +230,11 @@ pub struct OverflowStats {
     /// always look the block up. Slower, never wrong. Expected to stay 0.
     #[serde(default)]
     pub saturated_filter_buckets: u64,
+    /// Times the system refused memory for a larger block table (`ulimit -v`,
+    /// `vm.overcommit_memory=2`, `vm.max_map_count`): the shard kept its table, and blocks
+    /// that found no room in it are counted in `untracked_blocks`.
+    #[serde(default)]
+    pub refused_mappings: u64,
 }
 
 impl Snapshot {
@@ -329,6 +334,7 @@ pub(crate) fn build() -> Snapshot {
         unregistered_threads: threads::UNREGISTERED.load(Relaxed),
         unread_threads: unread,
         saturated_filter_buckets: filter::saturated_buckets(),
+        refused_mappings: blocks::refused_mappings(),
     };
     let unwinder = stack::unwinder();
     let warnings = warnings(&overflow, unwinder);
@@ -376,8 +382,16 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
         ));
     }
     if overflow.untracked_blocks > 0 {
+        let cause = if overflow.refused_mappings > 0 {
+            format!(
+                "the system refused memory for a larger block table {} times",
+                overflow.refused_mappings
+            )
+        } else {
+            "raise LEAKWATCH_MAX_BLOCKS".into()
+        };
         out.push(format!(
-            "the block table is full: {} blocks ({} bytes) were not tracked; raise LEAKWATCH_MAX_BLOCKS",
+            "the block table is full: {} blocks ({} bytes) were not tracked; {cause}",
             overflow.untracked_blocks, overflow.untracked_bytes
         ));
     }
