@@ -5,12 +5,10 @@
 //! must return to exactly zero once everything is freed (a free subtracts the weight
 //! its allocation added).
 //!
-//! Open (2026-12-02): in 4 of 20 runs (with the other core busy; no exact-mode run, over
-//! 170 forks) a forked child hung past its 20 s limit. Its stack: `snapshot()` ->
-//! `os::loaded_modules()` -> `dl_iterate_phdr`, waiting forever on glibc's
-//! `_rtld_global` load lock, which the child inherited held from a parent thread that
-//! was inside `dl_iterate_phdr` at the fork (another snapshot). The fork handlers do not
-//! cover that lock; a snapshot in a forked child needs another way to list modules.
+//! A forked child once hung here (4 of 20 runs): its snapshot waited on the dynamic
+//! loader's lock, inherited held from a parent thread that was inside `dl_iterate_phdr`
+//! (another snapshot) at the fork. The fork handlers now hold the tracker's loader lock
+//! across `fork` (`os::LOADER`); `fork_snapshot.rs` reproduces the hang at once.
 
 use leakwatch::LeakWatch;
 use leakwatch_tests::run;

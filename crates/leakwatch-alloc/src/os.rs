@@ -4,6 +4,7 @@
 //! environment lookups that do not allocate, fork handlers, and the list of loaded
 //! modules for offline symbolization.
 
+use crate::spin::SpinLock;
 use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -261,14 +262,41 @@ pub struct Module {
     pub build_id: Option<String>,
 }
 
+/// Held by the tracker's own `dl_iterate_phdr` calls, and by the fork handlers across
+/// `fork`. `dl_iterate_phdr` holds the dynamic loader's lock while it runs; a child forked
+/// then would inherit that lock held by a thread it does not have, and its first module
+/// listing (every snapshot makes one) would wait forever. With this lock, `fork` waits
+/// for a listing in progress to end, and none starts until the child and parent are
+/// apart. (Other code's calls, such as a symbolizer's, are not covered: forking a
+/// multi-threaded process while another thread is in the loader is unsafe anyway.)
+static LOADER: SpinLock<()> = SpinLock::new(());
+
+/// Fork support: takes the loader lock (see [`LOADER`]) before `fork`.
+pub(crate) fn lock_loader_for_fork() {
+    LOADER.lock_for_fork();
+}
+
+/// Fork support: releases the loader lock in the parent or the child.
+///
+/// # Safety
+/// Only after [`lock_loader_for_fork`] on this thread (or, in the child, on the thread
+/// that forked).
+pub(crate) unsafe fn unlock_loader_after_fork() {
+    // SAFETY: the caller guarantees the lock was taken by lock_loader_for_fork.
+    unsafe { LOADER.force_unlock() };
+}
+
 /// Lists loaded modules (allocates: call it only with tracking suspended).
 #[cfg(target_os = "linux")]
 pub(crate) fn loaded_modules() -> Vec<Module> {
     let mut modules: Vec<Module> = Vec::new();
-    // SAFETY: dl_iterate_phdr calls `collect` synchronously with valid `info` pointers and
-    // passes our `data` pointer through unchanged; `modules` outlives the call.
-    unsafe {
-        libc::dl_iterate_phdr(Some(collect), (&mut modules as *mut Vec<Module>).cast());
+    {
+        let _loader = LOADER.lock();
+        // SAFETY: dl_iterate_phdr calls `collect` synchronously with valid `info` pointers
+        // and passes our `data` pointer through unchanged; `modules` outlives the call.
+        unsafe {
+            libc::dl_iterate_phdr(Some(collect), (&mut modules as *mut Vec<Module>).cast());
+        }
     }
     if let Some(main) = modules.first_mut() {
         if main.path.is_empty() {

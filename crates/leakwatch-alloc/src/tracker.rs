@@ -817,6 +817,9 @@ pub(crate) fn hold_locks_for(duration: std::time::Duration) {
 }
 
 unsafe extern "C" fn fork_prepare() {
+    // First: a thread inside the tracker's module listing may still free a tracked block
+    // (taking a shard's lock) before it lets go of the loader lock.
+    os::lock_loader_for_fork();
     threads::lock_for_fork();
     if let Some(sites) = sites::get() {
         sites.lock_for_fork();
@@ -830,6 +833,7 @@ unsafe extern "C" fn fork_release() {
     unsafe {
         unlock_tables_after_fork();
         threads::unlock_after_fork_parent();
+        os::unlock_loader_after_fork();
     }
 }
 
@@ -839,6 +843,7 @@ unsafe extern "C" fn fork_child() {
     unsafe {
         unlock_tables_after_fork();
         threads::unlock_after_fork_child();
+        os::unlock_loader_after_fork();
     }
 }
 
