@@ -7,20 +7,8 @@ use leakwatch_report::{SeriesWriter, SymbolTable};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn leakwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leakwatch"))
-        .args(args)
-        .output()
-        .expect("run leakwatch")
-}
-
-/// A scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakwatch-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{leakwatch, scratch};
 
 fn symbols() -> SymbolTable {
     let mut table = SymbolTable::new();

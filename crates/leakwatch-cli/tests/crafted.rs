@@ -4,22 +4,11 @@
 //! these tests only check what the command answers.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn leakwatch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leakwatch"))
-        .args(args)
-        .output()
-        .expect("run leakwatch")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakwatch-crafted-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{leakwatch, scratch};
 
 /// The head of a series line at `t` seconds (everything but the sites).
 fn head(t: u64) -> String {
