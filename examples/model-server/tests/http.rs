@@ -12,7 +12,7 @@ use model_server::server::GenerateResponse;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A loopback server whose recorder takes a snapshot every 0.1 s.
@@ -577,16 +577,10 @@ fn serve_honours_the_leakwatch_environment_unless_a_flag_says_otherwise() {
         );
     }
     // A value the README does not document is refused, in one line, before serving.
-    let child = common::binary()
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .env("LEAKWATCH", "always")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start model-server");
-    let (status, stdout, stderr) =
-        common::wait_for(child, None, Duration::from_secs(30), "LEAKWATCH=always");
+    let (status, stdout, stderr) = common::run_binary_with(
+        &["serve", "--addr", "127.0.0.1:0"],
+        &[("LEAKWATCH", "always")],
+    );
     assert_eq!(status.code(), Some(2), "{status}\n{stdout}\n{stderr}");
     assert!(
         stderr.starts_with("model-server: LEAKWATCH: ") && stderr.lines().count() == 1,
@@ -807,17 +801,11 @@ fn a_token_given_twice_is_refused_in_one_line() {
     let dir = TempDir::new("two-tokens");
     let file = dir.0.join("token");
     std::fs::write(&file, "s3cret").expect("write the token file");
-    let child = common::binary()
-        .args(["serve", "--addr", "127.0.0.1:0", "--token-file"])
-        .arg(&file)
-        .env("MODEL_SERVER_DEBUG_TOKEN", "other")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start model-server");
-    let (status, stdout, stderr) =
-        common::wait_for(child, None, Duration::from_secs(30), "model-server serve");
+    let file = file.to_str().expect("a UTF-8 temporary path");
+    let (status, stdout, stderr) = common::run_binary_with(
+        &["serve", "--addr", "127.0.0.1:0", "--token-file", file],
+        &[("MODEL_SERVER_DEBUG_TOKEN", "other")],
+    );
     assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("give one"), "{stderr}");

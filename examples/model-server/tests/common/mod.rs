@@ -230,8 +230,14 @@ impl Drop for Server {
 /// Runs the binary with `args` to completion (killed after 30 s) and returns its exit
 /// status, stdout and stderr.
 pub fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
+    run_binary_with(args, &[])
+}
+
+/// [`run_binary`] with the environment variables `envs` set.
+pub fn run_binary_with(args: &[&str], envs: &[(&str, &str)]) -> (ExitStatus, String, String) {
     let child = binary()
         .args(args)
+        .envs(envs.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
