@@ -371,6 +371,20 @@ pub struct Outcome {
     pub after_free: [u64; WORKERS],
 }
 
+impl Outcome {
+    /// What both modes require of a run of `duration`: every site back to exactly zero
+    /// once everything was freed, threads that came and went, and a fork about every
+    /// second that passed.
+    pub fn assert_complete(&self, duration: Duration) {
+        assert_eq!(self.after_free, [0; WORKERS], "{self:?}");
+        assert!(self.threads > 2 * WORKERS, "no thread churn: {self:?}");
+        assert!(
+            self.forks as u64 >= duration.as_secs() / 2,
+            "too few forks: {self:?}"
+        );
+    }
+}
+
 /// How long a torture run lasts: 60 s in release builds, 5 s in debug builds (both run
 /// in CI), or `LEAKWATCH_TORTURE_SECS`.
 pub fn duration() -> Duration {

@@ -223,6 +223,19 @@ enum Store {
     Fixed,
 }
 
+/// What a driver of the service (the demo, the soak) starts from: its output directory
+/// made, a single-threaded runtime for its clients, and this program's path (it starts
+/// the service as `EXE serve ...`).
+pub(crate) fn driver_setup(out: &Path) -> Result<(tokio::runtime::Runtime, PathBuf), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    Ok((runtime, exe))
+}
+
 /// Runs the demo, printing as it goes. `Ok(true)` when the leak was found in the leaky
 /// run and no leak was reported in the fixed one.
 ///
@@ -230,13 +243,7 @@ enum Store {
 /// When the service cannot be started or reached, or a file cannot be written.
 pub fn run(options: &DemoOptions) -> Result<bool, String> {
     let started = Instant::now();
-    std::fs::create_dir_all(&options.out)
-        .map_err(|e| format!("cannot create {}: {e}", options.out.display()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let (runtime, exe) = driver_setup(&options.out)?;
     let sessions_per_second = options.rate / f64::from(options.session_requests);
     let interval = options.interval.as_secs_f64();
 

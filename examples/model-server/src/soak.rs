@@ -19,7 +19,7 @@
 //!
 //! [`run`] returns whether every check passed; `model-server soak` exits 1 when not.
 
-use crate::demo::{LISTENING, ServerProcess};
+use crate::demo::{LISTENING, ServerProcess, driver_setup};
 use crate::loadgen::{self, LoadOptions, StopSignal, Target};
 use hyper::Method;
 use leakwatch::report::{Report, Verdict};
@@ -91,13 +91,7 @@ type RssSample = (f64, u64);
 /// # Errors
 /// When the service cannot be started or reached, or the log cannot be created.
 pub fn run(options: &SoakOptions) -> Result<bool, String> {
-    std::fs::create_dir_all(&options.out)
-        .map_err(|e| format!("cannot create {}: {e}", options.out.display()))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let (runtime, exe) = driver_setup(&options.out)?;
     let log = options.out.join("soak-server.log");
     let log_file =
         std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;

@@ -478,19 +478,7 @@ fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
     let dir = TempDir::new("pprof");
     let file = dir.0.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
-    let Some((status, output)) = run_tool(
-        Command::new("go")
-            .args(["tool", "pprof", "-top"])
-            .arg(&file)
-            .current_dir(&dir.0)
-            .env("PPROF_TMPDIR", &dir.0)
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOTELEMETRY", "off"),
-        None,
-        "go",
-        "apt-get install golang-go",
-    ) else {
+    let Some((status, output)) = common::pprof_top(&file, &dir.0) else {
         return;
     };
     assert!(status.success(), "go tool pprof -top: {status}\n{output}");

@@ -20,10 +20,9 @@
 
 mod common;
 
-use common::{Server, request, run_tool};
+use common::{Server, request};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -262,19 +261,7 @@ fn pprof_top(server: &Server) -> Option<String> {
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     let file = dir.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
-    let output = run_tool(
-        Command::new("go")
-            .args(["tool", "pprof", "-top"])
-            .arg(&file)
-            .current_dir(&dir)
-            .env("PPROF_TMPDIR", &dir)
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOTELEMETRY", "off"),
-        None,
-        "go",
-        "apt-get install golang-go",
-    );
+    let output = common::pprof_top(&file, &dir);
     let _ = std::fs::remove_dir_all(&dir);
     let (status, output) = output?;
     assert!(status.success(), "go tool pprof -top: {status}\n{output}");

@@ -506,6 +506,24 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         })
 }
 
+/// `go tool pprof -top FILE`, run in `dir` (its temporary files there too) with the Go
+/// toolchain kept offline, through [`run_tool`] (`None`: Go is not installed).
+pub fn pprof_top(file: &std::path::Path, dir: &std::path::Path) -> Option<(ExitStatus, String)> {
+    run_tool(
+        Command::new("go")
+            .args(["tool", "pprof", "-top"])
+            .arg(file)
+            .current_dir(dir)
+            .env("PPROF_TMPDIR", dir)
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOTELEMETRY", "off"),
+        None,
+        "go",
+        "apt-get install golang-go",
+    )
+}
+
 /// Runs a tool (stdin from `input`), killed after 60 s; its exit status and its stdout
 /// and stderr together. `None` when it is not installed: then prints
 /// `SKIPPED: NAME not found` (straight to stderr, past libtest's capture), unless `CI` is
