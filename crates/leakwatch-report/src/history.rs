@@ -528,6 +528,24 @@ impl History {
             + self.columns.iter().map(Column::memory_bytes).sum::<usize>()
     }
 
+    /// Memory held by the record of each site (its frames and latest counters, and
+    /// its slot), in bytes: one record per site seen, outside the points' budget.
+    pub fn sites_memory_bytes(&self) -> usize {
+        self.sites.capacity() * std::mem::size_of::<SiteStats>()
+            + self
+                .sites
+                .iter()
+                .map(|s| s.frames.capacity() * std::mem::size_of::<u64>())
+                .sum::<usize>()
+            + self.columns.capacity() * std::mem::size_of::<Column>()
+            + self.slots.capacity() * (std::mem::size_of::<(u32, usize)>() + 1)
+    }
+
+    /// The memory budget of the points (see [`History::new`]).
+    pub fn budget_bytes(&self) -> usize {
+        self.budget_bytes
+    }
+
     /// Bytes that departed from site `id` up to each point, cumulative from the first
     /// (`None` when the snapshots did not count departures).
     pub fn departed(&self, id: u32) -> Option<crate::series::Departed> {

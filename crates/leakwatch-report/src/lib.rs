@@ -37,7 +37,8 @@ pub use recording::{
     MAX_FRAMES, MAX_LINE_BYTES, MAX_SITES, MAX_SYMBOLS, MAX_WARNINGS, Recording, SeriesWriter,
 };
 pub use report::{
-    ClockNote, FunctionReport, LabelCache, ProcessSummary, Report, ReportOptions, SiteReport,
+    ClockNote, FunctionReport, LabelCache, ProcessSummary, RecorderMemory, Report, ReportOptions,
+    SiteReport,
 };
 pub use series::{Departed, Series};
 pub use symbols::{Frame, LabelRules, SymbolTable};

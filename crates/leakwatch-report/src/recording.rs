@@ -15,6 +15,7 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
 
 /// The version of the series line format (the value of every line's
 /// `leakwatch_series` field).
@@ -192,6 +193,24 @@ impl SeriesWriter {
         Self::default()
     }
 
+    /// Forgets what was written: the next line describes everything its snapshot
+    /// lists (header and modules, each site's frames, the symbols of their addresses,
+    /// their counters), as a file's first line does. For a new file (rotation), or after
+    /// a line that may not have landed.
+    pub fn restart(&mut self) {
+        *self = SeriesWriter::new();
+    }
+
+    /// Bytes the writer holds to know what it wrote (each site's last counters, the
+    /// addresses whose symbols it wrote): one entry per site and address, so bounded
+    /// by the tracker's sites (`LEAKWATCH_MAX_SITES`) and their frames.
+    pub fn memory_bytes(&self) -> usize {
+        // A hashbrown table holds its capacity in (key, value) slots plus a control
+        // byte each.
+        self.written.capacity() * (std::mem::size_of::<(u32, Counters)>() + 1)
+            + self.symbols_written.capacity() * (std::mem::size_of::<u64>() + 1)
+    }
+
     /// The line (JSON, ending in `\n`) for `snapshot`. Symbols of new return addresses
     /// are taken from `symbols` (resolve them first; missing ones are written as
     /// unknown). `memory_limit` is written when it changes.
@@ -300,7 +319,66 @@ impl Recording {
     /// # Errors
     /// As [`Recording::read`].
     pub fn read_into(origin: &str, input: impl BufRead, empty: History) -> Result<Recording> {
-        let mut reader = Reader {
+        let mut reader = Reader::new(empty);
+        reader.read(origin, input)?;
+        reader.finish(origin)
+    }
+
+    /// Reads a rotated set of series files (see [`rotated_set`]) as one recording, in
+    /// the order given (oldest first). Each file starts with everything a reader needs,
+    /// so the history read equals that of one unrotated file of the same snapshots,
+    /// less what the deleted files held. Errors name the file and line.
+    ///
+    /// # Errors
+    /// As [`Recording::read`], for any of the files; an empty list is an error too.
+    pub fn read_files<R: BufRead>(files: Vec<(String, R)>, empty: History) -> Result<Recording> {
+        let mut reader = Reader::new(empty);
+        let mut last = String::from("<no files>");
+        for (origin, input) in files {
+            reader.read(&origin, input)?;
+            last = origin;
+        }
+        reader.finish(&last)
+    }
+}
+
+/// The files of the rotated set of series file `path`, oldest first: `path.N`, ...,
+/// `path.1` (those that exist, numbered from 1 without a gap), then `path` itself. A
+/// recorder that rotates (`RecorderBuilder::rotate`) renames `path` to `path.1` when it
+/// is full, after moving each `path.K` to `path.K+1`; given a rotated name such as
+/// `path.2`, this lists just that file (no `path.2.1` exists).
+pub fn rotated_set(path: &Path) -> Vec<PathBuf> {
+    let mut set = vec![path.to_path_buf()];
+    for n in 1.. {
+        let older = rotated_path(path, n);
+        if !older.is_file() {
+            break;
+        }
+        set.push(older);
+    }
+    set.reverse();
+    set
+}
+
+/// The name of the `n`th rotated file of `path` (`n` = 1 is the newest): `path.n`.
+pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+struct Reader {
+    template: History,
+    recording: Recording,
+    /// The last line as a snapshot: its header and the sites it named (the history
+    /// holds every site's latest counters).
+    current: Snapshot,
+    pid: Option<u32>,
+}
+
+impl Reader {
+    fn new(empty: History) -> Reader {
+        Reader {
             template: empty.clone(),
             recording: Recording {
                 history: empty,
@@ -311,8 +389,11 @@ impl Recording {
             },
             current: Snapshot::default(),
             pid: None,
-        };
-        let mut input = input;
+        }
+    }
+
+    /// Applies every line of one file. `origin` names it in errors.
+    fn read(&mut self, origin: &str, mut input: impl BufRead) -> Result<()> {
         let mut line = Vec::new();
         for number in 1.. {
             line.clear();
@@ -345,27 +426,20 @@ impl Recording {
             if text.trim().is_empty() {
                 continue;
             }
-            reader
-                .apply(text.trim_end_matches(['\n', '\r']))
+            self.apply(text.trim_end_matches(['\n', '\r']))
                 .map_err(|message| Error::at(origin, Some(number), message))?;
         }
-        if reader.recording.lines == 0 {
+        Ok(())
+    }
+
+    /// The recording read, or an error when no line was.
+    fn finish(self, origin: &str) -> Result<Recording> {
+        if self.recording.lines == 0 {
             return Err(Error::at(origin, None, "empty file: no snapshots recorded"));
         }
-        Ok(reader.recording)
+        Ok(self.recording)
     }
-}
 
-struct Reader {
-    template: History,
-    recording: Recording,
-    /// The last line as a snapshot: its header and the sites it named (the history
-    /// holds every site's latest counters).
-    current: Snapshot,
-    pid: Option<u32>,
-}
-
-impl Reader {
     fn apply(&mut self, text: &str) -> std::result::Result<(), String> {
         let line: Line = match serde_json::from_str(text) {
             Ok(line) => line,
@@ -401,8 +475,19 @@ impl Reader {
         changed.clear();
         let mut position: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for new in line.new_sites {
-            if position.contains_key(&new.id) || self.recording.history.site(new.id).is_some() {
-                return Err(format!("site {} is described twice", new.id));
+            if position.contains_key(&new.id) {
+                return Err(format!("site {} is described twice in one line", new.id));
+            }
+            // A rotated file (or the line after a failed write) describes every site
+            // again, so that it stands alone: the same frames are no news.
+            if let Some(known) = self.recording.history.site(new.id) {
+                if known.frames != new.frames || known.truncated != new.truncated {
+                    return Err(format!(
+                        "site {} is described twice, with different frames",
+                        new.id
+                    ));
+                }
+                continue;
             }
             let mut site = SiteStats::default();
             site.id = new.id;

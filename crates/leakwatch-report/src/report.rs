@@ -125,6 +125,68 @@ pub struct Report {
     /// was rebuilt from the order of the points (see [`History::push`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<ClockNote>,
+    /// The recorder's own memory, when the report comes from a running recorder (absent
+    /// in reports of a recorded file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorder: Option<RecorderMemory>,
+}
+
+/// The memory a recorder holds for its own work, each part with its bound. Parts kept
+/// per site (the history's sites, labels, the series writer's record) are bounded by the
+/// tracker's site table (`tracker.max_sites`); the history's points and the symbol table
+/// by byte budgets, whose hits are counted here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RecorderMemory {
+    /// Everything below, summed.
+    pub total_bytes: u64,
+    /// The history's points (times, process totals, per-site columns).
+    pub history_bytes: u64,
+    /// The budget of the points (`RecorderBuilder::history_budget`).
+    pub history_budget_bytes: u64,
+    /// Points dropped (older history thinned) to stay within that budget.
+    pub history_thinned_points: u64,
+    /// The history's record of each site (frames, latest counters).
+    pub sites_bytes: u64,
+    /// Sites recorded (one record each).
+    pub sites: u64,
+    /// The symbol table (source frames of the sites' return addresses).
+    pub symbols_bytes: u64,
+    /// The budget of the symbol table (`RecorderBuilder::symbol_budget`).
+    pub symbols_budget_bytes: u64,
+    /// Sites left unsymbolized (shown as addresses) because the symbol table reached
+    /// its budget.
+    pub unsymbolized_sites: u64,
+    /// Site labels kept between reports.
+    pub labels_bytes: u64,
+    /// What the series writer keeps to write only what changed (each site's last
+    /// counters, the addresses it described).
+    pub files_bytes: u64,
+}
+
+impl RecorderMemory {
+    /// The sum of the parts, stored in `total_bytes`.
+    pub fn summed(mut self) -> RecorderMemory {
+        self.total_bytes = self.history_bytes
+            + self.sites_bytes
+            + self.symbols_bytes
+            + self.labels_bytes
+            + self.files_bytes;
+        self
+    }
+
+    /// What hit a bound, in one sentence each (for the report's warnings).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.unsymbolized_sites > 0 {
+            warnings.push(format!(
+                "{} site(s) left unsymbolized: the recorder's symbol table reached its budget ({})",
+                self.unsymbolized_sites,
+                crate::render::text::bytes(self.symbols_budget_bytes as f64)
+            ));
+        }
+        warnings
+    }
 }
 
 /// Timestamps that went backwards or stood still, and what the history made of them.
@@ -356,6 +418,12 @@ impl LabelCache {
         }
     }
 
+    /// Bytes the cache holds: its table and each label's text.
+    pub fn memory_bytes(&self) -> usize {
+        self.labels.capacity() * (std::mem::size_of::<(u32, Labelled)>() + 1)
+            + self.labels.values().map(|l| l.label.capacity()).sum::<usize>()
+    }
+
     /// The label of a site [`fill`](Self::fill) has seen.
     fn get(&self, id: u32) -> &Labelled {
         static NONE: Labelled = Labelled {
@@ -421,6 +489,7 @@ impl Report {
             chart_times,
             chart_process,
             clock,
+            recorder: None,
         }
     }
 

@@ -77,6 +77,23 @@ impl SymbolTable {
         added
     }
 
+    /// Bytes the table holds: its entries (a B-tree's nodes hold 11 at most; counted
+    /// at their size, a lower bound), each address's frames and their names' text.
+    pub fn memory_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        self.frames
+            .values()
+            .map(|frames| {
+                std::mem::size_of::<(u64, Vec<Symbol>)>()
+                    + frames.capacity() * std::mem::size_of::<Symbol>()
+                    + frames
+                        .iter()
+                        .map(|f| text(&f.function) + text(&f.file) + text(&f.symbol))
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// Number of addresses in the table.
     pub fn len(&self) -> usize {
         self.frames.len()

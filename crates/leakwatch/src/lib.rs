@@ -38,13 +38,18 @@
 #![warn(missing_debug_implementations)]
 
 pub mod check;
+mod files;
 mod limit;
 mod recorder;
 
 pub use check::check;
 pub use leakwatch_alloc::*;
 pub use limit::memory_limit;
-pub use recorder::{AlertOptions, LeakHook, Recorder, RecorderBuilder, RecorderStats};
+pub use files::FileStats;
+pub use recorder::{
+    AlertOptions, DEFAULT_SYMBOL_BUDGET, LeakHook, Recorder, RecorderBuilder, RecorderStats,
+};
+pub use leakwatch_report::RecorderMemory;
 
 /// Growth ranking and renderers (the `leakwatch-report` crate).
 pub use leakwatch_report as report;

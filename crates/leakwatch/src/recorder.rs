@@ -6,17 +6,16 @@
 //! ([`crate::untracked`]), so its own memory (the history, symbols, reports) never shows
 //! up as a growing site.
 
+use crate::files::{FileStats, PprofDumps, Rotation, SeriesSink};
 use crate::limit::memory_limit;
 use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer};
 use leakwatch_report::render::text::{bytes, duration, rate};
 use leakwatch_report::{
-    History, LabelCache, Report, ReportOptions, SeriesWriter, SiteReport, SymbolTable,
+    History, LabelCache, RecorderMemory, Report, ReportOptions, SiteReport, SymbolTable,
 };
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -65,6 +64,9 @@ pub struct RecorderBuilder {
     budget_bytes: usize,
     max_points: usize,
     file: Option<PathBuf>,
+    rotation: Option<Rotation>,
+    pprof: Option<PprofDumps>,
+    symbol_budget: usize,
     limit: LimitSource,
     report: ReportOptions,
     alerts: AlertOptions,
@@ -80,6 +82,9 @@ impl std::fmt::Debug for RecorderBuilder {
             .field("budget_bytes", &self.budget_bytes)
             .field("max_points", &self.max_points)
             .field("file", &self.file)
+            .field("rotation", &self.rotation)
+            .field("pprof", &self.pprof)
+            .field("symbol_budget", &self.symbol_budget)
             .field("alerts", &self.alerts)
             .field("hooks", &self.hooks.len())
             .field("thread", &self.thread)
@@ -94,6 +99,9 @@ impl Default for RecorderBuilder {
             budget_bytes: leakwatch_report::history::DEFAULT_BUDGET_BYTES,
             max_points: leakwatch_report::history::DEFAULT_MAX_POINTS,
             file: None,
+            rotation: None,
+            pprof: None,
+            symbol_budget: DEFAULT_SYMBOL_BUDGET,
             limit: LimitSource::Detect,
             report: ReportOptions::default(),
             alerts: AlertOptions::default(),
@@ -123,6 +131,44 @@ impl RecorderBuilder {
     /// `leakwatch report`.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
+        self
+    }
+
+    /// Rotates the series file ([`file`](Self::file)) by size: once it holds `max_bytes`,
+    /// it is renamed `PATH.1` (an older `PATH.1` to `PATH.2`, and so on), the oldest
+    /// beyond `keep` rotated files (at least 1) is deleted, and a new `PATH` starts. Each
+    /// file starts with a line describing everything (modules, every site's frames and
+    /// counters, their symbols), so each reads alone; `leakwatch report PATH` reads the
+    /// set oldest first. On disk: at most `keep + 1` files of `max_bytes` and one line.
+    /// Without it the file grows without bound.
+    pub fn rotate(mut self, max_bytes: u64, keep: usize) -> Self {
+        self.rotation = Some(Rotation {
+            max_bytes,
+            keep: keep.max(1),
+        });
+        self
+    }
+
+    /// Writes the latest snapshot as a gzipped pprof heap profile to `dir` (created if
+    /// missing) every `every` (at least the snapshot interval), as
+    /// `heap-20261202T061530.123Z.pb.gz` (UTC, so names sort in time order), keeping the
+    /// newest `keep` (at least 1): for processes nobody scrapes. Each is written to a
+    /// temporary file and renamed, so a reader never sees half a profile; failures are
+    /// counted in [`RecorderStats::files`] and reported.
+    pub fn pprof_dir(mut self, dir: impl Into<PathBuf>, every: Duration, keep: usize) -> Self {
+        self.pprof = Some(PprofDumps {
+            dir: dir.into(),
+            every,
+            keep: keep.max(1),
+        });
+        self
+    }
+
+    /// Memory for the symbol table (default 64 MiB): once it holds that much, the
+    /// frames of new sites are left unsymbolized (shown as addresses), counted in
+    /// [`RecorderMemory::unsymbolized_sites`] and warned about in reports.
+    pub fn symbol_budget(mut self, bytes: usize) -> Self {
+        self.symbol_budget = bytes;
         self
     }
 
@@ -167,17 +213,25 @@ impl RecorderBuilder {
     /// Starts the recorder (and its thread, unless [`manual`](Self::manual)).
     ///
     /// # Errors
-    /// When the series file cannot be opened for appending or the thread cannot be
-    /// spawned.
+    /// When the series file cannot be opened for appending, the pprof directory cannot
+    /// be created, or the thread cannot be spawned.
     pub fn start(self) -> std::io::Result<Recorder> {
         crate::untracked(|| self.start_untracked())
     }
 
     fn start_untracked(self) -> std::io::Result<Recorder> {
         let sink = match &self.file {
-            Some(path) => Some(Sink::open(path)?),
+            Some(path) => Some(SeriesSink::open(path, self.rotation)?),
             None => None,
         };
+        if let Some(pprof) = &self.pprof {
+            std::fs::create_dir_all(&pprof.dir).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("leakwatch: cannot create {}: {e}", pprof.dir.display()),
+                )
+            })?;
+        }
         let limit = match self.limit {
             LimitSource::Detect => memory_limit(),
             LimitSource::Fixed(limit) => limit,
@@ -191,7 +245,11 @@ impl RecorderBuilder {
                 sink,
                 alerted: HashMap::new(),
                 symbolized: Vec::new(),
+                symbol_budget: self.symbol_budget,
+                symbols_size: (0, 0),
                 labels: LabelCache::new(),
+                pprof: self.pprof.clone(),
+                pprof_failed: false,
                 stats: RecorderStats::default(),
                 clock: Clock::new(),
             }),
@@ -208,10 +266,13 @@ impl RecorderBuilder {
         let thread = if self.thread {
             let worker = Arc::clone(&shared);
             let alert_every = self.alert_every;
+            let pprof_every = self.pprof.as_ref().map(|p| p.every);
             Some(
                 std::thread::Builder::new()
                     .name("leakwatch-recorder".into())
-                    .spawn(move || crate::untracked(|| run(&worker, alert_every)))?,
+                    .spawn(move || {
+                        crate::untracked(|| run(&worker, alert_every, pprof_every))
+                    })?,
             )
         } else {
             None
@@ -234,9 +295,18 @@ pub struct RecorderStats {
     pub ranking_time: Duration,
     /// Alerts raised.
     pub alerts: u64,
-    /// Lines that could not be written to the series file.
+    /// Lines that could not be written to the series file (or rotations that failed).
     pub file_errors: u64,
+    /// What the series file and the pprof dumps did (lines, rotations, deleted files,
+    /// dumps and their errors).
+    pub files: FileStats,
+    /// The recorder's own memory, each part with its bound.
+    pub memory: RecorderMemory,
 }
+
+/// Default memory for the recorder's symbol table: 64 MiB (a symbolized site costs a
+/// few hundred bytes to a few KiB; 65,536 sites of 32 distinct frames fit).
+pub const DEFAULT_SYMBOL_BUDGET: usize = 64 << 20;
 
 /// Records snapshots over time and reports which sites grow. See the module docs.
 ///
@@ -285,11 +355,18 @@ struct Settings {
 struct State {
     history: History,
     symbols: SymbolTable,
-    sink: Option<Sink>,
+    sink: Option<SeriesSink>,
     /// Sites that alerted, and the checks in a row since they were last a leak.
     alerted: HashMap<String, u32>,
     /// Site ids whose frames are in `symbols` already.
     symbolized: Vec<bool>,
+    /// Bytes `symbols` may hold before new sites are left unsymbolized.
+    symbol_budget: usize,
+    /// `symbols`' length and bytes when last measured.
+    symbols_size: (usize, usize),
+    /// Periodic pprof dumps, and whether one failed (logged once).
+    pprof: Option<PprofDumps>,
+    pprof_failed: bool,
     /// Labels of the sites, kept between reports.
     labels: LabelCache,
     stats: RecorderStats,
@@ -337,35 +414,6 @@ impl Clock {
         };
         self.last_ms = Some(ms);
         ms
-    }
-}
-
-/// The series file.
-struct Sink {
-    path: PathBuf,
-    file: File,
-    writer: SeriesWriter,
-    failed: bool,
-}
-
-impl Sink {
-    fn open(path: &Path) -> std::io::Result<Sink> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("leakwatch: cannot open {}: {e}", path.display()),
-                )
-            })?;
-        Ok(Sink {
-            path: path.to_path_buf(),
-            file,
-            writer: SeriesWriter::new(),
-            failed: false,
-        })
     }
 }
 
@@ -475,9 +523,20 @@ impl Recorder {
         (state.history.len(), state.history.memory_bytes())
     }
 
-    /// Counters of the recorder's own work.
+    /// Counters of the recorder's own work, and its memory.
     pub fn stats(&self) -> RecorderStats {
-        self.shared.state.lock().stats
+        crate::untracked(|| self.shared.state.lock().stats())
+    }
+
+    /// Writes the latest snapshot as a pprof profile to the dump directory now
+    /// ([`RecorderBuilder::pprof_dir`]; the background thread does this every `every`),
+    /// deleting the oldest beyond `keep`. Returns the file written, or `None` without a
+    /// dump directory.
+    ///
+    /// # Errors
+    /// When the profile cannot be written (also counted in [`RecorderStats::files`]).
+    pub fn dump_pprof(&self) -> std::io::Result<Option<PathBuf>> {
+        crate::untracked(|| self.shared.dump_pprof())
     }
 
     /// Stops the background thread (after its current snapshot) and closes the file.
@@ -502,10 +561,11 @@ impl Drop for Recorder {
 
 /// The background thread: a snapshot every interval (on a fixed schedule, so the series
 /// stays evenly spaced), alerts every `alert_every`.
-fn run(shared: &Shared, alert_every: Duration) {
+fn run(shared: &Shared, alert_every: Duration, pprof_every: Option<Duration>) {
     let interval = shared.settings.interval;
     let mut next = Instant::now();
     let mut next_alert = Instant::now() + alert_every;
+    let mut next_pprof = pprof_every.map(|every| Instant::now() + every.max(interval));
     loop {
         {
             let mut stop = shared.stop.lock();
@@ -524,6 +584,13 @@ fn run(shared: &Shared, alert_every: Duration) {
         if now >= next_alert {
             shared.check_alerts();
             next_alert = now + alert_every;
+        }
+        if let (Some(due), Some(every)) = (next_pprof, pprof_every) {
+            if now >= due {
+                // Errors are counted and reported by `dump_pprof`.
+                let _ = shared.dump_pprof();
+                next_pprof = Some(now + every.max(interval));
+            }
         }
         next += interval;
         if next < now {
@@ -557,6 +624,43 @@ impl Shared {
         }
         state.stats.snapshots += 1;
         state.stats.record_time += started.elapsed();
+    }
+
+    /// Writes a pprof dump of the latest snapshot (see [`Recorder::dump_pprof`]).
+    fn dump_pprof(&self) -> std::io::Result<Option<PathBuf>> {
+        let (dumps, ms, profile) = {
+            let mut state = self.state.lock();
+            let Some(dumps) = state.pprof.clone() else {
+                return Ok(None);
+            };
+            state.resolve_symbols();
+            let snapshot = state.history.latest_snapshot();
+            let ms = if state.history.is_empty() {
+                state.clock.stamp(Instant::now())
+            } else {
+                snapshot.timestamp_ms
+            };
+            let profile = leakwatch_report::render::pprof::pprof(&snapshot, &state.symbols);
+            (dumps, ms, profile)
+        };
+        // The file is written outside the lock; only the counts are taken under it.
+        let written = dumps.write(ms, &profile);
+        let mut state = self.state.lock();
+        match written {
+            Ok((path, deleted)) => {
+                state.stats.files.pprof_dumps += 1;
+                state.stats.files.pprof_deleted += deleted;
+                Ok(Some(path))
+            }
+            Err(e) => {
+                state.stats.files.pprof_errors += 1;
+                if !state.pprof_failed {
+                    state.pprof_failed = true;
+                    log::error!(target: "leakwatch", "pprof dump: {e}");
+                }
+                Err(e)
+            }
+        }
     }
 
     fn check_alerts(&self) -> Vec<SiteReport> {
@@ -640,8 +744,64 @@ pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {
 }
 
 impl State {
+    /// Whether the symbol table is below its budget, so new sites may be symbolized
+    /// (measured again whenever it has grown).
+    fn symbols_fit(&mut self) -> bool {
+        if self.symbols_size.0 != self.symbols.len() {
+            self.symbols_size = (self.symbols.len(), self.symbols.memory_bytes());
+        }
+        self.symbols_size.1 < self.symbol_budget
+    }
+
+    /// The recorder's memory, part by part.
+    fn memory(&mut self) -> RecorderMemory {
+        let fits = self.symbols_fit();
+        let mut memory = RecorderMemory::default();
+        memory.history_bytes = self.history.memory_bytes() as u64;
+        memory.history_budget_bytes = self.history.budget_bytes() as u64;
+        memory.history_thinned_points = self.history.thinned();
+        memory.sites_bytes = (self.history.sites_memory_bytes()
+            + self.symbolized.capacity()
+            + self.alerted.capacity() * std::mem::size_of::<(String, u32)>()
+            + self.alerted.keys().map(String::capacity).sum::<usize>())
+            as u64;
+        memory.sites = self.history.site_count() as u64;
+        memory.symbols_bytes = self.symbols_size.1 as u64;
+        memory.symbols_budget_bytes = self.symbol_budget as u64;
+        // Sites not symbolized yet are only left so while the table is full (otherwise
+        // they are symbolized when next written or reported).
+        if !fits {
+            memory.unsymbolized_sites = self
+                .history
+                .sites()
+                .filter(|site| !self.symbolized.get(site.id as usize).copied().unwrap_or(false))
+                .count() as u64;
+        }
+        memory.labels_bytes = self.labels.memory_bytes() as u64;
+        memory.files_bytes = self.sink.as_ref().map_or(0, |s| s.memory_bytes() as u64);
+        memory.summed()
+    }
+
+    fn stats(&mut self) -> RecorderStats {
+        let mut stats = self.stats;
+        stats.memory = self.memory();
+        if let Some(sink) = &self.sink {
+            let pprof = stats.files;
+            stats.files = FileStats {
+                pprof_dumps: pprof.pprof_dumps,
+                pprof_deleted: pprof.pprof_deleted,
+                pprof_errors: pprof.pprof_errors,
+                ..sink.stats
+            };
+        }
+        stats
+    }
+
     /// Symbolizes the frames of every site of the history not symbolized yet.
     fn resolve_symbols(&mut self) {
+        if !self.symbols_fit() {
+            return;
+        }
         let State {
             history,
             symbols,
@@ -664,6 +824,18 @@ impl State {
                 ));
             }
         }
+        if let Some(pprof) = &self.pprof {
+            if self.stats.files.pprof_errors > 0 {
+                report.warnings.push(format!(
+                    "{} pprof dump(s) could not be written to {}",
+                    self.stats.files.pprof_errors,
+                    pprof.dir.display()
+                ));
+            }
+        }
+        let memory = self.memory();
+        report.warnings.extend(memory.warnings());
+        report.recorder = Some(memory);
         if self.history.thinned() > 0 {
             report.warnings.push(format!(
                 "older history is thinned to fit its memory budget ({} points dropped)",
@@ -675,18 +847,26 @@ impl State {
 
     fn write_line(&mut self, snapshot: &Snapshot, limit: Option<u64>) {
         // Symbols of sites the file has not described yet must be known first.
-        symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
-        let Some(sink) = &mut self.sink else { return };
-        let line = sink.writer.line(snapshot, &self.symbols, limit);
-        if let Err(e) = sink.file.write_all(line.as_bytes()) {
-            self.stats.file_errors += 1;
+        if self.symbols_fit() {
+            symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+        }
+        let State {
+            history,
+            symbols,
+            sink,
+            stats,
+            ..
+        } = self;
+        let Some(sink) = sink else { return };
+        // A file's first line (and the one after a failed write) describes every site
+        // the history holds, from its latest counters.
+        let written = sink.append(snapshot, || history.latest_snapshot(), symbols, limit);
+        if let Err(e) = written {
+            stats.file_errors += 1;
             if !sink.failed {
                 sink.failed = true;
                 log::error!(target: "leakwatch", "cannot write to {}: {e}", sink.path.display());
             }
-            // The writer believes the line landed; start over so the next line that
-            // does land describes everything again.
-            sink.writer = SeriesWriter::new();
         }
     }
 }

@@ -244,7 +244,7 @@ fn magnitude(b: f64) -> String {
 }
 
 /// Time in UTC, `2023-11-14 22:13:20 UTC`, from milliseconds since the Unix epoch.
-pub(crate) fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let seconds = ms / 1000;
     let days = (seconds / 86_400) as i64;
     let of_day = seconds % 86_400;
