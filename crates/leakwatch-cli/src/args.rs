@@ -10,6 +10,8 @@ leakwatch: which call sites hold memory that keeps growing
 usage:
   leakwatch report SERIES.jsonl [--top N] [--format FORMAT] [--limit BYTES] [--output FILE]
       Rank the sites of a series recorded by leakwatch's Recorder (one snapshot a line).
+      Rotated files beside it (SERIES.jsonl.1, .2, ...) are read first, oldest first;
+      name one of them (SERIES.jsonl.2) to read just that file.
       FORMAT: text (default), json, pprof, prom, svg (flame graph), html
       --limit BYTES   memory limit for time-to-limit estimates (e.g. 2g, 512MiB);
                       default: the limit the recorder found, if any

@@ -10,7 +10,8 @@ mod args;
 use args::{Command, Format, USAGE};
 use leakwatch_report::render::text::bytes;
 use leakwatch_report::render::{flamegraph, html, pprof, prometheus, text};
-use leakwatch_report::{Diff, Recording, Report, ReportOptions, diff};
+use leakwatch_report::recording::rotated_set;
+use leakwatch_report::{Diff, History, Recording, Report, ReportOptions, diff};
 use std::io::{BufReader, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -99,11 +100,18 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
+/// Reads the series file `path` with its rotated files (`path.N` .. `path.1`, oldest
+/// first; see `rotated_set`). All are opened before any is read, so a recorder rotating
+/// meanwhile (renaming them) does not make the set skip or repeat a file.
 fn read_series(path: &Path) -> Result<Recording, Failure> {
-    let origin = path.display().to_string();
-    let file = std::fs::File::open(path)
-        .map_err(|e| Failure::Input(format!("{origin}: cannot open: {e}")))?;
-    Recording::read(&origin, BufReader::new(file)).map_err(|e| Failure::Input(e.to_string()))
+    let mut files = Vec::new();
+    for path in rotated_set(path) {
+        let origin = path.display().to_string();
+        let file = std::fs::File::open(&path)
+            .map_err(|e| Failure::Input(format!("{origin}: cannot open: {e}")))?;
+        files.push((origin, BufReader::new(file)));
+    }
+    Recording::read_files(files, History::default()).map_err(|e| Failure::Input(e.to_string()))
 }
 
 fn read_report(path: &Path) -> Result<Report, Failure> {

@@ -56,6 +56,9 @@ pub(crate) struct SeriesSink {
     /// Set at the first error (logged once).
     pub(crate) failed: bool,
     pub(crate) stats: FileStats,
+    /// Test hook: the next write stops after this many bytes and fails.
+    #[cfg(test)]
+    pub(crate) fail_after: Option<usize>,
 }
 
 /// Opens `path` for appending, creating it if missing.
@@ -88,6 +91,8 @@ impl SeriesSink {
                 bytes,
                 ..FileStats::default()
             },
+            #[cfg(test)]
+            fail_after: None,
         })
     }
 
@@ -118,7 +123,7 @@ impl SeriesSink {
         } else {
             self.writer.line(snapshot, symbols, limit)
         };
-        match self.file.write_all(line.as_bytes()) {
+        match self.write(line.as_bytes()) {
             Ok(()) => {
                 self.bytes += line.len() as u64;
                 self.stats.bytes = self.bytes;
@@ -134,6 +139,15 @@ impl SeriesSink {
                 Err(e)
             }
         }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_after.take() {
+            self.file.write_all(&bytes[..n.min(bytes.len())])?;
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        self.file.write_all(bytes)
     }
 
     /// `path.K` to `path.K+1` (the one beyond `keep` deleted), `path` to `path.1`, and

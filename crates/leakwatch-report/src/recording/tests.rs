@@ -187,3 +187,104 @@ fn bad_files_get_an_error_naming_the_line() {
         "{e}"
     );
 }
+
+#[test]
+fn a_line_lists_only_the_sites_whose_counters_moved() {
+    // 1,000 sites; after the first snapshot, one site moves at each (alternately its
+    // allocations, then its frees with departures), every snapshot listing all sites.
+    let mut sites: Vec<SiteStats> = (0..1000).map(|id| site(id, 1000, 0)).collect();
+    let mut snapshots = vec![snapshot(7, 1_000, sites.clone())];
+    for t in 1..50u64 {
+        let moved = (t * 37 % 1000) as usize;
+        if t % 2 == 1 {
+            sites[moved].alloc_bytes += 64;
+            sites[moved].live_bytes += 64;
+        } else {
+            sites[moved].freed_bytes += 64;
+            sites[moved].live_bytes -= 64;
+            sites[moved].freed_seen_bytes += 64;
+        }
+        snapshots.push(snapshot(7, 1_000 + t * 1000, sites.clone()));
+    }
+    let text = write(&snapshots);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["sites"].as_array().unwrap().len(), 1000);
+    assert_eq!(lines[0]["new_sites"].as_array().unwrap().len(), 1000);
+    for (t, line) in lines.iter().enumerate().skip(1) {
+        let moved = (t as u64 * 37 % 1000) as u32;
+        let listed = line["sites"].as_array().unwrap();
+        assert_eq!(listed.len(), 1, "line {t}: {listed:?}");
+        assert_eq!(listed[0][0], moved, "line {t}");
+        assert!(line.get("new_sites").is_none() && line.get("symbols").is_none());
+        assert!(line.get("modules").is_none());
+        // Departures only on the lines whose frees moved them.
+        assert_eq!(line.get("departed").is_some(), t % 2 == 0, "line {t}");
+    }
+    // A steady snapshot (nothing moved) is a header and no site.
+    let mut steady = snapshots.clone();
+    steady.push(snapshot(7, 60_000, sites.clone()));
+    let last = write(&steady).lines().last().unwrap().to_string();
+    let last: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(last["sites"].as_array().unwrap().len(), 0);
+    // And what was written reads back as the snapshots themselves.
+    let recording = read(&text).unwrap();
+    let mut direct = History::default();
+    for s in &snapshots {
+        direct.push(s);
+    }
+    assert_eq!(recording.history.latest_snapshot(), direct.latest_snapshot());
+    for id in [0, 37, 74, 999] {
+        assert_eq!(recording.history.column(id), direct.column(id));
+    }
+}
+
+#[test]
+fn a_site_described_again_with_its_frames_is_no_news_and_with_others_an_error() {
+    // What a rotated file's first line (or the line after a failed write) does:
+    // describe every site again.
+    let snapshots = three_points();
+    let mut writer = SeriesWriter::new();
+    let table = symbols();
+    let mut text = writer.line(&snapshots[0], &table, None);
+    text.push_str(&writer.line(&snapshots[1], &table, None));
+    writer.restart();
+    let again = writer.line(&snapshots[2], &table, None);
+    assert!(again.contains("\"new_sites\""), "{again}");
+    text.push_str(&again);
+    let recording = read(&text).unwrap();
+    let whole = read(&write(&snapshots)).unwrap();
+    assert_eq!(recording.history.times(), whole.history.times());
+    assert_eq!(recording.history.column(2), whole.history.column(2));
+    assert_eq!(
+        recording.history.latest_snapshot(),
+        whole.history.latest_snapshot()
+    );
+
+    // Other frames for a known id: refused, naming the line.
+    let mut other = snapshots[2].clone();
+    other.sites[1].frames = vec![0x555];
+    writer.restart();
+    let mut crafted = text.clone();
+    crafted.push_str(&writer.line(&other, &table, None));
+    let e = error(&crafted);
+    assert!(
+        e.starts_with("series.jsonl:4: site 2 is described twice, with different frames"),
+        "{e}"
+    );
+
+    // One line describing a site twice: refused.
+    let first = write(&snapshots[..1]);
+    let doubled = first.replacen(
+        "\"new_sites\":[",
+        "\"new_sites\":[{\"id\":1,\"frames\":[257,2457]},",
+        1,
+    );
+    let e = error(&doubled);
+    assert!(
+        e.starts_with("series.jsonl:1: site 1 is described twice in one line"),
+        "{e}"
+    );
+}

@@ -141,11 +141,9 @@ fn summary(report: &Report, title: &str, page: &mut String) {
         ("Sites", verdict_line(report)),
         (
             "Tracker",
-            format!(
-                "{} of its own memory, {} call sites recorded",
-                bytes(report.tracker.memory_bytes as f64),
-                report.tracker.sites
-            ),
+            crate::render::text::tracker_line(report)
+                .trim_start_matches("tracker: ")
+                .to_string(),
         ),
     ];
     page.push_str("<dl class=\"lw-facts\">\n");

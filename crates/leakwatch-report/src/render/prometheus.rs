@@ -23,6 +23,7 @@
 //! | `leakwatch_report_sites{verdict}` | gauge | ranked sites by verdict |
 //! | `leakwatch_tracker_memory_bytes` | gauge | the tracker's own memory |
 //! | `leakwatch_tracker_sites` | gauge | call sites the tracker recorded |
+//! | `leakwatch_recorder_memory_bytes{part}` | gauge | the recorder's own memory (`history`, `sites`, `symbols`, `labels`, `files`; reports of a running recorder only) |
 //! | `leakwatch_tracker_untracked_blocks_total` | counter | blocks not tracked: block table full |
 //! | `leakwatch_tracker_site_table_full_samples_total` | counter | samples lost: site table full |
 //! | `leakwatch_tracker_truncated_stacks_total` | counter | stacks cut at the maximum depth |
@@ -130,6 +131,22 @@ pub fn prometheus(report: &Report, top: usize) -> String {
         "Distinct call sites the tracker recorded.",
         one(report.tracker.sites.to_string()),
     );
+    if let Some(r) = &report.recorder {
+        out.gauge(
+            "leakwatch_recorder_memory_bytes",
+            "Memory the recorder holds for its own work, by part.",
+            [
+                ("history", r.history_bytes),
+                ("sites", r.sites_bytes),
+                ("symbols", r.symbols_bytes),
+                ("labels", r.labels_bytes),
+                ("files", r.files_bytes),
+            ]
+            .iter()
+            .map(|&(part, b)| (labels(&[("part", part)]), b.to_string()))
+            .collect(),
+        );
+    }
     out.counter(
         "leakwatch_tracker_untracked_blocks_total",
         "Sampled blocks not tracked because the block table was full.",

@@ -451,7 +451,34 @@ fn header(report: &Report) -> Vec<String> {
     lines.push(format!("process: {}", memory_line(report)));
     lines.push(format!("process memory is {}", growth_phrase(report)));
     lines.extend(limit_lines(report));
+    lines.extend(wrap(&tracker_line(report), "", "  ", WIDTH));
     lines
+}
+
+/// leakwatch's own memory in one sentence: the tracker's tables and, in a report from a
+/// running recorder, the recorder's parts with their bounds.
+pub(crate) fn tracker_line(report: &Report) -> String {
+    let t = &report.tracker;
+    let mut line = format!(
+        "tracker: {} for {} of at most {} call sites",
+        bytes(t.memory_bytes as f64),
+        t.sites,
+        t.max_sites
+    );
+    if let Some(r) = &report.recorder {
+        line.push_str(&format!(
+            "; recorder: {} (history {} of {}, symbols {} of {}, sites and labels {}, \
+             series writer {})",
+            bytes(r.total_bytes as f64),
+            bytes(r.history_bytes as f64),
+            bytes(r.history_budget_bytes as f64),
+            bytes(r.symbols_bytes as f64),
+            bytes(r.symbols_budget_bytes as f64),
+            bytes((r.sites_bytes + r.labels_bytes) as f64),
+            bytes(r.files_bytes as f64),
+        ));
+    }
+    line
 }
 
 /// The table of `sites`: columns as wide as their widest cell, then the label. When
