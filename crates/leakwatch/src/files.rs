@@ -212,8 +212,8 @@ impl PprofDumps {
     }
 
     /// Writes `profile` as the dump of time `ms` (to a temporary file, then renamed, so
-    /// a reader never sees half a profile), then deletes the oldest dumps beyond
-    /// `keep`. Returns the path written and how many old dumps were deleted.
+    /// a reader never sees half a profile), then deletes the oldest dumps (by name, so
+    /// by time) beyond `keep`, never the one just written. Returns the path written and how many old dumps were deleted.
     ///
     /// # Errors
     /// When the profile cannot be written or renamed, or an old dump not deleted.
@@ -234,10 +234,13 @@ impl PprofDumps {
         let mut dumps: Vec<String> = std::fs::read_dir(&self.dir)?
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
             .filter(|name| name.starts_with(DUMP_PREFIX) && name.ends_with(DUMP_SUFFIX))
+            // Never the one just written, even when older dumps carry later times (a
+            // wall clock that was ahead in an earlier run).
+            .filter(|other| *other != name)
             .collect();
         dumps.sort_unstable();
         let mut deleted = 0;
-        let excess = dumps.len().saturating_sub(self.keep.max(1));
+        let excess = (dumps.len() + 1).saturating_sub(self.keep.max(1));
         for old in &dumps[..excess] {
             std::fs::remove_file(self.dir.join(old))?;
             deleted += 1;

@@ -938,4 +938,217 @@ mod tests {
         assert_eq!(recorder.history_size().0, 5);
         assert!(recorder.report().clock.is_none());
     }
+
+    /// A fresh scratch directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "leakwatch-recorder-{name}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A snapshot at second `t` with `sites` sites, site `k` holding `k * t` bytes.
+    fn synthetic(t: u64, sites: u32) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.pid = 4242;
+        s.timestamp_ms = 1_700_000_000_000 + t * 1000;
+        s.epoch = t + 1;
+        s.sample_rate = 1;
+        s.mode = leakwatch_alloc::Mode::Exact;
+        for id in 0..sites {
+            let mut site = SiteStats::default();
+            site.id = id;
+            site.frames = vec![0x10_0000 + u64::from(id) * 16, 0x20_0000];
+            site.alloc_bytes = u64::from(id) * t;
+            site.live_bytes = site.alloc_bytes;
+            site.alloc_blocks = t as f64;
+            site.live_blocks = t as f64;
+            s.sites.push(site);
+        }
+        s
+    }
+
+    #[test]
+    fn a_rotating_recorder_keeps_its_files_and_counts_what_it_deleted() {
+        let dir = scratch("rotate");
+        let path = dir.join("series.jsonl");
+        let recorder = Recorder::builder()
+            .manual()
+            .memory_limit(None)
+            .file(&path)
+            .rotate(4 << 10, 2)
+            .start()
+            .unwrap();
+        for t in 0..200 {
+            recorder.push(&synthetic(t, 5));
+        }
+        let stats = recorder.stats();
+        assert_eq!(stats.file_errors, 0);
+        assert_eq!(stats.files.lines, 200);
+        assert!(stats.files.rotations >= 3, "{:?}", stats.files);
+        assert_eq!(stats.files.deleted_files, stats.files.rotations - 2);
+        assert_eq!(
+            stats.files.bytes,
+            std::fs::metadata(&path).unwrap().len()
+        );
+        let set = leakwatch_report::recording::rotated_set(&path);
+        assert_eq!(set.len(), 3, "{set:?}");
+        let files = set
+            .iter()
+            .map(|p| {
+                let f = std::fs::File::open(p).unwrap();
+                (p.display().to_string(), std::io::BufReader::new(f))
+            })
+            .collect();
+        let recording =
+            leakwatch_report::Recording::read_files(files, History::default()).unwrap();
+        assert!(recording.lines < 200);
+        assert_eq!(
+            recording.history.latest_snapshot().sites,
+            recorder.latest().0.sites
+        );
+    }
+
+    #[test]
+    fn the_recorders_memory_is_reported_part_by_part_with_its_bounds() {
+        let dir = scratch("memory");
+        let recorder = Recorder::builder()
+            .manual()
+            .memory_limit(None)
+            .history_budget(1 << 20, 3600)
+            .file(dir.join("series.jsonl"))
+            .start()
+            .unwrap();
+        for t in 0..100 {
+            recorder.push(&synthetic(t, 300));
+        }
+        let report = recorder.report();
+        let memory = recorder.stats().memory;
+        assert_eq!(report.recorder, Some(memory));
+        assert_eq!(memory.sites, 300);
+        assert_eq!(memory.history_budget_bytes, 1 << 20);
+        assert_eq!(memory.symbols_budget_bytes, DEFAULT_SYMBOL_BUDGET as u64);
+        for (part, bytes) in [
+            ("history", memory.history_bytes),
+            ("sites", memory.sites_bytes),
+            ("symbols", memory.symbols_bytes),
+            ("labels", memory.labels_bytes),
+            ("files", memory.files_bytes),
+        ] {
+            assert!(bytes > 0, "{part}: {memory:?}");
+        }
+        assert_eq!(
+            memory.total_bytes,
+            memory.history_bytes
+                + memory.sites_bytes
+                + memory.symbols_bytes
+                + memory.labels_bytes
+                + memory.files_bytes
+        );
+        // Within the points' budget, however long it runs.
+        assert!(memory.history_bytes <= 1 << 20, "{memory:?}");
+        assert_eq!(memory.unsymbolized_sites, 0);
+        let text = leakwatch_report::render::text::text(&report, 5);
+        assert!(text.contains("; recorder: "), "{text}");
+        let json = report.to_json();
+        let back = Report::from_json("r.json", &json).unwrap();
+        assert_eq!(back.recorder, Some(memory));
+        assert!(recorder
+            .prometheus(5)
+            .contains("leakwatch_recorder_memory_bytes{part=\"symbols\"}"));
+    }
+
+    #[test]
+    fn a_full_symbol_table_leaves_new_sites_unsymbolized_and_says_so() {
+        let recorder = Recorder::builder()
+            .manual()
+            .memory_limit(None)
+            .symbol_budget(1)
+            .start()
+            .unwrap();
+        // The first sites are symbolized (the table was empty), then it is full.
+        recorder.push(&synthetic(0, 10));
+        let _ = recorder.report();
+        recorder.push(&synthetic(1, 30));
+        let report = recorder.report();
+        let memory = recorder.stats().memory;
+        assert_eq!(memory.unsymbolized_sites, 20, "{memory:?}");
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("20 site(s) left unsymbolized")),
+            "{:?}",
+            report.warnings
+        );
+    }
+
+    #[test]
+    fn pprof_dumps_are_written_periodically_and_their_failures_reported() {
+        let dir = scratch("pprof").join("dumps");
+        let recorder = Recorder::builder()
+            .interval(Duration::from_millis(10))
+            .memory_limit(None)
+            .pprof_dir(&dir, Duration::from_millis(20), 2)
+            .start()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while recorder.stats().files.pprof_dumps < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(recorder.stats().files.pprof_dumps >= 4);
+        recorder.stop();
+        let names = |dir: &std::path::Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        let periodic = names(&dir);
+        assert_eq!(periodic.len(), 2, "{periodic:?}");
+        assert!(periodic.iter().all(|n| n.starts_with("heap-") && n.ends_with(".pb.gz")));
+
+        // On demand: each dump counted, the oldest deleted beyond `keep`; a dump named
+        // earlier than those there (these snapshots are from 2023) is kept all the same.
+        let recorder = Recorder::builder()
+            .manual()
+            .memory_limit(None)
+            .pprof_dir(&dir, Duration::from_secs(60), 2)
+            .start()
+            .unwrap();
+        let mut written = Vec::new();
+        for t in 0..3 {
+            recorder.push(&synthetic(1_000 + t, 3));
+            written.push(recorder.dump_pprof().unwrap().unwrap());
+        }
+        let stats = recorder.stats().files;
+        assert_eq!((stats.pprof_dumps, stats.pprof_deleted), (3, 3), "{stats:?}");
+        let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(names(&dir), [name(&written[2]), periodic[1].clone()]);
+        let profile = std::fs::read(&written[2]).unwrap();
+        assert_eq!(profile, recorder.pprof(), "the latest snapshot's profile");
+
+        // The directory replaced by a file: the dump fails, is counted and reported.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, "not a directory").unwrap();
+        let before = recorder.stats().files.pprof_errors;
+        assert!(recorder.dump_pprof().is_err());
+        assert!(recorder.stats().files.pprof_errors > before);
+        let report = recorder.report();
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("pprof dump(s) could not be written to")),
+            "{:?}",
+            report.warnings
+        );
+        recorder.stop();
+    }
+
 }
