@@ -29,10 +29,21 @@ fn symbols() -> SymbolTable {
 
 /// Five minutes at one snapshot a second: a leak, a cache that fills up, a stable site.
 fn series_text(pid: u32) -> String {
+    series_files(pid, &[]).concat()
+}
+
+/// [`series_text`] as a rotating recorder writes it: a new file (whose first line
+/// describes everything) at each snapshot of `cuts`.
+fn series_files(pid: u32, cuts: &[u64]) -> Vec<String> {
     let table = symbols();
     let mut writer = SeriesWriter::new();
-    let mut out = String::new();
+    let mut files = vec![String::new()];
     for i in 0..300u64 {
+        if cuts.contains(&i) {
+            writer.restart();
+            files.push(String::new());
+        }
+        let out = files.last_mut().unwrap();
         let t = i as f64;
         let mut s = Snapshot::default();
         s.timestamp_ms = 1_800_000_000_000 + i * 1000;
@@ -63,7 +74,7 @@ fn series_text(pid: u32) -> String {
         s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
         out.push_str(&writer.line(&s, &table, Some(1 << 30)));
     }
-    out
+    files
 }
 
 fn write_series(dir: &Path) -> PathBuf {
@@ -561,5 +572,45 @@ fn huge_and_many_site_ids_cost_what_the_sites_do() {
     let out = leakwatch(&["report", path.to_str().unwrap(), "--top", "3"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn report_reads_a_rotated_set_oldest_first_or_one_file_named_alone() {
+    let dir = scratch("rotated");
+    let whole = write_series(&dir);
+    let path = dir.join("rotated.jsonl");
+    let files = series_files(4242, &[100, 200]);
+    assert_eq!(files.len(), 3);
+    for (name, text) in ["rotated.jsonl.2", "rotated.jsonl.1", "rotated.jsonl"]
+        .iter()
+        .zip(&files)
+    {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let json = |path: &Path| -> serde_json::Value {
+        let out = leakwatch(&["report", path.to_str().unwrap(), "--format", "json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let set = json(&path);
+    assert_eq!(set, json(&whole), "the set reads as the unrotated file");
+    assert_eq!(set["points"], 300);
+    // A rotated file named alone: its own 100 points, its sites all described.
+    let alone = json(&dir.join("rotated.jsonl.1"));
+    assert_eq!(alone["points"], 100);
+    assert_eq!(alone["sites"][0]["function"], "svc::sessions::remember");
+
+    // A bad file in the set is named, with its line.
+    std::fs::write(dir.join("rotated.jsonl.2"), "{\"leakwatch_series\": 1, oops\n").unwrap();
+    let out = leakwatch(&["report", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let message = stderr(&out);
+    assert!(
+        message.starts_with("leakwatch: ")
+            && message.contains("rotated.jsonl.2:1: not valid JSON")
+            && message.lines().count() == 1,
+        "{message}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
