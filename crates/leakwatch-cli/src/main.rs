@@ -8,9 +8,9 @@
 mod args;
 
 use args::{Command, Format, USAGE};
+use leakwatch_report::recording::rotated_set;
 use leakwatch_report::render::text::bytes;
 use leakwatch_report::render::{flamegraph, html, pprof, prometheus, text};
-use leakwatch_report::recording::rotated_set;
 use leakwatch_report::{Diff, History, Recording, Report, ReportOptions, diff};
 use std::io::{BufReader, IsTerminal, Write};
 use std::path::Path;

@@ -602,7 +602,11 @@ fn report_reads_a_rotated_set_oldest_first_or_one_file_named_alone() {
     assert_eq!(alone["sites"][0]["function"], "svc::sessions::remember");
 
     // A bad file in the set is named, with its line.
-    std::fs::write(dir.join("rotated.jsonl.2"), "{\"leakwatch_series\": 1, oops\n").unwrap();
+    std::fs::write(
+        dir.join("rotated.jsonl.2"),
+        "{\"leakwatch_series\": 1, oops\n",
+    )
+    .unwrap();
     let out = leakwatch(&["report", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let message = stderr(&out);

@@ -421,7 +421,11 @@ impl LabelCache {
     /// Bytes the cache holds: its table and each label's text.
     pub fn memory_bytes(&self) -> usize {
         self.labels.capacity() * (std::mem::size_of::<(u32, Labelled)>() + 1)
-            + self.labels.values().map(|l| l.label.capacity()).sum::<usize>()
+            + self
+                .labels
+                .values()
+                .map(|l| l.label.capacity())
+                .sum::<usize>()
     }
 
     /// The label of a site [`fill`](Self::fill) has seen.

@@ -43,13 +43,13 @@ mod limit;
 mod recorder;
 
 pub use check::check;
-pub use leakwatch_alloc::*;
-pub use limit::memory_limit;
 pub use files::FileStats;
+pub use leakwatch_alloc::*;
+pub use leakwatch_report::RecorderMemory;
+pub use limit::memory_limit;
 pub use recorder::{
     AlertOptions, DEFAULT_SYMBOL_BUDGET, LeakHook, Recorder, RecorderBuilder, RecorderStats,
 };
-pub use leakwatch_report::RecorderMemory;
 
 /// Growth ranking and renderers (the `leakwatch-report` crate).
 pub use leakwatch_report as report;

@@ -270,9 +270,7 @@ impl RecorderBuilder {
             Some(
                 std::thread::Builder::new()
                     .name("leakwatch-recorder".into())
-                    .spawn(move || {
-                        crate::untracked(|| run(&worker, alert_every, pprof_every))
-                    })?,
+                    .spawn(move || crate::untracked(|| run(&worker, alert_every, pprof_every)))?,
             )
         } else {
             None
@@ -774,7 +772,13 @@ impl State {
             memory.unsymbolized_sites = self
                 .history
                 .sites()
-                .filter(|site| !self.symbolized.get(site.id as usize).copied().unwrap_or(false))
+                .filter(|site| {
+                    !self
+                        .symbolized
+                        .get(site.id as usize)
+                        .copied()
+                        .unwrap_or(false)
+                })
                 .count() as u64;
         }
         memory.labels_bytes = self.labels.memory_bytes() as u64;
@@ -941,10 +945,8 @@ mod tests {
 
     /// A fresh scratch directory for one test.
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "leakwatch-recorder-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("leakwatch-recorder-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -990,10 +992,7 @@ mod tests {
         assert_eq!(stats.files.lines, 200);
         assert!(stats.files.rotations >= 3, "{:?}", stats.files);
         assert_eq!(stats.files.deleted_files, stats.files.rotations - 2);
-        assert_eq!(
-            stats.files.bytes,
-            std::fs::metadata(&path).unwrap().len()
-        );
+        assert_eq!(stats.files.bytes, std::fs::metadata(&path).unwrap().len());
         let set = leakwatch_report::recording::rotated_set(&path);
         assert_eq!(set.len(), 3, "{set:?}");
         let files = set
@@ -1003,8 +1002,7 @@ mod tests {
                 (p.display().to_string(), std::io::BufReader::new(f))
             })
             .collect();
-        let recording =
-            leakwatch_report::Recording::read_files(files, History::default()).unwrap();
+        let recording = leakwatch_report::Recording::read_files(files, History::default()).unwrap();
         assert!(recording.lines < 200);
         assert_eq!(
             recording.history.latest_snapshot().sites,
@@ -1056,9 +1054,11 @@ mod tests {
         let json = report.to_json();
         let back = Report::from_json("r.json", &json).unwrap();
         assert_eq!(back.recorder, Some(memory));
-        assert!(recorder
-            .prometheus(5)
-            .contains("leakwatch_recorder_memory_bytes{part=\"symbols\"}"));
+        assert!(
+            recorder
+                .prometheus(5)
+                .contains("leakwatch_recorder_memory_bytes{part=\"symbols\"}")
+        );
     }
 
     #[test]
@@ -1111,7 +1111,11 @@ mod tests {
         };
         let periodic = names(&dir);
         assert_eq!(periodic.len(), 2, "{periodic:?}");
-        assert!(periodic.iter().all(|n| n.starts_with("heap-") && n.ends_with(".pb.gz")));
+        assert!(
+            periodic
+                .iter()
+                .all(|n| n.starts_with("heap-") && n.ends_with(".pb.gz"))
+        );
 
         // On demand: each dump counted, the oldest deleted beyond `keep`; a dump named
         // earlier than those there (these snapshots are from 2023) is kept all the same.
@@ -1127,7 +1131,11 @@ mod tests {
             written.push(recorder.dump_pprof().unwrap().unwrap());
         }
         let stats = recorder.stats().files;
-        assert_eq!((stats.pprof_dumps, stats.pprof_deleted), (3, 3), "{stats:?}");
+        assert_eq!(
+            (stats.pprof_dumps, stats.pprof_deleted),
+            (3, 3),
+            "{stats:?}"
+        );
         let name = |p: &PathBuf| p.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(names(&dir), [name(&written[2]), periodic[1].clone()]);
         let profile = std::fs::read(&written[2]).unwrap();
@@ -1150,5 +1158,4 @@ mod tests {
         );
         recorder.stop();
     }
-
 }

@@ -235,7 +235,10 @@ fn a_line_lists_only_the_sites_whose_counters_moved() {
     for s in &snapshots {
         direct.push(s);
     }
-    assert_eq!(recording.history.latest_snapshot(), direct.latest_snapshot());
+    assert_eq!(
+        recording.history.latest_snapshot(),
+        direct.latest_snapshot()
+    );
     for id in [0, 37, 74, 999] {
         assert_eq!(recording.history.column(id), direct.column(id));
     }

@@ -6,8 +6,7 @@ use std::io::BufReader;
 
 /// A fresh scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("leakwatch-files-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("leakwatch-files-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -63,8 +62,7 @@ fn snapshots(n: u64) -> Vec<Snapshot> {
                     1 => age / 5,
                     _ => 0,
                 };
-                s.sites
-                    .push(site(id, 1000 + grown * 100, grown * 40));
+                s.sites.push(site(id, 1000 + grown * 100, grown * 40));
             }
             s.process.live_bytes = s.sites.iter().map(|x| x.live_bytes as i64).sum();
             s
@@ -145,7 +143,11 @@ fn a_rotated_set_reads_as_one_unrotated_file_of_the_same_snapshots() {
     assert_eq!(sink.stats.rotations as usize, set.len() - 1);
     assert_eq!(sink.stats.deleted_files, 0);
     assert_eq!(set.last(), Some(&rotated), "the current file is read last");
-    assert_eq!(set[0], rotated_path(&rotated, set.len() - 1), "oldest first");
+    assert_eq!(
+        set[0],
+        rotated_path(&rotated, set.len() - 1),
+        "oldest first"
+    );
 
     let a = read_one(&whole);
     let b = read_set(&rotated);
@@ -171,11 +173,7 @@ fn each_rotated_file_stands_alone_and_deleting_the_oldest_loses_only_their_point
     record(&whole, None, &snapshots);
     let path = dir.join("series.jsonl");
     let max_bytes = 6 << 10;
-    let sink = record(
-        &path,
-        Some(Rotation { max_bytes, keep: 2 }),
-        &snapshots,
-    );
+    let sink = record(&path, Some(Rotation { max_bytes, keep: 2 }), &snapshots);
     let set = rotated_set(&path);
     assert_eq!(
         set,
@@ -300,7 +298,10 @@ fn pprof_dumps_keep_the_newest_and_leave_no_temporary_files() {
     let mut deleted = 0;
     for i in 0..5u64 {
         let (path, d) = dumps
-            .write(1_700_000_000_000 + i * 60_000, format!("profile {i}").as_bytes())
+            .write(
+                1_700_000_000_000 + i * 60_000,
+                format!("profile {i}").as_bytes(),
+            )
             .unwrap();
         assert!(path.is_file());
         deleted += d;
