@@ -154,11 +154,14 @@ impl SeriesSink {
     /// a new `path`.
     fn rotate(&mut self, rotation: Rotation) -> std::io::Result<()> {
         let keep = rotation.keep.max(1);
-        let oldest = rotated_path(&self.path, keep);
-        match std::fs::remove_file(&oldest) {
-            Ok(()) => self.stats.deleted_files += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        // The oldest kept moves out of the set, and so do any beyond it (left by a run
+        // that kept more): a reader reads the numbers present from 1 without a gap.
+        for n in keep.. {
+            match std::fs::remove_file(rotated_path(&self.path, n)) {
+                Ok(()) => self.stats.deleted_files += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e),
+            }
         }
         for n in (1..keep).rev() {
             let from = rotated_path(&self.path, n);

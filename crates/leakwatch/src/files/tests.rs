@@ -172,6 +172,10 @@ fn each_rotated_file_stands_alone_and_deleting_the_oldest_loses_only_their_point
     let whole = dir.join("whole.jsonl");
     record(&whole, None, &snapshots);
     let path = dir.join("series.jsonl");
+    // Left by an earlier run that kept more: deleted at the first rotation.
+    for n in 1..=4 {
+        std::fs::write(rotated_path(&path, n), "stale\n").unwrap();
+    }
     let max_bytes = 6 << 10;
     let sink = record(&path, Some(Rotation { max_bytes, keep: 2 }), &snapshots);
     let set = rotated_set(&path);
@@ -181,7 +185,9 @@ fn each_rotated_file_stands_alone_and_deleting_the_oldest_loses_only_their_point
     );
     assert!(!rotated_path(&path, 3).exists());
     assert!(sink.stats.rotations > 3, "{:?}", sink.stats);
-    assert_eq!(sink.stats.deleted_files, sink.stats.rotations - 2);
+    // The stale .2 to .4 went at the first rotation, the stale .1 (renamed .2) at the
+    // second; then one a rotation.
+    assert_eq!(sink.stats.deleted_files, sink.stats.rotations - 2 + 4);
     let whole = read_one(&whole);
     let full = whole.history.latest_snapshot();
 
