@@ -104,7 +104,8 @@ impl SeriesSink {
     ///
     /// # Errors
     /// When the line could not be written (the file is cut back to its last complete
-    /// line where possible) or the file could not be rotated.
+    /// line where possible) or the file could not be rotated (the line is then
+    /// written to the file as it is).
     pub(crate) fn append(
         &mut self,
         snapshot: &Snapshot,
@@ -112,11 +113,12 @@ impl SeriesSink {
         symbols: &SymbolTable,
         limit: Option<u64>,
     ) -> std::io::Result<()> {
-        if let Some(rotation) = self.rotation {
-            if self.bytes >= rotation.max_bytes {
-                self.rotate(rotation)?;
-            }
-        }
+        // A rotation that fails leaves the file as it was (and is tried again at the
+        // next line): the line is written to it all the same.
+        let rotated = match self.rotation {
+            Some(rotation) if self.bytes >= rotation.max_bytes => self.rotate(rotation),
+            _ => Ok(()),
+        };
         let line = if self.fresh {
             self.writer.restart();
             self.writer.line(&everything(), symbols, limit)
@@ -129,7 +131,7 @@ impl SeriesSink {
                 self.stats.bytes = self.bytes;
                 self.stats.lines += 1;
                 self.fresh = false;
-                Ok(())
+                rotated
             }
             Err(e) => {
                 // Part of the line may have landed: cut it off, so the file still ends

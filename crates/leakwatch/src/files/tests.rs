@@ -337,3 +337,48 @@ fn pprof_dumps_keep_the_newest_and_leave_no_temporary_files() {
     let e = dumps.write(1_700_000_999_000, b"x").unwrap_err();
     assert!(e.to_string().contains("cannot write"), "{e}");
 }
+
+#[test]
+fn a_rotation_that_fails_keeps_writing_to_the_file_and_is_tried_again() {
+    let dir = scratch("stuck");
+    let path = dir.join("series.jsonl");
+    // `path.1` is a directory with a file in it: it cannot be deleted as the oldest.
+    let blocker = rotated_path(&path, 1);
+    std::fs::create_dir_all(&blocker).unwrap();
+    std::fs::write(blocker.join("x"), "x").unwrap();
+    let snapshots = snapshots(40);
+    let table = symbols();
+    let rotation = Rotation {
+        max_bytes: 1,
+        keep: 1,
+    };
+    let mut sink = SeriesSink::open(&path, Some(rotation)).unwrap();
+    let mut history = History::default();
+    let mut errors = 0;
+    for s in &snapshots[..20] {
+        history.push(s);
+        errors += usize::from(
+            sink.append(s, || history.latest_snapshot(), &table, None)
+                .is_err(),
+        );
+    }
+    // Every line after the first wanted a rotation that failed, and was written anyway.
+    assert_eq!(errors, 19);
+    assert_eq!(sink.stats.lines, 20);
+    assert_eq!(sink.stats.rotations, 0);
+    assert_eq!(read_one(&path).lines, 20);
+
+    std::fs::remove_dir_all(&blocker).unwrap();
+    for s in &snapshots[20..] {
+        history.push(s);
+        sink.append(s, || history.latest_snapshot(), &table, None)
+            .unwrap();
+    }
+    assert_eq!(sink.stats.rotations, 20);
+    assert_eq!(read_one(&path).lines, 1, "one line a file at 1 byte");
+    assert_eq!(
+        read_one(&path).history.latest_snapshot(),
+        history.latest_snapshot()
+    );
+    assert_eq!(read_one(&rotated_path(&path, 1)).lines, 1);
+}
