@@ -344,13 +344,13 @@ unsafe extern "C" fn collect(
         end = base;
     }
     modules.push({
-        let mut v = Module::default();
-        v.path = path;
-        v.base = base;
-        v.start = start;
-        v.end = end;
-        v.build_id = build_id;
-        v
+        let mut module = Module::default();
+        module.path = path;
+        module.base = base;
+        module.start = start;
+        module.end = end;
+        module.build_id = build_id;
+        module
     });
     0
 }

@@ -36,20 +36,20 @@ pub(crate) fn site_stats(
         frames.pop();
     }
     Some({
-        let mut v = SiteStats::default();
-        v.id = id;
-        v.frames = frames;
-        v.truncated = truncated;
-        v.live_bytes = c.alloc_bytes - c.freed_bytes;
-        v.live_blocks = blocks_of(c.alloc_count - c.freed_count);
-        v.alloc_bytes = c.alloc_bytes;
-        v.alloc_blocks = blocks_of(c.alloc_count);
-        v.freed_bytes = c.freed_bytes;
-        v.freed_blocks = blocks_of(c.freed_count);
-        v.freed_old_bytes = c.freed_old_bytes;
-        v.freed_seen_bytes = c.freed_seen_bytes;
-        v.scope = scope;
-        v
+        let mut site = SiteStats::default();
+        site.id = id;
+        site.frames = frames;
+        site.truncated = truncated;
+        site.live_bytes = c.alloc_bytes - c.freed_bytes;
+        site.live_blocks = blocks_of(c.alloc_count - c.freed_count);
+        site.alloc_bytes = c.alloc_bytes;
+        site.alloc_blocks = blocks_of(c.alloc_count);
+        site.freed_bytes = c.freed_bytes;
+        site.freed_blocks = blocks_of(c.freed_count);
+        site.freed_old_bytes = c.freed_old_bytes;
+        site.freed_seen_bytes = c.freed_seen_bytes;
+        site.scope = scope;
+        site
     })
 }
 
@@ -78,15 +78,15 @@ pub(crate) fn build() -> Snapshot {
         .fetch_max(live_bytes, Relaxed)
         .max(live_bytes);
     let process = {
-        let mut v = ProcessStats::default();
-        v.live_bytes = live_bytes;
-        v.peak_live_bytes = peak;
-        v.allocs = allocs;
-        v.alloc_bytes = alloc_bytes;
-        v.frees = frees;
-        v.freed_bytes = freed_bytes;
-        v.resident_bytes = os::resident_bytes();
-        v
+        let mut process = ProcessStats::default();
+        process.live_bytes = live_bytes;
+        process.peak_live_bytes = peak;
+        process.allocs = allocs;
+        process.alloc_bytes = alloc_bytes;
+        process.frees = frees;
+        process.freed_bytes = freed_bytes;
+        process.resident_bytes = os::resident_bytes();
+        process
     };
 
     let mut sites_out = Vec::new();
@@ -122,57 +122,57 @@ pub(crate) fn build() -> Snapshot {
     }
     let tracked_blocks = blocks::len();
     let tracker = {
-        let mut v = TrackerStats::default();
-        v.memory_bytes =
+        let mut tracker = TrackerStats::default();
+        tracker.memory_bytes =
             (table_bytes + blocks::resident_bytes() + filter::BYTES + threads::touched_bytes())
                 as u64;
-        v.reserved_bytes = (os::mapped_bytes() + filter::BYTES + threads::BYTES) as u64;
-        v.sites = site_count;
-        v.max_sites = max_sites;
-        v.tracked_blocks = tracked_blocks;
-        v.max_blocks = blocks::max_blocks();
-        v.max_depth = MAX_DEPTH.load(Relaxed);
-        v.threads = pending.threads;
-        v
+        tracker.reserved_bytes = (os::mapped_bytes() + filter::BYTES + threads::BYTES) as u64;
+        tracker.sites = site_count;
+        tracker.max_sites = max_sites;
+        tracker.tracked_blocks = tracked_blocks;
+        tracker.max_blocks = blocks::max_blocks();
+        tracker.max_depth = MAX_DEPTH.load(Relaxed);
+        tracker.threads = pending.threads;
+        tracker
     };
     let overflow = {
-        let mut v = OverflowStats::default();
-        v.site_table_full_samples = overflow_samples;
-        v.site_table_full_live_bytes = overflow_live;
-        v.untracked_blocks = OVERFLOW.untracked_blocks.load(Relaxed);
-        v.untracked_bytes = OVERFLOW.untracked_bytes.load(Relaxed);
-        v.truncated_stacks = OVERFLOW.truncated_stacks.load(Relaxed);
-        v.replaced_entries = OVERFLOW.replaced_entries.load(Relaxed);
-        v.unregistered_threads = threads::UNREGISTERED.load(Relaxed);
-        v.unread_threads = unread;
-        v.saturated_filter_buckets = filter::saturated_buckets();
-        v.refused_mappings = blocks::refused_mappings();
-        v
+        let mut overflow = OverflowStats::default();
+        overflow.site_table_full_samples = overflow_samples;
+        overflow.site_table_full_live_bytes = overflow_live;
+        overflow.untracked_blocks = OVERFLOW.untracked_blocks.load(Relaxed);
+        overflow.untracked_bytes = OVERFLOW.untracked_bytes.load(Relaxed);
+        overflow.truncated_stacks = OVERFLOW.truncated_stacks.load(Relaxed);
+        overflow.replaced_entries = OVERFLOW.replaced_entries.load(Relaxed);
+        overflow.unregistered_threads = threads::UNREGISTERED.load(Relaxed);
+        overflow.unread_threads = unread;
+        overflow.saturated_filter_buckets = filter::saturated_buckets();
+        overflow.refused_mappings = blocks::refused_mappings();
+        overflow
     };
     let unwinder = stack::unwinder();
     let warnings = warnings(&overflow, unwinder);
     {
-        let mut v = Snapshot::default();
-        v.schema_version = SCHEMA_VERSION;
-        v.timestamp_ms = std::time::SystemTime::now()
+        let mut snapshot = Snapshot::default();
+        snapshot.schema_version = SCHEMA_VERSION;
+        snapshot.timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        v.pid = std::process::id();
-        v.mode = mode;
-        v.sample_rate = if mode == Mode::Exact {
+        snapshot.pid = std::process::id();
+        snapshot.mode = mode;
+        snapshot.sample_rate = if mode == Mode::Exact {
             1
         } else {
             RATE.load(Relaxed)
         };
-        v.unwinder = unwinder;
-        v.process = process;
-        v.sites = sites_out;
-        v.modules = os::loaded_modules();
-        v.tracker = tracker;
-        v.overflow = overflow;
-        v.warnings = warnings;
-        v.epoch = epoch;
-        v
+        snapshot.unwinder = unwinder;
+        snapshot.process = process;
+        snapshot.sites = sites_out;
+        snapshot.modules = os::loaded_modules();
+        snapshot.tracker = tracker;
+        snapshot.overflow = overflow;
+        snapshot.warnings = warnings;
+        snapshot.epoch = epoch;
+        snapshot
     }
 }
 

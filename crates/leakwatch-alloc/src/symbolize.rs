@@ -56,14 +56,14 @@ fn resolve(address: u64) -> Vec<Symbol> {
     let lookup = call as usize as *mut std::ffi::c_void;
     backtrace::resolve(lookup, |symbol| {
         out.push({
-            let mut v = Symbol::default();
-            v.address = address;
-            v.function = symbol.name().map(|n| format!("{n:#}"));
-            v.file = symbol.filename().map(|p| p.display().to_string());
-            v.line = symbol.lineno();
-            v.inlined = true;
-            v.symbol = None;
-            v
+            let mut frame = Symbol::default();
+            frame.address = address;
+            frame.function = symbol.name().map(|n| format!("{n:#}"));
+            frame.file = symbol.filename().map(|p| p.display().to_string());
+            frame.line = symbol.lineno();
+            frame.inlined = true;
+            frame.symbol = None;
+            frame
         });
     });
     let symbol = symbol_name(call);
@@ -73,14 +73,14 @@ fn resolve(address: u64) -> Vec<Symbol> {
             last.symbol = symbol;
         }
         None => out.push({
-            let mut v = Symbol::default();
-            v.address = address;
-            v.function = symbol.clone();
-            v.file = None;
-            v.line = None;
-            v.inlined = false;
-            v.symbol = symbol;
-            v
+            let mut frame = Symbol::default();
+            frame.address = address;
+            frame.function = symbol.clone();
+            frame.file = None;
+            frame.line = None;
+            frame.inlined = false;
+            frame.symbol = symbol;
+            frame
         }),
     }
     out
