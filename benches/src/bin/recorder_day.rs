@@ -93,8 +93,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dir =
-        std::env::temp_dir().join(format!("leakwatch-recorder-day-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("leakwatch-recorder-day-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
         eprintln!("recorder_day: cannot create {}: {e}", dir.display());
         return ExitCode::from(2);
