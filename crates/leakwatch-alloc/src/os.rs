@@ -323,8 +323,14 @@ unsafe extern "C" fn collect(
         unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
     };
     let (mut start, mut end, mut build_id) = (u64::MAX, 0u64, None);
+    // The executable segment: where it starts in memory and in the file, and its end.
+    let mut text: Option<(u64, u64, u64)> = None;
     for header in headers {
         if header.p_type == libc::PT_LOAD {
+            if header.p_flags & libc::PF_X != 0 && text.is_none() {
+                let first = base.wrapping_add(header.p_vaddr);
+                text = Some((first, first.wrapping_add(header.p_memsz), header.p_offset));
+            }
             start = start.min(base.wrapping_add(header.p_vaddr));
             end = end.max(
                 base.wrapping_add(header.p_vaddr)
@@ -350,6 +356,11 @@ unsafe extern "C" fn collect(
         module.start = start;
         module.end = end;
         module.build_id = build_id;
+        if let Some((text_start, text_end, text_offset)) = text {
+            module.text_start = text_start;
+            module.text_end = text_end;
+            module.text_offset = text_offset;
+        }
         module
     });
     0

@@ -71,6 +71,7 @@ pub struct RecorderBuilder {
     alert_every: Duration,
     hooks: Vec<LeakHook>,
     thread: bool,
+    symbolize: bool,
 }
 
 impl std::fmt::Debug for RecorderBuilder {
@@ -83,6 +84,7 @@ impl std::fmt::Debug for RecorderBuilder {
             .field("alerts", &self.alerts)
             .field("hooks", &self.hooks.len())
             .field("thread", &self.thread)
+            .field("symbolize", &self.symbolize)
             .finish_non_exhaustive()
     }
 }
@@ -100,6 +102,7 @@ impl Default for RecorderBuilder {
             alert_every: Duration::from_secs(10),
             hooks: Vec::new(),
             thread: true,
+            symbolize: true,
         }
     }
 }
@@ -164,6 +167,19 @@ impl RecorderBuilder {
         self
     }
 
+    /// Whether the recorder symbolizes return addresses in the process (default true).
+    /// Off, nothing in the process reads debug info or symbol tables: series lines and
+    /// pprof profiles carry addresses, modules and build ids only, reports label sites
+    /// by module and offset (`model-server+0x1a2b3c #5e2f9a01`), and names come offline
+    /// (`leakwatch report FILE --symbols BINARY`, `go tool pprof BINARY heap.pb.gz`).
+    /// The environment variable `LEAKWATCH_SYMBOLIZE` (`0`/`off`/`false`/`no` or
+    /// `1`/`on`/`true`/`yes`) overrides this, as the allocator's `LEAKWATCH*` variables
+    /// override its builder: whoever runs the service decides.
+    pub fn symbolize(mut self, symbolize: bool) -> Self {
+        self.symbolize = symbolize;
+        self
+    }
+
     /// Starts the recorder (and its thread, unless [`manual`](Self::manual)).
     ///
     /// # Errors
@@ -184,6 +200,8 @@ impl RecorderBuilder {
         };
         let mut report = self.report;
         report.rank.limit_bytes = limit;
+        let (symbolize, symbolize_warning) =
+            symbolize_setting(self.symbolize, std::env::var_os("LEAKWATCH_SYMBOLIZE"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 history: History::new(self.budget_bytes, self.max_points),
@@ -194,6 +212,8 @@ impl RecorderBuilder {
                 labels: LabelCache::new(),
                 stats: RecorderStats::default(),
                 clock: Clock::new(),
+                symbolize,
+                symbolize_warning,
             }),
             settings: Settings {
                 interval: self.interval,
@@ -236,6 +256,9 @@ pub struct RecorderStats {
     pub alerts: u64,
     /// Lines that could not be written to the series file.
     pub file_errors: u64,
+    /// Return addresses the in-process symbolizer resolved (0 with symbolization off:
+    /// see [`RecorderBuilder::symbolize`]).
+    pub symbolized_addresses: u64,
 }
 
 /// Records snapshots over time and reports which sites grow. See the module docs.
@@ -295,6 +318,10 @@ struct State {
     stats: RecorderStats,
     /// The time axis of the recorder's own snapshots.
     clock: Clock,
+    /// Whether return addresses are symbolized in the process.
+    symbolize: bool,
+    /// Why `LEAKWATCH_SYMBOLIZE` was ignored, for reports.
+    symbolize_warning: Option<String>,
 }
 
 /// The recorder's time axis: the wall clock read once, when the recorder starts, plus a
@@ -462,6 +489,12 @@ impl Recorder {
             let (snapshot, symbols) = self.latest();
             leakwatch_report::render::pprof::pprof(&snapshot, &symbols)
         })
+    }
+
+    /// Whether return addresses are symbolized in the process (see
+    /// [`RecorderBuilder::symbolize`]).
+    pub fn symbolizes(&self) -> bool {
+        self.shared.state.lock().symbolize
     }
 
     /// The memory limit used for time-to-limit estimates.
@@ -640,15 +673,20 @@ pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {
 }
 
 impl State {
-    /// Symbolizes the frames of every site of the history not symbolized yet.
+    /// Symbolizes the frames of every site of the history not symbolized yet (nothing
+    /// with symbolization off).
     fn resolve_symbols(&mut self) {
+        if !self.symbolize {
+            return;
+        }
         let State {
             history,
             symbols,
             symbolized,
+            stats,
             ..
         } = self;
-        symbolize_new_sites(symbols, symbolized, history.sites());
+        stats.symbolized_addresses += symbolize_new_sites(symbols, symbolized, history.sites());
     }
 
     fn report(&mut self, options: &ReportOptions) -> Report {
@@ -664,6 +702,9 @@ impl State {
                 ));
             }
         }
+        if let Some(warning) = &self.symbolize_warning {
+            report.warnings.push(warning.clone());
+        }
         if self.history.thinned() > 0 {
             report.warnings.push(format!(
                 "older history is thinned to fit its memory budget ({} points dropped)",
@@ -674,8 +715,12 @@ impl State {
     }
 
     fn write_line(&mut self, snapshot: &Snapshot, limit: Option<u64>) {
-        // Symbols of sites the file has not described yet must be known first.
-        symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+        // Symbols of sites the file has not described yet must be known first (with
+        // symbolization off the line carries addresses and modules only).
+        if self.symbolize {
+            self.stats.symbolized_addresses +=
+                symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+        }
         let Some(sink) = &mut self.sink else { return };
         let line = sink.writer.line(snapshot, &self.symbols, limit);
         if let Err(e) = sink.file.write_all(line.as_bytes()) {
@@ -693,11 +738,13 @@ impl State {
 
 /// Adds the symbols of the frames of `sites` whose ids `symbolized` does not mark yet,
 /// and marks them: each site's frames are looked up once in the life of the recorder.
+/// Returns the number of addresses resolved.
 fn symbolize_new_sites<'a>(
     symbols: &mut SymbolTable,
     symbolized: &mut Vec<bool>,
     sites: impl IntoIterator<Item = &'a SiteStats>,
-) {
+) -> u64 {
+    let mut resolved = 0;
     let mut symbolizer: Option<Symbolizer> = None;
     for site in sites {
         let id = site.id as usize;
@@ -709,9 +756,30 @@ fn symbolize_new_sites<'a>(
         }
         symbolized[id] = true;
         let symbolizer = symbolizer.get_or_insert_with(Symbolizer::new);
-        symbols.resolve_missing([site.frames.as_slice()], |address| {
+        let added = symbols.resolve_missing([site.frames.as_slice()], |address| {
             symbolizer.symbolize(address).to_vec()
         });
+        resolved += added.len() as u64;
+    }
+    resolved
+}
+
+/// Whether the recorder symbolizes: the builder's choice unless `LEAKWATCH_SYMBOLIZE`
+/// (`env`) is set to a switch, and a warning for a value that is not one.
+fn symbolize_setting(builder: bool, env: Option<std::ffi::OsString>) -> (bool, Option<String>) {
+    let Some(value) = env else {
+        return (builder, None);
+    };
+    match value.to_str().map(str::trim) {
+        Some("0" | "off" | "false" | "no") => (false, None),
+        Some("1" | "on" | "true" | "yes") => (true, None),
+        _ => (
+            builder,
+            Some(format!(
+                "LEAKWATCH_SYMBOLIZE={value:?} is not 0/off/false/no or 1/on/true/yes: ignored (symbolization {})",
+                if builder { "on" } else { "off" }
+            )),
+        ),
     }
 }
 
