@@ -201,8 +201,8 @@ impl SeriesWriter {
     /// The line (JSON, ending in `\n`) for `snapshot`. Symbols of new return addresses
     /// are taken from `symbols` (resolve them first). An address `symbols` lacks is not
     /// symbolized (the recorder's symbolization is off): it is written without symbols,
-    /// so readers resolve it from its module (`leakwatch report --symbols`), and its
-    /// symbols are written by the first line after they enter `symbols`. An address with
+    /// so readers resolve it from its module (`leakwatch report --symbols`); should it
+    /// enter `symbols` later, the next new site with it writes them. An address with
     /// an empty entry (symbolized, nothing found) is written as one unknown frame.
     /// `memory_limit` is written when it changes.
     pub fn line(
