@@ -807,6 +807,27 @@ mod tests {
     }
 
     #[test]
+    fn leakwatch_symbolize_overrides_the_builder_and_a_bad_value_is_ignored_with_a_warning() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(symbolize_setting(true, None), (true, None));
+        assert_eq!(symbolize_setting(false, None), (false, None));
+        for off in ["0", "off", "false", "no"] {
+            assert_eq!(symbolize_setting(true, env(off)), (false, None), "{off}");
+        }
+        for on in ["1", "on", "true", "yes"] {
+            assert_eq!(symbolize_setting(false, env(on)), (true, None), "{on}");
+        }
+        let (symbolize, warning) = symbolize_setting(false, env("maybe"));
+        assert!(!symbolize);
+        assert_eq!(
+            warning.as_deref(),
+            Some(
+                "LEAKWATCH_SYMBOLIZE=\"maybe\" is not 0/off/false/no or 1/on/true/yes: ignored (symbolization off)"
+            )
+        );
+    }
+
+    #[test]
     fn recorded_snapshots_are_stamped_in_increasing_order_near_the_wall_clock() {
         let recorder = Recorder::builder().manual().start().expect("recorder");
         let wall = |d: std::time::Duration| d.as_millis() as u64;
