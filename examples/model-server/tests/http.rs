@@ -1207,7 +1207,9 @@ fn the_model_version_never_wraps() {
 /// With `LEAKWATCH_SYMBOLIZE=0` the service symbolizes nothing: its report labels sites
 /// by module and offset (with the warning) and its heap profile names no function.
 /// (`go tool pprof BINARY` naming them is tests/tests/render_pprof.rs's: on this debug
-/// binary Go's DWARF reader takes over a minute for a profile sampled this finely.)
+/// binary, with a profile sampled this finely, Go's DWARF reader did not finish within
+/// the 60 s `run_tool` allows, 4 runs of 4 on the shared 2-core machine; at the default
+/// rate a run may sample no site of the service's own code.)
 #[test]
 fn symbolization_off_leaves_the_report_and_profile_without_names() {
     let server = Server::start(
