@@ -450,7 +450,8 @@ impl Recorder {
     }
 
     /// The latest snapshot with every site's frames and counters, and the symbols of
-    /// their addresses (for the pprof and flame graph renderers).
+    /// their addresses (for the pprof and flame graph renderers; empty with
+    /// symbolization off).
     pub fn latest(&self) -> (Snapshot, SymbolTable) {
         crate::untracked(|| {
             let mut state = self.shared.state.lock();
@@ -483,7 +484,9 @@ impl Recorder {
         crate::untracked(|| leakwatch_report::render::prometheus::prometheus(&self.report(), top))
     }
 
-    /// The latest snapshot as a gzipped pprof heap profile.
+    /// The latest snapshot as a gzipped pprof heap profile. With symbolization off it
+    /// carries addresses, mappings and build ids only: `go tool pprof BINARY FILE` names
+    /// its functions from the binary.
     pub fn pprof(&self) -> Vec<u8> {
         crate::untracked(|| {
             let (snapshot, symbols) = self.latest();
