@@ -22,8 +22,10 @@
 
 use crate::os::{Mapping, Zeroable};
 use crate::sampler::mix64;
-use crate::spin::SpinLock;
+use crate::spin::{SpinGuard, SpinLock};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Instant;
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -114,6 +116,114 @@ static MAX_PER_SHARD: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// Times the system refused a mapping for a larger table.
 static REFUSED: AtomicU64 = AtomicU64::new(0);
 
+/// What one thread's block-table operations did, counted since it started: benchmark
+/// support (`grow_stall` reads it around every operation to tell what a slow one did).
+/// Only the waits and the system calls are timed, so an operation that does neither
+/// pays for no clock read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlockProbes {
+    /// Larger tables this thread mapped (it set out to grow a shard).
+    pub maps: u64,
+    /// Nanoseconds spent in those `mmap` calls.
+    pub map_ns: u64,
+    /// Tables this thread unmapped (drained, or mapped in vain: another thread grew the
+    /// shard first).
+    pub unmaps: u64,
+    /// Nanoseconds spent in those `munmap` calls.
+    pub unmap_ns: u64,
+    /// Entries this thread moved from a shard's old table to its new one.
+    pub moves: u64,
+    /// Drained chunks of old tables this thread returned to the system (`madvise`,
+    /// under the shard's lock).
+    pub discards: u64,
+    /// Nanoseconds spent in those `madvise` calls.
+    pub discard_ns: u64,
+    /// Times this thread found a shard's lock taken and waited for it.
+    pub waits: u64,
+    /// Nanoseconds spent waiting.
+    pub wait_ns: u64,
+}
+
+impl BlockProbes {
+    const ZERO: BlockProbes = BlockProbes {
+        maps: 0,
+        map_ns: 0,
+        unmaps: 0,
+        unmap_ns: 0,
+        moves: 0,
+        discards: 0,
+        discard_ns: 0,
+        waits: 0,
+        wait_ns: 0,
+    };
+
+    /// What happened between `earlier` (of the same thread) and `self`.
+    pub fn since(&self, earlier: &BlockProbes) -> BlockProbes {
+        BlockProbes {
+            maps: self.maps.wrapping_sub(earlier.maps),
+            map_ns: self.map_ns.wrapping_sub(earlier.map_ns),
+            unmaps: self.unmaps.wrapping_sub(earlier.unmaps),
+            unmap_ns: self.unmap_ns.wrapping_sub(earlier.unmap_ns),
+            moves: self.moves.wrapping_sub(earlier.moves),
+            discards: self.discards.wrapping_sub(earlier.discards),
+            discard_ns: self.discard_ns.wrapping_sub(earlier.discard_ns),
+            waits: self.waits.wrapping_sub(earlier.waits),
+            wait_ns: self.wait_ns.wrapping_sub(earlier.wait_ns),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's [`BlockProbes`] (no destructor, so usable until the thread is gone).
+    static PROBES: Cell<BlockProbes> = const { Cell::new(BlockProbes::ZERO) };
+}
+
+/// This thread's [`BlockProbes`] so far.
+pub(crate) fn probes() -> BlockProbes {
+    PROBES.with(Cell::get)
+}
+
+fn probe(f: impl FnOnce(&mut BlockProbes)) {
+    PROBES.with(|p| {
+        let mut probes = p.get();
+        f(&mut probes);
+        p.set(probes);
+    });
+}
+
+fn nanos_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Takes a shard's lock, counting the wait (if any) in this thread's probes.
+fn lock(shard: &SpinLock<Table>) -> SpinGuard<'_, Table> {
+    if let Some(table) = shard.try_lock() {
+        return table;
+    }
+    let start = Instant::now();
+    let table = shard.lock();
+    let waited = nanos_since(start);
+    probe(|p| {
+        p.waits += 1;
+        p.wait_ns += waited;
+    });
+    table
+}
+
+/// Unmaps a table (if any), with the shard's lock released.
+fn unmap(table: Option<Mapping<Entry>>) {
+    if let Some(table) = table {
+        let start = Instant::now();
+        drop(table);
+        let took = nanos_since(start);
+        probe(|p| {
+            p.unmaps += 1;
+            p.unmap_ns += took;
+        });
+    }
+}
+
 /// Times the system refused memory for a larger table.
 pub(crate) fn refused_mappings() -> u64 {
     REFUSED.load(Relaxed)
@@ -179,6 +289,9 @@ impl Table {
             return None;
         };
         let mask = old.len().wrapping_sub(1);
+        let mut moves = 0;
+        let mut discards = 0;
+        let mut discard_ns = 0;
         for _ in 0..MIGRATE_SLOTS {
             if self.old_len == 0 {
                 break;
@@ -195,14 +308,23 @@ impl Table {
                 self.len += 1;
                 old[c] = Entry::EMPTY;
                 self.old_len -= 1;
+                moves += 1;
             }
             self.cursor = c.wrapping_sub(1) & mask;
             if c % DISCARD_SLOTS == 0 && c / DISCARD_SLOTS != self.start / DISCARD_SLOTS {
                 // Every slot of this chunk has been visited (the walk goes down), and
                 // visited slots stay empty.
+                let start = Instant::now();
                 old.discard(c..c + DISCARD_SLOTS);
+                discard_ns += nanos_since(start);
+                discards += 1;
             }
         }
+        probe(|p| {
+            p.moves += moves;
+            p.discards += discards;
+            p.discard_ns += discard_ns;
+        });
         if self.old_len == 0 {
             self.old.take()
         } else {
@@ -403,12 +525,12 @@ fn insert_into(
     entry: Entry,
     map: impl FnOnce(usize) -> Option<Mapping<Entry>>,
 ) -> Inserted {
-    let mut table = shard.lock();
+    let mut table = lock(shard);
     let drained = table.migrate();
     let placed = table.place(h, entry, true);
     let capacity = (table.capacity() * 2).max(MIN_CAPACITY);
     drop(table);
-    drop(drained);
+    unmap(drained);
     let (done, generation) = match placed {
         Placed::Done(inserted) => return inserted,
         Placed::Grow(inserted, generation) => (Some(inserted), generation),
@@ -416,11 +538,17 @@ fn insert_into(
     };
     // Map the larger table with the lock released: meanwhile other threads keep using
     // the current one (inserting up to its hard limit).
+    let start = Instant::now();
     let fresh = map(capacity);
+    let took = nanos_since(start);
+    probe(|p| {
+        p.maps += 1;
+        p.map_ns += took;
+    });
     if fresh.is_none() {
         REFUSED.fetch_add(1, Relaxed);
     }
-    let mut table = shard.lock();
+    let mut table = lock(shard);
     let unused = match fresh {
         Some(fresh) if table.generation == generation => table.install(fresh),
         other => other, // refused, or another thread grew the shard first
@@ -433,7 +561,7 @@ fn insert_into(
         Placed::NoRoom(_) => Inserted::Full,
     });
     drop(table);
-    drop(unused);
+    unmap(unused);
     inserted
 }
 
@@ -445,11 +573,11 @@ pub(crate) fn remove(addr: usize) -> Option<Entry> {
 
 /// [`remove`] from one shard.
 fn remove_from(shard: &SpinLock<Table>, h: u64, addr: usize) -> Option<Entry> {
-    let mut table = shard.lock();
+    let mut table = lock(shard);
     let drained = table.migrate();
     let removed = table.take(h, addr);
     drop(table);
-    drop(drained);
+    unmap(drained);
     removed
 }
 
