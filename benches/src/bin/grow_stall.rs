@@ -244,7 +244,9 @@ fn attributing_worker(stop: &AtomicBool, epoch: Instant) -> (Latency, Vec<Slow>)
         latency.note(freed.at - freeing.at, false);
         let alloc = Slow::between(epoch, &before, &allocated, true);
         let free = Slow::between(epoch, &freeing, &freed, false);
-        worst_wait = worst_wait.max(alloc.probes.wait_ns).max(free.probes.wait_ns);
+        worst_wait = worst_wait
+            .max(alloc.probes.wait_ns)
+            .max(free.probes.wait_ns);
         keep_slow(&mut slow, alloc);
         keep_slow(&mut slow, free);
     }
@@ -305,7 +307,10 @@ fn print_attribution(worker: &[Slow], keeper: &[Slow]) {
                 None => causes.push((s.cause(), 1, over_1ms)),
             }
         }
-        println!("{name}: {} operations over 256 µs, by cause (of them over 1 ms):", slow.len());
+        println!(
+            "{name}: {} operations over 256 µs, by cause (of them over 1 ms):",
+            slow.len()
+        );
         for (cause, n, over_1ms) in causes {
             println!("  {cause}: {n} ({over_1ms})");
         }
@@ -314,7 +319,10 @@ fn print_attribution(worker: &[Slow], keeper: &[Slow]) {
     for w in worker.iter().filter(|s| s.took > Duration::from_millis(1)) {
         println!("  {}", w.describe());
         let end = w.start + w.took;
-        for k in keeper.iter().filter(|k| k.start < end && w.start < k.start + k.took) {
+        for k in keeper
+            .iter()
+            .filter(|k| k.start < end && w.start < k.start + k.took)
+        {
             println!("      keeper {}", k.describe());
         }
     }

@@ -20,7 +20,7 @@
 //!   stops at its hard limit: blocks beyond it are counted as untracked, an empty slot
 //!   always remains, and every probe is bounded by the capacity anyway.
 
-use crate::os::{Mapping, Zeroable};
+use crate::os::{Mapping, Pages, Zeroable};
 use crate::sampler::mix64;
 use crate::spin::{SpinGuard, SpinLock};
 use std::cell::Cell;
@@ -90,6 +90,13 @@ struct Table {
     /// A thread is mapping a larger table (a hint: others keep inserting into this one
     /// up to the hard limit, and then map one themselves).
     growing: bool,
+    /// Threads returning a passed chunk of `old` to the system with the lock released
+    /// (see [`finish`]): while any is, a drained old table waits in `retired` instead of
+    /// being unmapped under it.
+    pins: u32,
+    /// A drained old table that a discard in flight may still be touching; the last
+    /// thread to finish its discard unmaps it. The shard does not grow meanwhile.
+    retired: Option<Mapping<Entry>>,
 }
 
 impl Table {
@@ -102,6 +109,8 @@ impl Table {
         start: 0,
         generation: 0,
         growing: false,
+        pins: 0,
+        retired: None,
     };
 }
 
@@ -282,16 +291,16 @@ impl Table {
         self.slots.as_ref().map_or(0, |s| s.len())
     }
 
-    /// Migrates up to [`MIGRATE_SLOTS`] slots of the old table. Returns the old table
-    /// once it is empty, for the caller to unmap after releasing the lock.
-    fn migrate(&mut self) -> Option<Mapping<Entry>> {
+    /// Migrates up to [`MIGRATE_SLOTS`] slots of the old table. Returns what is left to
+    /// do once the lock is released (see [`finish`]): the chunk of the old table the walk
+    /// just passed, and the old table once it is empty.
+    fn migrate(&mut self) -> Migrated {
         let (Some(slots), Some(old)) = (self.slots.as_deref_mut(), self.old.as_mut()) else {
-            return None;
+            return Migrated::default();
         };
         let mask = old.len().wrapping_sub(1);
         let mut moves = 0;
-        let mut discards = 0;
-        let mut discard_ns = 0;
+        let mut pages = None;
         for _ in 0..MIGRATE_SLOTS {
             if self.old_len == 0 {
                 break;
@@ -311,25 +320,35 @@ impl Table {
                 moves += 1;
             }
             self.cursor = c.wrapping_sub(1) & mask;
-            if c % DISCARD_SLOTS == 0 && c / DISCARD_SLOTS != self.start / DISCARD_SLOTS {
+            if c % DISCARD_SLOTS == 0
+                && c / DISCARD_SLOTS != self.start / DISCARD_SLOTS
+                && pages.is_none()
+            {
                 // Every slot of this chunk has been visited (the walk goes down), and
-                // visited slots stay empty.
-                let start = Instant::now();
-                old.discard(c..c + DISCARD_SLOTS);
-                discard_ns += nanos_since(start);
-                discards += 1;
+                // visited slots stay empty. (A second chunk in one step cannot happen,
+                // as MIGRATE_SLOTS < DISCARD_SLOTS; it would stay resident until the
+                // table is unmapped.)
+                pages = old.pages_within(c..c + DISCARD_SLOTS);
             }
         }
-        probe(|p| {
-            p.moves += moves;
-            p.discards += discards;
-            p.discard_ns += discard_ns;
-        });
-        if self.old_len == 0 {
-            self.old.take()
+        probe(|p| p.moves += moves);
+        if pages.is_some() {
+            self.pins += 1;
+        }
+        let drained = if self.old_len == 0 {
+            let drained = self.old.take();
+            if self.pins == 0 {
+                drained
+            } else {
+                // Not both: `install` waits for `retired` to go.
+                debug_assert!(self.retired.is_none());
+                self.retired = drained;
+                None
+            }
         } else {
             None
-        }
+        };
+        Migrated { drained, pages }
     }
 
     /// Makes `fresh` the table new entries go to; the current one, if any, starts to
@@ -338,7 +357,7 @@ impl Table {
     fn install(&mut self, fresh: Mapping<Entry>) -> Option<Mapping<Entry>> {
         let start = match self.slots.as_deref() {
             None => 0,
-            Some(_) if self.old.is_some() => return Some(fresh),
+            Some(_) if self.old.is_some() || self.retired.is_some() => return Some(fresh),
             Some(slots) => match slots.iter().position(|e| e.addr == 0) {
                 Some(start) => start,
                 None => return Some(fresh),
@@ -438,6 +457,48 @@ impl Table {
     }
 }
 
+/// What an operation's migration step leaves for after the shard's lock is released.
+#[derive(Default)]
+struct Migrated {
+    /// The drained old table, to unmap.
+    drained: Option<Mapping<Entry>>,
+    /// A chunk of the old table the walk passed, to return to the system; the shard's
+    /// `pins` counts this thread until it has.
+    pages: Option<Pages>,
+}
+
+/// Finishes an operation's migration step with the shard's lock released: returns the
+/// passed chunk to the system (`madvise` is a system call, and its TLB shootdown can
+/// take a long while, in a virtual machine especially: not under the lock), then unmaps
+/// what was drained.
+fn finish(shard: &SpinLock<Table>, migrated: Migrated) {
+    let Migrated { mut drained, pages } = migrated;
+    if let Some(pages) = pages {
+        let start = Instant::now();
+        // SAFETY: the old table these pages belong to stays mapped while this thread is
+        // counted in the shard's `pins` (once drained it waits in `retired`, and only the
+        // last thread to unpin unmaps it, below). The migration walk visited every slot
+        // of the chunk, and visited slots stay empty (zero): other threads' lookups may
+        // read them meanwhile (a probe run ends at the empty slot after the cursor), but
+        // neither migration nor deletion writes them.
+        unsafe { pages.discard() };
+        let took = nanos_since(start);
+        probe(|p| {
+            p.discards += 1;
+            p.discard_ns += took;
+        });
+        let mut table = lock(shard);
+        table.pins -= 1;
+        if table.pins == 0 {
+            // `drained` is None here: the step that took a chunk left a drained table
+            // in `retired`.
+            drained = drained.or_else(|| table.retired.take());
+        }
+        drop(table);
+    }
+    unmap(drained);
+}
+
 /// What [`Table::place`] did.
 enum Placed {
     /// Finished.
@@ -514,7 +575,12 @@ pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted 
         shard_of(h),
         h,
         Entry::new(addr, site, rate, epoch),
-        Mapping::zeroed,
+        // Resident at once, by the thread that grows the shard and outside the lock:
+        // migration and inserts then never take a page fault under the lock (on a
+        // virtual machine a first touch can cost milliseconds: the host may have to
+        // supply the page). The memory is the same: half full after migration, the
+        // table has entries on every page.
+        Mapping::populated,
     )
 }
 
@@ -526,11 +592,11 @@ fn insert_into(
     map: impl FnOnce(usize) -> Option<Mapping<Entry>>,
 ) -> Inserted {
     let mut table = lock(shard);
-    let drained = table.migrate();
+    let migrated = table.migrate();
     let placed = table.place(h, entry, true);
     let capacity = (table.capacity() * 2).max(MIN_CAPACITY);
     drop(table);
-    unmap(drained);
+    finish(shard, migrated);
     let (done, generation) = match placed {
         Placed::Done(inserted) => return inserted,
         Placed::Grow(inserted, generation) => (Some(inserted), generation),
@@ -574,10 +640,10 @@ pub(crate) fn remove(addr: usize) -> Option<Entry> {
 /// [`remove`] from one shard.
 fn remove_from(shard: &SpinLock<Table>, h: u64, addr: usize) -> Option<Entry> {
     let mut table = lock(shard);
-    let drained = table.migrate();
+    let migrated = table.migrate();
     let removed = table.take(h, addr);
     drop(table);
-    unmap(drained);
+    finish(shard, migrated);
     removed
 }
 
@@ -598,11 +664,15 @@ pub(crate) fn resident_bytes() -> usize {
         .iter()
         .map(|s| {
             let table = s.0.lock();
-            [table.slots.as_ref(), table.old.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|t| t.resident_bytes())
-                .sum::<usize>()
+            [
+                table.slots.as_ref(),
+                table.old.as_ref(),
+                table.retired.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|t| t.resident_bytes())
+            .sum::<usize>()
         })
         .sum()
 }
@@ -626,6 +696,19 @@ pub(crate) fn for_each(mut f: impl FnMut(&Entry)) {
 pub(crate) fn lock_all_for_fork() {
     for shard in &SHARD_TABLE {
         shard.0.lock_for_fork();
+    }
+}
+
+/// Fork support, in the child after the locks are released: the threads that were
+/// returning chunks of old tables to the system are gone, so nobody else will unpin:
+/// drops their pins and unmaps a drained table that waited for them.
+pub(crate) fn forget_pins_after_fork_child() {
+    for shard in &SHARD_TABLE {
+        let mut table = shard.0.lock();
+        table.pins = 0;
+        let retired = table.retired.take();
+        drop(table);
+        unmap(retired);
     }
 }
 

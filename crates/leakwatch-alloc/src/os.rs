@@ -55,6 +55,17 @@ unsafe impl<T: Zeroable + Sync> Sync for Mapping<T> {}
 impl<T: Zeroable> Mapping<T> {
     /// Maps `len` zeroed elements, or `None` when the system refuses (or `len` is absurd).
     pub(crate) fn zeroed(len: usize) -> Option<Self> {
+        Self::map(len, 0)
+    }
+
+    /// [`Mapping::zeroed`] with every page made resident now (`MAP_POPULATE`, best
+    /// effort), so that the caller pays for the page faults instead of whoever first
+    /// touches a page later (under a lock, say).
+    pub(crate) fn populated(len: usize) -> Option<Self> {
+        Self::map(len, libc::MAP_POPULATE)
+    }
+
+    fn map(len: usize, flags: libc::c_int) -> Option<Self> {
         if REFUSE_MAPPINGS.load(Ordering::Relaxed) {
             return None;
         }
@@ -68,7 +79,7 @@ impl<T: Zeroable> Mapping<T> {
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | flags,
                 -1,
                 0,
             )
@@ -123,27 +134,49 @@ impl<T: Zeroable> Mapping<T> {
 }
 
 impl<T: Zeroable> Mapping<T> {
-    /// Returns the whole pages that lie inside elements `range` to the system: they are
-    /// no longer resident and read as zero. Meant for elements that are zero already (a
-    /// change of residency, not of contents): an element that shares a discarded page
-    /// with elements outside `range` is never touched, but one inside `range` that
-    /// straddles a page boundary has only its bytes in that page zeroed.
-    pub(crate) fn discard(&mut self, range: std::ops::Range<usize>) {
+    /// The whole pages that lie inside elements `range`, for [`Pages::discard`] to
+    /// return to the system (perhaps later, with the lock that guards this mapping
+    /// released), or `None` if there are none. An element that shares a page with
+    /// elements outside `range` is never touched, but one inside `range` that straddles
+    /// a page boundary has only its bytes in that page discarded.
+    pub(crate) fn pages_within(&self, range: std::ops::Range<usize>) -> Option<Pages> {
         let page = page_size();
         let start = (range.start.min(self.len) * size_of::<T>()).next_multiple_of(page);
         let end = range.end.min(self.len) * size_of::<T>() / page * page;
-        if start >= end {
-            return;
-        }
-        // SAFETY: `[ptr + start, ptr + end)` is page-aligned and inside our mapping, and
-        // `&mut self` means no reference into it is live. MADV_DONTNEED on a private
-        // anonymous mapping makes those pages read as zero-filled afterwards: every byte
-        // becomes 0, and any mixture of zero and earlier bytes is a valid `T` (`Zeroable`
-        // types are plain integers and atomics). A failure leaves the pages as they were.
+        (start < end).then(|| Pages {
+            addr: self.ptr.as_ptr() as usize + start,
+            bytes: end - start,
+        })
+    }
+}
+
+/// Whole pages of a [`Mapping`] (from [`Mapping::pages_within`]).
+#[derive(Debug)]
+pub(crate) struct Pages {
+    addr: usize,
+    bytes: usize,
+}
+
+impl Pages {
+    /// Returns the pages to the system (`MADV_DONTNEED`): they are no longer resident
+    /// and read as zero.
+    ///
+    /// # Safety
+    /// The mapping the pages came from must still be mapped, and every byte of the pages
+    /// must be zero already and stay zero (other threads may read them meanwhile, but
+    /// not write them): then discarding changes where the bytes live, not what they
+    /// are.
+    pub(crate) unsafe fn discard(self) {
+        // SAFETY: `[addr, addr + bytes)` is page-aligned and, by the caller's contract,
+        // still inside the mapping it was taken from. MADV_DONTNEED on a private
+        // anonymous mapping makes those pages read as zero-filled afterwards; the caller
+        // guarantees they are zero already, so no thread can observe a change (`Zeroable`
+        // types are plain integers and atomics, valid when zero). A failure leaves the
+        // pages as they were.
         unsafe {
             libc::madvise(
-                self.ptr.as_ptr().cast::<u8>().add(start).cast(),
-                end - start,
+                self.addr as *mut libc::c_void,
+                self.bytes,
                 libc::MADV_DONTNEED,
             )
         };
@@ -432,6 +465,32 @@ mod tests {
         assert!(map.bytes() >= 8 << 16);
         assert!(mapped_bytes() >= before + (8 << 16));
         drop(map);
+    }
+
+    #[test]
+    fn a_populated_mapping_is_resident_and_zeroed() {
+        let map = Mapping::<u64>::populated(1 << 16).expect("mmap");
+        assert_eq!(map.resident_bytes(), map.bytes(), "every page resident");
+        assert!(map.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn discarded_pages_are_whole_and_inside_the_range() {
+        let mut map = Mapping::<u64>::zeroed(1 << 16).expect("mmap");
+        let per_page = page_size() / 8;
+        for i in 0..map.len() {
+            map[i] = u64::from(i < per_page || i >= 4 * per_page);
+        }
+        let pages = map
+            .pages_within(per_page - 1..4 * per_page + 1)
+            .expect("pages");
+        let before = map.resident_bytes();
+        // SAFETY: `map` is alive and not written until after the call; the pages (the
+        // second to fourth: elements per_page..4 * per_page) hold zeros only.
+        unsafe { pages.discard() };
+        assert_eq!(map.resident_bytes(), before - 3 * page_size());
+        assert!((0..map.len()).all(|i| map[i] == u64::from(i < per_page || i >= 4 * per_page)));
+        assert!(map.pages_within(1..per_page).is_none(), "no whole page");
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl<T> SpinLock<T> {
                 .locked
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok())
-        .then_some(SpinGuard { lock: self })
+        // `then`, not `then_some`: a guard made eagerly and dropped would release
+        // the lock another thread holds.
+        .then(|| SpinGuard { lock: self })
     }
 
     /// Acquires the lock and keeps it until [`SpinLock::force_unlock`]: for the

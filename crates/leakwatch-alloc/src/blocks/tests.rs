@@ -284,3 +284,56 @@ fn migrated_pages_are_returned() {
         assert!(take(&shard, base + i * 16).is_some(), "block {i}");
     }
 }
+
+/// A chunk of a migrating table handed out to be discarded with the lock released keeps
+/// that table mapped: once drained meanwhile it waits in `retired` (and the shard does
+/// not grow) until the discard is done, and the last thread to finish unmaps it.
+#[test]
+fn a_drained_table_waits_for_discards_in_flight() {
+    let shard = shard();
+    let base = 0x2a00_0000_0000usize;
+    let mut next = 0;
+    while shard.lock().capacity() < 8 * DISCARD_SLOTS {
+        put(&shard, base + next * 16, 0);
+        next += 1;
+    }
+    assert!(shard.lock().old.is_some(), "migrating");
+    let mut pending = None;
+    for _ in 0..8 * DISCARD_SLOTS {
+        let migrated = shard.lock().migrate();
+        if migrated.pages.is_some() {
+            pending = Some(migrated);
+            break;
+        }
+        finish(&shard, migrated);
+    }
+    let pending = pending.expect("a migration step hands out a chunk");
+    assert_eq!(shard.lock().pins, 1);
+    // Other operations drain the old table meanwhile.
+    for i in 0..8 * DISCARD_SLOTS {
+        if shard.lock().old.is_none() {
+            break;
+        }
+        assert_eq!(take(&shard, 0x2b00_0000_0000 + i * 16), None);
+    }
+    {
+        let table = shard.lock();
+        assert!(table.old.is_none(), "drained");
+        assert!(
+            table.retired.is_some(),
+            "kept mapped while a discard is in flight"
+        );
+    }
+    let fresh = Mapping::zeroed(16 * DISCARD_SLOTS).unwrap();
+    assert!(shard.lock().install(fresh).is_some(), "no growth meanwhile");
+    finish(&shard, pending);
+    {
+        let table = shard.lock();
+        assert_eq!(table.pins, 0);
+        assert!(table.retired.is_none(), "unmapped by the last discard");
+    }
+    for i in 0..next {
+        assert!(take(&shard, base + i * 16).is_some(), "block {i}");
+    }
+    assert_eq!(shard.lock().len, 0);
+}
