@@ -7,15 +7,17 @@
 //! by the caller.
 //!
 //! Growth never stalls other threads for more than a probe:
-//! - The larger table is mapped (`mmap`, never the global allocator) with the lock
-//!   released; meanwhile the shard keeps taking entries up to a hard limit of 7/8 full.
+//! - The larger table is mapped (`mmap`, never the global allocator) and made resident
+//!   (`MAP_POPULATE`) with the lock released, so no page fault of it is taken under the
+//!   lock later; meanwhile the shard keeps taking entries up to a hard limit of 7/8 full.
 //!   A thread that finds it at that limit maps a table too; the first to retake the lock
 //!   installs its table (a generation count tells the others), the rest unmap theirs.
 //! - Entries move to the new table a few at a time: every operation on the shard visits
 //!   [`MIGRATE_SLOTS`] slots of the old table, and lookups look in both. The walk goes
 //!   down from an empty slot, so the slot after the one being moved is always empty and
 //!   moving it shifts nothing; drained pages go back to the system as the walk passes
-//!   them, and the empty old table is unmapped after the lock is released.
+//!   them, with the lock released (a pin count keeps their table mapped meanwhile), and
+//!   the empty old table is unmapped after the lock is released.
 //! - When the system refuses memory (`ulimit -v`, `vm.overcommit_memory=2`) the shard
 //!   stops at its hard limit: blocks beyond it are counted as untracked, an empty slot
 //!   always remains, and every probe is bounded by the capacity anyway.
