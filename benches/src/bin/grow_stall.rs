@@ -15,7 +15,8 @@
 //! `GROW_STALL_ATTRIBUTE=1`: every operation over 256 µs, of the workers and of the
 //! thread that keeps the blocks, is also attributed: what the thread's own block-table
 //! operations did meanwhile (`leakwatch::__block_probes_for_bench`: tables mapped and
-//! unmapped, entries migrated, waits for a shard's lock) and what the kernel did to it
+//! unmapped, entries migrated, chunks discarded and slices populated, waits for a
+//! shard's lock) and what the kernel did to it
 //! (`getrusage(RUSAGE_THREAD)`: page faults, voluntary and involuntary context
 //! switches). The worker's operations over 1 ms are listed one a line, each with the
 //! keeping thread's slow operations that overlap it. Reading those per operation slows
@@ -159,6 +160,8 @@ impl Slow {
             "own munmap"
         } else if p.discard_ns * 2 > took {
             "own madvise"
+        } else if p.populate_ns * 2 > took {
+            "own populate"
         } else if self.nivcsw > 0 {
             "preempted"
         } else if self.majflt > 0 {
@@ -177,7 +180,7 @@ impl Slow {
     fn describe(&self) -> String {
         let p = &self.probes;
         format!(
-            "{:>9.3} s {:>6} {:>8.0} µs [{}]: wait {} ({:.0} µs), mmap {} ({:.0} µs), munmap {} ({:.0} µs), moves {}, madvise {} ({:.0} µs); minflt {}, majflt {}, nvcsw {}, nivcsw {}; CPU {:.0} µs",
+            "{:>9.3} s {:>6} {:>8.0} µs [{}]: wait {} ({:.0} µs), mmap {} ({:.0} µs), munmap {} ({:.0} µs), moves {}, madvise {} ({:.0} µs), populate {} ({:.0} µs); minflt {}, majflt {}, nvcsw {}, nivcsw {}; CPU {:.0} µs",
             self.start.as_secs_f64(),
             if self.alloc { "alloc" } else { "free" },
             self.took.as_secs_f64() * 1e6,
@@ -191,6 +194,8 @@ impl Slow {
             p.moves,
             p.discards,
             p.discard_ns as f64 / 1e3,
+            p.populates,
+            p.populate_ns as f64 / 1e3,
             self.minflt,
             self.majflt,
             self.nvcsw,
@@ -252,7 +257,7 @@ fn attributing_worker(stop: &AtomicBool, epoch: Instant) -> (Latency, Vec<Slow>)
     }
     let total = leakwatch::__block_probes_for_bench().since(&first);
     println!(
-        "worker: {} ops waited for a shard's lock, {:.1} µs in all, the longest {:.1} µs; {} tables mapped ({:.0} µs), {} unmapped ({:.0} µs), {} entries moved, {} chunks discarded ({:.0} µs)",
+        "worker: {} ops waited for a shard's lock, {:.1} µs in all, the longest {:.1} µs; {} tables mapped ({:.0} µs), {} unmapped ({:.0} µs), {} entries moved, {} chunks discarded ({:.0} µs), {} slices populated ({:.0} µs)",
         total.waits,
         total.wait_ns as f64 / 1e3,
         worst_wait as f64 / 1e3,
@@ -263,6 +268,8 @@ fn attributing_worker(stop: &AtomicBool, epoch: Instant) -> (Latency, Vec<Slow>)
         total.moves,
         total.discards,
         total.discard_ns as f64 / 1e3,
+        total.populates,
+        total.populate_ns as f64 / 1e3,
     );
     (latency, slow)
 }

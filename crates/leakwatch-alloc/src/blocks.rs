@@ -7,9 +7,11 @@
 //! by the caller.
 //!
 //! Growth never stalls other threads for more than a probe:
-//! - The larger table is mapped (`mmap`, never the global allocator) and made resident
-//!   (`MAP_POPULATE`) with the lock released, so no page fault of it is taken under the
-//!   lock later; meanwhile the shard keeps taking entries up to a hard limit of 7/8 full.
+//! - The larger table is mapped (`mmap`, never the global allocator) with the lock
+//!   released, then made resident 64 KiB per operation on the shard, also with the lock
+//!   released, and installed once whole: no page fault of it is taken under the lock.
+//!   Meanwhile the shard keeps taking entries up to a hard limit of 7/8 full (reached
+//!   first, it installs the staged table at once).
 //!   A thread that finds it at that limit maps a table too; the first to retake the lock
 //!   installs its table (a generation count tells the others), the rest unmap theirs.
 //! - Entries move to the new table a few at a time: every operation on the shard visits
@@ -96,9 +98,27 @@ struct Table {
     /// (see [`finish`]): while any is, a drained old table waits in `retired` instead of
     /// being unmapped under it.
     pins: u32,
+    /// Threads populating a slice of `pending` with the lock released.
+    populating: u32,
+    /// Threads populating a slice of a table installed before it was whole (their
+    /// table may be any of this shard's): while any is, a drained table waits in
+    /// `retired` too.
+    stale_populating: u32,
     /// A drained old table that a discard in flight may still be touching; the last
     /// thread to finish its discard unmaps it. The shard does not grow meanwhile.
     retired: Option<Mapping<Entry>>,
+    /// The next, larger table: mapped with the lock released, then made resident
+    /// [`POPULATE_BYTES`] per operation on the shard (with the lock released, each
+    /// populating thread counted), and installed once whole, so that no page
+    /// of it faults in under the lock. Installed at once, instead, if the current table
+    /// reaches its hard limit first.
+    pending: Option<Mapping<Entry>>,
+    /// Bytes of `pending` handed out to populate.
+    handed: usize,
+    /// Bytes of `pending` populated.
+    populated: usize,
+    /// Counts staged tables: a populated slice counts toward the table it came from only.
+    staged: u64,
 }
 
 impl Table {
@@ -112,7 +132,13 @@ impl Table {
         generation: 0,
         growing: false,
         pins: 0,
+        populating: 0,
+        stale_populating: 0,
         retired: None,
+        pending: None,
+        handed: 0,
+        populated: 0,
+        staged: 0,
     };
 }
 
@@ -150,6 +176,10 @@ pub struct BlockProbes {
     pub discards: u64,
     /// Nanoseconds spent in those `madvise` calls.
     pub discard_ns: u64,
+    /// Slices of a staged table this thread made resident (`madvise`, outside the lock).
+    pub populates: u64,
+    /// Nanoseconds spent in those `madvise` calls.
+    pub populate_ns: u64,
     /// Times this thread found a shard's lock taken and waited for it.
     pub waits: u64,
     /// Nanoseconds spent waiting.
@@ -165,6 +195,8 @@ impl BlockProbes {
         moves: 0,
         discards: 0,
         discard_ns: 0,
+        populates: 0,
+        populate_ns: 0,
         waits: 0,
         wait_ns: 0,
     };
@@ -179,6 +211,8 @@ impl BlockProbes {
             moves: self.moves.wrapping_sub(earlier.moves),
             discards: self.discards.wrapping_sub(earlier.discards),
             discard_ns: self.discard_ns.wrapping_sub(earlier.discard_ns),
+            populates: self.populates.wrapping_sub(earlier.populates),
+            populate_ns: self.populate_ns.wrapping_sub(earlier.populate_ns),
             waits: self.waits.wrapping_sub(earlier.waits),
             wait_ns: self.wait_ns.wrapping_sub(earlier.wait_ns),
         }
@@ -284,6 +318,12 @@ pub(crate) enum Inserted {
 /// operation.
 const MIGRATE_SLOTS: usize = 8;
 
+/// Bytes of a staged table each operation on the shard makes resident (16 pages at
+/// 4 KiB). The current table has room for 1/8 of its capacity after its growth
+/// threshold, and the next table takes one operation per 64 KiB, that is per 1,365 of
+/// its own slots, so it is whole long before the current one is full.
+const POPULATE_BYTES: usize = 64 << 10;
+
 /// Migrated old slots are returned to the system in chunks of this many (48 KiB of
 /// entries, whole pages at 4 KiB), so unmapping the drained table costs little.
 const DISCARD_SLOTS: usize = 2048;
@@ -293,10 +333,91 @@ impl Table {
         self.slots.as_ref().map_or(0, |s| s.len())
     }
 
-    /// Migrates up to [`MIGRATE_SLOTS`] slots of the old table. Returns what is left to
-    /// do once the lock is released (see [`finish`]): the chunk of the old table the walk
-    /// just passed, and the old table once it is empty.
+    /// One operation's share of the shard's growth: migrates up to [`MIGRATE_SLOTS`]
+    /// slots of the old table, and hands out a slice of the staged table to populate.
+    /// Returns what is left to do once the lock is released (see [`finish`]).
     fn migrate(&mut self) -> Migrated {
+        let mut migrated = self.migrate_old();
+        migrated.populate = self.populate_step();
+        migrated
+    }
+
+    /// Hands out the next [`POPULATE_BYTES`] of `pending` to populate, counting the
+    /// caller in `populating`; once all are handed out, installs `pending` when they are
+    /// done.
+    fn populate_step(&mut self) -> Option<(Pages, u64)> {
+        let pending = self.pending.as_ref()?;
+        match pending.pages_at(self.handed, POPULATE_BYTES) {
+            Some(pages) => {
+                self.handed += POPULATE_BYTES;
+                self.populating += 1;
+                Some((pages, self.staged))
+            }
+            None => {
+                self.install_if_populated();
+                None
+            }
+        }
+    }
+
+    /// Installs `pending` if every slice of it has been populated (and the shard can
+    /// install: see `install`; if not, a later operation tries again).
+    fn install_if_populated(&mut self) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| self.populated >= p.bytes())
+        {
+            self.install_pending();
+        }
+    }
+
+    /// Installs `pending`, whole or not; its populating threads, if any, become stale.
+    fn install_pending(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.pending = self.install(pending);
+            if self.pending.is_none() {
+                self.stale_populating += std::mem::take(&mut self.populating);
+            }
+        }
+    }
+
+    /// Whether no thread works on one of this shard's tables with the lock released,
+    /// other than populating `pending`: a drained table may be unmapped.
+    fn unpinned(&self) -> bool {
+        self.pins == 0 && self.stale_populating == 0
+    }
+
+    /// Whether the current table is at its hard limit (or there is none).
+    fn at_hard_limit(&self) -> bool {
+        self.slots.is_none() || (self.len + 1) * 8 > self.capacity() * 7
+    }
+
+    /// Takes `fresh`, mapped by a thread that set out to grow the shard: staged to be
+    /// populated, or installed at once where the shard has no room meanwhile. Returns
+    /// it when it is not needed (another table is staged already: that one is installed
+    /// now if there is no room).
+    fn stage(&mut self, fresh: Mapping<Entry>) -> Option<Mapping<Entry>> {
+        if self.pending.is_some() {
+            if self.at_hard_limit() {
+                self.install_pending();
+            }
+            return Some(fresh);
+        }
+        let full = self.at_hard_limit();
+        if full {
+            return self.install(fresh);
+        }
+        self.pending = Some(fresh);
+        self.handed = 0;
+        self.populated = 0;
+        self.staged = self.staged.wrapping_add(1);
+        None
+    }
+
+    /// Migrates up to [`MIGRATE_SLOTS`] slots of the old table: returns the chunk of the
+    /// old table the walk just passed, and the old table once it is empty.
+    fn migrate_old(&mut self) -> Migrated {
         let (Some(slots), Some(old)) = (self.slots.as_deref_mut(), self.old.as_mut()) else {
             return Migrated::default();
         };
@@ -339,7 +460,7 @@ impl Table {
         }
         let drained = if self.old_len == 0 {
             let drained = self.old.take();
-            if self.pins == 0 {
+            if self.unpinned() {
                 drained
             } else {
                 // Not both: `install` waits for `retired` to go.
@@ -350,7 +471,11 @@ impl Table {
         } else {
             None
         };
-        Migrated { drained, pages }
+        Migrated {
+            drained,
+            pages,
+            populate: None,
+        }
     }
 
     /// Makes `fresh` the table new entries go to; the current one, if any, starts to
@@ -467,14 +592,27 @@ struct Migrated {
     /// A chunk of the old table the walk passed, to return to the system; the shard's
     /// `pins` counts this thread until it has.
     pages: Option<Pages>,
+    /// A slice of the staged table to populate (and the `staged` count it belongs to);
+    /// `pins` counts this thread until it has.
+    populate: Option<(Pages, u64)>,
 }
 
-/// Finishes an operation's migration step with the shard's lock released: returns the
-/// passed chunk to the system (`madvise` is a system call, and its TLB shootdown can
-/// take a long while, in a virtual machine especially: not under the lock), then unmaps
-/// what was drained.
+/// Finishes an operation's share of the growth with the shard's lock released: returns
+/// the passed chunk to the system and populates the handed-out slice (system calls that
+/// can take long, with page faults and TLB shootdowns, in a virtual machine especially:
+/// not under the lock), then unpins, installs a staged table that is now whole, and
+/// unmaps what was drained.
 fn finish(shard: &SpinLock<Table>, migrated: Migrated) {
-    let Migrated { mut drained, pages } = migrated;
+    let Migrated {
+        mut drained,
+        pages,
+        populate,
+    } = migrated;
+    if pages.is_none() && populate.is_none() {
+        unmap(drained);
+        return;
+    }
+    let discarded = pages.is_some();
     if let Some(pages) = pages {
         let start = Instant::now();
         // SAFETY: the old table these pages belong to stays mapped while this thread is
@@ -489,15 +627,40 @@ fn finish(shard: &SpinLock<Table>, migrated: Migrated) {
             p.discards += 1;
             p.discard_ns += took;
         });
-        let mut table = lock(shard);
-        table.pins -= 1;
-        if table.pins == 0 {
-            // `drained` is None here: the step that took a chunk left a drained table
-            // in `retired`.
-            drained = drained.or_else(|| table.retired.take());
-        }
-        drop(table);
     }
+    let staged = populate.map(|(pages, staged)| {
+        let start = Instant::now();
+        // SAFETY: the staged table stays mapped while this thread is counted in the
+        // shard's `pins`: installed meanwhile, it is unmapped only once drained, and a
+        // table drained while pins remain waits in `retired` for the last of them.
+        // Populating leaves its bytes as they are, so threads using it meanwhile (if it
+        // was installed early) see no change.
+        unsafe { pages.populate() };
+        let took = nanos_since(start);
+        probe(|p| {
+            p.populates += 1;
+            p.populate_ns += took;
+        });
+        staged
+    });
+    let mut table = lock(shard);
+    if discarded {
+        table.pins -= 1;
+    }
+    if let Some(staged) = staged {
+        if staged == table.staged && table.pending.is_some() {
+            table.populating -= 1;
+            table.populated += POPULATE_BYTES;
+            table.install_if_populated();
+        } else {
+            table.stale_populating -= 1;
+        }
+    }
+    if table.unpinned() {
+        // `drained` is None here: a step that pins leaves a drained table in `retired`.
+        drained = drained.or_else(|| table.retired.take());
+    }
+    drop(table);
     unmap(drained);
 }
 
@@ -577,12 +740,7 @@ pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted 
         shard_of(h),
         h,
         Entry::new(addr, site, rate, epoch),
-        // Resident at once, by the thread that grows the shard and outside the lock:
-        // migration and inserts then never take a page fault under the lock (on a
-        // virtual machine a first touch can cost milliseconds: the host may have to
-        // supply the page). The memory is the same: half full after migration, the
-        // table has entries on every page.
-        Mapping::populated,
+        Mapping::zeroed,
     )
 }
 
@@ -595,7 +753,16 @@ fn insert_into(
 ) -> Inserted {
     let mut table = lock(shard);
     let migrated = table.migrate();
-    let placed = table.place(h, entry, true);
+    let mut placed = table.place(h, entry, true);
+    if matches!(placed, Placed::NoRoom(_)) && table.pending.is_some() {
+        // The current table reached its hard limit before the staged one was whole:
+        // install that now (its pages still absent fault in as touched).
+        table.install_pending();
+        placed = match table.place(h, entry, false) {
+            Placed::NoRoom(_) => Placed::Done(Inserted::Full),
+            other => other,
+        };
+    }
     let capacity = (table.capacity() * 2).max(MIN_CAPACITY);
     drop(table);
     finish(shard, migrated);
@@ -618,10 +785,10 @@ fn insert_into(
     }
     let mut table = lock(shard);
     let unused = match fresh {
-        Some(fresh) if table.generation == generation => table.install(fresh),
+        Some(fresh) if table.generation == generation => table.stage(fresh),
         other => other, // refused, or another thread grew the shard first
     };
-    if table.generation == generation {
+    if table.generation == generation && table.pending.is_none() {
         table.growing = false; // this growth did not happen
     }
     let inserted = done.unwrap_or_else(|| match table.place(h, entry, false) {
@@ -670,6 +837,7 @@ pub(crate) fn resident_bytes() -> usize {
                 table.slots.as_ref(),
                 table.old.as_ref(),
                 table.retired.as_ref(),
+                table.pending.as_ref(),
             ]
             .into_iter()
             .flatten()
@@ -708,6 +876,11 @@ pub(crate) fn forget_pins_after_fork_child() {
     for shard in &SHARD_TABLE {
         let mut table = shard.0.lock();
         table.pins = 0;
+        table.stale_populating = 0;
+        // Slices the gone threads were populating count as done (pages they did not
+        // reach fault in when touched).
+        table.populating = 0;
+        table.populated = table.handed;
         let retired = table.retired.take();
         drop(table);
         unmap(retired);

@@ -55,17 +55,6 @@ unsafe impl<T: Zeroable + Sync> Sync for Mapping<T> {}
 impl<T: Zeroable> Mapping<T> {
     /// Maps `len` zeroed elements, or `None` when the system refuses (or `len` is absurd).
     pub(crate) fn zeroed(len: usize) -> Option<Self> {
-        Self::map(len, 0)
-    }
-
-    /// [`Mapping::zeroed`] with every page made resident now (`MAP_POPULATE`, best
-    /// effort), so that the caller pays for the page faults instead of whoever first
-    /// touches a page later (under a lock, say).
-    pub(crate) fn populated(len: usize) -> Option<Self> {
-        Self::map(len, libc::MAP_POPULATE)
-    }
-
-    fn map(len: usize, flags: libc::c_int) -> Option<Self> {
         if REFUSE_MAPPINGS.load(Ordering::Relaxed) {
             return None;
         }
@@ -79,7 +68,7 @@ impl<T: Zeroable> Mapping<T> {
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | flags,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
@@ -97,7 +86,6 @@ impl<T: Zeroable> Mapping<T> {
     }
 
     /// The mapping's size in bytes, rounded up to whole pages.
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -148,6 +136,16 @@ impl<T: Zeroable> Mapping<T> {
             bytes: end - start,
         })
     }
+
+    /// The pages of bytes `offset..offset + len` (`offset` a multiple of the page
+    /// size), cut at the mapping's end, for [`Pages::populate`]; `None` past the end.
+    pub(crate) fn pages_at(&self, offset: usize, len: usize) -> Option<Pages> {
+        let end = offset.saturating_add(len).min(self.bytes);
+        (offset < end && offset % page_size() == 0).then(|| Pages {
+            addr: self.ptr.as_ptr() as usize + offset,
+            bytes: end - offset,
+        })
+    }
 }
 
 /// Whole pages of a [`Mapping`] (from [`Mapping::pages_within`]).
@@ -178,6 +176,27 @@ impl Pages {
                 self.addr as *mut libc::c_void,
                 self.bytes,
                 libc::MADV_DONTNEED,
+            )
+        };
+    }
+
+    /// Makes the pages resident and writable now (`MADV_POPULATE_WRITE`, Linux 5.14;
+    /// best effort: where it is refused the pages fault in when first touched), without
+    /// changing a byte of them.
+    ///
+    /// # Safety
+    /// The mapping the pages came from must still be mapped (other threads may read and
+    /// write it meanwhile: populating changes where the bytes live, not what they are).
+    pub(crate) unsafe fn populate(self) {
+        // SAFETY: `[addr, addr + bytes)` is page-aligned and, by the caller's contract,
+        // inside a live private anonymous mapping. MADV_POPULATE_WRITE faults in the
+        // pages as a write would, without writing: contents are unchanged, so a thread
+        // accessing them meanwhile sees nothing change. A failure changes nothing.
+        unsafe {
+            libc::madvise(
+                self.addr as *mut libc::c_void,
+                self.bytes,
+                libc::MADV_POPULATE_WRITE,
             )
         };
     }
@@ -468,10 +487,25 @@ mod tests {
     }
 
     #[test]
-    fn a_populated_mapping_is_resident_and_zeroed() {
-        let map = Mapping::<u64>::populated(1 << 16).expect("mmap");
-        assert_eq!(map.resident_bytes(), map.bytes(), "every page resident");
-        assert!(map.iter().all(|&x| x == 0));
+    fn populated_pages_are_resident_and_unchanged() {
+        let mut map = Mapping::<u64>::zeroed(1 << 16).expect("mmap");
+        map[0] = 5;
+        let page = page_size();
+        let pages = map.pages_at(0, 3 * page).expect("pages");
+        // SAFETY: `map` is alive for the call.
+        unsafe { pages.populate() };
+        assert_eq!(map.resident_bytes(), 3 * page, "the three pages, no more");
+        let tail = map
+            .pages_at(map.bytes() - page, 4 * page)
+            .expect("cut at the end");
+        // SAFETY: as above.
+        unsafe { tail.populate() };
+        assert_eq!(map.resident_bytes(), 4 * page);
+        assert!(map.pages_at(map.bytes(), page).is_none(), "past the end");
+        assert!(map.pages_at(1, page).is_none(), "not page-aligned");
+        // Last: reading untouched pages maps the zero page, which counts as resident.
+        assert_eq!(map[0], 5);
+        assert!(map[1..].iter().all(|&x| x == 0));
     }
 
     #[test]
