@@ -104,8 +104,8 @@ struct Table {
     /// table may be any of this shard's): while any is, a drained table waits in
     /// `retired` too.
     stale_populating: u32,
-    /// A drained old table that a discard in flight may still be touching; the last
-    /// thread to finish its discard unmaps it. The shard does not grow meanwhile.
+    /// A drained old table that a pinned thread may still be touching; the last
+    /// pinned thread to finish unmaps it. The shard installs no other table meanwhile.
     retired: Option<Mapping<Entry>>,
     /// The next, larger table: mapped with the lock released, then made resident
     /// [`POPULATE_BYTES`] per operation on the shard (with the lock released, each
