@@ -9,30 +9,10 @@
 //! kept in [`Symbol::symbol`] of the address's outermost frame.
 
 use crate::tracker::untracked;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-/// One source-level frame. A return address can map to several: the inlined calls
-/// first, innermost first, then the function that contains them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Symbol {
-    /// The address this frame came from (a return address, as in `SiteStats::frames`).
-    pub address: u64,
-    /// Demangled function name, without the hash suffix.
-    pub function: Option<String>,
-    /// Source file.
-    pub file: Option<String>,
-    /// Line in `file`.
-    pub line: Option<u32>,
-    /// This frame was inlined into the next one.
-    pub inlined: bool,
-    /// The symbol-table name (demangled, without the hash suffix) of the machine
-    /// function that holds the address: set on the outermost frame of an address only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symbol: Option<String>,
-}
+pub use leakwatch_types::Symbol;
 
 /// Resolves addresses to [`Symbol`]s, caching each address.
 #[derive(Debug, Default)]
@@ -75,13 +55,15 @@ fn resolve(address: u64) -> Vec<Symbol> {
     let call = address.saturating_sub(1);
     let lookup = call as usize as *mut std::ffi::c_void;
     backtrace::resolve(lookup, |symbol| {
-        out.push(Symbol {
-            address,
-            function: symbol.name().map(|n| format!("{n:#}")),
-            file: symbol.filename().map(|p| p.display().to_string()),
-            line: symbol.lineno(),
-            inlined: true,
-            symbol: None,
+        out.push({
+            let mut frame = Symbol::default();
+            frame.address = address;
+            frame.function = symbol.name().map(|n| format!("{n:#}"));
+            frame.file = symbol.filename().map(|p| p.display().to_string());
+            frame.line = symbol.lineno();
+            frame.inlined = true;
+            frame.symbol = None;
+            frame
         });
     });
     let symbol = symbol_name(call);
@@ -90,13 +72,15 @@ fn resolve(address: u64) -> Vec<Symbol> {
             last.inlined = false;
             last.symbol = symbol;
         }
-        None => out.push(Symbol {
-            address,
-            function: symbol.clone(),
-            file: None,
-            line: None,
-            inlined: false,
-            symbol,
+        None => out.push({
+            let mut frame = Symbol::default();
+            frame.address = address;
+            frame.function = symbol.clone();
+            frame.file = None;
+            frame.line = None;
+            frame.inlined = false;
+            frame.symbol = symbol;
+            frame
         }),
     }
     out

@@ -436,7 +436,7 @@ impl Noise<'_> {
         let old = between(&d.old);
         let young = (between(&d.seen) - old).max(0.0);
         let snapshots = a.points.min(b.points) as f64 * self.snapshots_per_point;
-        let weight = (f64::from(leakwatch_alloc::OLD_SNAPSHOTS) / snapshots.max(1.0))
+        let weight = (f64::from(leakwatch_types::OLD_SNAPSHOTS) / snapshots.max(1.0))
             .powi(2)
             .min(1.0);
         (old + weight * young).min(before)

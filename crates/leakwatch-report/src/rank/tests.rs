@@ -339,7 +339,7 @@ fn verdict_of(sim: &Simulated, r: f64, step: f64, with_departed: bool) -> SiteTr
 }
 
 /// The age, in snapshots, from which the allocator counts a departure as long-lived.
-const OLD_SNAPSHOTS: u32 = leakwatch_alloc::OLD_SNAPSHOTS;
+const OLD_SNAPSHOTS: u32 = leakwatch_types::OLD_SNAPSHOTS;
 
 /// The sampling rates the simulations run at: 64 KiB, the default 512 KiB, 2 MiB.
 const RATES: [f64; 3] = [64.0 * 1024.0, 512.0 * 1024.0, 2.0 * MIB];
