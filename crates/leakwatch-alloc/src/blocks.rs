@@ -172,7 +172,7 @@ pub struct BlockProbes {
     /// Entries this thread moved from a shard's old table to its new one.
     pub moves: u64,
     /// Drained chunks of old tables this thread returned to the system (`madvise`,
-    /// under the shard's lock).
+    /// with the shard's lock released).
     pub discards: u64,
     /// Nanoseconds spent in those `madvise` calls.
     pub discard_ns: u64,
@@ -744,13 +744,36 @@ pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted 
     )
 }
 
+/// Times an insert that found no room only because a drained table still waits for a
+/// pinned thread (see `retired`) yields and tries again before it counts the block as
+/// untracked. That takes a pinned thread stalled for a whole growth (its slice of work
+/// is a few microseconds): a thread preempted on an overloaded machine.
+const PINNED_RETRIES: usize = 1000;
+
 /// [`insert`] into one shard, mapping tables with `map`.
 fn insert_into(
     shard: &SpinLock<Table>,
     h: u64,
     entry: Entry,
-    map: impl FnOnce(usize) -> Option<Mapping<Entry>>,
+    mut map: impl FnMut(usize) -> Option<Mapping<Entry>>,
 ) -> Inserted {
+    for _ in 0..PINNED_RETRIES {
+        match insert_once(shard, h, entry, &mut map) {
+            (Inserted::Full, true) => std::thread::yield_now(), // sched_yield: no allocation
+            (inserted, _) => return inserted,
+        }
+    }
+    Inserted::Full
+}
+
+/// One attempt of [`insert_into`]; also tells whether a lack of room was only the
+/// shard waiting for a pinned thread.
+fn insert_once(
+    shard: &SpinLock<Table>,
+    h: u64,
+    entry: Entry,
+    map: &mut impl FnMut(usize) -> Option<Mapping<Entry>>,
+) -> (Inserted, bool) {
     let mut table = lock(shard);
     let migrated = table.migrate();
     let mut placed = table.place(h, entry, true);
@@ -764,10 +787,11 @@ fn insert_into(
         };
     }
     let capacity = (table.capacity() * 2).max(MIN_CAPACITY);
+    let pinned = table.retired.is_some();
     drop(table);
     finish(shard, migrated);
     let (done, generation) = match placed {
-        Placed::Done(inserted) => return inserted,
+        Placed::Done(inserted) => return (inserted, pinned),
         Placed::Grow(inserted, generation) => (Some(inserted), generation),
         Placed::NoRoom(generation) => (None, generation),
     };
@@ -795,9 +819,10 @@ fn insert_into(
         Placed::Done(inserted) | Placed::Grow(inserted, _) => inserted,
         Placed::NoRoom(_) => Inserted::Full,
     });
+    let pinned = table.retired.is_some();
     drop(table);
     unmap(unused);
-    inserted
+    (inserted, pinned)
 }
 
 /// Stops tracking a block, returning what was recorded for it.
