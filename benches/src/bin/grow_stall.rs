@@ -4,7 +4,9 @@
 //! grows, the last growths rehashing large tables) while `WORKERS` threads do alloc+free
 //! pairs and time each single operation with `Instant`, keeping the worst, and counting
 //! operations slower than 100 µs and 1 ms. `control` runs the same workers while the
-//! first thread only sleeps: what preemption on this machine costs by itself.
+//! first thread only sleeps: what preemption on this machine costs by itself. `churn`
+//! keeps the blocks before the workers start, then replaces each once (as many frees
+//! as allocations, so no shard grows): the stalls of the same locks without growth.
 //!
 //! ```sh
 //! cargo build --release -p leakwatch-benches --bin grow_stall
@@ -299,6 +301,20 @@ fn attributing_keep(blocks: usize, epoch: Instant, slow: &mut Vec<Slow>) -> Vec<
     kept
 }
 
+/// Replaces every block of `kept` once, one at a time (an allocation and a free): the
+/// block table keeps as many entries, so no shard grows. Attributes every slow
+/// replacement into `slow` if given.
+#[inline(never)]
+fn churn(kept: &mut [Box<[u64; 2]>], epoch: Instant, mut slow: Option<&mut Vec<Slow>>) {
+    for (i, block) in kept.iter_mut().enumerate() {
+        let before = slow.as_ref().map(|_| Counters::now());
+        drop(std::mem::replace(block, Box::new([i as u64; 2])));
+        if let (Some(before), Some(slow)) = (before, slow.as_deref_mut()) {
+            keep_slow(slow, Slow::between(epoch, &before, &Counters::now(), true));
+        }
+    }
+}
+
 /// Lists the workers' operations over 1 ms with the keeping thread's slow operations
 /// that overlap them, and counts the slow operations of both by cause.
 fn print_attribution(worker: &[Slow], keeper: &[Slow]) {
@@ -337,11 +353,10 @@ fn print_attribution(worker: &[Slow], keeper: &[Slow]) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let grow = match args.first().map(String::as_str) {
-        Some("grow") => true,
-        Some("control") => false,
+    let mode = match args.first().map(String::as_str) {
+        Some(mode @ ("grow" | "control" | "churn")) => mode,
         _ => {
-            eprintln!("usage: grow_stall grow|control [BLOCKS] [WORKERS]");
+            eprintln!("usage: grow_stall grow|control|churn [BLOCKS] [WORKERS]");
             return ExitCode::from(2);
         }
     };
@@ -351,7 +366,7 @@ fn main() -> ExitCode {
         Some(Err(_)) => None,
     };
     let (Some(blocks), Some(workers)) = (number(1, 16_000_000), number(2, 2)) else {
-        eprintln!("usage: grow_stall grow|control [BLOCKS] [WORKERS]");
+        eprintln!("usage: grow_stall grow|control|churn [BLOCKS] [WORKERS]");
         return ExitCode::from(2);
     };
     let attribute = std::env::var_os("GROW_STALL_ATTRIBUTE").is_some();
@@ -361,6 +376,12 @@ fn main() -> ExitCode {
     let epoch = Instant::now();
     let mut keeper_slow = Vec::with_capacity(if attribute { KEPT_SLOW } else { 0 });
     let mut worker_slow = Vec::new();
+    // `churn`: the table grows to its size before the workers start.
+    let mut churned = if mode == "churn" {
+        keep(blocks)
+    } else {
+        Vec::new()
+    };
     let (latency, took, memory) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
@@ -375,8 +396,11 @@ fn main() -> ExitCode {
             .collect();
         std::thread::sleep(Duration::from_millis(200));
         let start = Instant::now();
-        let kept = if !grow {
+        let kept = if mode == "control" {
             std::thread::sleep(Duration::from_secs(5));
+            Vec::new()
+        } else if mode == "churn" {
+            churn(&mut churned, epoch, attribute.then_some(&mut keeper_slow));
             Vec::new()
         } else if attribute {
             attributing_keep(blocks, epoch, &mut keeper_slow)
@@ -396,8 +420,7 @@ fn main() -> ExitCode {
         (latency, took, memory)
     });
     println!(
-        "{}: {blocks} blocks kept in {:.2} s; {} workers, {} ops: worst alloc {:.1} µs, worst free {:.1} µs, {} ops > 100 µs, {} > 1 ms; tracker memory {:.1} MB",
-        if grow { "grow" } else { "control" },
+        "{mode}: {blocks} blocks kept (churn: replaced) in {:.2} s; {} workers, {} ops: worst alloc {:.1} µs, worst free {:.1} µs, {} ops > 100 µs, {} > 1 ms; tracker memory {:.1} MB",
         took.as_secs_f64(),
         workers,
         latency.ops,
@@ -413,6 +436,7 @@ fn main() -> ExitCode {
             println!("  {:>7} µs and over: {n}", 1u64 << i);
         }
     }
+    drop(churned);
     if attribute {
         worker_slow.sort_by_key(|s| s.start);
         print_attribution(&worker_slow, &keeper_slow);
