@@ -73,6 +73,7 @@ pub struct RecorderBuilder {
     alert_every: Duration,
     hooks: Vec<LeakHook>,
     thread: bool,
+    symbolize: bool,
 }
 
 impl std::fmt::Debug for RecorderBuilder {
@@ -88,6 +89,7 @@ impl std::fmt::Debug for RecorderBuilder {
             .field("alerts", &self.alerts)
             .field("hooks", &self.hooks.len())
             .field("thread", &self.thread)
+            .field("symbolize", &self.symbolize)
             .finish_non_exhaustive()
     }
 }
@@ -108,6 +110,7 @@ impl Default for RecorderBuilder {
             alert_every: Duration::from_secs(10),
             hooks: Vec::new(),
             thread: true,
+            symbolize: true,
         }
     }
 }
@@ -210,6 +213,19 @@ impl RecorderBuilder {
         self
     }
 
+    /// Whether the recorder symbolizes return addresses in the process (default true).
+    /// Off, nothing in the process reads debug info or symbol tables: series lines and
+    /// pprof profiles carry addresses, modules and build ids only, reports label sites
+    /// by module and offset (`model-server+0x1a2b3c #5e2f9a01`), and names come offline
+    /// (`leakwatch report FILE --symbols BINARY`, `go tool pprof BINARY heap.pb.gz`).
+    /// The environment variable `LEAKWATCH_SYMBOLIZE` (`0`/`off`/`false`/`no` or
+    /// `1`/`on`/`true`/`yes`) overrides this, as the allocator's `LEAKWATCH*` variables
+    /// override its builder: whoever runs the service decides.
+    pub fn symbolize(mut self, symbolize: bool) -> Self {
+        self.symbolize = symbolize;
+        self
+    }
+
     /// Starts the recorder (and its thread, unless [`manual`](Self::manual)).
     ///
     /// # Errors
@@ -238,6 +254,8 @@ impl RecorderBuilder {
         };
         let mut report = self.report;
         report.rank.limit_bytes = limit;
+        let (symbolize, symbolize_warning) =
+            symbolize_setting(self.symbolize, std::env::var_os("LEAKWATCH_SYMBOLIZE"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 history: History::new(self.budget_bytes, self.max_points),
@@ -252,6 +270,8 @@ impl RecorderBuilder {
                 pprof_failed: false,
                 stats: RecorderStats::default(),
                 clock: Clock::new(),
+                symbolize,
+                symbolize_warning,
             }),
             settings: Settings {
                 interval: self.interval,
@@ -300,6 +320,9 @@ pub struct RecorderStats {
     pub files: FileStats,
     /// The recorder's own memory, each part with its bound.
     pub memory: RecorderMemory,
+    /// Return addresses the in-process symbolizer resolved (0 with symbolization off:
+    /// see [`RecorderBuilder::symbolize`]).
+    pub symbolized_addresses: u64,
 }
 
 /// Default memory for the recorder's symbol table: 64 MiB (a symbolized site costs a
@@ -370,6 +393,10 @@ struct State {
     stats: RecorderStats,
     /// The time axis of the recorder's own snapshots.
     clock: Clock,
+    /// Whether return addresses are symbolized in the process.
+    symbolize: bool,
+    /// Why `LEAKWATCH_SYMBOLIZE` was ignored, for reports.
+    symbolize_warning: Option<String>,
 }
 
 /// The recorder's time axis: the wall clock read once, when the recorder starts, plus a
@@ -469,7 +496,8 @@ impl Recorder {
     }
 
     /// The latest snapshot with every site's frames and counters, and the symbols of
-    /// their addresses (for the pprof and flame graph renderers).
+    /// their addresses (for the pprof and flame graph renderers; empty with
+    /// symbolization off).
     pub fn latest(&self) -> (Snapshot, SymbolTable) {
         crate::untracked(|| {
             let mut state = self.shared.state.lock();
@@ -502,12 +530,20 @@ impl Recorder {
         crate::untracked(|| leakwatch_report::render::prometheus::prometheus(&self.report(), top))
     }
 
-    /// The latest snapshot as a gzipped pprof heap profile.
+    /// The latest snapshot as a gzipped pprof heap profile. With symbolization off it
+    /// carries addresses, mappings and build ids only: `go tool pprof BINARY FILE` names
+    /// its functions from the binary.
     pub fn pprof(&self) -> Vec<u8> {
         crate::untracked(|| {
             let (snapshot, symbols) = self.latest();
             leakwatch_report::render::pprof::pprof(&snapshot, &symbols)
         })
+    }
+
+    /// Whether return addresses are symbolized in the process (see
+    /// [`RecorderBuilder::symbolize`]).
+    pub fn symbolizes(&self) -> bool {
+        self.shared.state.lock().symbolize
     }
 
     /// The memory limit used for time-to-limit estimates.
@@ -801,18 +837,20 @@ impl State {
         stats
     }
 
-    /// Symbolizes the frames of every site of the history not symbolized yet.
+    /// Symbolizes the frames of every site of the history not symbolized yet (nothing
+    /// with symbolization off, or once the symbol table is full).
     fn resolve_symbols(&mut self) {
-        if !self.symbols_fit() {
+        if !self.symbolize || !self.symbols_fit() {
             return;
         }
         let State {
             history,
             symbols,
             symbolized,
+            stats,
             ..
         } = self;
-        symbolize_new_sites(symbols, symbolized, history.sites());
+        stats.symbolized_addresses += symbolize_new_sites(symbols, symbolized, history.sites());
     }
 
     fn report(&mut self, options: &ReportOptions) -> Report {
@@ -827,6 +865,9 @@ impl State {
                     sink.path.display()
                 ));
             }
+        }
+        if let Some(warning) = &self.symbolize_warning {
+            report.warnings.push(warning.clone());
         }
         if let Some(pprof) = &self.pprof {
             if self.stats.files.pprof_errors > 0 {
@@ -850,9 +891,11 @@ impl State {
     }
 
     fn write_line(&mut self, snapshot: &Snapshot, limit: Option<u64>) {
-        // Symbols of sites the file has not described yet must be known first.
-        if self.symbols_fit() {
-            symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+        // Symbols of sites the file has not described yet must be known first (with
+        // symbolization off the line carries addresses and modules only).
+        if self.symbolize && self.symbols_fit() {
+            self.stats.symbolized_addresses +=
+                symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
         }
         let State {
             history,
@@ -877,11 +920,13 @@ impl State {
 
 /// Adds the symbols of the frames of `sites` whose ids `symbolized` does not mark yet,
 /// and marks them: each site's frames are looked up once in the life of the recorder.
+/// Returns the number of addresses resolved.
 fn symbolize_new_sites<'a>(
     symbols: &mut SymbolTable,
     symbolized: &mut Vec<bool>,
     sites: impl IntoIterator<Item = &'a SiteStats>,
-) {
+) -> u64 {
+    let mut resolved = 0;
     let mut symbolizer: Option<Symbolizer> = None;
     for site in sites {
         let id = site.id as usize;
@@ -893,9 +938,30 @@ fn symbolize_new_sites<'a>(
         }
         symbolized[id] = true;
         let symbolizer = symbolizer.get_or_insert_with(Symbolizer::new);
-        symbols.resolve_missing([site.frames.as_slice()], |address| {
+        let added = symbols.resolve_missing([site.frames.as_slice()], |address| {
             symbolizer.symbolize(address).to_vec()
         });
+        resolved += added.len() as u64;
+    }
+    resolved
+}
+
+/// Whether the recorder symbolizes: the builder's choice unless `LEAKWATCH_SYMBOLIZE`
+/// (`env`) is set to a switch, and a warning for a value that is not one.
+fn symbolize_setting(builder: bool, env: Option<std::ffi::OsString>) -> (bool, Option<String>) {
+    let Some(value) = env else {
+        return (builder, None);
+    };
+    match value.to_str().map(str::trim) {
+        Some("0" | "off" | "false" | "no") => (false, None),
+        Some("1" | "on" | "true" | "yes") => (true, None),
+        _ => (
+            builder,
+            Some(format!(
+                "LEAKWATCH_SYMBOLIZE={value:?} is not 0/off/false/no or 1/on/true/yes: ignored (symbolization {})",
+                if builder { "on" } else { "off" }
+            )),
+        ),
     }
 }
 
@@ -920,6 +986,27 @@ mod tests {
         );
         assert_eq!(clock.stamp(t0), 1_700_000_001_502);
         assert_eq!(clock.stamp(t0 + Duration::from_secs(10)), 1_700_000_010_000);
+    }
+
+    #[test]
+    fn leakwatch_symbolize_overrides_the_builder_and_a_bad_value_is_ignored_with_a_warning() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(symbolize_setting(true, None), (true, None));
+        assert_eq!(symbolize_setting(false, None), (false, None));
+        for off in ["0", "off", "false", "no"] {
+            assert_eq!(symbolize_setting(true, env(off)), (false, None), "{off}");
+        }
+        for on in ["1", "on", "true", "yes"] {
+            assert_eq!(symbolize_setting(false, env(on)), (true, None), "{on}");
+        }
+        let (symbolize, warning) = symbolize_setting(false, env("maybe"));
+        assert!(!symbolize);
+        assert_eq!(
+            warning.as_deref(),
+            Some(
+                "LEAKWATCH_SYMBOLIZE=\"maybe\" is not 0/off/false/no or 1/on/true/yes: ignored (symbolization off)"
+            )
+        );
     }
 
     #[test]
