@@ -98,7 +98,7 @@ pub use snapshot::{
     Mode, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, TrackerStats,
 };
 pub use stack::Unwinder;
-pub use symbolize::{Symbol, Symbolizer};
+pub use symbolize::{Symbol, Symbolizer, SymbolizerStats};
 pub use tracker::OLD_SNAPSHOTS;
 
 /// Takes a snapshot of the tracker: process totals, live bytes per call site, the

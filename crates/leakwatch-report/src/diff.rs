@@ -173,6 +173,7 @@ mod tests {
             chart_times: vec![],
             chart_process: vec![],
             clock: None,
+            symbolizer: None,
         }
     }
 

@@ -38,6 +38,7 @@ pub use recording::{
 };
 pub use report::{
     ClockNote, FunctionReport, LabelCache, ProcessSummary, Report, ReportOptions, SiteReport,
+    SymbolizerCost,
 };
 pub use series::{Departed, Series};
 pub use symbols::{Frame, LabelRules, SymbolTable};

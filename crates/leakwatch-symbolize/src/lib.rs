@@ -61,6 +61,9 @@ pub struct Symbol {
     pub symbol: Option<String>,
 }
 
+// Built field by field: `Symbol` is `#[non_exhaustive]` where it is defined for good
+// (`leakwatch-types`), so no struct literal can build it from here.
+#[allow(clippy::field_reassign_with_default)]
 pub(crate) fn symbol(
     address: u64,
     function: Option<String>,

@@ -1,6 +1,6 @@
 use super::*;
 use object::{Object, ObjectSegment};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The running test binary as a module: its path, and its load bias from
 /// `/proc/self/maps` (the lowest mapping of the file at offset 0, less the lowest
@@ -12,7 +12,7 @@ fn this_binary() -> (PathBuf, u64, u64, u64) {
     let mut first = None;
     for line in maps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() < 6 || PathBuf::from(fields[5]) != exe {
+        if fields.len() < 6 || exe != Path::new(fields[5]) {
             continue;
         }
         let (s, e) = fields[0].split_once('-').expect("range");

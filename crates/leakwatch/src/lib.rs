@@ -40,6 +40,7 @@
 pub mod check;
 mod limit;
 mod recorder;
+mod symbols;
 
 pub use check::check;
 pub use leakwatch_alloc::*;

@@ -7,10 +7,11 @@
 //! up as a growing site.
 
 use crate::limit::memory_limit;
-use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer};
+use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer, SymbolizerStats};
 use leakwatch_report::render::text::{bytes, duration, rate};
 use leakwatch_report::{
     History, LabelCache, Report, ReportOptions, SeriesWriter, SiteReport, SymbolTable,
+    SymbolizerCost,
 };
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
@@ -191,6 +192,7 @@ impl RecorderBuilder {
                 sink,
                 alerted: HashMap::new(),
                 symbolized: Vec::new(),
+                symbolizer: Symbolizer::with_capacity(SYMBOLIZER_CACHE),
                 labels: LabelCache::new(),
                 stats: RecorderStats::default(),
                 clock: Clock::new(),
@@ -236,6 +238,10 @@ pub struct RecorderStats {
     pub alerts: u64,
     /// Lines that could not be written to the series file.
     pub file_errors: u64,
+    /// The in-process symbolizer's work and memory: batches, its result cache (held
+    /// between reports, bounded), the file bytes it mapped and the resident set's growth
+    /// during a batch (both transient).
+    pub symbolizer: SymbolizerStats,
 }
 
 /// Records snapshots over time and reports which sites grow. See the module docs.
@@ -290,6 +296,8 @@ struct State {
     alerted: HashMap<String, u32>,
     /// Site ids whose frames are in `symbols` already.
     symbolized: Vec<bool>,
+    /// Resolves the frames of new sites, a batch per report or series line.
+    symbolizer: Symbolizer,
     /// Labels of the sites, kept between reports.
     labels: LabelCache,
     stats: RecorderStats,
@@ -477,7 +485,10 @@ impl Recorder {
 
     /// Counters of the recorder's own work.
     pub fn stats(&self) -> RecorderStats {
-        self.shared.state.lock().stats
+        let state = self.shared.state.lock();
+        let mut stats = state.stats;
+        stats.symbolizer = state.symbolizer.stats();
+        stats
     }
 
     /// Stops the background thread (after its current snapshot) and closes the file.
@@ -646,15 +657,17 @@ impl State {
             history,
             symbols,
             symbolized,
+            symbolizer,
             ..
         } = self;
-        symbolize_new_sites(symbols, symbolized, history.sites());
+        symbolize_new_sites(symbols, symbolized, symbolizer, history.sites());
     }
 
     fn report(&mut self, options: &ReportOptions) -> Report {
         self.resolve_symbols();
         let mut report =
             Report::build_cached(&self.history, &self.symbols, options, &mut self.labels);
+        report.symbolizer = Some(symbolizer_cost(&self.symbolizer.stats()));
         if let Some(sink) = &self.sink {
             if sink.failed {
                 report.warnings.push(format!(
@@ -675,7 +688,12 @@ impl State {
 
     fn write_line(&mut self, snapshot: &Snapshot, limit: Option<u64>) {
         // Symbols of sites the file has not described yet must be known first.
-        symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+        symbolize_new_sites(
+            &mut self.symbols,
+            &mut self.symbolized,
+            &mut self.symbolizer,
+            &snapshot.sites,
+        );
         let Some(sink) = &mut self.sink else { return };
         let line = sink.writer.line(snapshot, &self.symbols, limit);
         if let Err(e) = sink.file.write_all(line.as_bytes()) {
@@ -692,13 +710,15 @@ impl State {
 }
 
 /// Adds the symbols of the frames of `sites` whose ids `symbolized` does not mark yet,
-/// and marks them: each site's frames are looked up once in the life of the recorder.
+/// and marks them: each site's frames are looked up once in the life of the recorder, all
+/// of a call's in one batch.
 fn symbolize_new_sites<'a>(
     symbols: &mut SymbolTable,
     symbolized: &mut Vec<bool>,
+    symbolizer: &mut Symbolizer,
     sites: impl IntoIterator<Item = &'a SiteStats>,
 ) {
-    let mut symbolizer: Option<Symbolizer> = None;
+    let mut fresh = Vec::new();
     for site in sites {
         let id = site.id as usize;
         if id >= symbolized.len() {
@@ -708,12 +728,27 @@ fn symbolize_new_sites<'a>(
             continue;
         }
         symbolized[id] = true;
-        let symbolizer = symbolizer.get_or_insert_with(Symbolizer::new);
-        symbols.resolve_missing([site.frames.as_slice()], |address| {
-            symbolizer.symbolize(address).to_vec()
-        });
+        fresh.push(site.frames.as_slice());
     }
+    crate::symbols::symbolize_missing(symbols, symbolizer, fresh);
 }
+
+/// The report's view of the symbolizer's counters.
+fn symbolizer_cost(stats: &SymbolizerStats) -> SymbolizerCost {
+    let mut cost = SymbolizerCost::default();
+    cost.batches = stats.batches;
+    cost.resolved = stats.resolved;
+    cost.cached = stats.cached as u64;
+    cost.cache_bytes = stats.cache_bytes as u64;
+    cost.evictions = stats.evictions;
+    cost.peak_mapped_bytes = stats.peak_mapped_bytes;
+    cost.peak_batch_rss_bytes = stats.peak_batch_rss_bytes;
+    cost
+}
+
+/// Addresses the recorder's symbolizer caches: the symbol table keeps every result, so
+/// this only spares repeated lookups within a short span.
+const SYMBOLIZER_CACHE: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -139,14 +139,18 @@ fn summary(report: &Report, title: &str, page: &mut String) {
         ),
         ("Limit", limit_lines(report).join("; ")),
         ("Sites", verdict_line(report)),
-        (
-            "Tracker",
-            format!(
+        ("Tracker", {
+            let mut line = format!(
                 "{} of its own memory, {} call sites recorded",
                 bytes(report.tracker.memory_bytes as f64),
                 report.tracker.sites
-            ),
-        ),
+            );
+            if let Some(cost) = &report.symbolizer {
+                line.push_str("; ");
+                line.push_str(&cost.line());
+            }
+            line
+        }),
     ];
     page.push_str("<dl class=\"lw-facts\">\n");
     for (term, value) in facts {

@@ -451,6 +451,16 @@ fn header(report: &Report) -> Vec<String> {
     lines.push(format!("process: {}", memory_line(report)));
     lines.push(format!("process memory is {}", growth_phrase(report)));
     lines.extend(limit_lines(report));
+    // In the process: what the tracker and the symbolizer cost it.
+    if let Some(cost) = &report.symbolizer {
+        let line = format!(
+            "tracker: {} of its own memory, {} call sites; {}",
+            bytes(report.tracker.memory_bytes as f64),
+            report.tracker.sites,
+            cost.line()
+        );
+        lines.extend(wrap(&line, "", "  ", WIDTH));
+    }
     lines
 }
 

@@ -1,0 +1,28 @@
+//! Filling a [`SymbolTable`] from the in-process [`Symbolizer`], one batch at a time.
+
+use leakwatch_alloc::Symbolizer;
+use leakwatch_report::SymbolTable;
+use std::collections::HashSet;
+
+/// Symbolizes, in one batch, every address of `stacks` that `symbols` lacks, and adds
+/// them (names completed on insert).
+pub(crate) fn symbolize_missing<'a>(
+    symbols: &mut SymbolTable,
+    symbolizer: &mut Symbolizer,
+    stacks: impl IntoIterator<Item = &'a [u64]>,
+) {
+    let mut seen = HashSet::new();
+    let missing: Vec<u64> = stacks
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|&a| !symbols.contains(a) && seen.insert(a))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let frames = symbolizer.symbolize_many(&missing);
+    for (address, frames) in missing.into_iter().zip(frames) {
+        symbols.insert(address, frames);
+    }
+}
