@@ -212,6 +212,7 @@ impl Symbolizer {
                 }
             }
         }
+        let mapped = !by_module.is_empty();
         for (m, indexes) in by_module {
             let wanted: Vec<u64> = indexes.iter().map(|&i| addresses[i]).collect();
             let frames = self.resolve_module(&modules[m], &wanted, locate);
@@ -231,6 +232,9 @@ impl Symbolizer {
             }
         }
         let out: Vec<Vec<Symbol>> = out.into_iter().map(Option::unwrap_or_default).collect();
+        if mapped {
+            map::trim_heap();
+        }
         for (&address, frames) in addresses.iter().zip(&out) {
             self.remember(address, frames);
         }

@@ -81,3 +81,16 @@ pub(crate) fn resident_bytes() -> Option<u64> {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(pages.saturating_mul(u64::try_from(page).ok()?))
 }
+
+/// Hands the C allocator's free memory back to the system (glibc's `malloc_trim`): a
+/// batch frees its parsed debug info in one go, and glibc would otherwise keep most of
+/// it in the resident set (its heap top and arenas are trimmed only past thresholds
+/// that large frees raise). Elsewhere a no-op.
+pub(crate) fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free pages of glibc's
+    // heap to the system, under glibc's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
