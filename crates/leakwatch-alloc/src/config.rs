@@ -134,52 +134,11 @@ fn parse_switch(v: &[u8]) -> Option<(bool, bool)> {
     }
 }
 
-/// A decimal number with an optional binary suffix: `k`/`KiB`, `m`/`MiB`, `g`/`GiB`
-/// (case-insensitive, `KB` and `K` also accepted).
-pub(crate) fn parse_size(v: &[u8]) -> Option<u64> {
-    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in &v[..digits] {
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    let mut suffix = [0u8; 3];
-    let rest = &v[digits..];
-    if rest.len() > suffix.len() {
-        return None;
-    }
-    for (s, b) in suffix.iter_mut().zip(rest) {
-        *s = b.to_ascii_lowercase();
-    }
-    let shift = match &suffix[..rest.len()] {
-        b"" => 0,
-        b"k" | b"kb" | b"kib" => 10,
-        b"m" | b"mb" | b"mib" => 20,
-        b"g" | b"gb" | b"gib" => 30,
-        _ => return None,
-    };
-    n.checked_mul(1 << shift)
-}
+pub(crate) use leakwatch_types::parse_size_bytes as parse_size;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_suffixes() {
-        assert_eq!(parse_size(b"512"), Some(512));
-        assert_eq!(parse_size(b"512k"), Some(512 << 10));
-        assert_eq!(parse_size(b"512KiB"), Some(512 << 10));
-        assert_eq!(parse_size(b"4M"), Some(4 << 20));
-        assert_eq!(parse_size(b"1gb"), Some(1 << 30));
-        assert_eq!(parse_size(b""), None);
-        assert_eq!(parse_size(b"k"), None);
-        assert_eq!(parse_size(b"12 k"), None);
-        assert_eq!(parse_size(b"12kibi"), None);
-        assert_eq!(parse_size(b"99999999999999999999"), None);
-    }
 
     #[test]
     fn switches_parse() {

@@ -92,14 +92,14 @@ pub use config::{
     Config, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_RATE,
 };
 pub use global_alloc::LeakWatch;
-pub use os::Module;
 pub use scope::{MAX_SCOPES, Scope, ScopeError, ScopeGuard, ScopeHandle, ScopeStats};
-pub use snapshot::{
-    Mode, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, TrackerStats,
+// The plain data types live in `leakwatch-types`, which report readers use without
+// depending on the allocator.
+pub use leakwatch_types::{
+    Mode, Module, OLD_SNAPSHOTS, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot,
+    Symbol, TrackerStats, Unwinder, parse_size,
 };
-pub use stack::Unwinder;
-pub use symbolize::{Symbol, Symbolizer, SymbolizerStats};
-pub use tracker::OLD_SNAPSHOTS;
+pub use symbolize::{Symbolizer, SymbolizerStats};
 
 /// Takes a snapshot of the tracker: process totals, live bytes per call site, the
 /// tracker's own memory and overflow counters. Cheap enough to call every second
@@ -173,19 +173,6 @@ pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
 /// every registered thread's unpublished batches anyway, so this is rarely needed).
 pub fn flush_thread() {
     tracker::flush_current_thread();
-}
-
-/// Parses a size in bytes as the `LEAKWATCH_*` variables take it: a decimal number with
-/// an optional binary suffix, `k`/`KiB`, `m`/`MiB`, `g`/`GiB` (case-insensitive; `KB`
-/// and `K` also mean 1024). `None` for anything else, or on overflow.
-///
-/// ```
-/// assert_eq!(leakwatch_alloc::parse_size("512k"), Some(512 * 1024));
-/// assert_eq!(leakwatch_alloc::parse_size("2GiB"), Some(2 << 30));
-/// assert_eq!(leakwatch_alloc::parse_size("lots"), None);
-/// ```
-pub fn parse_size(text: &str) -> Option<u64> {
-    config::parse_size(text.trim().as_bytes())
 }
 
 /// Test support, not part of the API: holds every lock of the tracker's tables for

@@ -245,22 +245,7 @@ pub(crate) fn register_fork_handlers(
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) == 0 }
 }
 
-/// A module (executable or shared library) mapped into the process.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct Module {
-    /// Path of the file, as the dynamic loader reports it (empty for the main program on
-    /// some systems: then it is `/proc/self/exe`'s target).
-    pub path: String,
-    /// Load bias: the value added to the file's virtual addresses.
-    pub base: u64,
-    /// Lowest address of the module's loadable segments.
-    pub start: u64,
-    /// One past the highest address of the module's loadable segments.
-    pub end: u64,
-    /// The GNU build id in lowercase hex, when the file has one.
-    pub build_id: Option<String>,
-}
+pub use leakwatch_types::Module;
 
 /// Held by the tracker's own `dl_iterate_phdr` calls, and by the fork handlers across
 /// `fork`. `dl_iterate_phdr` holds the dynamic loader's lock while it runs; a child forked
@@ -358,12 +343,14 @@ unsafe extern "C" fn collect(
         start = base;
         end = base;
     }
-    modules.push(Module {
-        path,
-        base,
-        start,
-        end,
-        build_id,
+    modules.push({
+        let mut module = Module::default();
+        module.path = path;
+        module.base = base;
+        module.start = start;
+        module.end = end;
+        module.build_id = build_id;
+        module
     });
     0
 }

@@ -21,8 +21,9 @@
 //! changing it, could: close's decrement, open's increment and flag, close's clearing).
 
 use crate::hot::{FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT};
-use crate::snapshot::{SiteStats, site_stats};
+use crate::snapshot::site_stats;
 use crate::tracker;
+use leakwatch_types::SiteStats;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
 
 /// Scopes open at once, at most.

@@ -1,144 +1,18 @@
-//! Snapshots: a plain, serializable copy of everything the tracker knows at one moment.
+//! Builds [`Snapshot`]s (the types are in `leakwatch-types`) from the tracker's tables.
 
 use crate::filter;
 use crate::hot::{EXACT, MODE_MASK, SAMPLED, STATE};
-use crate::os::{self, Module};
+use crate::os;
 use crate::sampler::COUNT_ONE;
 use crate::sites;
-use crate::stack::{self, Unwinder};
+use crate::stack;
 use crate::threads;
 use crate::tracker::{self, ENV_INVALID, MAX_DEPTH, MAX_SITES, OVERFLOW, PROCESS, RATE};
 use crate::{blocks, config};
-use serde::{Deserialize, Serialize};
+use leakwatch_types::{
+    Mode, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, TrackerStats, Unwinder,
+};
 use std::sync::atomic::Ordering::Relaxed;
-
-/// Version of the [`Snapshot`] serialization format.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// Whether and how allocations are tracked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Mode {
-    /// Not tracking (also before the first allocation through a `LeakWatch`).
-    #[default]
-    Off,
-    /// Byte-weighted sampling: per-site numbers are unbiased estimates.
-    Sampled,
-    /// Every allocation tracked: per-site numbers are exact.
-    Exact,
-}
-
-/// Everything the tracker knows at one moment.
-///
-/// `Default` gives an empty snapshot, for building one field by field (in tests, or
-/// from a recorded file).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Snapshot {
-    /// [`SCHEMA_VERSION`] of this value.
-    pub schema_version: u32,
-    /// Wall-clock time the snapshot was taken, in milliseconds since the Unix epoch.
-    pub timestamp_ms: u64,
-    /// Process id.
-    pub pid: u32,
-    /// Tracking mode when the snapshot was taken.
-    pub mode: Mode,
-    /// Sampling rate `R` in bytes (1 in exact mode).
-    pub sample_rate: u32,
-    /// Unwinder capturing stacks (`auto` until the first sample has probed).
-    pub unwinder: Unwinder,
-    /// Process-wide totals (every allocation, sampled or not).
-    pub process: ProcessStats,
-    /// One entry per call site that has had a sampled allocation, in site-id order.
-    pub sites: Vec<SiteStats>,
-    /// Loaded modules, to symbolize `frames` offline.
-    pub modules: Vec<Module>,
-    /// The tracker's own memory and bounds.
-    pub tracker: TrackerStats,
-    /// What the tracker could not record: never dropped silently.
-    pub overflow: OverflowStats,
-    /// Human-readable problems (invalid settings, full tables, slow unwinder).
-    pub warnings: Vec<String>,
-    /// Which snapshot of the process this is: 1 for the first `snapshot()` call, one
-    /// more for each later one. (0 in snapshots written before epochs existed.)
-    #[serde(default)]
-    pub epoch: u64,
-}
-
-/// Process-wide totals, counted for every allocation while tracking is on. Threads
-/// publish their counts in batches (at each sample and every 256 KiB of frees), and a
-/// snapshot adds the batches not yet published of every registered thread (every
-/// thread, unless more than 1,024 run at once: see
-/// [`OverflowStats::unregistered_threads`]), so the totals are current as of the
-/// snapshot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ProcessStats {
-    /// Bytes allocated minus bytes freed since tracking started (frees of blocks
-    /// allocated before then make this smaller).
-    pub live_bytes: i64,
-    /// Highest `live_bytes` observed at a batch publication or snapshot.
-    pub peak_live_bytes: i64,
-    /// Allocations (including reallocations) since tracking started.
-    pub allocs: u64,
-    /// Bytes requested by those allocations.
-    pub alloc_bytes: u64,
-    /// Frees (including reallocations) since tracking started.
-    pub frees: u64,
-    /// Bytes released by those frees.
-    pub freed_bytes: u64,
-    /// The process's resident memory (RSS) when the snapshot was taken, from
-    /// `/proc/self/statm`; 0 where unknown. Includes what the heap does not: code,
-    /// stacks, allocator slack, memory from C libraries.
-    #[serde(default)]
-    pub resident_bytes: u64,
-}
-
-/// One call site: a distinct stack of return addresses, and its heap usage. In sampled
-/// mode every number is an unbiased estimate built from weighted samples; in exact mode
-/// every number is exact.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct SiteStats {
-    /// Site id, stable for the life of the process.
-    pub id: u32,
-    /// Return addresses, innermost first, starting at the allocator's caller.
-    pub frames: Vec<u64>,
-    /// The stack was deeper than the maximum depth and was cut.
-    pub truncated: bool,
-    /// Bytes allocated here and still live.
-    pub live_bytes: u64,
-    /// Blocks allocated here and still live.
-    pub live_blocks: f64,
-    /// Bytes allocated here in total.
-    pub alloc_bytes: u64,
-    /// Blocks allocated here in total.
-    pub alloc_blocks: f64,
-    /// Bytes allocated here and since freed.
-    pub freed_bytes: u64,
-    /// Blocks allocated here and since freed.
-    pub freed_blocks: f64,
-    /// Bytes (weighted in sampled mode) of blocks allocated here that lived through
-    /// [`OLD_SNAPSHOTS`](crate::OLD_SNAPSHOTS) snapshots or more and have since been
-    /// freed: the departures that move a sampled estimate between two levels. Blocks
-    /// freed younger do not count.
-    #[serde(default)]
-    pub freed_old_bytes: u64,
-    /// Bytes (weighted in sampled mode) of blocks allocated here that were live at one
-    /// snapshot or more and have since been freed: departures of any age, for windows
-    /// too short for [`OLD_SNAPSHOTS`](crate::OLD_SNAPSHOTS) to mean long-lived.
-    #[serde(default)]
-    pub freed_seen_bytes: u64,
-    /// The scope ([`Scope`](crate::Scope)) whose allocations this site holds, 0 for
-    /// none. A scope's sites count only its own allocations, tracked exactly.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub scope: u64,
-}
-
-fn is_zero(x: &u64) -> bool {
-    *x == 0
-}
 
 /// A site's stats from the table with counters `c` (`None` for a site with no
 /// allocation yet). A scope's marker frame is not part of the frames.
@@ -161,88 +35,22 @@ pub(crate) fn site_stats(
     {
         frames.pop();
     }
-    Some(SiteStats {
-        id,
-        frames,
-        truncated,
-        live_bytes: c.alloc_bytes - c.freed_bytes,
-        live_blocks: blocks_of(c.alloc_count - c.freed_count),
-        alloc_bytes: c.alloc_bytes,
-        alloc_blocks: blocks_of(c.alloc_count),
-        freed_bytes: c.freed_bytes,
-        freed_blocks: blocks_of(c.freed_count),
-        freed_old_bytes: c.freed_old_bytes,
-        freed_seen_bytes: c.freed_seen_bytes,
-        scope,
+    Some({
+        let mut site = SiteStats::default();
+        site.id = id;
+        site.frames = frames;
+        site.truncated = truncated;
+        site.live_bytes = c.alloc_bytes - c.freed_bytes;
+        site.live_blocks = blocks_of(c.alloc_count - c.freed_count);
+        site.alloc_bytes = c.alloc_bytes;
+        site.alloc_blocks = blocks_of(c.alloc_count);
+        site.freed_bytes = c.freed_bytes;
+        site.freed_blocks = blocks_of(c.freed_count);
+        site.freed_old_bytes = c.freed_old_bytes;
+        site.freed_seen_bytes = c.freed_seen_bytes;
+        site.scope = scope;
+        site
     })
-}
-
-/// The tracker's own memory and bounds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct TrackerStats {
-    /// Bytes of memory the tracker's tables occupy (resident pages).
-    pub memory_bytes: u64,
-    /// Bytes of address space reserved for the tables (most of it never touched).
-    pub reserved_bytes: u64,
-    /// Distinct call sites recorded.
-    pub sites: u32,
-    /// Bound on call sites.
-    pub max_sites: u32,
-    /// Live blocks currently tracked.
-    pub tracked_blocks: u64,
-    /// Bound on tracked blocks.
-    pub max_blocks: u64,
-    /// Maximum frames per stack.
-    pub max_depth: u32,
-    /// Threads whose unpublished counts this snapshot read (registered threads).
-    #[serde(default)]
-    pub threads: u32,
-}
-
-/// What could not be recorded, and how much of it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct OverflowStats {
-    /// Samples whose stack found no room in the site table.
-    pub site_table_full_samples: u64,
-    /// Live bytes of those samples (weighted), attributed to no site.
-    pub site_table_full_live_bytes: u64,
-    /// Sampled blocks not tracked because the block table was full.
-    pub untracked_blocks: u64,
-    /// Bytes (weighted) of those blocks.
-    pub untracked_bytes: u64,
-    /// Samples whose stack was cut at the maximum depth (still recorded).
-    pub truncated_stacks: u64,
-    /// Tracked blocks whose free was never seen (an address handed out again while
-    /// still tracked). Expected to stay 0.
-    pub replaced_entries: u64,
-    /// Threads started while all 1,024 thread slots were taken: a snapshot does not see
-    /// their unpublished counts (at most 256 KiB of frees, or one sample, per thread).
-    #[serde(default)]
-    pub unregistered_threads: u64,
-    /// Threads whose unpublished counts this snapshot could not read (caught in the
-    /// middle of publishing for too long), plus publications made while it read.
-    #[serde(default)]
-    pub unread_threads: u64,
-    /// Buckets of the sampled-address filter that filled up (65,535 tracked blocks'
-    /// addresses hashed to one): they stay set for good, so frees of addresses in them
-    /// always look the block up. Slower, never wrong. Expected to stay 0.
-    #[serde(default)]
-    pub saturated_filter_buckets: u64,
-    /// Times the system refused memory for a larger block table (`ulimit -v`,
-    /// `vm.overcommit_memory=2`, `vm.max_map_count`): the shard kept its table, and blocks
-    /// that found no room in it are counted in `untracked_blocks`.
-    #[serde(default)]
-    pub refused_mappings: u64,
-}
-
-impl Snapshot {
-    /// Live bytes over all sites, plus what overflowed the site table: the tracked heap.
-    pub fn tracked_live_bytes(&self) -> u64 {
-        self.sites.iter().map(|s| s.live_bytes).sum::<u64>()
-            + self.overflow.site_table_full_live_bytes
-    }
 }
 
 fn blocks_of(fixed_point: u64) -> f64 {
@@ -269,14 +77,16 @@ pub(crate) fn build() -> Snapshot {
         .peak_live
         .fetch_max(live_bytes, Relaxed)
         .max(live_bytes);
-    let process = ProcessStats {
-        live_bytes,
-        peak_live_bytes: peak,
-        allocs,
-        alloc_bytes,
-        frees,
-        freed_bytes,
-        resident_bytes: os::resident_bytes(),
+    let process = {
+        let mut process = ProcessStats::default();
+        process.live_bytes = live_bytes;
+        process.peak_live_bytes = peak;
+        process.allocs = allocs;
+        process.alloc_bytes = alloc_bytes;
+        process.frees = frees;
+        process.freed_bytes = freed_bytes;
+        process.resident_bytes = os::resident_bytes();
+        process
     };
 
     let mut sites_out = Vec::new();
@@ -311,53 +121,58 @@ pub(crate) fn build() -> Snapshot {
         }
     }
     let tracked_blocks = blocks::len();
-    let tracker = TrackerStats {
-        memory_bytes: (table_bytes
-            + blocks::resident_bytes()
-            + filter::BYTES
-            + threads::touched_bytes()) as u64,
-        reserved_bytes: (os::mapped_bytes() + filter::BYTES + threads::BYTES) as u64,
-        sites: site_count,
-        max_sites,
-        tracked_blocks,
-        max_blocks: blocks::max_blocks(),
-        max_depth: MAX_DEPTH.load(Relaxed),
-        threads: pending.threads,
+    let tracker = {
+        let mut tracker = TrackerStats::default();
+        tracker.memory_bytes =
+            (table_bytes + blocks::resident_bytes() + filter::BYTES + threads::touched_bytes())
+                as u64;
+        tracker.reserved_bytes = (os::mapped_bytes() + filter::BYTES + threads::BYTES) as u64;
+        tracker.sites = site_count;
+        tracker.max_sites = max_sites;
+        tracker.tracked_blocks = tracked_blocks;
+        tracker.max_blocks = blocks::max_blocks();
+        tracker.max_depth = MAX_DEPTH.load(Relaxed);
+        tracker.threads = pending.threads;
+        tracker
     };
-    let overflow = OverflowStats {
-        site_table_full_samples: overflow_samples,
-        site_table_full_live_bytes: overflow_live,
-        untracked_blocks: OVERFLOW.untracked_blocks.load(Relaxed),
-        untracked_bytes: OVERFLOW.untracked_bytes.load(Relaxed),
-        truncated_stacks: OVERFLOW.truncated_stacks.load(Relaxed),
-        replaced_entries: OVERFLOW.replaced_entries.load(Relaxed),
-        unregistered_threads: threads::UNREGISTERED.load(Relaxed),
-        unread_threads: unread,
-        saturated_filter_buckets: filter::saturated_buckets(),
-        refused_mappings: blocks::refused_mappings(),
+    let overflow = {
+        let mut overflow = OverflowStats::default();
+        overflow.site_table_full_samples = overflow_samples;
+        overflow.site_table_full_live_bytes = overflow_live;
+        overflow.untracked_blocks = OVERFLOW.untracked_blocks.load(Relaxed);
+        overflow.untracked_bytes = OVERFLOW.untracked_bytes.load(Relaxed);
+        overflow.truncated_stacks = OVERFLOW.truncated_stacks.load(Relaxed);
+        overflow.replaced_entries = OVERFLOW.replaced_entries.load(Relaxed);
+        overflow.unregistered_threads = threads::UNREGISTERED.load(Relaxed);
+        overflow.unread_threads = unread;
+        overflow.saturated_filter_buckets = filter::saturated_buckets();
+        overflow.refused_mappings = blocks::refused_mappings();
+        overflow
     };
     let unwinder = stack::unwinder();
     let warnings = warnings(&overflow, unwinder);
-    Snapshot {
-        schema_version: SCHEMA_VERSION,
-        timestamp_ms: std::time::SystemTime::now()
+    {
+        let mut snapshot = Snapshot::default();
+        snapshot.schema_version = SCHEMA_VERSION;
+        snapshot.timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        pid: std::process::id(),
-        mode,
-        sample_rate: if mode == Mode::Exact {
+            .map_or(0, |d| d.as_millis() as u64);
+        snapshot.pid = std::process::id();
+        snapshot.mode = mode;
+        snapshot.sample_rate = if mode == Mode::Exact {
             1
         } else {
             RATE.load(Relaxed)
-        },
-        unwinder,
-        process,
-        sites: sites_out,
-        modules: os::loaded_modules(),
-        tracker,
-        overflow,
-        warnings,
-        epoch,
+        };
+        snapshot.unwinder = unwinder;
+        snapshot.process = process;
+        snapshot.sites = sites_out;
+        snapshot.modules = os::loaded_modules();
+        snapshot.tracker = tracker;
+        snapshot.overflow = overflow;
+        snapshot.warnings = warnings;
+        snapshot.epoch = epoch;
+        snapshot
     }
 }
 

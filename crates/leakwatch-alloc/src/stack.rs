@@ -25,19 +25,7 @@ use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 /// Hard upper bound on the configurable maximum depth.
 pub(crate) const MAX_DEPTH_LIMIT: usize = 256;
 
-/// Which unwinder captures stacks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Unwinder {
-    /// Probe at the first sample and use frame pointers when they work.
-    #[default]
-    Auto,
-    /// Walk frame pointers (fast; needs `-C force-frame-pointers=yes`).
-    FramePointers,
-    /// DWARF unwinding through the `backtrace` crate (slow; always correct).
-    Backtrace,
-}
+pub use leakwatch_types::Unwinder;
 
 const AUTO: u8 = 0;
 const FRAME_POINTERS: u8 = 1;
@@ -50,6 +38,8 @@ pub(crate) fn set_unwinder(unwinder: Unwinder) {
         Unwinder::Auto => AUTO,
         Unwinder::FramePointers => FRAME_POINTERS,
         Unwinder::Backtrace => BACKTRACE,
+        // `Unwinder` is non-exhaustive: an unwinder this crate does not know probes.
+        _ => AUTO,
     };
     UNWINDER.store(value, Relaxed);
 }

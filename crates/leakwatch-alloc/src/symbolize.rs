@@ -12,8 +12,9 @@
 //! address's outermost frame.
 
 use crate::tracker::untracked;
+pub use leakwatch_symbolize::SymbolizerStats;
 use leakwatch_symbolize::{LoadedFiles, ModuleRef};
-pub use leakwatch_symbolize::{Symbol, SymbolizerStats};
+pub use leakwatch_types::Symbol;
 
 /// Resolves addresses of this process to [`Symbol`]s, with a bounded cache (see
 /// [`leakwatch_symbolize::Symbolizer`]).
@@ -51,16 +52,7 @@ impl Symbolizer {
     pub fn symbolize_many(&mut self, addresses: &[u64]) -> Vec<Vec<Symbol>> {
         untracked(|| {
             let modules = crate::os::loaded_modules();
-            let refs: Vec<ModuleRef<'_>> = modules
-                .iter()
-                .map(|m| ModuleRef {
-                    path: &m.path,
-                    base: m.base,
-                    start: m.start,
-                    end: m.end,
-                    build_id: m.build_id.as_deref(),
-                })
-                .collect();
+            let refs: Vec<ModuleRef<'_>> = modules.iter().map(ModuleRef::from).collect();
             self.inner.symbolize(&refs, addresses, &mut LoadedFiles)
         })
     }

@@ -37,11 +37,7 @@ static THREAD_SEQ: AtomicU64 = AtomicU64::new(0);
 /// later lived through that many snapshots (its bytes go to `freed_old_bytes`).
 pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(0);
 
-/// Snapshots a freed block must have lived through for its free to count as a
-/// departure (`freed_old_bytes`). The ranking bounds how much a sampled estimate wanders
-/// between two levels by the blocks that departed between them; a block seen at fewer
-/// snapshots moves only a few neighbouring points, which the series' own jitter covers.
-pub const OLD_SNAPSHOTS: u32 = 8;
+pub use leakwatch_types::OLD_SNAPSHOTS;
 
 /// Snapshots a block allocated in `epoch` has lived through, now.
 fn age(epoch: u32) -> u32 {

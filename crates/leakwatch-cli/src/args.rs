@@ -193,7 +193,7 @@ impl Flags {
                 }
                 "--limit" => {
                     let v = value("a size in bytes")?;
-                    let bytes = leakwatch_alloc::parse_size(&v)
+                    let bytes = leakwatch_types::parse_size(&v)
                         .filter(|&b| b > 0)
                         .ok_or_else(|| {
                             format!("--limit: not a size: {v:?} (e.g. 2g, 512MiB, 1048576)")

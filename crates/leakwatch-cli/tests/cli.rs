@@ -2,8 +2,8 @@
 //! output; every kind of bad input gives one line naming the file (and line) and exit
 //! code 2, never a panic.
 
-use leakwatch_alloc::{Mode, SiteStats, Snapshot, Symbol};
 use leakwatch_report::{SeriesWriter, SymbolTable};
+use leakwatch_types::{Mode, SiteStats, Snapshot, Symbol};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -119,7 +119,7 @@ mod tests {
             timestamp_ms: t,
             start_ms: 0,
             pid,
-            mode: leakwatch_alloc::Mode::Exact,
+            mode: leakwatch_types::Mode::Exact,
             sample_rate: 1,
             window_seconds: 0.0,
             points: 1,

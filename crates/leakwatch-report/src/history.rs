@@ -14,8 +14,8 @@
 //! frames and counters, the tracker's own statistics and its warnings.
 
 use crate::series::Series;
-use leakwatch_alloc::Unwinder;
-use leakwatch_alloc::{
+use leakwatch_types::Unwinder;
+use leakwatch_types::{
     Mode, Module, OverflowStats, ProcessStats, SiteStats, Snapshot, TrackerStats,
 };
 
@@ -268,7 +268,7 @@ impl Header {
 
     /// Writes this header into `snapshot` (its sites stay as they are).
     pub fn write_to(self, snapshot: &mut Snapshot) {
-        snapshot.schema_version = leakwatch_alloc::SCHEMA_VERSION;
+        snapshot.schema_version = leakwatch_types::SCHEMA_VERSION;
         snapshot.timestamp_ms = self.timestamp_ms;
         snapshot.pid = self.pid;
         snapshot.mode = self.mode;

@@ -436,7 +436,7 @@ impl Noise<'_> {
         let old = between(&d.old);
         let young = (between(&d.seen) - old).max(0.0);
         let snapshots = a.points.min(b.points) as f64 * self.snapshots_per_point;
-        let weight = (f64::from(leakwatch_alloc::OLD_SNAPSHOTS) / snapshots.max(1.0))
+        let weight = (f64::from(leakwatch_types::OLD_SNAPSHOTS) / snapshots.max(1.0))
             .powi(2)
             .min(1.0);
         (old + weight * young).min(before)
@@ -598,9 +598,14 @@ fn site_trend<K>(
     let recent_growth = late.value - middle.value;
     let window = axes.window;
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
+    // Held to the noise the change would have if nothing grew (arrivals balancing
+    // departures: `sqrt(2 R D)`, with the jitter and swing), not to the noise of the
+    // change observed: the question is whether "no growth" explains it. Where nothing
+    // departs, every sample that arrived and stayed is growth, and the floor of four
+    // samples is what keeps chance arrivals out.
     let beyond = |x: Level, y: Level, sigmas: f64| {
         let change = y.value - x.value;
-        change >= min_growth && change > sigmas * noise.between(x, y)
+        change >= min_growth && change > sigmas * noise.model(x, y, 0.0)
     };
     // Grew beyond noise: from the first third's level to the last's, or from the
     // window's first twentieth to its last tenth or third (a leak's full rise; a cache
@@ -630,12 +635,23 @@ fn site_trend<K>(
     // than noise explains if nothing grew: the jitter, and the wander of a sampled
     // estimate whose samples turn over (`sqrt(2 R D)`: arrivals balance departures),
     // which moves like a random walk and so is held to a stricter bound.
-    let at_rest = noise
-        .jitter_or_swing(middle, late)
-        .hypot(TURNOVER_SIGMAS / CLIMB_SIGMAS * noise.sampling(middle, late, 0.0));
-    let still_climbing = recent_growth >= 0.25 * expected
-        && recent_growth >= o.sample_bytes
-        && recent_growth > CLIMB_SIGMAS * at_rest;
+    let at_rest_from_middle = |to: Level| {
+        noise
+            .jitter_or_swing(middle, to)
+            .hypot(TURNOVER_SIGMAS / CLIMB_SIGMAS * noise.sampling(middle, to, 0.0))
+    };
+    let at_rest = at_rest_from_middle(late);
+    let climbed_to = |to: Level, pace: f64, sigmas: f64| {
+        let climb = to.value - middle.value;
+        climb >= 0.25 * pace && climb >= o.sample_bytes && climb > sigmas * at_rest_from_middle(to)
+    };
+    // From the middle third to the last third, or to the last tenth: a slow leak's few
+    // samples may all arrive late in the last third (the tenth sits further from the
+    // middle, so a steady climb rises more by then: 0.45 of the window, not 0.33). The
+    // tenth rests on fewer points, and a sawtooth's tooth can fill it, so it must clear
+    // twice the noise.
+    let still_climbing = climbed_to(late, expected, CLIMB_SIGMAS)
+        || climbed_to(last, 1.35 * expected, 2.0 * CLIMB_SIGMAS);
     // Mann-Kendall's normal approximation and the noise estimates need ten points: with
     // fewer, a site is neither a leak nor stopped.
     let enough_points = axes.raw_points >= MIN_POINTS;

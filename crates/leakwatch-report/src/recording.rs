@@ -10,7 +10,7 @@
 use crate::error::{Error, Result, describe_json};
 use crate::history::{Header, History};
 use crate::symbols::SymbolTable;
-use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
+use leakwatch_types::{SiteStats, Snapshot, Symbol};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;

@@ -13,7 +13,7 @@ use crate::rank::{RankOptions, Ranking, Verdict, rank_windows};
 use crate::series::Series;
 use crate::stats::bucket;
 use crate::symbols::{Frame, LabelRules, SymbolTable};
-use leakwatch_alloc::{Mode, OverflowStats, TrackerStats};
+use leakwatch_types::{Mode, OverflowStats, TrackerStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

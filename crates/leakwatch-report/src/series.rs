@@ -1,6 +1,6 @@
 //! Series: live bytes per site over a sequence of snapshots, as columns of numbers.
 
-use leakwatch_alloc::Snapshot;
+use leakwatch_types::Snapshot;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 

@@ -14,7 +14,7 @@
 //! frame its path, and a closure or async body takes the function it is defined in (see
 //! [`SymbolTable::insert`]). Labels shorten generic arguments to `<…>`; stacks keep them.
 
-use leakwatch_alloc::Symbol;
+use leakwatch_types::Symbol;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;

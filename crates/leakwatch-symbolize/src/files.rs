@@ -21,6 +21,18 @@ pub struct ModuleRef<'a> {
     pub build_id: Option<&'a str>,
 }
 
+impl<'a> From<&'a leakwatch_types::Module> for ModuleRef<'a> {
+    fn from(m: &'a leakwatch_types::Module) -> Self {
+        ModuleRef {
+            path: &m.path,
+            base: m.base,
+            start: m.start,
+            end: m.end,
+            build_id: m.build_id.as_deref(),
+        }
+    }
+}
+
 /// Finds the file to read a module's debug info and symbols from.
 pub trait Locate {
     /// The file for `module`.

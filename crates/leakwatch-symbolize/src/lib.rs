@@ -36,30 +36,10 @@ mod tests;
 
 pub use files::{LoadedFiles, Locate, ModuleRef, SymbolFiles, build_id};
 
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// One source-level frame. A return address can map to several: the inlined calls
-/// first, innermost first, then the function that contains them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Symbol {
-    /// The address this frame came from (a return address, as in `SiteStats::frames`).
-    pub address: u64,
-    /// Demangled function name, without the hash suffix.
-    pub function: Option<String>,
-    /// Source file.
-    pub file: Option<String>,
-    /// Line in `file`.
-    pub line: Option<u32>,
-    /// This frame was inlined into the next one.
-    pub inlined: bool,
-    /// The symbol-table name (demangled, without the hash suffix) of the machine
-    /// function that holds the address: set on the outermost frame of an address only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub symbol: Option<String>,
-}
+pub use leakwatch_types::Symbol;
 
 // Built field by field: `Symbol` is `#[non_exhaustive]` where it is defined for good
 // (`leakwatch-types`), so no struct literal can build it from here.

@@ -339,7 +339,7 @@ fn verdict_of(sim: &Simulated, r: f64, step: f64, with_departed: bool) -> SiteTr
 }
 
 /// The age, in snapshots, from which the allocator counts a departure as long-lived.
-const OLD_SNAPSHOTS: u32 = leakwatch_alloc::OLD_SNAPSHOTS;
+const OLD_SNAPSHOTS: u32 = leakwatch_types::OLD_SNAPSHOTS;
 
 /// The sampling rates the simulations run at: 64 KiB, the default 512 KiB, 2 MiB.
 const RATES: [f64; 3] = [64.0 * 1024.0, 512.0 * 1024.0, 2.0 * MIB];
@@ -496,7 +496,7 @@ fn sampled_leaks_on_churning_sites_are_found() {
                     // count as turnover).
                     let (need_leak, need_seen) = match (lifetime < 0.1, growth >= 32.0) {
                         (true, true) => (0.95, 0.99),
-                        (true, false) => (0.60, 0.65),
+                        (true, false) => (0.80, 0.85),
                         (false, true) if young <= growth / 4.0 => (0.6, 0.95),
                         (false, false) if young <= growth / 4.0 => (0.2, 0.6),
                         // A leak under a young population near its growth: `growing` or

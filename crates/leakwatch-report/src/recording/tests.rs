@@ -1,5 +1,5 @@
 use super::*;
-use leakwatch_alloc::Mode;
+use leakwatch_types::Mode;
 
 fn site(id: u32, alloc: u64, freed: u64) -> SiteStats {
     let mut s = SiteStats::default();

@@ -13,7 +13,7 @@
 
 use crate::symbols::{Frame, LabelRules, SymbolTable};
 use inferno::flamegraph::{self, Options, Palette};
-use leakwatch_alloc::{Mode, Snapshot};
+use leakwatch_types::{Mode, Snapshot};
 use std::collections::BTreeMap;
 
 /// Frames of leakwatch's allocator (rules as in [`LabelRules`]): the tracking allocator
@@ -81,7 +81,7 @@ impl AllocatorFrames {
 /// # Examples
 ///
 /// ```
-/// use leakwatch_alloc::Snapshot;
+/// use leakwatch_types::Snapshot;
 /// use leakwatch_report::SymbolTable;
 /// use leakwatch_report::render::flamegraph::flamegraph;
 ///

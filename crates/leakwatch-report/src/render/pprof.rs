@@ -34,7 +34,7 @@
 use crate::symbols::{LabelRules, SymbolTable};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use leakwatch_alloc::{Mode, Module, SiteStats, Snapshot};
+use leakwatch_types::{Mode, Module, SiteStats, Snapshot};
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -54,7 +54,7 @@ pub const SAMPLE_TYPES: [(&str, &str); 4] = [
 /// # Examples
 ///
 /// ```
-/// use leakwatch_alloc::Snapshot;
+/// use leakwatch_types::Snapshot;
 /// use leakwatch_report::SymbolTable;
 /// use leakwatch_report::render::pprof::pprof;
 ///

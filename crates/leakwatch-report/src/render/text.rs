@@ -12,7 +12,7 @@
 
 use crate::rank::Verdict;
 use crate::report::{FunctionReport, Report, SiteReport, function_of_label};
-use leakwatch_alloc::Mode;
+use leakwatch_types::Mode;
 
 /// The widest line [`text`] writes, in characters.
 pub const WIDTH: usize = 100;

@@ -1,5 +1,5 @@
 use super::*;
-use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
+use leakwatch_types::{SiteStats, Snapshot, Symbol};
 
 const MIB: f64 = 1024.0 * 1024.0;
 

@@ -1,5 +1,5 @@
 use super::*;
-use leakwatch_alloc::{SiteStats, Symbol};
+use leakwatch_types::{SiteStats, Symbol};
 
 const MIB: u64 = 1 << 20;
 

@@ -1,6 +1,6 @@
 use super::*;
 use flate2::read::GzDecoder;
-use leakwatch_alloc::{Symbol, Unwinder};
+use leakwatch_types::{Symbol, Unwinder};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

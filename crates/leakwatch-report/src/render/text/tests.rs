@@ -5,7 +5,7 @@ use super::*;
 use crate::history::History;
 use crate::report::ReportOptions;
 use crate::symbols::SymbolTable;
-use leakwatch_alloc::{SiteStats, Snapshot, Symbol};
+use leakwatch_types::{SiteStats, Snapshot, Symbol};
 use std::collections::BTreeMap;
 
 pub(crate) const KIB: f64 = 1024.0;
@@ -105,7 +105,7 @@ pub(crate) fn synthetic_history(
         s.timestamp_ms = 1_700_000_000_000 + (t * 1000.0) as u64;
         s.epoch = 1 + t as u64;
         s.pid = 4242;
-        s.mode = leakwatch_alloc::Mode::Sampled;
+        s.mode = leakwatch_types::Mode::Sampled;
         s.sample_rate = 512 * 1024;
         s.sites = specs
             .iter()
