@@ -27,6 +27,8 @@ for _ in $(seq 10); do
   curl -sf -m 60 -o /dev/null "$url/debug/pprof/heap"
 done
 after=$(rss)
+# The gap from a snapshot taken after the reports (the recorder takes one a second).
+sleep 2
 gap=$(curl -sf -m 60 "$url/debug/leaks?format=json&top=1000" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)

@@ -49,11 +49,35 @@ impl Symbolizer {
     }
 
     /// The frames of each of `addresses`, in order, resolved in one batch.
+    ///
+    /// The batch runs on a thread of its own (inline if none can be spawned): the C
+    /// allocator gives a new thread its own arena, so the debug info parsed and freed
+    /// there is not interleaved with what the caller keeps, and trimming after the batch
+    /// hands it all back. The results are copied on the calling thread.
     pub fn symbolize_many(&mut self, addresses: &[u64]) -> Vec<Vec<Symbol>> {
         untracked(|| {
             let modules = crate::os::loaded_modules();
             let refs: Vec<ModuleRef<'_>> = modules.iter().map(ModuleRef::from).collect();
-            self.inner.symbolize(&refs, addresses, &mut LoadedFiles)
+            let inner = &mut self.inner;
+            let apart = std::thread::scope(|scope| {
+                let worker = std::thread::Builder::new()
+                    .name("leakwatch-symbolize".into())
+                    .spawn_scoped(scope, || {
+                        untracked(|| inner.symbolize(&refs, addresses, &mut LoadedFiles))
+                    });
+                worker.ok().map(|w| w.join())
+            });
+            match apart {
+                // Copied here: the worker's copies are freed with its arena's other
+                // memory.
+                Some(Ok(frames)) => {
+                    let copies = frames.iter().map(|f| f.to_vec()).collect();
+                    drop(frames);
+                    leakwatch_symbolize::trim_heap();
+                    copies
+                }
+                _ => self.inner.symbolize(&refs, addresses, &mut LoadedFiles),
+            }
         })
     }
 

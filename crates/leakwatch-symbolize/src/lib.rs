@@ -35,6 +35,7 @@ mod map;
 mod tests;
 
 pub use files::{LoadedFiles, Locate, ModuleRef, SymbolFiles, build_id};
+pub use map::trim_heap;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -86,7 +86,7 @@ pub(crate) fn resident_bytes() -> Option<u64> {
 /// batch frees its parsed debug info in one go, and glibc would otherwise keep most of
 /// it in the resident set (its heap top and arenas are trimmed only past thresholds
 /// that large frees raise). Elsewhere a no-op.
-pub(crate) fn trim_heap() {
+pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only returns free pages of glibc's
     // heap to the system, under glibc's own locks.

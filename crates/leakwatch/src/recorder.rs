@@ -746,9 +746,9 @@ fn symbolizer_cost(stats: &SymbolizerStats) -> SymbolizerCost {
     cost
 }
 
-/// Addresses the recorder's symbolizer caches: the symbol table keeps every result, so
-/// this only spares repeated lookups within a short span.
-const SYMBOLIZER_CACHE: usize = 256;
+/// Addresses the recorder's symbolizer caches: none, the symbol table keeps every result
+/// (and each site is symbolized once).
+const SYMBOLIZER_CACHE: usize = 0;
 
 #[cfg(test)]
 mod tests {
