@@ -773,6 +773,48 @@ mod tests {
         assert_eq!(clock.stamp(t0 + Duration::from_secs(10)), 1_700_000_010_000);
     }
 
+    #[inline(never)]
+    fn a_site_of_this_test() -> u64 {
+        std::hint::black_box(a_site_of_this_test as *const () as usize as u64 + 1)
+    }
+
+    #[test]
+    fn reports_carry_the_symbolizers_cost_in_stats_and_the_tracker_line() {
+        let recorder = Recorder::builder().manual().start().expect("recorder");
+        assert_eq!(recorder.stats().symbolizer.batches, 0);
+        let mut site = SiteStats::default();
+        site.id = 1;
+        site.frames = vec![a_site_of_this_test()];
+        site.live_bytes = 1 << 20;
+        let mut snapshot = Snapshot::default();
+        snapshot.timestamp_ms = 1_000;
+        snapshot.sites = vec![site];
+        recorder.push(&snapshot);
+        let report = recorder.report();
+        let stats = recorder.stats().symbolizer;
+        assert_eq!((stats.batches, stats.resolved), (1, 1), "{stats:?}");
+        assert!(stats.files_mapped >= 1, "{stats:?}");
+        assert!(stats.peak_mapped_bytes > 0, "{stats:?}");
+        let cost = report
+            .symbolizer
+            .expect("the report carries the symbolizer's cost");
+        assert_eq!(cost.resolved, 1);
+        assert_eq!(cost.peak_mapped_bytes, stats.peak_mapped_bytes);
+        assert!(
+            report.sites[0].label.contains("a_site_of_this_test"),
+            "{:?}",
+            report.sites[0].label
+        );
+        let text = leakwatch_report::render::text::text(&report, 10);
+        assert!(
+            text.contains("symbolizer:") && text.contains("mapped"),
+            "{text}"
+        );
+        // The site is symbolized once: a second report runs no batch.
+        recorder.report();
+        assert_eq!(recorder.stats().symbolizer.batches, 1);
+    }
+
     #[test]
     fn recorded_snapshots_are_stamped_in_increasing_order_near_the_wall_clock() {
         let recorder = Recorder::builder().manual().start().expect("recorder");
