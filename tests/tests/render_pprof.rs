@@ -1,5 +1,7 @@
 //! Renderers on a real process: a block leaked in `leaky_function` shows up in the pprof
-//! profile as `go tool pprof` reads it, and in the flame graph.
+//! profile as `go tool pprof` reads it, and in the flame graph; with symbolization off
+//! (`RecorderBuilder::symbolize(false)`) the profile has no names, and `go tool pprof
+//! BINARY PROFILE` names the function from the binary.
 //!
 //! `go` may be missing on a developer's machine: then the pprof check prints
 //! `SKIPPED: go not found` and passes, unless the environment variable `CI` is set.
@@ -7,7 +9,7 @@
 use leakwatch::report::SymbolTable;
 use leakwatch::report::render::flamegraph::flamegraph;
 use leakwatch::report::render::pprof::pprof;
-use leakwatch::{LeakWatch, Snapshot, Symbolizer};
+use leakwatch::{LeakWatch, Recorder, Snapshot, Symbolizer};
 use leakwatch_tests::run;
 use std::hint::black_box;
 use std::io::Write;
@@ -85,12 +87,19 @@ fn go_available() -> bool {
 }
 
 /// Runs `go tool pprof ARGS FILE` in `dir` (offline: only a file path, its temp dir in
-/// `dir`), killing it after 60 s, and returns its stdout.
+/// `dir`), killing it after 60 s, and returns its stdout. The tool is run straight from
+/// `go env GOTOOLDIR`, not through `go tool`, so that killing it kills pprof itself
+/// (killing `go` leaves its pprof child running).
 fn go_tool_pprof(dir: &Path, args: &[&str], file: &Path) -> String {
     let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new("go")
-        .arg("tool")
-        .arg("pprof")
+    let tools = Command::new("go")
+        .args(["env", "GOTOOLDIR"])
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .expect("go env GOTOOLDIR");
+    let tools = String::from_utf8_lossy(&tools.stdout).trim().to_string();
+    assert!(!tools.is_empty(), "go env GOTOOLDIR printed nothing");
+    let mut child = Command::new(Path::new(&tools).join("pprof"))
         .args(args)
         .arg(file)
         .current_dir(dir)
@@ -186,6 +195,78 @@ fn go_tool_pprof_finds_leaky_function() {
     assert!(!names_the_tracker(&top), "{top}");
 }
 
+/// The rows of `go tool pprof -top` output: `flat flat% sum% cum cum% name...`.
+fn top_rows(top: &str) -> Vec<Vec<&str>> {
+    top.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.len() >= 6)
+        .collect()
+}
+
+fn go_tool_pprof_with_the_binary_names_an_unsymbolized_profile() {
+    black_box(leaky_function());
+    let recorder = Recorder::builder()
+        .manual()
+        .symbolize(false)
+        .start()
+        .expect("recorder");
+    recorder.record();
+    let profile = recorder.pprof();
+    // Nothing was symbolized in the process.
+    assert_eq!(recorder.stats().symbolized_addresses, 0);
+    let (mut snapshot, symbols) = recorder.latest();
+    assert!(symbols.is_empty());
+    // Every leak of this process (this test's and the earlier ones'), and nothing else:
+    // go tool pprof reads a debug binary's DWARF slowly, a second or more per thousand
+    // addresses on a loaded machine.
+    snapshot.sites.retain(|s| s.live_bytes >= LEAK_BYTES as u64);
+    assert!(!snapshot.sites.is_empty(), "no site holds the leak");
+    let leaks = pprof(&snapshot, &symbols);
+    if !go_available() {
+        return;
+    }
+    let dir = TempDir::new("render-pprof-offline");
+    let (file, leaks_file) = (dir.0.join("heap.pb.gz"), dir.0.join("leaks.pb.gz"));
+    std::fs::write(&file, &profile).expect("write profile");
+    std::fs::write(&leaks_file, &leaks).expect("write profile");
+    // The profile itself names nothing: without symbolizing, pprof can only show each
+    // module (`[render_pprof-…]`), as it does for addresses without functions.
+    let bare = go_tool_pprof(
+        &dir.0,
+        &["-top", "-symbolize=none", "-sample_index=inuse_space"],
+        &file,
+    );
+    assert!(!top_rows(&bare).is_empty(), "{bare}");
+    assert!(
+        top_rows(&bare)
+            .iter()
+            .all(|r| r[5..].join(" ").starts_with('[')),
+        "{bare}"
+    );
+    // With the binary, go tool pprof symbolizes it: the mappings' addresses and offsets
+    // must match the file for it to find the function.
+    let exe = std::env::current_exe().expect("current_exe");
+    let exe = exe.to_str().expect("UTF-8 path");
+    let top = go_tool_pprof(
+        &dir.0,
+        &["-top", "-sample_index=inuse_space", exe],
+        &leaks_file,
+    );
+    println!("{top}");
+    let rows = top_rows(&top);
+    let row = rows
+        .iter()
+        .find(|r| is_leaky_function(&r[5..].join(" ")))
+        .unwrap_or_else(|| panic!("leaky_function is not in\n{top}"));
+    let cum = pprof_bytes(row[3]);
+    assert!(
+        cum >= LEAK_BYTES as f64,
+        "cum {cum} of leaky_function in\n{top}"
+    );
+}
+
 fn flamegraph_names_leaky_function() {
     let (snapshot, symbols) = leak_and_snapshot();
     let svg = flamegraph(&snapshot, &symbols, "render_pprof");
@@ -215,6 +296,10 @@ fn main() {
         (
             "go_tool_pprof_finds_leaky_function",
             go_tool_pprof_finds_leaky_function,
+        ),
+        (
+            "go_tool_pprof_with_the_binary_names_an_unsymbolized_profile",
+            go_tool_pprof_with_the_binary_names_an_unsymbolized_profile,
         ),
         (
             "flamegraph_names_leaky_function",

@@ -88,6 +88,8 @@ mod threads;
 #[expect(unsafe_code)]
 mod tracker;
 
+#[doc(hidden)]
+pub use blocks::BlockProbes;
 pub use config::{
     Config, DEFAULT_MAX_BLOCKS, DEFAULT_MAX_DEPTH, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_RATE,
 };
@@ -227,6 +229,13 @@ pub fn __publications_for_test() -> u64 {
 #[doc(hidden)]
 pub fn __refuse_mappings_for_test(refuse: bool) {
     os::refuse_mappings(refuse);
+}
+
+/// Benchmark support, not part of the API: what this thread's operations on the block
+/// table did so far (tables mapped and unmapped, entries migrated, lock waits).
+#[doc(hidden)]
+pub fn __block_probes_for_bench() -> BlockProbes {
+    blocks::probes()
 }
 
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`

@@ -86,7 +86,6 @@ impl<T: Zeroable> Mapping<T> {
     }
 
     /// The mapping's size in bytes, rounded up to whole pages.
-    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -123,28 +122,81 @@ impl<T: Zeroable> Mapping<T> {
 }
 
 impl<T: Zeroable> Mapping<T> {
-    /// Returns the whole pages that lie inside elements `range` to the system: they are
-    /// no longer resident and read as zero. Meant for elements that are zero already (a
-    /// change of residency, not of contents): an element that shares a discarded page
-    /// with elements outside `range` is never touched, but one inside `range` that
-    /// straddles a page boundary has only its bytes in that page zeroed.
-    pub(crate) fn discard(&mut self, range: std::ops::Range<usize>) {
+    /// The whole pages that lie inside elements `range`, for [`Pages::discard`] to
+    /// return to the system (perhaps later, with the lock that guards this mapping
+    /// released), or `None` if there are none. An element that shares a page with
+    /// elements outside `range` is never touched, but one inside `range` that straddles
+    /// a page boundary has only its bytes in that page discarded.
+    pub(crate) fn pages_within(&self, range: std::ops::Range<usize>) -> Option<Pages> {
         let page = page_size();
         let start = (range.start.min(self.len) * size_of::<T>()).next_multiple_of(page);
         let end = range.end.min(self.len) * size_of::<T>() / page * page;
-        if start >= end {
-            return;
-        }
-        // SAFETY: `[ptr + start, ptr + end)` is page-aligned and inside our mapping, and
-        // `&mut self` means no reference into it is live. MADV_DONTNEED on a private
-        // anonymous mapping makes those pages read as zero-filled afterwards: every byte
-        // becomes 0, and any mixture of zero and earlier bytes is a valid `T` (`Zeroable`
-        // types are plain integers and atomics). A failure leaves the pages as they were.
+        (start < end).then(|| Pages {
+            addr: self.ptr.as_ptr() as usize + start,
+            bytes: end - start,
+        })
+    }
+
+    /// The pages of bytes `offset..offset + len` (`offset` a multiple of the page
+    /// size), cut at the mapping's end, for [`Pages::populate`]; `None` past the end.
+    pub(crate) fn pages_at(&self, offset: usize, len: usize) -> Option<Pages> {
+        let end = offset.saturating_add(len).min(self.bytes);
+        (offset < end && offset % page_size() == 0).then(|| Pages {
+            addr: self.ptr.as_ptr() as usize + offset,
+            bytes: end - offset,
+        })
+    }
+}
+
+/// Whole pages of a [`Mapping`] (from [`Mapping::pages_within`]).
+#[derive(Debug)]
+pub(crate) struct Pages {
+    addr: usize,
+    bytes: usize,
+}
+
+impl Pages {
+    /// Returns the pages to the system (`MADV_DONTNEED`): they are no longer resident
+    /// and read as zero.
+    ///
+    /// # Safety
+    /// The mapping the pages came from must still be mapped, and every byte of the pages
+    /// must be zero already and stay zero (other threads may read them meanwhile, but
+    /// not write them): then discarding changes where the bytes live, not what they
+    /// are.
+    pub(crate) unsafe fn discard(self) {
+        // SAFETY: `[addr, addr + bytes)` is page-aligned and, by the caller's contract,
+        // still inside the mapping it was taken from. MADV_DONTNEED on a private
+        // anonymous mapping makes those pages read as zero-filled afterwards; the caller
+        // guarantees they are zero already, so no thread can observe a change (`Zeroable`
+        // types are plain integers and atomics, valid when zero). A failure leaves the
+        // pages as they were.
         unsafe {
             libc::madvise(
-                self.ptr.as_ptr().cast::<u8>().add(start).cast(),
-                end - start,
+                self.addr as *mut libc::c_void,
+                self.bytes,
                 libc::MADV_DONTNEED,
+            )
+        };
+    }
+
+    /// Makes the pages resident and writable now (`MADV_POPULATE_WRITE`, Linux 5.14;
+    /// best effort: where it is refused the pages fault in when first touched), without
+    /// changing a byte of them.
+    ///
+    /// # Safety
+    /// The mapping the pages came from must still be mapped (other threads may read and
+    /// write it meanwhile: populating changes where the bytes live, not what they are).
+    pub(crate) unsafe fn populate(self) {
+        // SAFETY: `[addr, addr + bytes)` is page-aligned and, by the caller's contract,
+        // inside a live private anonymous mapping. MADV_POPULATE_WRITE faults in the
+        // pages as a write would, without writing: contents are unchanged, so a thread
+        // accessing them meanwhile sees nothing change. A failure changes nothing.
+        unsafe {
+            libc::madvise(
+                self.addr as *mut libc::c_void,
+                self.bytes,
+                libc::MADV_POPULATE_WRITE,
             )
         };
     }
@@ -323,8 +375,14 @@ unsafe extern "C" fn collect(
         unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) }
     };
     let (mut start, mut end, mut build_id) = (u64::MAX, 0u64, None);
+    // The executable segment: where it starts in memory and in the file, and its end.
+    let mut text: Option<(u64, u64, u64)> = None;
     for header in headers {
         if header.p_type == libc::PT_LOAD {
+            if header.p_flags & libc::PF_X != 0 && text.is_none() {
+                let first = base.wrapping_add(header.p_vaddr);
+                text = Some((first, first.wrapping_add(header.p_memsz), header.p_offset));
+            }
             start = start.min(base.wrapping_add(header.p_vaddr));
             end = end.max(
                 base.wrapping_add(header.p_vaddr)
@@ -350,6 +408,11 @@ unsafe extern "C" fn collect(
         module.start = start;
         module.end = end;
         module.build_id = build_id;
+        if let Some((text_start, text_end, text_offset)) = text {
+            module.text_start = text_start;
+            module.text_end = text_end;
+            module.text_offset = text_offset;
+        }
         module
     });
     0
@@ -419,6 +482,47 @@ mod tests {
         assert!(map.bytes() >= 8 << 16);
         assert!(mapped_bytes() >= before + (8 << 16));
         drop(map);
+    }
+
+    #[test]
+    fn populated_pages_are_resident_and_unchanged() {
+        let mut map = Mapping::<u64>::zeroed(1 << 16).expect("mmap");
+        map[0] = 5;
+        let page = page_size();
+        let pages = map.pages_at(0, 3 * page).expect("pages");
+        // SAFETY: `map` is alive for the call.
+        unsafe { pages.populate() };
+        assert_eq!(map.resident_bytes(), 3 * page, "the three pages, no more");
+        let tail = map
+            .pages_at(map.bytes() - page, 4 * page)
+            .expect("cut at the end");
+        // SAFETY: as above.
+        unsafe { tail.populate() };
+        assert_eq!(map.resident_bytes(), 4 * page);
+        assert!(map.pages_at(map.bytes(), page).is_none(), "past the end");
+        assert!(map.pages_at(1, page).is_none(), "not page-aligned");
+        // Last: reading untouched pages maps the zero page, which counts as resident.
+        assert_eq!(map[0], 5);
+        assert!(map[1..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn discarded_pages_are_whole_and_inside_the_range() {
+        let mut map = Mapping::<u64>::zeroed(1 << 16).expect("mmap");
+        let per_page = page_size() / 8;
+        for i in 0..map.len() {
+            map[i] = u64::from(i < per_page || i >= 4 * per_page);
+        }
+        let pages = map
+            .pages_within(per_page - 1..4 * per_page + 1)
+            .expect("pages");
+        let before = map.resident_bytes();
+        // SAFETY: `map` is alive and not written until after the call; the pages (the
+        // second to fourth: elements per_page..4 * per_page) hold zeros only.
+        unsafe { pages.discard() };
+        assert_eq!(map.resident_bytes(), before - 3 * page_size());
+        assert!((0..map.len()).all(|i| map[i] == u64::from(i < per_page || i >= 4 * per_page)));
+        assert!(map.pages_within(1..per_page).is_none(), "no whole page");
     }
 
     #[test]

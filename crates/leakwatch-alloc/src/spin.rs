@@ -52,6 +52,19 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Acquires the lock if it is free, without waiting.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        (!self.locked.load(Ordering::Relaxed)
+            && self
+                .locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok())
+        // `then`, not `then_some`: a guard made eagerly and dropped would release
+        // the lock another thread holds.
+        .then(|| SpinGuard { lock: self })
+    }
+
     /// Acquires the lock and keeps it until [`SpinLock::force_unlock`]: for the
     /// `pthread_atfork` prepare handler.
     pub(crate) fn lock_for_fork(&self) {

@@ -841,6 +841,7 @@ unsafe extern "C" fn fork_child() {
         threads::unlock_after_fork_child();
         os::unlock_loader_after_fork();
     }
+    blocks::forget_pins_after_fork_child();
 }
 
 /// # Safety

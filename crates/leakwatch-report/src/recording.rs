@@ -6,6 +6,12 @@
 //! since the previous line of the same process: a site's frames once (`new_sites`), each
 //! return address's symbols once (`symbols`), and a site's counters only when they moved
 //! (`sites`). The format is documented in docs/report-format.md.
+//!
+//! An address without an entry in `symbols` was not symbolized (a recorder with
+//! symbolization off, `LEAKWATCH_SYMBOLIZE=0`): [`Recording::symbols`] then lacks it
+//! ([`SymbolTable::contains`] is false), while an address the symbolizer could not name
+//! has an entry with one unknown frame. The modules of the first line (path, load bias,
+//! address range, build id) are what offline tools resolve unsymbolized addresses with.
 
 use crate::error::{Error, Result, describe_json};
 use crate::history::{Header, History};
@@ -193,8 +199,12 @@ impl SeriesWriter {
     }
 
     /// The line (JSON, ending in `\n`) for `snapshot`. Symbols of new return addresses
-    /// are taken from `symbols` (resolve them first; missing ones are written as
-    /// unknown). `memory_limit` is written when it changes.
+    /// are taken from `symbols` (resolve them first). An address `symbols` lacks is not
+    /// symbolized (the recorder's symbolization is off): it is written without symbols,
+    /// so readers resolve it from its module (`leakwatch report --symbols`); should it
+    /// enter `symbols` later, the next new site with it writes them. An address with
+    /// an empty entry (symbolized, nothing found) is written as one unknown frame.
+    /// `memory_limit` is written when it changes.
     pub fn line(
         &mut self,
         snapshot: &Snapshot,
@@ -236,8 +246,13 @@ impl SeriesWriter {
                         truncated: site.truncated,
                     });
                     for &address in &site.frames {
+                        // An address the table lacks was not symbolized (symbolization
+                        // off): it is left out, and written once it is in the table.
+                        let Some(list) = symbols.get(address) else {
+                            continue;
+                        };
                         if self.symbols_written.insert(address) {
-                            line.symbols.push(SymbolList(symbol_list(symbols, address)));
+                            line.symbols.push(SymbolList(symbol_list(list, address)));
                         }
                     }
                 }
@@ -256,15 +271,16 @@ impl SeriesWriter {
     }
 }
 
-/// The symbols of `address` to write: the table's entry, or one unknown frame.
-fn symbol_list(symbols: &SymbolTable, address: u64) -> Vec<Symbol> {
-    match symbols.get(address) {
-        Some(list) if !list.is_empty() => list.to_vec(),
-        _ => {
-            let mut unknown = Symbol::default();
-            unknown.address = address;
-            vec![unknown]
-        }
+/// The symbols of `address` to write: the table's entry, or, when the symbolizer found
+/// nothing there, one unknown frame ("symbolized, unknown", unlike an address left out:
+/// "not symbolized").
+fn symbol_list(list: &[Symbol], address: u64) -> Vec<Symbol> {
+    if list.is_empty() {
+        let mut unknown = Symbol::default();
+        unknown.address = address;
+        vec![unknown]
+    } else {
+        list.to_vec()
     }
 }
 

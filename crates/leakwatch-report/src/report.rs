@@ -367,6 +367,9 @@ impl SiteReport {
 struct Labelled {
     label: String,
     label_frame: usize,
+    /// None of the site's addresses is symbolized: labelled by module and offset
+    /// ([`crate::symbols::offline_label`]).
+    offline: bool,
 }
 
 /// Site labels kept from one report to the next. A site's frames never change, nor do
@@ -392,12 +395,36 @@ impl LabelCache {
             self.labels.clear();
             self.rules = Some(rules.clone());
         }
+        let modules = &history.latest().modules;
         for site in history.sites() {
             self.labels.entry(site.id).or_insert_with(|| {
+                // Symbolization off (or a file recorded so): nothing to name frames by
+                // but their modules.
+                let offline = !site.frames.is_empty()
+                    && !site.frames.iter().any(|&address| symbols.contains(address));
+                if offline {
+                    return Labelled {
+                        label: crate::symbols::offline_label(&site.frames, modules),
+                        label_frame: 0,
+                        offline,
+                    };
+                }
                 let (label, label_frame) = rules.label_of(symbols, &site.frames);
-                Labelled { label, label_frame }
+                Labelled {
+                    label,
+                    label_frame,
+                    offline,
+                }
             });
         }
+    }
+
+    /// How many of `history`'s sites are labelled by module and offset.
+    fn offline(&self, history: &History) -> usize {
+        history
+            .sites()
+            .filter(|site| self.labels.get(&site.id).is_some_and(|l| l.offline))
+            .count()
     }
 
     /// The label of a site [`fill`](Self::fill) has seen.
@@ -405,6 +432,7 @@ impl LabelCache {
         static NONE: Labelled = Labelled {
             label: String::new(),
             label_frame: 0,
+            offline: false,
         };
         self.labels.get(&id).unwrap_or(&NONE)
     }
@@ -461,7 +489,7 @@ impl Report {
             omitted_live_bytes: kept.omitted_live_bytes,
             tracker: latest.tracker,
             overflow: latest.overflow,
-            warnings: warnings(history, symbols, clock.as_ref()),
+            warnings: warnings(history, symbols, labels.offline(history), clock.as_ref()),
             chart_times,
             chart_process,
             clock,
@@ -899,9 +927,20 @@ impl ProcessSummary {
 }
 
 /// Stage "warnings": the tracker's, the symbols', then the report's own.
-fn warnings(history: &History, symbols: &SymbolTable, clock: Option<&ClockNote>) -> Vec<String> {
+fn warnings(
+    history: &History,
+    symbols: &SymbolTable,
+    offline: usize,
+    clock: Option<&ClockNote>,
+) -> Vec<String> {
     let latest = history.latest();
     let mut warnings = latest.warnings.clone();
+    if offline > 0 {
+        warnings.push(format!(
+            "{}{OFFLINE_WARNING}",
+            offline_count(offline, history)
+        ));
+    }
     // Frames without file and line: say what to set.
     warnings.extend(symbols.warnings());
     if history.len() < 3 {
@@ -917,6 +956,17 @@ fn warnings(history: &History, symbols: &SymbolTable, clock: Option<&ClockNote>)
         warnings.push(note.sentence());
     }
     warnings
+}
+
+/// The warning of a report whose sites are labelled by module and offset, after the
+/// count of those sites.
+pub const OFFLINE_WARNING: &str = " labelled by module and offset: symbols are offline \
+(LEAKWATCH_SYMBOLIZE=0); for names run `leakwatch report SERIES.jsonl --symbols BINARY`, or \
+`go tool pprof BINARY heap.pb.gz` on its pprof profile";
+
+/// "3 of 12 sites", for [`OFFLINE_WARNING`].
+fn offline_count(offline: usize, history: &History) -> String {
+    format!("{offline} of {} sites", history.site_count())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! frame its path, and a closure or async body takes the function it is defined in (see
 //! [`SymbolTable::insert`]). Labels shorten generic arguments to `<…>`; stacks keep them.
 
-use leakwatch_types::Symbol;
+use leakwatch_types::{Module, Symbol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -598,6 +598,69 @@ fn enclosing_function(
                 && !rules.ignores(f.function.as_deref(), f.file.as_deref())
         })
         .and_then(|f| f.function.clone())
+}
+
+/// Where a return address is without symbols: the file name of the module holding it
+/// and the address of its call in that file (return address minus one, minus the load
+/// bias: what `addr2line -e FILE` takes), as `model-server+0x1a2b3c`; the bare hex
+/// address when no module holds it.
+pub fn module_offset(address: u64, modules: &[Module]) -> String {
+    match module_of(address, modules) {
+        Some(module) => format!(
+            "{}+{:#x}",
+            module_name(module),
+            address.saturating_sub(1).wrapping_sub(module.base)
+        ),
+        None => format!("{address:#x}"),
+    }
+}
+
+/// The module whose address range holds `address`.
+fn module_of(address: u64, modules: &[Module]) -> Option<&Module> {
+    modules
+        .iter()
+        .find(|m| m.start <= address && address < m.end)
+}
+
+/// A module's file name (`model-server`, `libc.so.6`); its path when that has none.
+fn module_name(module: &Module) -> &str {
+    match module.path.rsplit_once('/') {
+        Some((_, name)) if !name.is_empty() => name,
+        _ => &module.path,
+    }
+}
+
+/// The label of a site none of whose addresses is symbolized (symbolization off):
+/// [`module_offset`] of its innermost address and `#` with eight hex digits of a hash
+/// of its whole stack, as module file names and offsets: `model-server+0x1a2b3c
+/// #5e2f9a01`. Without symbols the innermost addresses are the allocator's and the
+/// standard library's, which many sites share, so the hash keeps each stack its own
+/// label; it does not depend on where the modules were loaded, so a site of the same
+/// build has the same label in the process, offline, and after a restart.
+pub fn offline_label(frames: &[u64], modules: &[Module]) -> String {
+    let Some(&first) = frames.first() else {
+        return "(no stack)".to_string();
+    };
+    // FNV-1a over each frame's module name and offset.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for &address in frames {
+        match module_of(address, modules) {
+            Some(module) => {
+                mix(module_name(module).as_bytes());
+                mix(&address.wrapping_sub(module.base).to_le_bytes());
+            }
+            None => mix(&address.to_le_bytes()),
+        }
+        mix(b"/");
+    }
+    let folded = (hash ^ (hash >> 32)) as u32;
+    format!("{} #{folded:08x}", module_offset(first, modules))
 }
 
 /// `stack` (innermost first) with every recursive cycle removed: wherever a frame (same

@@ -18,6 +18,20 @@ pub struct Module {
     pub end: u64,
     /// The GNU build id in lowercase hex, when the file has one.
     pub build_id: Option<String>,
+    /// The executable segment (the first loadable one with execute permission): its
+    /// runtime address, one past its last byte, and its offset in the file. Offline
+    /// symbolizers map an address to the file through it (`go tool pprof BINARY` takes
+    /// `address - text_start + p_vaddr` of the file's executable segment; pprof proper
+    /// `address - text_start + text_offset` as a file offset). All 0 when unknown
+    /// (modules recorded before these fields).
+    #[serde(default)]
+    pub text_start: u64,
+    /// See [`Module::text_start`].
+    #[serde(default)]
+    pub text_end: u64,
+    /// See [`Module::text_start`].
+    #[serde(default)]
+    pub text_offset: u64,
 }
 
 /// One source-level frame. A return address can map to several: the inlined calls

@@ -72,6 +72,7 @@ pub struct RecorderBuilder {
     alert_every: Duration,
     hooks: Vec<LeakHook>,
     thread: bool,
+    symbolize: bool,
 }
 
 impl std::fmt::Debug for RecorderBuilder {
@@ -84,6 +85,7 @@ impl std::fmt::Debug for RecorderBuilder {
             .field("alerts", &self.alerts)
             .field("hooks", &self.hooks.len())
             .field("thread", &self.thread)
+            .field("symbolize", &self.symbolize)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +103,7 @@ impl Default for RecorderBuilder {
             alert_every: Duration::from_secs(10),
             hooks: Vec::new(),
             thread: true,
+            symbolize: true,
         }
     }
 }
@@ -165,6 +168,19 @@ impl RecorderBuilder {
         self
     }
 
+    /// Whether the recorder symbolizes return addresses in the process (default true).
+    /// Off, nothing in the process reads debug info or symbol tables: series lines and
+    /// pprof profiles carry addresses, modules and build ids only, reports label sites
+    /// by module and offset (`model-server+0x1a2b3c #5e2f9a01`), and names come offline
+    /// (`leakwatch report FILE --symbols BINARY`, `go tool pprof BINARY heap.pb.gz`).
+    /// The environment variable `LEAKWATCH_SYMBOLIZE` (`0`/`off`/`false`/`no` or
+    /// `1`/`on`/`true`/`yes`) overrides this, as the allocator's `LEAKWATCH*` variables
+    /// override its builder: whoever runs the service decides.
+    pub fn symbolize(mut self, symbolize: bool) -> Self {
+        self.symbolize = symbolize;
+        self
+    }
+
     /// Starts the recorder (and its thread, unless [`manual`](Self::manual)).
     ///
     /// # Errors
@@ -185,6 +201,8 @@ impl RecorderBuilder {
         };
         let mut report = self.report;
         report.rank.limit_bytes = limit;
+        let (symbolize, symbolize_warning) =
+            symbolize_setting(self.symbolize, std::env::var_os("LEAKWATCH_SYMBOLIZE"));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 history: History::new(self.budget_bytes, self.max_points),
@@ -196,6 +214,8 @@ impl RecorderBuilder {
                 labels: LabelCache::new(),
                 stats: RecorderStats::default(),
                 clock: Clock::new(),
+                symbolize,
+                symbolize_warning,
             }),
             settings: Settings {
                 interval: self.interval,
@@ -242,6 +262,9 @@ pub struct RecorderStats {
     /// between reports, bounded), the file bytes it mapped and the resident set's growth
     /// during a batch (both transient).
     pub symbolizer: SymbolizerStats,
+    /// Return addresses the in-process symbolizer resolved (0 with symbolization off:
+    /// see [`RecorderBuilder::symbolize`]).
+    pub symbolized_addresses: u64,
 }
 
 /// Records snapshots over time and reports which sites grow. See the module docs.
@@ -303,6 +326,10 @@ struct State {
     stats: RecorderStats,
     /// The time axis of the recorder's own snapshots.
     clock: Clock,
+    /// Whether return addresses are symbolized in the process.
+    symbolize: bool,
+    /// Why `LEAKWATCH_SYMBOLIZE` was ignored, for reports.
+    symbolize_warning: Option<String>,
 }
 
 /// The recorder's time axis: the wall clock read once, when the recorder starts, plus a
@@ -431,7 +458,8 @@ impl Recorder {
     }
 
     /// The latest snapshot with every site's frames and counters, and the symbols of
-    /// their addresses (for the pprof and flame graph renderers).
+    /// their addresses (for the pprof and flame graph renderers; empty with
+    /// symbolization off).
     pub fn latest(&self) -> (Snapshot, SymbolTable) {
         crate::untracked(|| {
             let mut state = self.shared.state.lock();
@@ -464,12 +492,20 @@ impl Recorder {
         crate::untracked(|| leakwatch_report::render::prometheus::prometheus(&self.report(), top))
     }
 
-    /// The latest snapshot as a gzipped pprof heap profile.
+    /// The latest snapshot as a gzipped pprof heap profile. With symbolization off it
+    /// carries addresses, mappings and build ids only: `go tool pprof BINARY FILE` names
+    /// its functions from the binary.
     pub fn pprof(&self) -> Vec<u8> {
         crate::untracked(|| {
             let (snapshot, symbols) = self.latest();
             leakwatch_report::render::pprof::pprof(&snapshot, &symbols)
         })
+    }
+
+    /// Whether return addresses are symbolized in the process (see
+    /// [`RecorderBuilder::symbolize`]).
+    pub fn symbolizes(&self) -> bool {
+        self.shared.state.lock().symbolize
     }
 
     /// The memory limit used for time-to-limit estimates.
@@ -651,23 +687,31 @@ pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {
 }
 
 impl State {
-    /// Symbolizes the frames of every site of the history not symbolized yet.
+    /// Symbolizes the frames of every site of the history not symbolized yet (nothing
+    /// with symbolization off).
     fn resolve_symbols(&mut self) {
+        if !self.symbolize {
+            return;
+        }
         let State {
             history,
             symbols,
             symbolized,
             symbolizer,
+            stats,
             ..
         } = self;
-        symbolize_new_sites(symbols, symbolized, symbolizer, history.sites());
+        stats.symbolized_addresses +=
+            symbolize_new_sites(symbols, symbolized, symbolizer, history.sites());
     }
 
     fn report(&mut self, options: &ReportOptions) -> Report {
         self.resolve_symbols();
         let mut report =
             Report::build_cached(&self.history, &self.symbols, options, &mut self.labels);
-        report.symbolizer = Some(symbolizer_cost(&self.symbolizer.stats()));
+        if self.symbolize {
+            report.symbolizer = Some(symbolizer_cost(&self.symbolizer.stats()));
+        }
         if let Some(sink) = &self.sink {
             if sink.failed {
                 report.warnings.push(format!(
@@ -676,6 +720,9 @@ impl State {
                     sink.path.display()
                 ));
             }
+        }
+        if let Some(warning) = &self.symbolize_warning {
+            report.warnings.push(warning.clone());
         }
         if self.history.thinned() > 0 {
             report.warnings.push(format!(
@@ -687,13 +734,16 @@ impl State {
     }
 
     fn write_line(&mut self, snapshot: &Snapshot, limit: Option<u64>) {
-        // Symbols of sites the file has not described yet must be known first.
-        symbolize_new_sites(
-            &mut self.symbols,
-            &mut self.symbolized,
-            &mut self.symbolizer,
-            &snapshot.sites,
-        );
+        // Symbols of sites the file has not described yet must be known first (with
+        // symbolization off the line carries addresses and modules only).
+        if self.symbolize {
+            self.stats.symbolized_addresses += symbolize_new_sites(
+                &mut self.symbols,
+                &mut self.symbolized,
+                &mut self.symbolizer,
+                &snapshot.sites,
+            );
+        }
         let Some(sink) = &mut self.sink else { return };
         let line = sink.writer.line(snapshot, &self.symbols, limit);
         if let Err(e) = sink.file.write_all(line.as_bytes()) {
@@ -711,13 +761,13 @@ impl State {
 
 /// Adds the symbols of the frames of `sites` whose ids `symbolized` does not mark yet,
 /// and marks them: each site's frames are looked up once in the life of the recorder, all
-/// of a call's in one batch.
+/// of a call's in one batch. Returns the number of addresses resolved.
 fn symbolize_new_sites<'a>(
     symbols: &mut SymbolTable,
     symbolized: &mut Vec<bool>,
     symbolizer: &mut Symbolizer,
     sites: impl IntoIterator<Item = &'a SiteStats>,
-) {
+) -> u64 {
     let mut fresh = Vec::new();
     for site in sites {
         let id = site.id as usize;
@@ -730,7 +780,26 @@ fn symbolize_new_sites<'a>(
         symbolized[id] = true;
         fresh.push(site.frames.as_slice());
     }
-    crate::symbols::symbolize_missing(symbols, symbolizer, fresh);
+    crate::symbols::symbolize_missing(symbols, symbolizer, fresh)
+}
+
+/// Whether the recorder symbolizes: the builder's choice unless `LEAKWATCH_SYMBOLIZE`
+/// (`env`) is set to a switch, and a warning for a value that is not one.
+fn symbolize_setting(builder: bool, env: Option<std::ffi::OsString>) -> (bool, Option<String>) {
+    let Some(value) = env else {
+        return (builder, None);
+    };
+    match value.to_str().map(str::trim) {
+        Some("0" | "off" | "false" | "no") => (false, None),
+        Some("1" | "on" | "true" | "yes") => (true, None),
+        _ => (
+            builder,
+            Some(format!(
+                "LEAKWATCH_SYMBOLIZE={value:?} is not 0/off/false/no or 1/on/true/yes: ignored (symbolization {})",
+                if builder { "on" } else { "off" }
+            )),
+        ),
+    }
 }
 
 /// The report's view of the symbolizer's counters.
@@ -813,6 +882,27 @@ mod tests {
         // The site is symbolized once: a second report runs no batch.
         recorder.report();
         assert_eq!(recorder.stats().symbolizer.batches, 1);
+    }
+
+    #[test]
+    fn leakwatch_symbolize_overrides_the_builder_and_a_bad_value_is_ignored_with_a_warning() {
+        let env = |v: &str| Some(std::ffi::OsString::from(v));
+        assert_eq!(symbolize_setting(true, None), (true, None));
+        assert_eq!(symbolize_setting(false, None), (false, None));
+        for off in ["0", "off", "false", "no"] {
+            assert_eq!(symbolize_setting(true, env(off)), (false, None), "{off}");
+        }
+        for on in ["1", "on", "true", "yes"] {
+            assert_eq!(symbolize_setting(false, env(on)), (true, None), "{on}");
+        }
+        let (symbolize, warning) = symbolize_setting(false, env("maybe"));
+        assert!(!symbolize);
+        assert_eq!(
+            warning.as_deref(),
+            Some(
+                "LEAKWATCH_SYMBOLIZE=\"maybe\" is not 0/off/false/no or 1/on/true/yes: ignored (symbolization off)"
+            )
+        );
     }
 
     #[test]

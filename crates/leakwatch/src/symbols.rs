@@ -5,12 +5,12 @@ use leakwatch_report::SymbolTable;
 use std::collections::HashSet;
 
 /// Symbolizes, in one batch, every address of `stacks` that `symbols` lacks, and adds
-/// them (names completed on insert).
+/// them (names completed on insert). Returns how many it added.
 pub(crate) fn symbolize_missing<'a>(
     symbols: &mut SymbolTable,
     symbolizer: &mut Symbolizer,
     stacks: impl IntoIterator<Item = &'a [u64]>,
-) {
+) -> u64 {
     let mut seen = HashSet::new();
     let missing: Vec<u64> = stacks
         .into_iter()
@@ -19,10 +19,12 @@ pub(crate) fn symbolize_missing<'a>(
         .filter(|&a| !symbols.contains(a) && seen.insert(a))
         .collect();
     if missing.is_empty() {
-        return;
+        return 0;
     }
     let frames = symbolizer.symbolize_many(&missing);
+    let added = missing.len() as u64;
     for (address, frames) in missing.into_iter().zip(frames) {
         symbols.insert(address, frames);
     }
+    added
 }

@@ -284,3 +284,173 @@ fn migrated_pages_are_returned() {
         assert!(take(&shard, base + i * 16).is_some(), "block {i}");
     }
 }
+
+/// A chunk of a migrating table handed out to be discarded with the lock released keeps
+/// that table mapped: once drained meanwhile it waits in `retired` (and the shard does
+/// not grow) until the discard is done, and the last thread to finish unmaps it.
+#[test]
+fn a_drained_table_waits_for_discards_in_flight() {
+    let shard = shard();
+    let base = 0x2a00_0000_0000usize;
+    let mut next = 0;
+    while shard.lock().capacity() < 8 * DISCARD_SLOTS {
+        put(&shard, base + next * 16, 0);
+        next += 1;
+    }
+    assert!(shard.lock().old.is_some(), "migrating");
+    let mut pending = None;
+    for _ in 0..8 * DISCARD_SLOTS {
+        let migrated = shard.lock().migrate();
+        if migrated.pages.is_some() {
+            pending = Some(migrated);
+            break;
+        }
+        finish(&shard, migrated);
+    }
+    let pending = pending.expect("a migration step hands out a chunk");
+    assert_eq!(shard.lock().pins, 1);
+    // Other operations drain the old table meanwhile.
+    for i in 0..8 * DISCARD_SLOTS {
+        if shard.lock().old.is_none() {
+            break;
+        }
+        assert_eq!(take(&shard, 0x2b00_0000_0000 + i * 16), None);
+    }
+    {
+        let table = shard.lock();
+        assert!(table.old.is_none(), "drained");
+        assert!(
+            table.retired.is_some(),
+            "kept mapped while a discard is in flight"
+        );
+    }
+    let fresh = Mapping::zeroed(16 * DISCARD_SLOTS).unwrap();
+    assert!(shard.lock().install(fresh).is_some(), "no growth meanwhile");
+    finish(&shard, pending);
+    {
+        let table = shard.lock();
+        assert_eq!(table.pins, 0);
+        assert!(table.retired.is_none(), "unmapped by the last discard");
+    }
+    for i in 0..next {
+        assert!(take(&shard, base + i * 16).is_some(), "block {i}");
+    }
+    assert_eq!(shard.lock().len, 0);
+}
+
+/// Fills `shard` until it stages a larger table; returns the capacity it had then.
+fn fill_until_staged(shard: &SpinLock<Table>, base: usize, next: &mut usize) -> usize {
+    for _ in 0..1_000_000 {
+        if shard.lock().pending.is_some() {
+            return shard.lock().capacity();
+        }
+        assert_eq!(put(shard, base + *next * 16, 0), Inserted::New);
+        *next += 1;
+    }
+    panic!("no table staged");
+}
+
+/// A shard past its growth threshold stages the next table, which operations make
+/// resident a slice each (with the lock released), and installs it once whole: it is
+/// wholly resident when entries start moving into it.
+#[test]
+fn the_next_table_is_resident_before_it_is_installed() {
+    let shard = shard();
+    let base = 0x2c00_0000_0000usize;
+    let mut next = 0;
+    while shard.lock().capacity() < 4 * DISCARD_SLOTS {
+        put(&shard, base + next * 16, 0);
+        next += 1;
+    }
+    let capacity = fill_until_staged(&shard, base, &mut next);
+    let bytes = shard.lock().pending.as_ref().unwrap().bytes();
+    let mut ops = 0;
+    while shard.lock().capacity() == capacity {
+        assert_eq!(take(&shard, 0x2d00_0000_0000 + ops * 16), None);
+        ops += 1;
+        assert!(
+            ops <= bytes / POPULATE_BYTES + 2,
+            "installed after {ops} operations"
+        );
+    }
+    let table = shard.lock();
+    let slots = table.slots.as_ref().unwrap();
+    assert_eq!(slots.len(), 2 * capacity);
+    assert_eq!(slots.resident_bytes(), slots.bytes(), "every page resident");
+    assert!(table.old.is_some(), "migrating into it");
+    assert_eq!((table.populating, table.stale_populating), (0, 0));
+    drop(table);
+    for i in 0..next {
+        assert!(take(&shard, base + i * 16).is_some(), "block {i}");
+    }
+}
+
+/// If the current table reaches its hard limit before the staged one is whole (its
+/// populating threads stalled), the staged one is installed as it is: nothing is lost,
+/// and a drained table waits until the stalled threads are done.
+#[test]
+fn a_table_installed_early_waits_for_its_populating_threads() {
+    let shard = shard();
+    let base = 0x2e00_0000_0000usize;
+    let mut next = 0;
+    while shard.lock().capacity() < 4 * DISCARD_SLOTS {
+        put(&shard, base + next * 16, 0);
+        next += 1;
+    }
+    let capacity = fill_until_staged(&shard, base, &mut next);
+    // One thread took every slice and stalls.
+    let stalled = {
+        let mut table = shard.lock();
+        let pages = table
+            .pending
+            .as_ref()
+            .unwrap()
+            .pages_at(0, POPULATE_BYTES)
+            .unwrap();
+        table.handed = table.pending.as_ref().unwrap().bytes();
+        table.populating += 1;
+        Migrated {
+            drained: None,
+            pages: None,
+            populate: Some((pages, table.staged)),
+        }
+    };
+    while shard.lock().capacity() == capacity {
+        assert_eq!(
+            put(&shard, base + next * 16, 0),
+            Inserted::New,
+            "block {next}"
+        );
+        next += 1;
+    }
+    assert!(
+        next * 8 >= capacity * 7,
+        "installed at the hard limit, {next} blocks"
+    );
+    {
+        let table = shard.lock();
+        assert!(table.pending.is_none());
+        assert_eq!((table.populating, table.stale_populating), (0, 1));
+    }
+    // The old table drains; it must stay mapped while the stalled thread may touch it.
+    for i in 0..capacity {
+        if shard.lock().old.is_none() {
+            break;
+        }
+        assert_eq!(take(&shard, 0x2f00_0000_0000 + i * 16), None);
+    }
+    assert!(shard.lock().old.is_none(), "drained");
+    assert!(
+        shard.lock().retired.is_some(),
+        "kept for the stalled thread"
+    );
+    finish(&shard, stalled);
+    {
+        let table = shard.lock();
+        assert_eq!(table.stale_populating, 0);
+        assert!(table.retired.is_none(), "unmapped once it is done");
+    }
+    for i in 0..next {
+        assert!(take(&shard, base + i * 16).is_some(), "block {i}");
+    }
+}

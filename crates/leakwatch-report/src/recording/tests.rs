@@ -187,3 +187,79 @@ fn bad_files_get_an_error_naming_the_line() {
         "{e}"
     );
 }
+
+#[test]
+fn unsymbolized_addresses_are_left_out_and_symbolized_unknown_ones_kept() {
+    // 0x101 named, 0x999 symbolized without a name (an empty entry), 0x102 and its
+    // site's other frames not symbolized at all (the table lacks them).
+    let mut table = SymbolTable::new();
+    let mut named = Symbol::default();
+    named.address = 0x101;
+    named.function = Some("app::f".into());
+    table.insert(0x101, vec![named]);
+    table.insert(0x999, Vec::new());
+    let mut writer = SeriesWriter::new();
+    let snapshots = three_points();
+    let text: String = snapshots
+        .iter()
+        .map(|s| writer.line(s, &table, None))
+        .collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let written: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.get("symbols"))
+        .flat_map(|s| s.as_array().unwrap().iter())
+        .map(|list| list[0]["address"].as_u64().unwrap())
+        .collect();
+    assert_eq!(written, [0x101, 0x999], "{text}");
+
+    let recording = read(&text).unwrap();
+    assert!(recording.symbols.contains(0x101));
+    // Symbolized, unknown: an entry with one frame without a name.
+    let unknown = recording.symbols.get(0x999).unwrap();
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(unknown[0].function, None);
+    // Not symbolized: no entry.
+    assert!(!recording.symbols.contains(0x102));
+    assert_eq!(recording.symbols.len(), 2);
+}
+
+#[test]
+fn an_address_symbolized_later_is_written_by_the_next_line_describing_it() {
+    let mut writer = SeriesWriter::new();
+    let snapshots = three_points();
+    let empty = SymbolTable::new();
+    let first = writer.line(&snapshots[0], &empty, None);
+    assert!(!first.contains("\"symbols\""), "{first}");
+    // Site 2 (frames 0x102, 0x999) is new on the second line, now with symbols: they are
+    // written; site 1's 0x101, described on the first line, is not repeated.
+    let second = writer.line(&snapshots[1], &symbols(), None);
+    let line: serde_json::Value = serde_json::from_str(&second).unwrap();
+    let addresses: Vec<u64> = line["symbols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|list| list[0]["address"].as_u64().unwrap())
+        .collect();
+    assert_eq!(addresses, [0x102, 0x999]);
+}
+
+#[test]
+fn modules_travel_with_their_executable_segment() {
+    let mut snapshots = three_points();
+    let mut module = leakwatch_types::Module::default();
+    module.path = "/srv/model-server".into();
+    module.base = 0x5555_0000_0000;
+    module.start = 0x5555_0000_0000;
+    module.end = 0x5555_0050_0000;
+    module.build_id = Some("ab12".into());
+    module.text_start = 0x5555_0013_7330;
+    module.text_end = 0x5555_0043_4080;
+    module.text_offset = 0x13_6330;
+    snapshots[0].modules = vec![module.clone()];
+    let recording = read(&write(&snapshots)).unwrap();
+    assert_eq!(recording.history.latest().modules, [module]);
+}

@@ -103,6 +103,8 @@ struct Sample {
 struct Mapping {
     start: u64,
     limit: u64,
+    /// The file offset mapped at `start`.
+    offset: u64,
     filename: i64,
     build_id: i64,
     has_functions: bool,
@@ -192,14 +194,28 @@ impl Profile {
     }
 
     /// One mapping per module, in the snapshot's order (the main program first, which
-    /// pprof takes as the main binary).
+    /// pprof takes as the main binary): its executable segment, from its first byte (as
+    /// the program header gives it, not rounded to a page) and with its file offset.
+    /// Offline symbolizers map addresses back to the file through it: `go tool pprof
+    /// BINARY` as `address - start + vaddr of the file's executable segment` (it ignores
+    /// the offset), pprof proper as `address - start + offset`, a file offset. The
+    /// module's whole range with offset 0 would put a PIE's code off by where its
+    /// executable segment starts within its page (Rust binaries linked by lld: 0x330
+    /// bytes, say). Modules without a known executable segment (recorded before it
+    /// was) map their whole range from offset 0.
     fn add_mappings(&mut self, modules: &[Module]) {
         for module in modules {
             let filename = self.string(&module.path);
             let build_id = self.string(module.build_id.as_deref().unwrap_or(""));
+            let (start, limit, offset) = if module.text_start < module.text_end {
+                (module.text_start, module.text_end, module.text_offset)
+            } else {
+                (module.start, module.end, 0)
+            };
             self.mappings.push(Mapping {
-                start: module.start,
-                limit: module.end,
+                start,
+                limit,
+                offset,
                 filename,
                 build_id,
                 has_functions: false,
@@ -367,7 +383,7 @@ impl Profile {
                 m.uint(1, i as u64 + 1);
                 m.uint(2, mapping.start);
                 m.uint(3, mapping.limit);
-                // file_offset (4) left 0: the module's first segment maps the file's start.
+                m.uint(4, mapping.offset);
                 m.int(5, mapping.filename);
                 m.int(6, mapping.build_id);
                 m.bool(7, mapping.has_functions);

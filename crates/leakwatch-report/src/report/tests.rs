@@ -425,3 +425,128 @@ fn function_of_label_takes_the_part_before_the_location() {
     assert_eq!(function_of_label("0x1234"), "0x1234");
     assert_eq!(function_of_label("(no stack)"), "(no stack)");
 }
+
+/// [`history`] with the modules of a process loaded at `base`: the program
+/// `/srv/app` from `base` (its addresses 0x100 to 0x1000 in the file) and nothing else.
+fn history_loaded_at(base: u64) -> History {
+    let mut module = leakwatch_types::Module::default();
+    module.path = "/srv/app".into();
+    module.base = base;
+    module.start = base;
+    module.end = base + 0x1000;
+    let mut h = History::default();
+    for i in 0..600u64 {
+        let t = i as f64;
+        let mut s = Snapshot::default();
+        s.timestamp_ms = 1_700_000_000_000 + i * 1000;
+        s.epoch = i + 1;
+        s.pid = 9;
+        s.mode = Mode::Sampled;
+        s.sample_rate = 524_288;
+        if i == 0 {
+            s.modules = vec![module.clone()];
+        }
+        let at = |frames: &[u64]| frames.iter().map(|f| f + base).collect::<Vec<_>>();
+        s.sites = vec![
+            // Two stacks through the same allocator frame (0x901) and line (0x101).
+            site(1, at(&[0x901, 0x101, 0x777]), 20_000.0 * t),
+            site(2, at(&[0x901, 0x101, 0x301, 0x777]), 10_000.0 * t),
+            site(6, at(&[0x901, 0x777]), 3.0 * MIB),
+        ];
+        s.process.live_bytes = s.sites.iter().map(|s| s.live_bytes as i64).sum();
+        h.push(&s);
+    }
+    h
+}
+
+#[test]
+fn unsymbolized_sites_are_labelled_by_module_and_offset_each_stack_its_own() {
+    let r = Report::build(
+        &history_loaded_at(0x5555_0000_0000),
+        &SymbolTable::new(),
+        &ReportOptions::default(),
+    );
+    let mut labels: Vec<&str> = r.sites.iter().map(|s| s.label.as_str()).collect();
+    labels.sort_unstable();
+    assert_eq!(labels.len(), 3, "{labels:?}");
+    // The innermost frame's call, as an offset in the file, then a hash of the stack:
+    // sites sharing their innermost frame stay apart.
+    for label in &labels {
+        let (place, hash) = label.split_once(" #").expect(label);
+        assert_eq!(place, "app+0x900", "{label}");
+        assert_eq!(hash.len(), 8, "{label}");
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()), "{label}");
+    }
+    assert!(labels.windows(2).all(|w| w[0] != w[1]), "{labels:?}");
+    // Each label is its own function; the leak (sites 1 and 2, both growing) ranks first.
+    assert_eq!(r.functions.len(), 3);
+    assert_eq!(r.sites[0].verdict, Verdict::Leak, "{:?}", r.sites[0]);
+    assert_eq!(r.sites[1].verdict, Verdict::Leak, "{:?}", r.sites[1]);
+    let warning = r
+        .warnings
+        .iter()
+        .find(|w| w.contains("symbols are offline"))
+        .unwrap_or_else(|| panic!("{:?}", r.warnings));
+    assert!(
+        warning.starts_with("3 of 3 sites labelled by module and offset"),
+        "{warning}"
+    );
+    assert!(warning.contains("--symbols BINARY"), "{warning}");
+    assert!(
+        warning.contains("go tool pprof BINARY heap.pb.gz"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn offline_labels_do_not_depend_on_where_the_program_was_loaded() {
+    let labels = |base: u64| {
+        let r = Report::build(
+            &history_loaded_at(base),
+            &SymbolTable::new(),
+            &ReportOptions::default(),
+        );
+        let mut labels: Vec<String> = r.sites.iter().map(|s| s.label.clone()).collect();
+        labels.sort_unstable();
+        labels
+    };
+    assert_eq!(labels(0x5555_0000_0000), labels(0x7f00_1234_5000));
+}
+
+#[test]
+fn symbolized_sites_keep_their_names_and_no_offline_warning() {
+    let r = report(&ReportOptions::default());
+    assert!(
+        r.warnings
+            .iter()
+            .all(|w| !w.contains("symbols are offline")),
+        "{:?}",
+        r.warnings
+    );
+    // A site whose addresses are only partly known is labelled by its names as before.
+    let mut h = History::default();
+    let mut s = Snapshot::default();
+    s.sites = vec![site(1, vec![0xdead, 0x101, 0x777], 1000.0)];
+    h.push(&s);
+    let r = Report::build(&h, &symbols(), &ReportOptions::default());
+    assert_eq!(r.sites[0].label, "app::leaky_store (app/src/store.rs:10)");
+    assert!(
+        r.warnings
+            .iter()
+            .all(|w| !w.contains("symbols are offline"))
+    );
+}
+
+#[test]
+fn an_address_outside_every_module_is_labelled_in_hex() {
+    let mut h = History::default();
+    let mut s = Snapshot::default();
+    s.sites = vec![site(1, vec![0x4242, 0x777], 1000.0)];
+    h.push(&s);
+    let r = Report::build(&h, &SymbolTable::new(), &ReportOptions::default());
+    assert!(
+        r.sites[0].label.starts_with("0x4242 #"),
+        "{}",
+        r.sites[0].label
+    );
+}

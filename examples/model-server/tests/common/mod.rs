@@ -509,9 +509,19 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 /// `go tool pprof -top FILE`, run in `dir` (its temporary files there too) with the Go
 /// toolchain kept offline, through [`run_tool`] (`None`: Go is not installed).
 pub fn pprof_top(file: &std::path::Path, dir: &std::path::Path) -> Option<(ExitStatus, String)> {
+    pprof_top_with(&[], file, dir)
+}
+
+/// [`pprof_top`] with more arguments before the file (`-symbolize=none`, a binary).
+pub fn pprof_top_with(
+    args: &[&std::ffi::OsStr],
+    file: &std::path::Path,
+    dir: &std::path::Path,
+) -> Option<(ExitStatus, String)> {
     run_tool(
         Command::new("go")
             .args(["tool", "pprof", "-top"])
+            .args(args)
             .arg(file)
             .current_dir(dir)
             .env("PPROF_TMPDIR", dir)

@@ -223,6 +223,7 @@ struct DMapping {
     id: u64,
     start: u64,
     limit: u64,
+    offset: u64,
     file: String,
     build_id: String,
     /// has_functions, has_filenames, has_line_numbers, has_inline_frames
@@ -343,6 +344,7 @@ fn decode(data: &[u8]) -> Decoded {
                 id: scalar(m, 1),
                 start: scalar(m, 2),
                 limit: scalar(m, 3),
+                offset: scalar(m, 4),
                 file: s(scalar(m, 5)),
                 build_id: s(scalar(m, 6)),
                 flags: [flag(m, 7), flag(m, 8), flag(m, 9), flag(m, 10)],
@@ -821,4 +823,40 @@ fn go_tool_pprof_reads_an_empty_profile() {
         return;
     };
     assert!(top.contains("Type: inuse_space"), "{top}");
+}
+
+#[test]
+fn a_module_with_its_executable_segment_maps_that_segment_with_its_file_offset() {
+    // A PIE whose executable segment starts 0x330 bytes into a page: address
+    // 0x137330 in the file, offset 0x136330, loaded at 0x5555_0000_0000.
+    let base = 0x5555_0000_0000u64;
+    let mut app = module("/srv/app", (base, base + 0x50_0000), Some("ab"));
+    app.text_start = base + 0x13_7330;
+    app.text_end = base + 0x43_4080;
+    app.text_offset = 0x13_6330;
+    let mut s = Snapshot::default();
+    s.modules = vec![app];
+    s.sites = vec![site(
+        1,
+        vec![base + 0x20_0001, base + 0x20_1001],
+        64,
+        1.0,
+        64,
+    )];
+    // Unsymbolized: no lines, no functions, every flag false.
+    let d = decode(&pprof(&s, &SymbolTable::new()));
+    let m = &d.mappings[0];
+    assert_eq!(
+        (m.start, m.limit, m.offset),
+        (base + 0x13_7330, base + 0x43_4080, 0x13_6330)
+    );
+    assert_eq!(m.flags, [false; 4]);
+    assert!(d.functions.is_empty());
+    let location = d.location_at(base + 0x20_0001);
+    assert_eq!((location.mapping, location.lines.len()), (1, 0));
+    assert_eq!(
+        d.samples[0].locations.len(),
+        2,
+        "no frame is dropped unnamed"
+    );
 }
