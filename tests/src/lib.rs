@@ -79,14 +79,32 @@ fn sites_of<'a>(
     snapshot
         .sites
         .iter()
-        .filter(|site| {
-            symbolizer
-                .symbolize_stack(&site.frames)
-                .into_iter()
+        .zip(stacks_of(snapshot, symbolizer))
+        .filter(|(_, stack)| {
+            stack
+                .iter()
                 .filter(|s| !is_runtime_frame(s))
-                .find_map(|s| s.function)
-                .is_some_and(|f| last_segment(&f) == function)
+                .find_map(|s| s.function.as_deref())
+                .is_some_and(|f| last_segment(f) == function)
         })
+        .map(|(site, _)| site)
+        .collect()
+}
+
+/// The symbolized stack of every site of `snapshot` (inlined frames expanded), in one
+/// batch: a batch maps and parses the binary's debug info, so one per site would cost
+/// that per site.
+pub fn stacks_of(snapshot: &Snapshot, symbolizer: &mut Symbolizer) -> Vec<Vec<Symbol>> {
+    let all: Vec<u64> = snapshot
+        .sites
+        .iter()
+        .flat_map(|s| s.frames.iter().copied())
+        .collect();
+    let mut frames = symbolizer.symbolize_many(&all).into_iter();
+    snapshot
+        .sites
+        .iter()
+        .map(|s| frames.by_ref().take(s.frames.len()).flatten().collect())
         .collect()
 }
 

@@ -337,18 +337,18 @@ fn check_running(snapshot: &Snapshot) {
 /// every site once.
 fn live_by_slot(snapshot: &Snapshot, symbolizer: &mut Symbolizer) -> [u64; WORKERS] {
     let mut live = [0; WORKERS];
-    for site in &snapshot.sites {
+    for (site, stack) in snapshot
+        .sites
+        .iter()
+        .zip(crate::stacks_of(snapshot, symbolizer))
+    {
         // The frame of the slot's function, wherever it is: release builds' line-tables-only
         // debug info names `perform` (inlined into it) without its module path, so it
         // does not read as this crate's runtime code.
-        let slot = symbolizer
-            .symbolize_stack(&site.frames)
-            .into_iter()
-            .filter_map(|s| s.function)
-            .find_map(|f| {
-                let name = f.rsplit("::").next().unwrap_or(&f);
-                SITE_NAMES.iter().position(|&n| n == name)
-            });
+        let slot = stack.into_iter().filter_map(|s| s.function).find_map(|f| {
+            let name = f.rsplit("::").next().unwrap_or(&f);
+            SITE_NAMES.iter().position(|&n| n == name)
+        });
         if let Some(slot) = slot {
             live[slot] += site.live_bytes;
         }

@@ -101,7 +101,7 @@ pub use leakwatch_types::{
     Mode, Module, OLD_SNAPSHOTS, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot,
     Symbol, TrackerStats, Unwinder, parse_size,
 };
-pub use symbolize::Symbolizer;
+pub use symbolize::{Symbolizer, SymbolizerStats};
 
 /// Takes a snapshot of the tracker: process totals, live bytes per call site, the
 /// tracker's own memory and overflow counters. Cheap enough to call every second

@@ -9,6 +9,7 @@ leakwatch: which call sites hold memory that keeps growing
 
 usage:
   leakwatch report SERIES.jsonl [--top N] [--format FORMAT] [--limit BYTES] [--output FILE]
+                   [--symbols PATH]...
       Rank the sites of a series recorded by leakwatch's Recorder (one snapshot a line).
       Rotated files beside it (SERIES.jsonl.1, .2, ...) are read first, oldest first;
       name one of them (SERIES.jsonl.2) to read just that file.
@@ -16,6 +17,9 @@ usage:
       --limit BYTES   memory limit for time-to-limit estimates (e.g. 2g, 512MiB);
                       default: the limit the recorder found, if any
       --output FILE   write there instead of standard output (needed for pprof on a terminal)
+      --symbols PATH  symbolize the addresses the file has no symbols for from PATH: the
+                      binary, its debug file, or a directory holding .build-id/xx/rest.debug;
+                      matched to the recorded modules by build id (repeatable)
   leakwatch diff A.json B.json [--top N] [--format text|json] [--output FILE]
       Compare two JSON reports (`leakwatch report --format json`, or /debug/leaks?format=json):
       which sites hold more memory in B than in A.
@@ -56,6 +60,8 @@ pub enum Command {
         limit: Option<u64>,
         /// Output file.
         output: Option<PathBuf>,
+        /// Binaries, debug files or `.build-id` directories to symbolize from.
+        symbols: Vec<PathBuf>,
     },
     /// `leakwatch diff`.
     Diff {
@@ -94,12 +100,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 format: flags.format.unwrap_or(Format::Text),
                 limit: flags.limit,
                 output: flags.output,
+                symbols: flags.symbols,
             })
         }
         "diff" => {
             let flags = Flags::parse("diff", rest)?;
             if flags.limit.is_some() {
                 return Err("diff does not take --limit".into());
+            }
+            if !flags.symbols.is_empty() {
+                return Err("diff does not take --symbols (reports carry their labels)".into());
             }
             let format = match flags.format {
                 None | Some(Format::Text) => Format::Text,
@@ -131,6 +141,7 @@ struct Flags {
     format: Option<Format>,
     limit: Option<u64>,
     output: Option<PathBuf>,
+    symbols: Vec<PathBuf>,
     files: Vec<PathBuf>,
 }
 
@@ -203,6 +214,13 @@ impl Flags {
                     flags.limit = Some(bytes);
                 }
                 "--output" | "-o" => flags.output = Some(PathBuf::from(value("a file")?)),
+                "--symbols" => {
+                    let v = value("a binary, debug file or directory")?;
+                    if v.is_empty() {
+                        return Err("--symbols needs a path".into());
+                    }
+                    flags.symbols.push(PathBuf::from(v));
+                }
                 _ => {
                     return Err(format!(
                         "unknown option {} for `leakwatch {command}` (try `leakwatch help`)",
@@ -242,13 +260,17 @@ mod tests {
     #[test]
     fn report_takes_its_flags_in_any_order() {
         assert_eq!(
-            parse_line("report s.jsonl --top 5 --format=json --limit 2g -o out.json"),
+            parse_line(
+                "report s.jsonl --top 5 --symbols bin --format=json --limit 2g -o out.json \
+                 --symbols=/usr/lib/debug"
+            ),
             Ok(Command::Report {
                 series: "s.jsonl".into(),
                 top: Some(5),
                 format: Format::Json,
                 limit: Some(2 << 30),
                 output: Some("out.json".into()),
+                symbols: vec!["bin".into(), "/usr/lib/debug".into()],
             })
         );
         assert_eq!(
@@ -259,6 +281,7 @@ mod tests {
                 format: Format::Prom,
                 limit: None,
                 output: None,
+                symbols: vec![],
             })
         );
     }
@@ -300,6 +323,12 @@ mod tests {
                 "diff writes --format text or json",
             ),
             ("diff a b --limit 1g", "diff does not take --limit"),
+            (
+                "report s --symbols",
+                "--symbols needs a binary, debug file or directory",
+            ),
+            ("report s --symbols=", "--symbols needs a path"),
+            ("diff a b --symbols bin", "diff does not take --symbols"),
             ("--frob", "unknown option --frob before the command"),
         ];
         for (line, expected) in cases {

@@ -12,8 +12,10 @@ use leakwatch_report::recording::rotated_set;
 use leakwatch_report::render::text::bytes;
 use leakwatch_report::render::{flamegraph, html, pprof, prometheus, text};
 use leakwatch_report::{Diff, History, Recording, Report, ReportOptions, diff};
+use leakwatch_symbolize::{ModuleRef, SymbolFiles, Symbolizer};
+use std::collections::HashSet;
 use std::io::{BufReader, IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Why the command failed.
@@ -69,14 +71,24 @@ fn run(command: Command) -> Result<(), Failure> {
             format,
             limit,
             output,
+            symbols,
         } => {
             if format == Format::Pprof && output.is_none() && std::io::stdout().is_terminal() {
                 return Err(Failure::Input(
                     "pprof output is binary: give --output FILE or redirect standard output".into(),
                 ));
             }
-            let recording = read_series(&series)?;
-            let out = render_report(&recording, top, format, limit);
+            // The symbol files first: a wrong path fails before a long read.
+            let files = symbol_files(&symbols)?;
+            let mut recording = read_series(&series)?;
+            let warnings = match files {
+                Some(mut files) => symbolize(&mut recording, &mut files),
+                None => Vec::new(),
+            };
+            for warning in &warnings {
+                eprintln!("leakwatch: warning: {warning}");
+            }
+            let out = render_report(&recording, top, format, limit, &warnings);
             emit(output.as_deref(), &out)
         }
         Command::Diff {
@@ -98,6 +110,65 @@ fn run(command: Command) -> Result<(), Failure> {
             emit(output.as_deref(), out.as_bytes())
         }
     }
+}
+
+/// The `--symbols` paths, checked (each exists; a file is ELF), or `None` when none.
+fn symbol_files(paths: &[PathBuf]) -> Result<Option<SymbolFiles>, Failure> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let mut files = SymbolFiles::new();
+    for path in paths {
+        files
+            .add(path)
+            .map_err(|e| Failure::Input(format!("--symbols {e}")))?;
+    }
+    Ok(Some(files))
+}
+
+/// Symbolizes, from `files`, the addresses of the recording's sites that it has no
+/// symbols for (the symbols it has came from the process, and stay), against the modules
+/// of its latest snapshot. Returns warnings: modules without a matching file, and how
+/// many addresses stay unnamed.
+fn symbolize(recording: &mut Recording, files: &mut SymbolFiles) -> Vec<String> {
+    let symbols = &recording.symbols;
+    let mut seen = HashSet::new();
+    let missing: Vec<u64> = recording
+        .history
+        .sites()
+        .flat_map(|site| site.frames.iter().copied())
+        .filter(|&a| !symbols.contains(a) && seen.insert(a))
+        .collect();
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    let latest = recording.history.latest_snapshot();
+    let modules: Vec<ModuleRef<'_>> = latest.modules.iter().map(ModuleRef::from).collect();
+    let mut symbolizer = Symbolizer::with_capacity(0);
+    let resolved = symbolizer.symbolize(&modules, &missing, files);
+    let mut unnamed = 0;
+    for (address, frames) in missing.iter().zip(resolved) {
+        if frames
+            .iter()
+            .any(|f| f.function.is_some() || f.file.is_some())
+        {
+            recording.symbols.insert(*address, frames);
+        } else {
+            unnamed += 1;
+        }
+    }
+    let mut warnings: Vec<String> = symbolizer
+        .warnings()
+        .iter()
+        .map(|w| format!("--symbols: {w}"))
+        .collect();
+    if unnamed > 0 {
+        warnings.push(format!(
+            "--symbols: {unnamed} of {} addresses without symbols stay unnamed",
+            missing.len()
+        ));
+    }
+    warnings
 }
 
 /// Reads the series file `path` with its rotated files (`path.N` .. `path.1`, oldest
@@ -132,6 +203,7 @@ fn render_report(
     top: Option<usize>,
     format: Format,
     limit: Option<u64>,
+    extra_warnings: &[String],
 ) -> Vec<u8> {
     let mut options = ReportOptions::default();
     options.rank.limit_bytes = limit.or(recording.memory_limit);
@@ -140,6 +212,7 @@ fn render_report(
     }
     let build = |options: &ReportOptions| {
         let mut report = Report::build(&recording.history, &recording.symbols, options);
+        report.warnings.extend(extra_warnings.iter().cloned());
         if recording.earlier_processes > 0 {
             report.warnings.push(format!(
                 "the file holds {} earlier process(es); this report covers the last one (pid {})",

@@ -174,6 +174,7 @@ mod tests {
             chart_process: vec![],
             clock: None,
             recorder: None,
+            symbolizer: None,
         }
     }
 

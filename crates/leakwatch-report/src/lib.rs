@@ -38,7 +38,7 @@ pub use recording::{
 };
 pub use report::{
     ClockNote, FunctionReport, LabelCache, ProcessSummary, RecorderMemory, Report, ReportOptions,
-    SiteReport,
+    SiteReport, SymbolizerCost,
 };
 pub use series::{Departed, Series};
 pub use symbols::{Frame, LabelRules, SymbolTable};

@@ -129,6 +129,10 @@ pub struct Report {
     /// in reports of a recorded file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorder: Option<RecorderMemory>,
+    /// What symbolizing the report's addresses cost the process (set by the in-process
+    /// recorder; absent offline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbolizer: Option<SymbolizerCost>,
 }
 
 /// The memory a recorder holds for its own work, each part with its bound. Parts kept
@@ -186,6 +190,46 @@ impl RecorderMemory {
             ));
         }
         warnings
+    }
+}
+
+/// The in-process symbolizer's memory, as the recorder measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SymbolizerCost {
+    /// Batches of addresses symbolized so far.
+    pub batches: u64,
+    /// Addresses resolved from module files so far.
+    pub resolved: u64,
+    /// Addresses in its result cache (kept between reports).
+    pub cached: u64,
+    /// Heap bytes its result cache holds.
+    pub cache_bytes: u64,
+    /// Addresses dropped from the full cache.
+    pub evictions: u64,
+    /// The most file bytes it mapped at once (during a batch only).
+    pub peak_mapped_bytes: u64,
+    /// The largest growth of the process's resident set measured during a batch
+    /// (transient: the files are unmapped and the parsed debug info freed after it).
+    pub peak_batch_rss_bytes: u64,
+}
+
+impl SymbolizerCost {
+    /// One line: `symbolizer: 1.2 MiB peak during a batch (3.4 MiB mapped), 812 addresses
+    /// cached (96 KiB)`.
+    pub fn line(&self) -> String {
+        use crate::render::text::bytes;
+        let mut line = format!(
+            "symbolizer: {} peak during a batch ({} mapped), {} addresses cached ({})",
+            bytes(self.peak_batch_rss_bytes as f64),
+            bytes(self.peak_mapped_bytes as f64),
+            self.cached,
+            bytes(self.cache_bytes as f64)
+        );
+        if self.evictions > 0 {
+            line.push_str(&format!(", {} evicted", self.evictions));
+        }
+        line
     }
 }
 
@@ -522,6 +566,7 @@ impl Report {
             chart_process,
             clock,
             recorder: None,
+            symbolizer: None,
         }
     }
 

@@ -395,9 +395,11 @@ fn analyse(
     let rules = LabelRules::with_extra(["leakwatch::check::", BOUNDARY]);
     let mut symbols = SymbolTable::new();
     let mut symbolizer = Symbolizer::new();
-    symbols.resolve_missing(by_site.values().map(|r| r.frames.as_slice()), |a| {
-        symbolizer.symbolize(a).to_vec()
-    });
+    crate::symbols::symbolize_missing(
+        &mut symbols,
+        &mut symbolizer,
+        by_site.values().map(|r| r.frames.as_slice()),
+    );
 
     /// The sites that share a label, summed.
     struct Merged {

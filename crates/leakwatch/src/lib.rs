@@ -41,6 +41,7 @@ pub mod check;
 mod files;
 mod limit;
 mod recorder;
+mod symbols;
 
 pub use check::check;
 pub use files::FileStats;

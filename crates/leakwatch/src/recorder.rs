@@ -8,10 +8,11 @@
 
 use crate::files::{FileStats, PprofDumps, Rotation, SeriesSink};
 use crate::limit::memory_limit;
-use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer};
+use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer, SymbolizerStats};
 use leakwatch_report::render::text::{bytes, duration, rate};
 use leakwatch_report::{
     History, LabelCache, RecorderMemory, Report, ReportOptions, SiteReport, SymbolTable,
+    SymbolizerCost,
 };
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
@@ -265,6 +266,7 @@ impl RecorderBuilder {
                 symbolized: Vec::new(),
                 symbol_budget: self.symbol_budget,
                 symbols_size: (0, 0),
+                symbolizer: Symbolizer::with_capacity(SYMBOLIZER_CACHE),
                 labels: LabelCache::new(),
                 pprof: self.pprof.clone(),
                 pprof_failed: false,
@@ -320,6 +322,10 @@ pub struct RecorderStats {
     pub files: FileStats,
     /// The recorder's own memory, each part with its bound.
     pub memory: RecorderMemory,
+    /// The in-process symbolizer's work and memory: batches, its result cache (held
+    /// between reports, bounded), the file bytes it mapped and the resident set's growth
+    /// during a batch (both transient).
+    pub symbolizer: SymbolizerStats,
     /// Return addresses the in-process symbolizer resolved (0 with symbolization off:
     /// see [`RecorderBuilder::symbolize`]).
     pub symbolized_addresses: u64,
@@ -388,6 +394,8 @@ struct State {
     /// Periodic pprof dumps, and whether one failed (logged once).
     pprof: Option<PprofDumps>,
     pprof_failed: bool,
+    /// Resolves the frames of new sites, a batch per report or series line.
+    symbolizer: Symbolizer,
     /// Labels of the sites, kept between reports.
     labels: LabelCache,
     stats: RecorderStats,
@@ -825,6 +833,7 @@ impl State {
     fn stats(&mut self) -> RecorderStats {
         let mut stats = self.stats;
         stats.memory = self.memory();
+        stats.symbolizer = self.symbolizer.stats();
         if let Some(sink) = &self.sink {
             let pprof = stats.files;
             stats.files = FileStats {
@@ -847,16 +856,21 @@ impl State {
             history,
             symbols,
             symbolized,
+            symbolizer,
             stats,
             ..
         } = self;
-        stats.symbolized_addresses += symbolize_new_sites(symbols, symbolized, history.sites());
+        stats.symbolized_addresses +=
+            symbolize_new_sites(symbols, symbolized, symbolizer, history.sites());
     }
 
     fn report(&mut self, options: &ReportOptions) -> Report {
         self.resolve_symbols();
         let mut report =
             Report::build_cached(&self.history, &self.symbols, options, &mut self.labels);
+        if self.symbolize {
+            report.symbolizer = Some(symbolizer_cost(&self.symbolizer.stats()));
+        }
         if let Some(sink) = &self.sink {
             if sink.failed {
                 report.warnings.push(format!(
@@ -894,8 +908,12 @@ impl State {
         // Symbols of sites the file has not described yet must be known first (with
         // symbolization off the line carries addresses and modules only).
         if self.symbolize && self.symbols_fit() {
-            self.stats.symbolized_addresses +=
-                symbolize_new_sites(&mut self.symbols, &mut self.symbolized, &snapshot.sites);
+            self.stats.symbolized_addresses += symbolize_new_sites(
+                &mut self.symbols,
+                &mut self.symbolized,
+                &mut self.symbolizer,
+                &snapshot.sites,
+            );
         }
         let State {
             history,
@@ -919,15 +937,15 @@ impl State {
 }
 
 /// Adds the symbols of the frames of `sites` whose ids `symbolized` does not mark yet,
-/// and marks them: each site's frames are looked up once in the life of the recorder.
-/// Returns the number of addresses resolved.
+/// and marks them: each site's frames are looked up once in the life of the recorder, all
+/// of a call's in one batch. Returns the number of addresses resolved.
 fn symbolize_new_sites<'a>(
     symbols: &mut SymbolTable,
     symbolized: &mut Vec<bool>,
+    symbolizer: &mut Symbolizer,
     sites: impl IntoIterator<Item = &'a SiteStats>,
 ) -> u64 {
-    let mut resolved = 0;
-    let mut symbolizer: Option<Symbolizer> = None;
+    let mut fresh = Vec::new();
     for site in sites {
         let id = site.id as usize;
         if id >= symbolized.len() {
@@ -937,13 +955,9 @@ fn symbolize_new_sites<'a>(
             continue;
         }
         symbolized[id] = true;
-        let symbolizer = symbolizer.get_or_insert_with(Symbolizer::new);
-        let added = symbols.resolve_missing([site.frames.as_slice()], |address| {
-            symbolizer.symbolize(address).to_vec()
-        });
-        resolved += added.len() as u64;
+        fresh.push(site.frames.as_slice());
     }
-    resolved
+    crate::symbols::symbolize_missing(symbols, symbolizer, fresh)
 }
 
 /// Whether the recorder symbolizes: the builder's choice unless `LEAKWATCH_SYMBOLIZE`
@@ -964,6 +978,23 @@ fn symbolize_setting(builder: bool, env: Option<std::ffi::OsString>) -> (bool, O
         ),
     }
 }
+
+/// The report's view of the symbolizer's counters.
+fn symbolizer_cost(stats: &SymbolizerStats) -> SymbolizerCost {
+    let mut cost = SymbolizerCost::default();
+    cost.batches = stats.batches;
+    cost.resolved = stats.resolved;
+    cost.cached = stats.cached as u64;
+    cost.cache_bytes = stats.cache_bytes as u64;
+    cost.evictions = stats.evictions;
+    cost.peak_mapped_bytes = stats.peak_mapped_bytes;
+    cost.peak_batch_rss_bytes = stats.peak_batch_rss_bytes;
+    cost
+}
+
+/// Addresses the recorder's symbolizer caches: none, the symbol table keeps every result
+/// (and each site is symbolized once).
+const SYMBOLIZER_CACHE: usize = 0;
 
 #[cfg(test)]
 mod tests {
@@ -986,6 +1017,48 @@ mod tests {
         );
         assert_eq!(clock.stamp(t0), 1_700_000_001_502);
         assert_eq!(clock.stamp(t0 + Duration::from_secs(10)), 1_700_000_010_000);
+    }
+
+    #[inline(never)]
+    fn a_site_of_this_test() -> u64 {
+        std::hint::black_box(a_site_of_this_test as *const () as usize as u64 + 1)
+    }
+
+    #[test]
+    fn reports_carry_the_symbolizers_cost_in_stats_and_the_tracker_line() {
+        let recorder = Recorder::builder().manual().start().expect("recorder");
+        assert_eq!(recorder.stats().symbolizer.batches, 0);
+        let mut site = SiteStats::default();
+        site.id = 1;
+        site.frames = vec![a_site_of_this_test()];
+        site.live_bytes = 1 << 20;
+        let mut snapshot = Snapshot::default();
+        snapshot.timestamp_ms = 1_000;
+        snapshot.sites = vec![site];
+        recorder.push(&snapshot);
+        let report = recorder.report();
+        let stats = recorder.stats().symbolizer;
+        assert_eq!((stats.batches, stats.resolved), (1, 1), "{stats:?}");
+        assert!(stats.files_mapped >= 1, "{stats:?}");
+        assert!(stats.peak_mapped_bytes > 0, "{stats:?}");
+        let cost = report
+            .symbolizer
+            .expect("the report carries the symbolizer's cost");
+        assert_eq!(cost.resolved, 1);
+        assert_eq!(cost.peak_mapped_bytes, stats.peak_mapped_bytes);
+        assert!(
+            report.sites[0].label.contains("a_site_of_this_test"),
+            "{:?}",
+            report.sites[0].label
+        );
+        let text = leakwatch_report::render::text::text(&report, 10);
+        assert!(
+            text.contains("symbolizer:") && text.contains("mapped"),
+            "{text}"
+        );
+        // The site is symbolized once: a second report runs no batch.
+        recorder.report();
+        assert_eq!(recorder.stats().symbolizer.batches, 1);
     }
 
     #[test]

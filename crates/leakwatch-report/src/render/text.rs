@@ -478,6 +478,10 @@ pub(crate) fn tracker_line(report: &Report) -> String {
             bytes(r.files_bytes as f64),
         ));
     }
+    if let Some(cost) = &report.symbolizer {
+        line.push_str("; ");
+        line.push_str(&cost.line());
+    }
     line
 }
 
