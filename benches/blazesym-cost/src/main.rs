@@ -32,7 +32,12 @@ fn addresses(path: &str, n: usize) -> (Vec<u64>, u64, u64) {
     let low = funcs.first().map_or(0, |f| f.0);
     let high = funcs.last().map_or(0, |f| f.0 + f.1);
     let step = (funcs.len() / n).max(1);
-    let picked = funcs.iter().step_by(step).take(n).map(|f| f.0 + f.1 / 2).collect();
+    let picked = funcs
+        .iter()
+        .step_by(step)
+        .take(n)
+        .map(|f| f.0 + f.1 / 2)
+        .collect();
     (picked, low, high)
 }
 
@@ -62,11 +67,16 @@ fn main() {
             let out = symbolizer
                 .symbolize(&src, Input::VirtOffset(&addrs))
                 .expect("blazesym symbolize");
-            let named = out.iter().filter(|s| matches!(s, Symbolized::Sym(_))).count();
+            let named = out
+                .iter()
+                .filter(|s| matches!(s, Symbolized::Sym(_)))
+                .count();
             let with_line = out
                 .iter()
                 .filter(|s| match s {
-                    Symbolized::Sym(sym) => sym.code_info.as_ref().is_some_and(|c| c.line.is_some()),
+                    Symbolized::Sym(sym) => {
+                        sym.code_info.as_ref().is_some_and(|c| c.line.is_some())
+                    }
                     _ => false,
                 })
                 .count();
@@ -76,13 +86,25 @@ fn main() {
         }
         "leakwatch" => {
             use leakwatch_symbolize::{LoadedFiles, ModuleRef, Symbolizer};
-            let module = ModuleRef { path, base: 0, start: low, end: high, build_id: None };
+            let module = ModuleRef {
+                path,
+                base: 0,
+                start: low,
+                end: high,
+                build_id: None,
+            };
             let mut symbolizer = Symbolizer::with_capacity(0);
             // `symbolize` takes return addresses (it looks up address - 1).
             let returns: Vec<u64> = addrs.iter().map(|a| a + 1).collect();
             let out = symbolizer.symbolize(&[module], &returns, &mut LoadedFiles);
-            let named = out.iter().filter(|f| f.iter().any(|s| s.function.is_some())).count();
-            let with_line = out.iter().filter(|f| f.iter().any(|s| s.line.is_some())).count();
+            let named = out
+                .iter()
+                .filter(|f| f.iter().any(|s| s.function.is_some()))
+                .count();
+            let with_line = out
+                .iter()
+                .filter(|f| f.iter().any(|s| s.line.is_some()))
+                .count();
             (named, with_line)
         }
         other => {
