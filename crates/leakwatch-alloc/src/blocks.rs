@@ -747,8 +747,13 @@ pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted 
 /// Times an insert that found no room only because a drained table still waits for a
 /// pinned thread (see `retired`) yields and tries again before it counts the block as
 /// untracked. That takes a pinned thread stalled for a whole growth (its slice of work
-/// is a few microseconds): a thread preempted on an overloaded machine.
-const PINNED_RETRIES: usize = 1000;
+/// is a few microseconds): a thread preempted on an overloaded machine, which can be
+/// off its core for tens of milliseconds (seen: 50 ms). So the first `PINNED_YIELDS`
+/// retries yield, the rest sleep `PINNED_SLEEP` each: at least 200 ms in all before a
+/// block goes untracked (counted), and never an unbounded wait.
+const PINNED_YIELDS: usize = 1000;
+const PINNED_SLEEPS: usize = 2000;
+const PINNED_SLEEP: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// [`insert`] into one shard, mapping tables with `map`.
 fn insert_into(
@@ -757,9 +762,11 @@ fn insert_into(
     entry: Entry,
     mut map: impl FnMut(usize) -> Option<Mapping<Entry>>,
 ) -> Inserted {
-    for _ in 0..PINNED_RETRIES {
+    for attempt in 0..PINNED_YIELDS + PINNED_SLEEPS {
         match insert_once(shard, h, entry, &mut map) {
-            (Inserted::Full, true) => std::thread::yield_now(), // sched_yield: no allocation
+            // sched_yield and nanosleep: no allocation, no lock held.
+            (Inserted::Full, true) if attempt < PINNED_YIELDS => std::thread::yield_now(),
+            (Inserted::Full, true) => std::thread::sleep(PINNED_SLEEP),
             (inserted, _) => return inserted,
         }
     }
