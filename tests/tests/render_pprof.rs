@@ -172,15 +172,16 @@ fn go_tool_pprof_finds_leaky_function() {
     std::fs::write(&file, &profile).expect("write profile");
     let top = go_tool_pprof(&dir.0, &["-top", "-sample_index=inuse_space"], &file);
     println!("{top}");
-    // Rows: flat flat% sum% cum cum% name. The leak is allocated below leaky_function
-    // (in alloc::), so its bytes are cumulative there.
-    let rows: Vec<Vec<&str>> = top
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("flat"))
-        .skip(1)
-        .map(|l| l.split_whitespace().collect())
-        .filter(|r: &Vec<&str>| r.len() >= 6)
-        .collect();
+    assert_leaky_function_holds_the_leak(&top);
+    // The tracker's own frames are not in the profile: the flat bytes are the
+    // service's (here the standard library's allocation functions).
+    assert!(!names_the_tracker(&top), "{top}");
+}
+
+/// `go tool pprof -top` output names `leaky_function` with at least the leak's bytes
+/// cumulative (the leak is allocated below it, in alloc::).
+fn assert_leaky_function_holds_the_leak(top: &str) {
+    let rows = top_rows(top);
     let row = rows
         .iter()
         .find(|r| is_leaky_function(&r[5..].join(" ")))
@@ -190,9 +191,6 @@ fn go_tool_pprof_finds_leaky_function() {
         cum >= LEAK_BYTES as f64,
         "cum {cum} of leaky_function in\n{top}"
     );
-    // The tracker's own frames are not in the profile: the flat bytes are the
-    // service's (here the standard library's allocation functions).
-    assert!(!names_the_tracker(&top), "{top}");
 }
 
 /// The rows of `go tool pprof -top` output: `flat flat% sum% cum cum% name...`.
@@ -255,16 +253,7 @@ fn go_tool_pprof_with_the_binary_names_an_unsymbolized_profile() {
         &leaks_file,
     );
     println!("{top}");
-    let rows = top_rows(&top);
-    let row = rows
-        .iter()
-        .find(|r| is_leaky_function(&r[5..].join(" ")))
-        .unwrap_or_else(|| panic!("leaky_function is not in\n{top}"));
-    let cum = pprof_bytes(row[3]);
-    assert!(
-        cum >= LEAK_BYTES as f64,
-        "cum {cum} of leaky_function in\n{top}"
-    );
+    assert_leaky_function_holds_the_leak(&top);
 }
 
 fn flamegraph_names_leaky_function() {

@@ -13,7 +13,6 @@ use leakwatch_report::render::text::bytes;
 use leakwatch_report::render::{flamegraph, html, pprof, prometheus, text};
 use leakwatch_report::{Diff, History, Recording, Report, ReportOptions, diff};
 use leakwatch_symbolize::{ModuleRef, SymbolFiles, Symbolizer};
-use std::collections::HashSet;
 use std::io::{BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,14 +130,9 @@ fn symbol_files(paths: &[PathBuf]) -> Result<Option<SymbolFiles>, Failure> {
 /// of its latest snapshot. Returns warnings: modules without a matching file, and how
 /// many addresses stay unnamed.
 fn symbolize(recording: &mut Recording, files: &mut SymbolFiles) -> Vec<String> {
-    let symbols = &recording.symbols;
-    let mut seen = HashSet::new();
-    let missing: Vec<u64> = recording
-        .history
-        .sites()
-        .flat_map(|site| site.frames.iter().copied())
-        .filter(|&a| !symbols.contains(a) && seen.insert(a))
-        .collect();
+    let missing = recording
+        .symbols
+        .missing(recording.history.sites().map(|site| site.frames.as_slice()));
     if missing.is_empty() {
         return Vec::new();
     }

@@ -54,6 +54,20 @@ impl SymbolTable {
         self.frames.insert(address, frames);
     }
 
+    /// The addresses of `stacks` not yet in the table, in ascending order, each once:
+    /// what a batch symbolizer is to resolve.
+    pub fn missing<'a>(&self, stacks: impl IntoIterator<Item = &'a [u64]>) -> Vec<u64> {
+        let mut missing: Vec<u64> = stacks
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&a| !self.contains(a))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
     /// Resolves every address of `stacks` not yet in the table with `resolve`, and returns
     /// the addresses it added, in ascending order.
     pub fn resolve_missing<'a>(
@@ -61,19 +75,10 @@ impl SymbolTable {
         stacks: impl IntoIterator<Item = &'a [u64]>,
         mut resolve: impl FnMut(u64) -> Vec<Symbol>,
     ) -> Vec<u64> {
-        let mut added = Vec::new();
-        for stack in stacks {
-            for &address in stack {
-                if let std::collections::btree_map::Entry::Vacant(slot) = self.frames.entry(address)
-                {
-                    let mut frames = resolve(address);
-                    complete_names(&mut frames);
-                    slot.insert(frames);
-                    added.push(address);
-                }
-            }
+        let added = self.missing(stacks);
+        for &address in &added {
+            self.insert(address, resolve(address));
         }
-        added.sort_unstable();
         added
     }
 

@@ -2,7 +2,6 @@
 
 use leakwatch_alloc::Symbolizer;
 use leakwatch_report::SymbolTable;
-use std::collections::HashSet;
 
 /// Symbolizes, in one batch, every address of `stacks` that `symbols` lacks, and adds
 /// them (names completed on insert). Returns how many it added.
@@ -11,13 +10,7 @@ pub(crate) fn symbolize_missing<'a>(
     symbolizer: &mut Symbolizer,
     stacks: impl IntoIterator<Item = &'a [u64]>,
 ) -> u64 {
-    let mut seen = HashSet::new();
-    let missing: Vec<u64> = stacks
-        .into_iter()
-        .flatten()
-        .copied()
-        .filter(|&a| !symbols.contains(a) && seen.insert(a))
-        .collect();
+    let missing = symbols.missing(stacks);
     if missing.is_empty() {
         return 0;
     }

@@ -38,18 +38,24 @@ fn site(id: u32, frames: Vec<u64>, live: f64) -> SiteStats {
     s
 }
 
+/// Snapshot `i` of a sampled process (pid 9) recorded at 1 s, without sites.
+fn point(i: u64) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.timestamp_ms = 1_700_000_000_000 + i * 1000;
+    s.epoch = i + 1;
+    s.pid = 9;
+    s.mode = Mode::Sampled;
+    s.sample_rate = 524_288;
+    s
+}
+
 /// Ten minutes at 1 s: a leak split over two stacks into the same line, a cache, a
 /// recursive site at three depths, and a stable site.
 fn history() -> History {
     let mut h = History::default();
     for i in 0..600u64 {
         let t = i as f64;
-        let mut s = Snapshot::default();
-        s.timestamp_ms = 1_700_000_000_000 + i * 1000;
-        s.epoch = i + 1;
-        s.pid = 9;
-        s.mode = Mode::Sampled;
-        s.sample_rate = 524_288;
+        let mut s = point(i);
         s.sites = vec![
             site(1, vec![0x901, 0x101, 0x777], 20_000.0 * t),
             site(2, vec![0x901, 0x101, 0x301, 0x777], 10_000.0 * t),
@@ -437,12 +443,7 @@ fn history_loaded_at(base: u64) -> History {
     let mut h = History::default();
     for i in 0..600u64 {
         let t = i as f64;
-        let mut s = Snapshot::default();
-        s.timestamp_ms = 1_700_000_000_000 + i * 1000;
-        s.epoch = i + 1;
-        s.pid = 9;
-        s.mode = Mode::Sampled;
-        s.sample_rate = 524_288;
+        let mut s = point(i);
         if i == 0 {
             s.modules = vec![module.clone()];
         }
