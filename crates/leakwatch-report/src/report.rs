@@ -13,7 +13,7 @@ use crate::rank::{RankOptions, Ranking, Verdict, rank_windows};
 use crate::series::Series;
 use crate::stats::bucket;
 use crate::symbols::{Frame, LabelRules, SymbolTable};
-use leakwatch_types::{Mode, OverflowStats, TrackerStats};
+use leakwatch_types::{Mode, OverflowStats, SiteStats, TrackerStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -429,8 +429,10 @@ impl SiteReport {
 struct Labelled {
     label: String,
     label_frame: usize,
-    /// None of the site's addresses is symbolized: labelled by module and offset
-    /// ([`crate::symbols::offline_label`]).
+    /// None of the site's addresses is in the symbol table (symbolization off), or its
+    /// owner has not symbolized it yet ([`LabelCache::set_unnamed`]): labelled by
+    /// module and offset ([`crate::symbols::offline_label`]), and labelled again once
+    /// that changes.
     offline: bool,
 }
 
@@ -443,6 +445,8 @@ pub struct LabelCache {
     rules: Option<LabelRules>,
     /// By site id (a map: ids read from a file can be any `u32`).
     labels: std::collections::HashMap<u32, Labelled>,
+    /// Sites labelled by module and offset whatever the symbol table knows.
+    unnamed: std::collections::HashSet<u32>,
 }
 
 impl LabelCache {
@@ -451,39 +455,66 @@ impl LabelCache {
         Self::default()
     }
 
-    /// Labels every site of `history` not labelled yet.
+    /// Marks the sites of `ids` as not symbolized yet, and only those: until they are
+    /// unmarked they are labelled by module and offset, even when the symbol table knows
+    /// some of their addresses (other sites' frames), since a stack named by whichever
+    /// of its frames are known would be named after an outer one and merged with
+    /// unrelated sites. A recorder that symbolizes only the sites its reports show
+    /// marks the others.
+    pub fn set_unnamed(&mut self, ids: impl IntoIterator<Item = u32>) {
+        self.unnamed.clear();
+        self.unnamed.extend(ids);
+    }
+
+    /// Labels every site of `history` not labelled yet, and labels again the sites
+    /// labelled by module and offset that can be named now.
     fn fill(&mut self, history: &History, symbols: &SymbolTable, rules: &LabelRules) {
         if self.rules.as_ref() != Some(rules) {
             self.labels.clear();
             self.rules = Some(rules.clone());
         }
         let modules = &history.latest().modules;
+        let unnamed = &self.unnamed;
+        // Symbolization off (or a file recorded so): nothing to name frames by but their
+        // modules.
+        let offline = |site: &SiteStats| {
+            unnamed.contains(&site.id)
+                || (!site.frames.is_empty()
+                    && !site.frames.iter().any(|&address| symbols.contains(address)))
+        };
+        let label = |site: &SiteStats| {
+            if offline(site) {
+                return Labelled {
+                    label: crate::symbols::offline_label(&site.frames, modules),
+                    label_frame: 0,
+                    offline: true,
+                };
+            }
+            let (label, label_frame) = rules.label_of(symbols, &site.frames);
+            Labelled {
+                label,
+                label_frame,
+                offline: false,
+            }
+        };
         for site in history.sites() {
-            self.labels.entry(site.id).or_insert_with(|| {
-                // Symbolization off (or a file recorded so): nothing to name frames by
-                // but their modules.
-                let offline = !site.frames.is_empty()
-                    && !site.frames.iter().any(|&address| symbols.contains(address));
-                if offline {
-                    return Labelled {
-                        label: crate::symbols::offline_label(&site.frames, modules),
-                        label_frame: 0,
-                        offline,
-                    };
+            match self.labels.entry(site.id) {
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(label(site));
                 }
-                let (label, label_frame) = rules.label_of(symbols, &site.frames);
-                Labelled {
-                    label,
-                    label_frame,
-                    offline,
+                std::collections::hash_map::Entry::Occupied(mut entry) => {
+                    if entry.get().offline && !offline(site) {
+                        entry.insert(label(site));
+                    }
                 }
-            });
+            }
         }
     }
 
     /// Bytes the cache holds: its table and each label's text.
     pub fn memory_bytes(&self) -> usize {
         self.labels.capacity() * (std::mem::size_of::<(u32, Labelled)>() + 1)
+            + self.unnamed.capacity() * (std::mem::size_of::<u32>() + 1)
             + self
                 .labels
                 .values()
@@ -491,11 +522,12 @@ impl LabelCache {
                 .sum::<usize>()
     }
 
-    /// How many of `history`'s sites are labelled by module and offset.
-    fn offline(&self, history: &History) -> usize {
-        history
-            .sites()
-            .filter(|site| self.labels.get(&site.id).is_some_and(|l| l.offline))
+    /// How many of the sites of `lines` are labelled by module and offset.
+    fn offline(&self, lines: &[SiteReport]) -> usize {
+        lines
+            .iter()
+            .flat_map(|line| &line.site_ids)
+            .filter(|&id| self.labels.get(id).is_some_and(|l| l.offline))
             .count()
     }
 
@@ -544,6 +576,7 @@ impl Report {
         );
         let latest = history.latest();
         let clock = ClockNote::of(history);
+        let warnings = warnings(history, symbols, labels, &kept.sites, clock.as_ref());
         Report {
             format: REPORT_FORMAT.to_string(),
             version: REPORT_VERSION,
@@ -561,7 +594,7 @@ impl Report {
             omitted_live_bytes: kept.omitted_live_bytes,
             tracker: latest.tracker,
             overflow: latest.overflow,
-            warnings: warnings(history, symbols, labels.offline(history), clock.as_ref()),
+            warnings,
             chart_times,
             chart_process,
             clock,
@@ -1003,16 +1036,16 @@ impl ProcessSummary {
 fn warnings(
     history: &History,
     symbols: &SymbolTable,
-    offline: usize,
+    labels: &LabelCache,
+    shown: &[SiteReport],
     clock: Option<&ClockNote>,
 ) -> Vec<String> {
     let latest = history.latest();
     let mut warnings = latest.warnings.clone();
+    let offline = labels.offline(shown);
     if offline > 0 {
-        warnings.push(format!(
-            "{}{OFFLINE_WARNING}",
-            offline_count(offline, history)
-        ));
+        let sites: usize = shown.iter().map(|line| line.site_ids.len()).sum();
+        warnings.push(format!("{offline} of {sites} sites{OFFLINE_WARNING}"));
     }
     // Frames without file and line: say what to set.
     warnings.extend(symbols.warnings());
@@ -1032,15 +1065,10 @@ fn warnings(
 }
 
 /// The warning of a report whose sites are labelled by module and offset, after the
-/// count of those sites.
+/// count of those sites among the ones it shows ("3 of 12 sites").
 pub const OFFLINE_WARNING: &str = " labelled by module and offset: symbols are offline \
-(LEAKWATCH_SYMBOLIZE=0); for names run `leakwatch report SERIES.jsonl --symbols BINARY`, or \
+(LEAKWATCH_SYMBOLIZE=0, or not symbolized in the process yet); for names run `leakwatch report SERIES.jsonl --symbols BINARY`, or \
 `go tool pprof BINARY heap.pb.gz` on its pprof profile";
-
-/// "3 of 12 sites", for [`OFFLINE_WARNING`].
-fn offline_count(offline: usize, history: &History) -> String {
-    format!("{offline} of {} sites", history.site_count())
-}
 
 #[cfg(test)]
 mod tests;

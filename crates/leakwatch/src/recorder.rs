@@ -488,12 +488,19 @@ impl Recorder {
     /// Ranks the history now with other options (e.g. `top`). The recorder's memory
     /// limit applies unless `options` sets one.
     pub fn report_with(&self, options: &ReportOptions) -> Report {
+        // A report of the first `top` lines names the sites it may show only.
+        self.report_naming(options, options.top)
+    }
+
+    /// [`Recorder::report_with`], naming the sites of the first `shown` lines (see
+    /// `State::symbolize_shown`; `None`: every site).
+    fn report_naming(&self, options: &ReportOptions, shown: Option<usize>) -> Report {
         crate::untracked(|| {
             let mut options = options.clone();
             if options.rank.limit_bytes.is_none() {
                 options.rank.limit_bytes = self.shared.settings.limit;
             }
-            self.shared.state.lock().report(&options)
+            self.shared.state.lock().report(&options, shown)
         })
     }
 
@@ -516,7 +523,15 @@ impl Recorder {
 
     /// The report as a terminal table of the top `top` sites.
     pub fn text(&self, top: usize) -> String {
-        crate::untracked(|| leakwatch_report::render::text::text(&self.report(), top))
+        crate::untracked(|| leakwatch_report::render::text::text(&self.report_top(top), top))
+    }
+
+    /// The report of the first `top` lines (the others counted as omitted), naming only
+    /// the sites it may show.
+    fn report_top(&self, top: usize) -> Report {
+        let mut options = self.shared.settings.report.clone();
+        options.top = Some(options.top.map_or(top, |t| t.min(top)));
+        self.report_with(&options)
     }
 
     /// The report as a self-contained HTML page, with a flame graph of live bytes.
@@ -535,7 +550,12 @@ impl Recorder {
 
     /// The report in the Prometheus text format, with per-site series for the top `top`.
     pub fn prometheus(&self, top: usize) -> String {
-        crate::untracked(|| leakwatch_report::render::prometheus::prometheus(&self.report(), top))
+        // Every line (the families count sites by verdict), with only the first `top`
+        // (those given series of their own) named.
+        crate::untracked(|| {
+            let report = self.report_naming(&self.shared.settings.report, Some(top));
+            leakwatch_report::render::prometheus::prometheus(&report, top)
+        })
     }
 
     /// The latest snapshot as a gzipped pprof heap profile. With symbolization off it
@@ -716,7 +736,8 @@ impl Shared {
             // The report ranks the whole history and recent windows (the options'
             // `recent_windows`): slow leaks stand out over hours, a leak that starts
             // after hours of uptime in the last minutes.
-            let report = state.report(&options);
+            // Alerts are about leaks, and every line that is not `stable` is named.
+            let report = state.report(&options, Some(options.top.unwrap_or(options.detail)));
             let long_enough = report.window_seconds >= settings.alerts.min_window.as_secs_f64();
             let mut leaking: HashSet<String> = HashSet::new();
             for site in report.leaks().filter(|_| long_enough) {
@@ -864,10 +885,81 @@ impl State {
             symbolize_new_sites(symbols, symbolized, symbolizer, history.sites());
     }
 
-    fn report(&mut self, options: &ReportOptions) -> Report {
-        self.resolve_symbols();
-        let mut report =
-            Report::build_cached(&self.history, &self.symbols, options, &mut self.labels);
+    /// Builds the report, first naming the sites of its first `shown` lines (see
+    /// [`State::symbolize_shown`]), or every site (`None`).
+    fn build(&mut self, options: &ReportOptions, shown: Option<usize>) -> Report {
+        match shown {
+            Some(top) => self.symbolize_shown(options, top),
+            None => self.resolve_symbols(),
+        }
+        self.mark_unnamed();
+        Report::build_cached(&self.history, &self.symbols, options, &mut self.labels)
+    }
+
+    /// Tells the label cache which sites are not symbolized yet (labelled by module and
+    /// offset until they are, not by the frames they share with named sites).
+    fn mark_unnamed(&mut self) {
+        let symbolized = &self.symbolized;
+        let unnamed = self
+            .history
+            .sites()
+            .filter(|site| {
+                self.symbolize && !symbolized.get(site.id as usize).copied().unwrap_or(false)
+            })
+            .map(|site| site.id);
+        self.labels.set_unnamed(unnamed);
+    }
+
+    /// Symbolizes the sites of the lines a report of the first `top` lines may show,
+    /// not the whole history: a site is named when, ranked with what is named so far
+    /// (the rest labelled by module and offset, a line of its own per stack), it is on
+    /// one of the first `4 x top` lines (at least [`SHOWN_MARGIN`]) or on any line that
+    /// is not `stable`. Naming merges lines, which moves others up: this repeats while
+    /// those lines hold unnamed sites, at most [`NAMING_ROUNDS`] times. Sites named
+    /// once stay named (the symbol table keeps them).
+    fn symbolize_shown(&mut self, options: &ReportOptions, top: usize) {
+        if !self.symbolize {
+            return;
+        }
+        let mut ranking = options.clone();
+        ranking.top = None;
+        ranking.detail = 0;
+        let shown = top.saturating_mul(4).max(SHOWN_MARGIN);
+        for _ in 0..NAMING_ROUNDS {
+            if !self.symbols_fit() {
+                return;
+            }
+            self.mark_unnamed();
+            let report =
+                Report::build_cached(&self.history, &self.symbols, &ranking, &mut self.labels);
+            let wanted: HashSet<u32> = report
+                .sites
+                .iter()
+                .enumerate()
+                .filter(|(i, line)| *i < shown || line.verdict != leakwatch_report::Verdict::Stable)
+                .flat_map(|(_, line)| line.site_ids.iter().copied())
+                .collect();
+            let State {
+                history,
+                symbols,
+                symbolized,
+                symbolizer,
+                stats,
+                ..
+            } = self;
+            let sites = history.sites().filter(|site| wanted.contains(&site.id));
+            let added = symbolize_new_sites(symbols, symbolized, symbolizer, sites);
+            stats.symbolized_addresses += added;
+            if added == 0 {
+                return;
+            }
+        }
+    }
+
+    /// The report with the recorder's warnings and memory, naming the sites of its
+    /// first `shown` lines (`None`: every site).
+    fn report(&mut self, options: &ReportOptions, shown: Option<usize>) -> Report {
+        let mut report = self.build(options, shown);
         if self.symbolize {
             report.symbolizer = Some(symbolizer_cost(&self.symbolizer.stats()));
         }
@@ -991,6 +1083,13 @@ fn symbolizer_cost(stats: &SymbolizerStats) -> SymbolizerCost {
     cost.peak_batch_rss_bytes = stats.peak_batch_rss_bytes;
     cost
 }
+
+/// A report of the first `top` lines names the sites of at least this many lines (see
+/// [`State::symbolize_shown`]).
+const SHOWN_MARGIN: usize = 64;
+
+/// Rounds of ranking and naming a report of the first `top` lines takes at most.
+const NAMING_ROUNDS: usize = 3;
 
 /// Addresses the recorder's symbolizer caches: none, the symbol table keeps every result
 /// (and each site is symbolized once).
@@ -1131,6 +1230,110 @@ mod tests {
             s.sites.push(site);
         }
         s
+    }
+
+    /// 300 steady sites and, last, one that leaks 4 KiB a second, over 30 s; each with an
+    /// address of its own (nameless) called from a function of this test.
+    fn steady_sites_and_a_leak() -> Recorder {
+        let recorder = Recorder::builder()
+            .manual()
+            .memory_limit(None)
+            .start()
+            .unwrap();
+        let caller = a_site_of_this_test();
+        for t in 0..30u64 {
+            let mut snapshot = synthetic(t, 0);
+            for id in 0..=SITES {
+                let mut site = SiteStats::default();
+                site.id = id;
+                site.frames = vec![0x10_0000 + u64::from(id) * 16, caller];
+                site.live_bytes = if id == LEAK {
+                    4096 * (t + 1)
+                } else {
+                    1000 + u64::from(id)
+                };
+                site.alloc_bytes = site.live_bytes;
+                site.alloc_blocks = 1.0;
+                site.live_blocks = 1.0;
+                snapshot.sites.push(site);
+            }
+            recorder.push(&snapshot);
+        }
+        recorder
+    }
+
+    const SITES: u32 = 300;
+    const LEAK: u32 = SITES;
+
+    #[test]
+    fn a_report_of_the_top_lines_names_only_the_sites_it_may_show() {
+        let recorder = steady_sites_and_a_leak();
+        let options = ReportOptions {
+            top: Some(5),
+            ..ReportOptions::default()
+        };
+        let report = recorder.report_with(&options);
+        let named = recorder.stats().symbolized_addresses;
+        // The first 4 x 5 lines, at least SHOWN_MARGIN (the leak among them): their own
+        // address each, and the caller they share. Named, they merge into one line (the
+        // caller names them), which moves SHOWN_MARGIN - 1 unnamed lines up: named in
+        // the next round, and again in the last.
+        assert_eq!(NAMING_ROUNDS, 3);
+        let margin = SHOWN_MARGIN as u64;
+        assert_eq!(named, 1 + margin + 2 * (margin - 1), "{named}");
+        let merged = (margin + 2 * (margin - 1)) as usize;
+        assert_eq!(report.sites.len(), 5);
+        let first = &report.sites[0];
+        assert!(
+            first.label.contains("a_site_of_this_test"),
+            "{}",
+            first.label
+        );
+        assert_eq!(first.site_ids.len(), merged);
+        assert!(first.site_ids.contains(&LEAK));
+        assert_eq!(first.verdict, leakwatch_report::Verdict::Leak);
+        // The sites not named yet are not named by the caller they share with named
+        // ones (which would merge them all into that line): each is a line of its own,
+        // by module and offset, and the report says how many of those it shows.
+        for line in &report.sites[1..] {
+            assert_eq!(line.site_ids.len(), 1);
+            assert!(line.label.contains('#'), "{}", line.label);
+        }
+        let offline = report
+            .warnings
+            .iter()
+            .find(|w| w.contains("module and offset"))
+            .expect("the unnamed lines shown are said");
+        assert!(
+            offline.starts_with(&format!("4 of {} sites", merged + 4)),
+            "{offline}"
+        );
+        // The Prometheus families rank every line and name only the ones they show.
+        let other = steady_sites_and_a_leak();
+        let metrics = other.prometheus(5);
+        let stable = SITES as usize + 1 - merged;
+        assert!(
+            metrics.contains(&format!(
+                "leakwatch_report_sites{{verdict=\"stable\"}} {stable}"
+            )),
+            "{metrics}"
+        );
+        assert_eq!(other.stats().symbolized_addresses, named);
+        // A report of every line names every site: by the caller, the first frame with
+        // a name, so all of them are one line.
+        let all = recorder.report();
+        assert_eq!(all.sites.len(), 1, "{:?}", all.sites);
+        assert_eq!(all.sites[0].site_ids.len(), SITES as usize + 1);
+        assert_eq!(
+            recorder.stats().symbolized_addresses,
+            u64::from(SITES) + 2,
+            "each site's own address and the shared one"
+        );
+        assert!(
+            !all.warnings.iter().any(|w| w.contains("module and offset")),
+            "{:?}",
+            all.warnings
+        );
     }
 
     #[test]
