@@ -78,6 +78,9 @@ pub(crate) struct ThreadState {
     pub(crate) stack_hi: Cell<usize>,
     /// Tag of the scope the thread is in (0: none); see `scope.rs`.
     pub(crate) scope: Cell<u64>,
+    /// The thread's current tag set (`leakwatch::tag`; 0: none), read only when an
+    /// allocation is sampled; see `tags.rs`.
+    pub(crate) tags: Cell<u32>,
     /// The thread's registry slot plus one (0: not registered).
     pub(crate) slot: Cell<u32>,
     /// Set while this thread reads the registry for a snapshot.
@@ -95,6 +98,7 @@ impl ThreadState {
             stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
             scope: Cell::new(0),
+            tags: Cell::new(0),
             slot: Cell::new(0),
             reading: Cell::new(false),
         }

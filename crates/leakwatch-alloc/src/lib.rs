@@ -84,6 +84,8 @@ mod spin;
 mod stack;
 mod symbolize;
 #[expect(unsafe_code)]
+mod tags;
+#[expect(unsafe_code)]
 mod threads;
 #[expect(unsafe_code)]
 mod tracker;
@@ -95,11 +97,13 @@ pub use config::{
 };
 pub use global_alloc::LeakWatch;
 pub use scope::{MAX_SCOPES, Scope, ScopeError, ScopeGuard, ScopeHandle, ScopeStats};
+pub use tags::{TagGuard, TagSet, tag};
 // The plain data types live in `leakwatch-types`, which report readers use without
 // depending on the allocator.
 pub use leakwatch_types::{
-    Mode, Module, OLD_SNAPSHOTS, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot,
-    Symbol, TrackerStats, Unwinder, parse_size,
+    MAX_TAG_BYTES, MAX_TAG_SETS, MAX_TAGS, Mode, Module, OLD_SNAPSHOTS, OVERFLOW_TAGS,
+    OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, Symbol, Tags, TrackerStats,
+    Unwinder, parse_size,
 };
 pub use symbolize::{Symbolizer, SymbolizerStats};
 

@@ -6,6 +6,7 @@ use crate::os;
 use crate::sampler::COUNT_ONE;
 use crate::sites;
 use crate::stack;
+use crate::tags;
 use crate::threads;
 use crate::tracker::{self, ENV_INVALID, MAX_DEPTH, MAX_SITES, OVERFLOW, PROCESS, RATE};
 use crate::{blocks, config};
@@ -35,6 +36,16 @@ pub(crate) fn site_stats(
     {
         frames.pop();
     }
+    // A tagged stack's marker names its tag set.
+    let mut tags = leakwatch_types::Tags::new();
+    if let Some(&last) = frames.last() {
+        if (tags::TAG_FRAME..crate::scope::SCOPE_FRAME).contains(&last) {
+            frames.pop();
+            if let Some(set) = tags::tags_of((last - tags::TAG_FRAME) as u32) {
+                tags = set.clone();
+            }
+        }
+    }
     Some({
         let mut site = SiteStats::default();
         site.id = id;
@@ -49,6 +60,7 @@ pub(crate) fn site_stats(
         site.freed_old_bytes = c.freed_old_bytes;
         site.freed_seen_bytes = c.freed_seen_bytes;
         site.scope = scope;
+        site.tags = tags;
         site
     })
 }
@@ -125,7 +137,8 @@ pub(crate) fn build() -> Snapshot {
         let mut tracker = TrackerStats::default();
         tracker.memory_bytes =
             (table_bytes + blocks::resident_bytes() + filter::BYTES + threads::touched_bytes())
-                as u64;
+                as u64
+                + tags::memory_bytes();
         tracker.reserved_bytes = (os::mapped_bytes() + filter::BYTES + threads::BYTES) as u64;
         tracker.sites = site_count;
         tracker.max_sites = max_sites;
@@ -133,6 +146,7 @@ pub(crate) fn build() -> Snapshot {
         tracker.max_blocks = blocks::max_blocks();
         tracker.max_depth = MAX_DEPTH.load(Relaxed);
         tracker.threads = pending.threads;
+        tracker.tag_sets = tags::count() as u32;
         tracker
     };
     let overflow = {
@@ -147,6 +161,7 @@ pub(crate) fn build() -> Snapshot {
         overflow.unread_threads = unread;
         overflow.saturated_filter_buckets = filter::saturated_buckets();
         overflow.refused_mappings = blocks::refused_mappings();
+        overflow.tag_sets_full = tags::REFUSED.load(Relaxed);
         overflow
     };
     let unwinder = stack::unwinder();
@@ -194,6 +209,15 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
         out.push(format!(
             "the site table is full: {} samples ({} live bytes) are attributed to no site; raise LEAKWATCH_MAX_SITES",
             overflow.site_table_full_samples, overflow.site_table_full_live_bytes
+        ));
+    }
+    if overflow.tag_sets_full > 0 {
+        out.push(format!(
+            "tags: {} tag sets or tags were refused ({} sets interned at most, {} tags per set); their allocations carry {}=tag sets full",
+            overflow.tag_sets_full,
+            leakwatch_types::MAX_TAG_SETS,
+            leakwatch_types::MAX_TAGS,
+            leakwatch_types::OVERFLOW_TAGS
         ));
     }
     if overflow.untracked_blocks > 0 {

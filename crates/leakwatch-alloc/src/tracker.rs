@@ -20,6 +20,7 @@ use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
 use crate::scope;
 use crate::sites::{self, SiteCounters};
 use crate::stack::{self, Stack};
+use crate::tags;
 use crate::threads;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
@@ -546,10 +547,17 @@ fn thread_start(t: &ThreadState) {
 fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
     let Some(sites) = sites::get() else { return };
     let mut buffer = stack::stack_buffer();
-    let mut stack = Stack::new(&mut buffer, MAX_DEPTH.load(Relaxed) as usize);
+    // A tagged stack ends in its set's marker (`tags.rs`), which needs a frame.
+    let tags = t.tags.get();
+    let max = MAX_DEPTH.load(Relaxed) as usize;
+    let depth = if tags == 0 { max } else { max.max(2) - 1 };
+    let mut stack = Stack::new(&mut buffer, depth);
     stack::capture(&mut stack, sp, t.stack_lo.get(), t.stack_hi.get());
     if stack.truncated() {
         OVERFLOW.truncated_stacks.fetch_add(1, Relaxed);
+    }
+    if tags != 0 {
+        stack.push_marker(tags::TAG_FRAME | u64::from(tags));
     }
     let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), 0);
     let weight = Weight::of(size, rate);
@@ -817,6 +825,7 @@ unsafe extern "C" fn fork_prepare() {
     // (taking a shard's lock) before it lets go of the loader lock.
     os::lock_loader_for_fork();
     threads::lock_for_fork();
+    tags::lock_for_fork();
     if let Some(sites) = sites::get() {
         sites.lock_for_fork();
     }
@@ -853,5 +862,6 @@ unsafe fn unlock_tables_after_fork() {
         if let Some(sites) = sites::get() {
             sites.unlock_after_fork();
         }
+        tags::unlock_after_fork();
     }
 }

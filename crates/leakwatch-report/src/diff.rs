@@ -31,7 +31,7 @@ pub struct Diff {
 /// One label in both reports (or in one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SiteDiff {
-    /// `function (file:line)`.
+    /// `function (file:line)`, with its tags (` {model=2}`) when it has any.
     pub label: String,
     /// Live bytes in the first report (0 if absent).
     pub before_bytes: u64,
@@ -47,7 +47,8 @@ pub struct SiteDiff {
 
 /// Compares `before` with `after`.
 pub fn diff(before: &Report, after: &Report) -> Diff {
-    let mut sites: BTreeMap<&str, SiteDiff> = BTreeMap::new();
+    // By label and tags: one label under two tag sets is two lines in each report.
+    let mut sites: BTreeMap<String, SiteDiff> = BTreeMap::new();
     let blank = |label: &str| SiteDiff {
         label: label.to_string(),
         before_bytes: 0,
@@ -57,12 +58,14 @@ pub fn diff(before: &Report, after: &Report) -> Diff {
         after_verdict: None,
     };
     for s in &before.sites {
-        let d = sites.entry(&s.label).or_insert_with(|| blank(&s.label));
+        let label = s.tagged_label();
+        let d = sites.entry(label.clone()).or_insert_with(|| blank(&label));
         d.before_bytes = d.before_bytes.saturating_add(s.live_bytes);
         d.before_verdict = Some(s.verdict);
     }
     for s in &after.sites {
-        let d = sites.entry(&s.label).or_insert_with(|| blank(&s.label));
+        let label = s.tagged_label();
+        let d = sites.entry(label.clone()).or_insert_with(|| blank(&label));
         d.after_bytes = d.after_bytes.saturating_add(s.live_bytes);
         d.after_verdict = Some(s.verdict);
     }
@@ -142,6 +145,7 @@ mod tests {
                 .map(|(i, &(label, live, verdict))| SiteReport {
                     rank: i + 1,
                     label: label.into(),
+                    tags: Default::default(),
                     function: None,
                     file: None,
                     line: None,

@@ -535,7 +535,13 @@ impl History {
             + self
                 .sites
                 .iter()
-                .map(|s| s.frames.capacity() * std::mem::size_of::<u64>())
+                .map(|s| {
+                    s.frames.capacity() * std::mem::size_of::<u64>()
+                        + s.tags
+                            .iter()
+                            .map(|(k, v)| k.capacity() + v.capacity() + 64)
+                            .sum::<usize>()
+                })
                 .sum::<usize>()
             + self.columns.capacity() * std::mem::size_of::<Column>()
             + self.slots.capacity() * (std::mem::size_of::<(u32, usize)>() + 1)

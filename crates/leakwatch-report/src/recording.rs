@@ -16,7 +16,7 @@
 use crate::error::{Error, Result, describe_json};
 use crate::history::{Header, History};
 use crate::symbols::SymbolTable;
-use leakwatch_types::{SiteStats, Snapshot, Symbol};
+use leakwatch_types::{SiteStats, Snapshot, Symbol, Tags};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -84,6 +84,7 @@ struct Line {
 /// make the reader hold more than the limits allow before it can refuse it.
 pub(crate) mod bounded {
     use super::{MAX_FRAMES, MAX_INLINED, MAX_SITES, MAX_SYMBOLS, MAX_WARNINGS};
+    use leakwatch_types::{MAX_TAG_BYTES, MAX_TAGS, Tags};
     use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
     use std::fmt;
     use std::marker::PhantomData;
@@ -149,6 +150,26 @@ pub(crate) mod bounded {
         at_most(d, MAX_WARNINGS, "warnings")
     }
 
+    /// A site's tags: at most `MAX_TAGS`, each key and value at most `MAX_TAG_BYTES`
+    /// (what the tracker writes; the line's own length bounds what is read first).
+    pub(crate) fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Tags, D::Error> {
+        let tags = Tags::deserialize(d)?;
+        if tags.len() > MAX_TAGS {
+            return Err(serde::de::Error::custom(format!(
+                "more than {MAX_TAGS} tags in one site"
+            )));
+        }
+        if tags
+            .iter()
+            .any(|(k, v)| k.len() > MAX_TAG_BYTES || v.len() > MAX_TAG_BYTES)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "a tag longer than {MAX_TAG_BYTES} bytes"
+            )));
+        }
+        Ok(tags)
+    }
+
     pub(super) fn inlined<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
     ) -> Result<Vec<T>, D::Error> {
@@ -168,6 +189,9 @@ struct NewSite {
     frames: Vec<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     truncated: bool,
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    #[serde(deserialize_with = "bounded::tags")]
+    tags: Tags,
 }
 
 type Counters = (u64, f64, u64, f64, (u64, u64));
@@ -263,6 +287,7 @@ impl SeriesWriter {
                         id: site.id,
                         frames: site.frames.clone(),
                         truncated: site.truncated,
+                        tags: site.tags.clone(),
                     });
                     for &address in &site.frames {
                         // An address the table lacks was not symbolized (symbolization
@@ -497,7 +522,10 @@ impl Reader {
             // A rotated file (or the line after a failed write) describes every site
             // again, so that it stands alone: the same frames are no news.
             if let Some(known) = self.recording.history.site(new.id) {
-                if known.frames != new.frames || known.truncated != new.truncated {
+                if known.frames != new.frames
+                    || known.truncated != new.truncated
+                    || known.tags != new.tags
+                {
                     return Err(format!(
                         "site {} is described twice, with different frames",
                         new.id
@@ -509,6 +537,7 @@ impl Reader {
             site.id = new.id;
             site.frames = new.frames;
             site.truncated = new.truncated;
+            site.tags = new.tags;
             position.insert(new.id, changed.len());
             changed.push(site);
         }

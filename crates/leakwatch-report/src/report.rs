@@ -13,7 +13,7 @@ use crate::rank::{RankOptions, Ranking, Verdict, rank_windows};
 use crate::series::Series;
 use crate::stats::bucket;
 use crate::symbols::{Frame, LabelRules, SymbolTable};
-use leakwatch_types::{Mode, OverflowStats, SiteStats, TrackerStats};
+use leakwatch_types::{Mode, OverflowStats, SiteStats, Tags, TrackerStats};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -350,6 +350,11 @@ pub struct SiteReport {
     pub rank: usize,
     /// `function (file:line)` of the first frame that is the service's own.
     pub label: String,
+    /// The tag set its sites were allocated under (`leakwatch::tag`; empty: untagged).
+    /// One label under two tag sets is two lines.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    #[serde(deserialize_with = "crate::recording::bounded::tags")]
+    pub tags: Tags,
     /// The label frame's function.
     pub function: Option<String>,
     /// The label frame's file (full path).
@@ -406,6 +411,17 @@ pub struct SiteReport {
 }
 
 impl SiteReport {
+    /// Its tags as a label suffix, ` {model=2, route=/v1/generate}` (empty when
+    /// untagged).
+    pub fn tags_suffix(&self) -> String {
+        tags_suffix(&self.tags)
+    }
+
+    /// Its label with its tags: `open_session (sessions.rs:151) {model=2}`.
+    pub fn tagged_label(&self) -> String {
+        format!("{}{}", self.label, self.tags_suffix())
+    }
+
     /// How fast it grows: for a leak or a growing site, now (the faster of its window's
     /// trend and its recent part's); for the rest, the trend over its window.
     pub fn current_rate(&self) -> f64 {
@@ -769,8 +785,10 @@ pub fn function_of_label(label: &str) -> &str {
     label
 }
 
-/// The sites of one label: their ids and summed latest counters.
+/// The sites of one label and tag set: their ids and summed latest counters.
 struct Members<'a> {
+    label: &'a str,
+    tags: &'a Tags,
     ids: Vec<u32>,
     live_blocks: f64,
     alloc_bytes: u64,
@@ -784,12 +802,39 @@ struct Members<'a> {
 /// with the process's usage, cut to the report's window, and each label's members.
 struct Merged<'a> {
     series: Series<String>,
-    members: BTreeMap<&'a str, Members<'a>>,
+    /// By [`merge_key`].
+    members: BTreeMap<String, Members<'a>>,
+}
+
+/// ` {model=2, route=/v1/generate}`, or empty for no tags.
+pub fn tags_suffix(tags: &Tags) -> String {
+    if tags.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(" {{{}}}", pairs.join(", "))
+}
+
+/// What sites merge by: their label and, for tagged sites, their tag set (a site's
+/// stack under two tag sets is two lines, `open_session` under `model=1` and under
+/// `model=2`). An untagged site's key is its label.
+fn merge_key(label: &str, tags: &Tags) -> String {
+    let mut key = label.to_string();
+    for (k, v) in tags {
+        // Unit separators: no label or tag holds them in practice, and a clash would
+        // only merge two lines.
+        key.push('\u{1f}');
+        key.push_str(k);
+        key.push('=');
+        key.push_str(v);
+    }
+    key
 }
 
 impl<'a> Merged<'a> {
     fn of(history: &'a History, labels: &'a LabelCache, options: &ReportOptions) -> Merged<'a> {
-        let mut series = history.series_by(|site| labels.get(site.id).label.clone());
+        let mut series =
+            history.series_by(|site| merge_key(&labels.get(site.id).label, &site.tags));
         series.process = history
             .process()
             .iter()
@@ -798,14 +843,17 @@ impl<'a> Merged<'a> {
         if let Some(window) = options.window_seconds {
             series = series.last_seconds(window);
         }
-        let mut members: BTreeMap<&str, Members> = BTreeMap::new();
+        let mut members: BTreeMap<String, Members> = BTreeMap::new();
         for site in history.sites() {
             let column = history.column(site.id).unwrap_or_default();
             let growth = f64::from(column.last().copied().unwrap_or(0.0))
                 - f64::from(column.first().copied().unwrap_or(0.0));
+            let label = labels.get(site.id).label.as_str();
             let m = members
-                .entry(labels.get(site.id).label.as_str())
+                .entry(merge_key(label, &site.tags))
                 .or_insert(Members {
+                    label,
+                    tags: &site.tags,
                     ids: Vec::new(),
                     live_blocks: 0.0,
                     alloc_bytes: 0,
@@ -852,7 +900,7 @@ impl<'a> Merged<'a> {
             .iter()
             .enumerate()
             .map(|(i, trend)| {
-                let members = &self.members[trend.key.as_str()];
+                let members = &self.members[&trend.key];
                 let label_frame = labels.get(members.representative.2).label_frame;
                 let frame = symbols
                     .stack_refs(members.frames)
@@ -861,7 +909,8 @@ impl<'a> Merged<'a> {
                 let frame = frame.as_ref();
                 SiteReport {
                     rank: i + 1,
-                    label: trend.key.clone(),
+                    label: members.label.to_string(),
+                    tags: members.tags.clone(),
                     function: frame.and_then(|f| f.function.clone()),
                     file: frame.and_then(|f| f.file.clone()),
                     line: frame.and_then(|f| f.line),
@@ -896,13 +945,15 @@ impl<'a> Merged<'a> {
         options: &ReportOptions,
     ) {
         for site in sites.iter_mut().take(options.detail) {
-            site.stack = symbols.stack(self.members[site.label.as_str()].frames);
-            site.history = bucket(
-                &self.series.times,
-                &self.series.sites[&site.label],
-                options.chart_points.max(2),
-            )
-            .1;
+            let key = merge_key(&site.label, &site.tags);
+            // Every line comes from a key of both maps (`lines`).
+            let (Some(members), Some(series)) =
+                (self.members.get(&key), self.series.sites.get(&key))
+            else {
+                continue;
+            };
+            site.stack = symbols.stack(members.frames);
+            site.history = bucket(&self.series.times, series, options.chart_points.max(2)).1;
         }
     }
 }

@@ -125,7 +125,30 @@ pub struct SiteStats {
     /// none. A scope's sites count only its own allocations, tracked exactly.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub scope: u64,
+    /// The tags (`leakwatch::tag`) in force on the allocating thread when this site's
+    /// blocks were allocated: a site is one stack under one tag set, so the same stack
+    /// under two tag sets is two sites. Empty for untagged allocations.
+    #[serde(default, skip_serializing_if = "Tags::is_empty")]
+    pub tags: Tags,
 }
+
+/// A tag set: keys and values, at most [`MAX_TAGS`] pairs, each key and value at most
+/// [`MAX_TAG_BYTES`] bytes.
+pub type Tags = std::collections::BTreeMap<String, String>;
+
+/// The most tags one tag set holds (setting more replaces none and is counted).
+pub const MAX_TAGS: usize = 8;
+
+/// The longest key or value of a tag, in bytes (longer ones are cut at a character
+/// boundary).
+pub const MAX_TAG_BYTES: usize = 64;
+
+/// The most distinct tag sets a process interns; tagging beyond it runs under the
+/// overflow set [`OVERFLOW_TAGS`], counted in [`OverflowStats::tag_sets_full`].
+pub const MAX_TAG_SETS: usize = 1024;
+
+/// The key of the one tag of the overflow tag set (its value says why).
+pub const OVERFLOW_TAGS: &str = "leakwatch.overflow";
 
 fn is_zero(x: &u64) -> bool {
     *x == 0
@@ -152,6 +175,10 @@ pub struct TrackerStats {
     /// Threads whose unpublished counts this snapshot read (registered threads).
     #[serde(default)]
     pub threads: u32,
+    /// Tag sets interned (`leakwatch::tag`), at most [`MAX_TAG_SETS`]; their bytes count
+    /// in `memory_bytes`.
+    #[serde(default)]
+    pub tag_sets: u32,
 }
 
 /// What could not be recorded, and how much of it.
@@ -189,6 +216,10 @@ pub struct OverflowStats {
     /// that found no room in it are counted in `untracked_blocks`.
     #[serde(default)]
     pub refused_mappings: u64,
+    /// Tag sets refused because [`MAX_TAG_SETS`] were interned already, or tags refused
+    /// because a set held [`MAX_TAGS`]: allocations under them carry the overflow set.
+    #[serde(default)]
+    pub tag_sets_full: u64,
 }
 
 impl Snapshot {

@@ -746,7 +746,9 @@ impl Shared {
                 {
                     continue;
                 }
-                if leaking.insert(site.label.clone()) && !state.alerted.contains_key(&site.label) {
+                if leaking.insert(site.tagged_label())
+                    && !state.alerted.contains_key(&site.tagged_label())
+                {
                     fresh.push(site.clone());
                 }
             }
@@ -787,7 +789,7 @@ const REARM_CHECKS: u32 = 3;
 pub(crate) fn alert_line(site: &SiteReport, report: &Report) -> String {
     let mut line = format!(
         "leak: {} grows {} ({} over {}), {} live",
-        site.label,
+        site.tagged_label(),
         rate(leakwatch_report::render::text::current_rate(site)),
         bytes(site.growth),
         duration(if site.verdict_window_seconds > 0.0 {

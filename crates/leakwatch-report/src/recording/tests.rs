@@ -367,3 +367,51 @@ fn a_site_described_again_with_its_frames_is_no_news_and_with_others_an_error() 
         "{e}"
     );
 }
+
+#[test]
+fn a_sites_tags_travel_with_its_description_and_bad_ones_are_an_error() {
+    let mut tagged = site(1, 100, 0);
+    tagged.tags.insert("model".into(), "2".into());
+    let text = write(&[
+        snapshot(7, 1_000, vec![tagged.clone()]),
+        snapshot(
+            7,
+            2_000,
+            vec![{
+                let mut s = tagged.clone();
+                s.alloc_bytes = 200;
+                s.live_bytes = 200;
+                s
+            }],
+        ),
+    ]);
+    // Described once, with its frames.
+    assert_eq!(text.matches("\"tags\"").count(), 1, "{text}");
+    let recording = read(&text).unwrap();
+    let back = recording.history.site(1).unwrap();
+    assert_eq!(back.tags, tagged.tags);
+    assert_eq!(back.live_bytes, 200);
+    // More tags than a set holds, or a tag longer than the tracker writes: refused.
+    let many: String = (0..=leakwatch_types::MAX_TAGS)
+        .map(|i| format!("\"k{i}\":\"v\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let first = text.lines().next().unwrap();
+    let crafted = first.replace(
+        "\"tags\":{\"model\":\"2\"}",
+        &format!("\"tags\":{{{many}}}"),
+    );
+    assert_ne!(crafted, first);
+    assert!(
+        error(&crafted).contains("tags in one site"),
+        "{}",
+        error(&crafted)
+    );
+    let long = "x".repeat(leakwatch_types::MAX_TAG_BYTES + 1);
+    let crafted = first.replace("\"model\":\"2\"", &format!("\"model\":\"{long}\""));
+    assert!(
+        error(&crafted).contains("longer than"),
+        "{}",
+        error(&crafted)
+    );
+}

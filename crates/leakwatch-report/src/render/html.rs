@@ -197,9 +197,12 @@ fn ranking(report: &Report, page: &mut String) {
                 Row::Line(site, grouped) => (site, grouped),
             };
             let (text, class) = if grouped {
-                (line_location(site), " class=\"lw-line\"")
+                (
+                    format!("{}{}", line_location(site), site.tags_suffix()),
+                    " class=\"lw-line\"",
+                )
             } else {
-                (site.label.clone(), "")
+                (site.tagged_label(), "")
             };
             let label = if site.stack.is_empty() {
                 format!("<code>{}</code>", escape(&text))
@@ -262,7 +265,7 @@ fn stacks(report: &Report, page: &mut String) {
             site.rank,
             site.rank,
             verdict_badge(site.verdict),
-            escape(&site.label),
+            escape(&site.tagged_label()),
             escape(&rate(site.rate)),
             escape(&bytes(site.live_bytes as f64)),
         ));
@@ -341,7 +344,7 @@ fn chart(report: &Report) -> String {
         .zip(COLOURS)
     {
         lines.push(Line {
-            name: format!("#{} {}", site.rank, site.label),
+            name: format!("#{} {}", site.rank, site.tagged_label()),
             colour,
             dashed: false,
             points: finite(&site.history),

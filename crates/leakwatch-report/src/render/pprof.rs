@@ -16,6 +16,9 @@
 //! that read its profiles expect (and the one leakwatch symbolizes). Every recorded
 //! address is a return address, the innermost one too (the return into the service from
 //! its allocating call). Sites with nothing to show (all four values 0) are left out.
+//! Each sample carries its site id as the numeric label `site` and the site's tags
+//! (`leakwatch::tag`) as string labels, so `go tool pprof -tagfocus model=2` keeps one
+//! model version's memory.
 //!
 //! Functions carry the name reports show (full path: the symbol table's for machine
 //! functions, see [`SymbolTable::insert`]) and, for the machine function of an address,
@@ -97,6 +100,8 @@ struct Sample {
     location_ids: Vec<u64>,
     values: [i64; 4],
     site_id: u32,
+    /// The site's tags as string ids of (key, value): a label each.
+    tags: Vec<(i64, i64)>,
 }
 
 #[derive(Debug)]
@@ -286,10 +291,16 @@ impl Profile {
                 location_ids.push(self.location(address, skip, modules, symbols));
             }
         }
+        let tags = site
+            .tags
+            .iter()
+            .map(|(key, value)| (self.string(key), self.string(value)))
+            .collect();
         self.samples.push(Sample {
             location_ids,
             values,
             site_id: site.id,
+            tags,
         });
     }
 
@@ -376,6 +387,13 @@ impl Profile {
                     label.int(1, id("site"));
                     label.int(3, i64::from(sample.site_id));
                 });
+                // Tags as string labels: `go tool pprof -tagfocus model=2`.
+                for &(key, value) in &sample.tags {
+                    m.message(3, |label| {
+                        label.int(1, key);
+                        label.int(2, value);
+                    });
+                }
             });
         }
         for (i, mapping) in self.mappings.iter().enumerate() {

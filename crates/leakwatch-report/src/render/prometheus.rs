@@ -5,7 +5,10 @@
 //! memory limit, the verdicts and the tracker itself. Per-site metrics cover only the
 //! first `top` sites, so the number of series stays bounded however many call sites the
 //! service has. Their labels identify a site and nothing else: `site` (its label),
-//! `function`, `file` (shortened) and `line`. Rank and verdict change from one report
+//! `function`, `file` (shortened) and `line`, and one `tag_KEY` label per tag of a
+//! tagged site (`tag_model="2"`; the key's characters outside `[A-Za-z0-9_]` become
+//! `_`). Tag sets are bounded by the tracker (1,024; refusals counted in
+//! `leakwatch_tracker_tag_sets_full_total`), and series by `top`. Rank and verdict change from one report
 //! to the next, so they are values (`leakwatch_site_leak`), never labels, and series do
 //! not churn.
 //!
@@ -27,6 +30,8 @@
 //! | `leakwatch_tracker_untracked_blocks_total` | counter | blocks not tracked: block table full |
 //! | `leakwatch_tracker_site_table_full_samples_total` | counter | samples lost: site table full |
 //! | `leakwatch_tracker_truncated_stacks_total` | counter | stacks cut at the maximum depth |
+//! | `leakwatch_tracker_tag_sets` | gauge | tag sets interned (at most 1,024) |
+//! | `leakwatch_tracker_tag_sets_full_total` | counter | tag sets or tags refused: table or set full |
 //! | `leakwatch_sampling_rate_bytes` | gauge | bytes per sample (1 = exact) |
 //! | `leakwatch_window_seconds` | gauge | time covered by the report |
 //! | `leakwatch_site_live_bytes` | gauge | a site's live bytes |
@@ -163,6 +168,16 @@ pub fn prometheus(report: &Report, top: usize) -> String {
         one(report.overflow.truncated_stacks.to_string()),
     );
     out.gauge(
+        "leakwatch_tracker_tag_sets",
+        "Tag sets interned (leakwatch::tag), at most 1024.",
+        one(report.tracker.tag_sets.to_string()),
+    );
+    out.counter(
+        "leakwatch_tracker_tag_sets_full_total",
+        "Tag sets or tags refused: the table or a set was full (their allocations carry leakwatch.overflow).",
+        one(report.overflow.tag_sets_full.to_string()),
+    );
+    out.gauge(
         "leakwatch_sampling_rate_bytes",
         "Mean bytes allocated per sample (1 in exact mode).",
         one(report.sample_rate.to_string()),
@@ -260,7 +275,37 @@ fn site_labels(s: &SiteReport) -> String {
     if let Some(line) = &line {
         pairs.push(("line", line));
     }
+    let names: Vec<String> = tag_label_names(s.tags.keys().map(String::as_str));
+    for (name, value) in names.iter().zip(s.tags.values()) {
+        pairs.push((name, value));
+    }
     labels(&pairs)
+}
+
+/// The label names of tags with keys `keys`: `tag_` and the key with every character
+/// outside `[A-Za-z0-9_]` replaced by `_`; a name taken by an earlier key gets `_2`,
+/// `_3`, ... (so the label set stays valid).
+fn tag_label_names<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut taken = BTreeSet::new();
+    keys.map(|key| {
+        let base: String = std::iter::once("tag_".to_string())
+            .chain(key.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c.to_string()
+                } else {
+                    "_".to_string()
+                }
+            }))
+            .collect();
+        let mut name = base.clone();
+        let mut n = 2;
+        while !taken.insert(name.clone()) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        name
+    })
+    .collect()
 }
 
 /// `{name="value",...}` with every value escaped.

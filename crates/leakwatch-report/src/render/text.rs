@@ -592,9 +592,9 @@ fn table(report: &Report, sites: &[SiteReport], report_window: f64) -> Vec<Strin
                     s.seconds_to_limit.map_or("-".to_string(), duration),
                 ]);
                 labels.push(if grouped {
-                    format!("  {}", clean(&line_location(s)))
+                    format!("  {}{}", clean(&line_location(s)), clean(&s.tags_suffix()))
                 } else {
-                    clean(&s.label)
+                    clean(&s.tagged_label())
                 });
             }
         }

@@ -551,3 +551,97 @@ fn an_address_outside_every_module_is_labelled_in_hex() {
         r.sites[0].label
     );
 }
+
+/// Ten minutes at 1 s of one line under two model versions: `model=2` leaks 20 KB/s,
+/// `model=1` holds 5 MiB; and the same line untagged, steady.
+fn tagged_history() -> History {
+    let tags = |v: &str| {
+        let mut t = leakwatch_types::Tags::new();
+        t.insert("model".to_string(), v.to_string());
+        t
+    };
+    let mut h = History::default();
+    for i in 0..600u64 {
+        let t = i as f64;
+        let mut s = point(i);
+        let mut leaking = site(1, vec![0x901, 0x101, 0x777], 20_000.0 * t);
+        leaking.tags = tags("2");
+        let mut steady = site(2, vec![0x901, 0x101, 0x777], 5.0 * MIB);
+        steady.tags = tags("1");
+        let untagged = site(3, vec![0x901, 0x101, 0x777], 1.0 * MIB);
+        s.sites = vec![leaking, steady, untagged];
+        h.push(&s);
+    }
+    h
+}
+
+#[test]
+fn one_line_under_two_tag_sets_is_two_lines_of_one_function() {
+    let r = Report::build(&tagged_history(), &symbols(), &ReportOptions::default());
+    assert_eq!(r.sites.len(), 3, "{:#?}", r.sites);
+    let by_model = |v: Option<&str>| {
+        r.sites
+            .iter()
+            .find(|s| s.tags.get("model").map(String::as_str) == v)
+            .unwrap_or_else(|| panic!("no line for model {v:?}"))
+    };
+    let leak = by_model(Some("2"));
+    assert_eq!(leak.verdict, Verdict::Leak);
+    assert_eq!(leak.rank, 1, "the leaking model's line ranks first");
+    assert_eq!(leak.site_ids, vec![1]);
+    assert_eq!(by_model(Some("1")).verdict, Verdict::Stable);
+    assert_eq!(by_model(None).site_ids, vec![3]);
+    for line in &r.sites {
+        assert_eq!(line.label, "app::leaky_store (app/src/store.rs:10)");
+    }
+    // One function, its three lines beneath.
+    assert_eq!(r.functions.len(), 1);
+    assert_eq!(r.functions[0].sites.len(), 3);
+    assert_eq!(
+        leak.tagged_label(),
+        "app::leaky_store (app/src/store.rs:10) {model=2}"
+    );
+    // JSON: a `tags` object per tagged line, read back the same.
+    let json = r.to_json();
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["sites"][0]["tags"]["model"], "2");
+    let back = Report::from_json("test", &json).unwrap();
+    assert_eq!(back.sites, r.sites);
+    // Text and Prometheus name the tags.
+    let text = crate::render::text::text(&r, 10);
+    assert!(
+        text.contains("{model=2}") && text.contains("{model=1}"),
+        "{text}"
+    );
+    let metrics = crate::render::prometheus::prometheus(&r, 10);
+    assert!(
+        metrics.contains("leakwatch_site_leak{site=\"app::leaky_store (app/src/store.rs:10)\",function=\"app::leaky_store\",file=\"app/src/store.rs\",line=\"10\",tag_model=\"2\"} 1"),
+        "{metrics}"
+    );
+    // A diff keeps the two models apart.
+    let d = crate::diff::diff(&back, &r);
+    assert_eq!(d.sites.len(), 3, "{:?}", d.sites);
+}
+
+#[test]
+fn tag_label_names_are_valid_and_distinct() {
+    let mut h = History::default();
+    let mut s = point(0);
+    let mut tagged = site(1, vec![0x101, 0x777], 1000.0);
+    tagged.tags = [("a.b", "1"), ("a_b", "2"), ("tenant id", "x\"y")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    s.sites = vec![tagged];
+    h.push(&s);
+    let r = Report::build(&h, &symbols(), &ReportOptions::default());
+    let metrics = crate::render::prometheus::prometheus(&r, 10);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("leakwatch_site_live_bytes{"))
+        .expect("a site series");
+    assert!(
+        line.contains("tag_a_b=\"1\",tag_a_b_2=\"2\",tag_tenant_id=\"x\\\"y\""),
+        "{line}"
+    );
+}

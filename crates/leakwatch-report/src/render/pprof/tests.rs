@@ -216,6 +216,8 @@ struct DSample {
     locations: Vec<u64>,
     values: Vec<i64>,
     site: u64,
+    /// String labels (the site's tags), in order.
+    tags: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -329,12 +331,13 @@ fn decode(data: &[u8]) -> Decoded {
             .iter()
             .map(|m| {
                 let labels = messages(m, 3);
-                assert_eq!(labels.len(), 1);
+                assert!(!labels.is_empty());
                 assert_eq!(s(scalar(&labels[0], 1)), "site");
                 DSample {
                     locations: repeated(m, 1),
                     values: repeated(m, 2).into_iter().map(|v| v as i64).collect(),
                     site: scalar(&labels[0], 3),
+                    tags: labels[1..].iter().map(|l| pair(l)).collect(),
                 }
             })
             .collect(),
@@ -858,5 +861,33 @@ fn a_module_with_its_executable_segment_maps_that_segment_with_its_file_offset()
         d.samples[0].locations.len(),
         2,
         "no frame is dropped unnamed"
+    );
+}
+
+#[test]
+fn a_sites_tags_are_string_labels_of_its_sample() {
+    let mut s = snapshot();
+    s.sites[0].tags = [("model", "2"), ("route", "/v1/generate")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let d = decode(&pprof(&s, &symbols()));
+    let tagged = d
+        .samples
+        .iter()
+        .find(|x| x.site == u64::from(s.sites[0].id))
+        .expect("the tagged sample");
+    assert_eq!(
+        tagged.tags,
+        vec![
+            ("model".to_string(), "2".to_string()),
+            ("route".to_string(), "/v1/generate".to_string())
+        ]
+    );
+    assert!(
+        d.samples
+            .iter()
+            .filter(|x| x.site != u64::from(s.sites[0].id))
+            .all(|x| x.tags.is_empty())
     );
 }

@@ -1,0 +1,195 @@
+//! Tags: a stack allocated under two tag sets is two sites, each with exactly its own
+//! bytes (exact mode), whichever thread frees the blocks; guards nest and restore; a
+//! `TagSet` carries to other threads; the intern table's bound gives the overflow set,
+//! counted; tagging changes nothing for untagged sites.
+
+use leakwatch::{LeakWatch, MAX_TAG_BYTES, MAX_TAGS, OVERFLOW_TAGS, Symbolizer, TagSet, Tags};
+use leakwatch_tests::run;
+use std::hint::black_box;
+
+#[global_allocator]
+static ALLOC: LeakWatch = LeakWatch::system().enabled().exact();
+
+const PER_BLOCK: u64 = 1000 + 24;
+
+fn tags(pairs: &[(&str, &str)]) -> Tags {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Keeps `n` blocks of 1,000 bytes and their `Vec` of `n` pointers: `n * PER_BLOCK`
+/// live bytes.
+#[inline(never)]
+fn tagged_store(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|_| black_box(vec![7u8; 1000])).collect()
+}
+
+/// Live bytes of the sites whose stack passes through `tagged_store`, by tag set.
+fn live_by_tags() -> std::collections::BTreeMap<Tags, u64> {
+    let snapshot = leakwatch::snapshot();
+    let mut symbolizer = Symbolizer::new();
+    let stacks = leakwatch_tests::stacks_of(&snapshot, &mut symbolizer);
+    let mut out = std::collections::BTreeMap::new();
+    for (site, stack) in snapshot.sites.iter().zip(stacks) {
+        let here = stack.iter().any(|s| {
+            s.function
+                .as_deref()
+                .is_some_and(|f| f.ends_with("tagged_store"))
+        });
+        if here {
+            *out.entry(site.tags.clone()).or_insert(0) += site.live_bytes;
+        }
+    }
+    out
+}
+
+fn one_stack_under_two_sets_is_two_sites() {
+    let untagged = tagged_store(3);
+    let model_1 = {
+        let _model = leakwatch::tag("model", "1");
+        tagged_store(5)
+    };
+    let (model_2, nested) = {
+        let _model = leakwatch::tag("model", "2");
+        let model_2 = tagged_store(7);
+        let _route = leakwatch::tag("route", "/v1/generate");
+        (model_2, tagged_store(11))
+    };
+    assert_eq!(
+        TagSet::current(),
+        TagSet::none(),
+        "the guards restored no tags"
+    );
+    let live = live_by_tags();
+    assert_eq!(live.get(&Tags::new()), Some(&(3 * PER_BLOCK)), "{live:?}");
+    assert_eq!(
+        live.get(&tags(&[("model", "1")])),
+        Some(&(5 * PER_BLOCK)),
+        "{live:?}"
+    );
+    assert_eq!(
+        live.get(&tags(&[("model", "2")])),
+        Some(&(7 * PER_BLOCK)),
+        "{live:?}"
+    );
+    assert_eq!(
+        live.get(&tags(&[("model", "2"), ("route", "/v1/generate")])),
+        Some(&(11 * PER_BLOCK)),
+        "{live:?}"
+    );
+    // Freed on another thread, untagged: each site still loses exactly its own bytes.
+    std::thread::spawn(move || {
+        drop(model_2);
+        drop(nested);
+    })
+    .join()
+    .unwrap();
+    let live = live_by_tags();
+    assert_eq!(live.get(&tags(&[("model", "2")])), Some(&0), "{live:?}");
+    assert_eq!(
+        live.get(&tags(&[("model", "1")])),
+        Some(&(5 * PER_BLOCK)),
+        "{live:?}"
+    );
+    drop((untagged, model_1));
+}
+
+fn a_tag_set_carries_to_another_thread() {
+    let set = TagSet::none().with("tenant", "acme");
+    let kept = std::thread::spawn(move || {
+        assert_eq!(TagSet::current(), TagSet::none(), "threads start untagged");
+        let _guard = set.enter();
+        tagged_store(2)
+    })
+    .join()
+    .unwrap();
+    let live = live_by_tags();
+    assert_eq!(
+        live.get(&tags(&[("tenant", "acme")])),
+        Some(&(2 * PER_BLOCK)),
+        "{live:?}"
+    );
+    drop(kept);
+}
+
+fn sets_are_interned_once_and_keys_cut() {
+    let a = TagSet::none().with("model", "2").with("route", "/a");
+    let b = TagSet::none().with("route", "/a").with("model", "2");
+    assert_eq!(a, b, "the same tags in another order are the same set");
+    assert_eq!(a.with("model", "2"), a);
+    assert_ne!(a.with("model", "3"), a);
+    let long = "k".repeat(MAX_TAG_BYTES + 10);
+    let cut = TagSet::none().with(&long, "é".repeat(MAX_TAG_BYTES).as_str());
+    let (key, value) = cut.tags().into_iter().next().unwrap();
+    assert_eq!(key.len(), MAX_TAG_BYTES);
+    assert!(value.len() <= MAX_TAG_BYTES && value.chars().all(|c| c == 'é'));
+}
+
+fn too_many_tags_or_sets_give_the_overflow_set_and_are_counted() {
+    let before = leakwatch::snapshot().overflow.tag_sets_full;
+    let mut set = TagSet::none();
+    for i in 0..MAX_TAGS {
+        set = set.with(&format!("k{i}"), "v");
+    }
+    assert_eq!(set.tags().len(), MAX_TAGS);
+    let over = set.with("one-more", "v");
+    assert!(over.tags().contains_key(OVERFLOW_TAGS), "{:?}", over.tags());
+    // Replacing a value of a full set is not one too many.
+    assert_eq!(set.with("k0", "w").tags().len(), MAX_TAGS);
+    // More distinct sets than the table holds.
+    let mut overflowed = 0;
+    for i in 0..leakwatch::MAX_TAG_SETS + 10 {
+        let s = TagSet::none().with("request", &i.to_string());
+        if s.tags().contains_key(OVERFLOW_TAGS) {
+            overflowed += 1;
+        }
+    }
+    assert!(overflowed >= 10, "{overflowed}");
+    let snapshot = leakwatch::snapshot();
+    assert!(
+        snapshot.overflow.tag_sets_full >= before + 1 + overflowed,
+        "{:?}",
+        snapshot.overflow
+    );
+    assert!(snapshot.tracker.tag_sets as usize <= leakwatch::MAX_TAG_SETS);
+    assert!(
+        snapshot.warnings.iter().any(|w| w.starts_with("tags:")),
+        "{:?}",
+        snapshot.warnings
+    );
+    // Allocations under the overflow set are still counted, under it.
+    let kept = {
+        let _guard = over.enter();
+        tagged_store(4)
+    };
+    let live = live_by_tags();
+    assert_eq!(
+        live.get(&tags(&[(OVERFLOW_TAGS, "tag sets full")])),
+        Some(&(4 * PER_BLOCK)),
+        "{live:?}"
+    );
+    drop(kept);
+}
+
+fn main() {
+    run(&[
+        (
+            "one_stack_under_two_sets_is_two_sites",
+            one_stack_under_two_sets_is_two_sites,
+        ),
+        (
+            "a_tag_set_carries_to_another_thread",
+            a_tag_set_carries_to_another_thread,
+        ),
+        (
+            "sets_are_interned_once_and_keys_cut",
+            sets_are_interned_once_and_keys_cut,
+        ),
+        (
+            "too_many_tags_or_sets_give_the_overflow_set_and_are_counted",
+            too_many_tags_or_sets_give_the_overflow_set_and_are_counted,
+        ),
+    ]);
+}
