@@ -170,8 +170,37 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         .iter()
         .map(|(key, values)| {
             let departed = series.departed.get(key);
-            let mut trend = site_trend(key.clone(), &axes, values, departed, options);
-            trend.window_seconds = axes.window;
+            let mut trend = match young(&series.times, values) {
+                // A site that appeared within the window is ranked over its own life.
+                Some(born) => {
+                    let times = &series.times[born..];
+                    let life = Axes {
+                        coarse: Bucketing::new(times, options.max_points),
+                        fine: Bucketing::new(times, options.max_points.saturating_mul(4)),
+                        window: times.last().copied().unwrap_or(0.0)
+                            - times.first().copied().unwrap_or(0.0),
+                        raw_points: times.len(),
+                    };
+                    let departed = departed.map(|d| Departed {
+                        old: d.old.get(born..).unwrap_or_default().to_vec(),
+                        seen: d.seen.get(born..).unwrap_or_default().to_vec(),
+                    });
+                    let mut trend = site_trend(
+                        key.clone(),
+                        &life,
+                        &values[born..],
+                        departed.as_ref(),
+                        options,
+                    );
+                    trend.window_seconds = life.window;
+                    trend
+                }
+                None => {
+                    let mut trend = site_trend(key.clone(), &axes, values, departed, options);
+                    trend.window_seconds = axes.window;
+                    trend
+                }
+            };
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
             trend
         })
@@ -537,6 +566,27 @@ struct Axes {
     window: f64,
     /// Points (snapshots) of the series.
     raw_points: usize,
+}
+
+/// Where a site that appeared within the window was born: the index of its last point
+/// holding no bytes before its first that does (so its first arrival still counts as
+/// growth), when points before it hold none and it came after the window's first third
+/// (`None`: ranked over the whole window; a sampled site's first sample may come well
+/// after the site began, so earlier births keep the whole window). Before it the site did not exist: its
+/// zeros say nothing of its trend, and ranked with them, a cache that appeared late and
+/// filled in seconds (a new model version's sessions after an update) has its whole rise
+/// between the window's middle and last thirds, as a leak has. Over its own life it is
+/// what it is: a cache that filled early in its life and held.
+fn young(times: &[f64], values: &[f64]) -> Option<usize> {
+    let born = values.iter().position(|&v| v > 0.0)?;
+    let (start, end) = (times.first()?, times.last()?);
+    let third = start + (end - start) / 3.0;
+    // Not `then_some(born - 1)`: its argument is computed even when born is 0.
+    if born > 0 && times.get(born).is_some_and(|&t| t > third) {
+        Some(born - 1)
+    } else {
+        None
+    }
 }
 
 fn site_trend<K>(

@@ -325,18 +325,32 @@ another one (GET /debug/leaks).
             .iter()
             .flat_map(|r| &r.sites)
             .filter(|s| s.verdict == Verdict::Leak && s.label.contains("open_session"))
-            .map(|s| format!("\n    {}", s.label))
+            .map(|s| format!("\n    {}", s.tagged_label()))
             .collect();
+        let versions: std::collections::BTreeSet<&str> = leaky
+            .report
+            .iter()
+            .flat_map(|r| &r.sites)
+            .filter(|s| s.verdict == Verdict::Leak && s.label.contains("open_session"))
+            .filter_map(|s| s.tags.get("model").map(String::as_str))
+            .collect();
+        let versions: Vec<&str> = versions.into_iter().collect();
         println!(
             "
 What this says: ranked first as `leak`:{}
-That is SessionStore::open_session, allocating each new session's keys and values. Their
-live bytes have grown steadily since the model update and show no sign of stopping;
-before the update the same lines held steady, a cache at its budget. \"rate\" is
+That is SessionStore::open_session, allocating each new session's keys and values, and
+the tags name the model version whose sessions grow: {}. Their live bytes have grown
+steadily since the model update and show no sign of stopping; before the update the
+old version's lines held steady, a cache at its budget. \"rate\" is
 the growth over the window and \"to limit\" when the service reaches its memory limit
 (1 GiB here) at the recent rate. The fix, the default store, evicts the exact entry it
 chose and drops the old model's sessions on an update.",
-            leaks.concat()
+            leaks.concat(),
+            if versions.is_empty() {
+                "(no model tag)".to_string()
+            } else {
+                format!("model={}", versions.join(", model="))
+            }
         );
     }
     println!(
@@ -373,7 +387,14 @@ open_session is a cache again, and no site is a `leak`."
     println!("\n== Summary\n");
     match found {
         Some((found, updated)) => println!(
-            "leaky store: leak in open_session ranked first {:.0} s after the model update ({:.0} s of load); {:.0} requests/s, p99 {}",
+            "leaky store: leak in open_session{} ranked first {:.0} s after the model update ({:.0} s of load); {:.0} requests/s, p99 {}",
+            leaky
+                .report
+                .iter()
+                .flat_map(|r| &r.sites)
+                .find(|s| s.verdict == Verdict::Leak && s.label.contains("open_session"))
+                .map(|s| s.tags_suffix())
+                .unwrap_or_default(),
             found - updated,
             found,
             leaky.load.requests_per_second(),
@@ -619,7 +640,20 @@ fn describe(report: &Report) -> (String, String) {
         .filter(|s| s.label.contains("open_session"))
         .collect();
     let live: u64 = sites.iter().map(|s| s.live_bytes).sum();
-    let verdicts: Vec<&str> = sites.iter().map(|s| s.verdict.as_str()).collect();
+    // Per model version (the `model` tag of the service's generations), the most
+    // urgent verdict of its lines: `m1 plateau, m2 leak`.
+    let mut by_model: std::collections::BTreeMap<&str, Verdict> = Default::default();
+    for site in &sites {
+        let model = site.tags.get("model").map_or("-", String::as_str);
+        let verdict = by_model.entry(model).or_insert(site.verdict);
+        if urgency(site.verdict) > urgency(*verdict) {
+            *verdict = site.verdict;
+        }
+    }
+    let verdicts: Vec<String> = by_model
+        .iter()
+        .map(|(model, verdict)| format!("m{model} {}", verdict.as_str()))
+        .collect();
     let sessions = if sites.is_empty() {
         "(not sampled yet)".to_string()
     } else {
@@ -635,6 +669,17 @@ fn describe(report: &Report) -> (String, String) {
         _ => String::new(),
     };
     (sessions, first)
+}
+
+/// How urgent a verdict is, for picking one per model version.
+fn urgency(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::Leak => 4,
+        Verdict::Growing => 3,
+        Verdict::Plateau => 2,
+        Verdict::Stable => 1,
+        _ => 0,
+    }
 }
 
 fn mib(bytes: f64) -> String {

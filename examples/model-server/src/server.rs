@@ -34,7 +34,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use leakwatch::Recorder;
+use leakwatch::{Recorder, TagSet};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -189,6 +189,8 @@ pub struct AppState {
     addr: SocketAddr,
     metrics: Metrics,
     started: Instant,
+    /// The tags of the last model version's generations (`generate_tags`).
+    generate_tags: RwLock<(u32, TagSet)>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -224,7 +226,25 @@ impl AppState {
             addr,
             metrics: Metrics::default(),
             started: Instant::now(),
+            generate_tags: RwLock::new((0, TagSet::none())),
         })
+    }
+
+    /// The tags a generation under model `version` allocates with: `route` and `model`,
+    /// so reports say which model version's memory grows. Interned once per version.
+    fn generate_tags(&self, version: u32) -> TagSet {
+        if let Ok(cached) = self.generate_tags.read() {
+            if cached.0 == version {
+                return cached.1;
+            }
+        }
+        let tags = TagSet::none()
+            .with("route", "/v1/generate")
+            .with("model", &version.to_string());
+        if let Ok(mut cached) = self.generate_tags.write() {
+            *cached = (version, tags);
+        }
+        tags
     }
 
     /// The current model version.
@@ -443,6 +463,8 @@ pub fn generate_text(
         )
     };
     let model = Arc::clone(&*state.model.read().map_err(|_| unavailable("model"))?);
+    // Everything this generation allocates carries its model version and route.
+    let _tags = state.generate_tags(model.version).enter();
     let key = SessionKey {
         version: model.version,
         id: request.session_id.clone(),
