@@ -166,6 +166,8 @@ const SCRATCH: usize = 64 * 1024;
 
 async fn answer(question: oneshot::Receiver<String>, reply: oneshot::Sender<Vec<u8>>) {
     let question = question.await.expect("the handler asks");
+    // A worker's first deferred wake-up allocates its buffer: once per worker, a step.
+    tokio::task::yield_now().await;
     let mut scratch = vec![0u8; SCRATCH];
     scratch[..question.len()].copy_from_slice(question.as_bytes());
     let _ = reply.send(scratch[..question.len()].to_vec());
@@ -198,8 +200,15 @@ fn a_clean_handler_with_a_task_on_a_worker_passes() {
     .iterations(ITERATIONS)
     .run();
     assert_clean(&result);
+    // What this file's code allocated was all freed by the end. (A worker that first
+    // defers a wake-up during the measured runs keeps its buffer, a one-time step at
+    // tokio's `Defer::defer`: not a leak, but not nothing either.)
     assert!(
-        result.sites.iter().all(|s| s.leaked_bytes() == 0),
+        result
+            .sites
+            .iter()
+            .filter(|s| s.label.contains("check_async.rs"))
+            .all(|s| s.leaked_bytes() == 0),
         "{result:#?}"
     );
     // The task's scratch buffer, allocated on a worker, counted in the check.

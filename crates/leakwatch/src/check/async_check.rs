@@ -44,11 +44,13 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(1);
 ///
 /// Counted as the checked code's, because they are made while polling it: the
 /// executor's own allocations for the tasks it spawns (a tokio task's header and
-/// future, freed when the task ends and its `JoinHandle` is dropped), and a worker
-/// thread's one-time allocations made the first time it polls a scoped future (a
-/// buffer of deferred wake-ups, a thread-local's registration). Warm-up runs absorb the
-/// one-time ones when every worker has polled the code by then: give a multi-threaded
-/// runtime a few more warm-up runs than workers.
+/// future, freed when the task ends and its `JoinHandle` is dropped), and what a worker
+/// thread allocates once, the first time it does something for a scoped future (a
+/// tokio worker's buffer of deferred wake-ups, 64 bytes at the first `yield_now` of a
+/// task on it). Warm-up runs absorb those when every worker has polled the code by
+/// then; one worker's first time during the measured runs is a single step, not a leak,
+/// but the first times of several look like growth. So give the runtime of a leak check
+/// few workers (`worker_threads(2)`) and more warm-up runs than that.
 ///
 /// # Examples
 /// With a `block_on` of four lines on `std::thread` (a runtime's, such as tokio's
