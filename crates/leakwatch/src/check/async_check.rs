@@ -38,9 +38,9 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(1);
 /// then, they count as live memory from then on (a task that never ends is a task per
 /// run that leaks), later runs do not wait, and the result says so in its warnings.
 /// Then the run waits until the scope's live bytes stop changing (looked at 1 ms apart,
-/// at most 50 times): an executor frees a finished task's own memory on its worker,
-/// after waking whoever awaited the task, so a reading taken at once could still count
-/// it.
+/// at most 50 times): an executor may free a finished task's own memory on its worker
+/// after waking whoever awaited the task (tokio does), so a reading taken at once could
+/// still count it.
 ///
 /// Counted as the checked code's, because they are made while polling it: the
 /// executor's own allocations for the tasks it spawns (a tokio task's header and
@@ -53,7 +53,7 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(1);
 /// few workers (`worker_threads(2)`) and more warm-up runs than that.
 ///
 /// # Examples
-/// With a `block_on` of four lines on `std::thread` (a runtime's, such as tokio's
+/// With a minimal `block_on` on `std::thread` (a runtime's, such as tokio's
 /// `Runtime::block_on`, is used the same way):
 /// ```
 /// #[global_allocator]
