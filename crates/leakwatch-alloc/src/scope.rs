@@ -167,8 +167,10 @@ impl std::error::Error for ScopeError {}
 /// let stats = scope.stats();
 /// assert_eq!(stats.live_bytes, 1000);
 /// assert_eq!(stats.sites.iter().map(|s| s.live_bytes).sum::<u64>(), 1000);
+/// assert_eq!(scope.live_bytes(), 1000);
 /// drop(kept);
 /// assert_eq!(scope.stats().live_bytes, 0);
+/// assert_eq!(scope.live_bytes(), 0);
 /// ```
 #[derive(Debug)]
 pub struct Scope {
@@ -275,6 +277,12 @@ impl Scope {
                 sites: scope_sites(self.handle.tag),
             }
         })
+    }
+
+    /// Bytes allocated in the scope and not freed, now ([`ScopeStats::live_bytes`]
+    /// without the rest of [`Scope::stats`]: one load, no allocation). 0 once closed.
+    pub fn live_bytes(&self) -> i64 {
+        slot(self.handle.tag).map_or(0, |s| s.live.load(Relaxed))
     }
 
     /// Starts the peak over: it becomes the current live bytes.

@@ -33,6 +33,17 @@
 //! still grew in the second half of them, and grew in at least two separate runs (a
 //! one-time step is not a leak; a cache that fills up during the measured runs stops
 //! growing in the second half).
+//!
+//! Async code: [`check_async`] checks a future, run by the executor's own `block_on`
+//! once per run (`leakwatch::check_async(|| handle(request()), |f| runtime.block_on(f))`),
+//! with the same settings and assertions. Whichever thread polls the future is in the
+//! check's scope for the duration of each poll; tasks the checked code spawns count
+//! when it spawns them through [`inherit`] (`tokio::spawn(leakwatch::check::inherit(task))`),
+//! and a run waits for those to finish. Tasks spawned without it are not tracked.
+
+mod async_check;
+
+pub use async_check::{AsyncCode, DEFAULT_TASK_TIMEOUT, InScope, Scoped, check_async, inherit};
 
 use crate::report::{Frame, LabelRules, SymbolTable};
 use leakwatch_alloc::{Scope, ScopeHandle, ScopeStats, Symbolizer};
@@ -42,13 +53,7 @@ use std::fmt::Write as _;
 /// Starts a leak check of `code`; finish it with one of the `assert_*` methods or
 /// [`Check::run`].
 pub fn check<F: FnMut() -> R, R>(code: F) -> Check<F> {
-    Check {
-        code,
-        warmup: 5,
-        iterations: 50,
-        max_growth_per_run: 0,
-        allow: Vec::new(),
-    }
+    Check::of(code)
 }
 
 /// A leak check being configured. See the [module docs](self).
@@ -135,7 +140,17 @@ impl CheckResult {
     }
 }
 
-impl<F: FnMut() -> R, R> Check<F> {
+impl<C> Check<C> {
+    fn of(code: C) -> Check<C> {
+        Check {
+            code,
+            warmup: 5,
+            iterations: 50,
+            max_growth_per_run: 0,
+            allow: Vec::new(),
+        }
+    }
+
     /// Runs before measuring, to absorb one-time initialisation (default 5).
     pub fn warmup(mut self, runs: usize) -> Self {
         self.warmup = runs;
@@ -161,7 +176,9 @@ impl<F: FnMut() -> R, R> Check<F> {
         self.allow.push(pattern.into());
         self
     }
+}
 
+impl<C: CheckedCode> Check<C> {
     /// Runs the check and returns what it measured, without judging it.
     ///
     /// # Panics
@@ -173,10 +190,8 @@ impl<F: FnMut() -> R, R> Check<F> {
             Err(e) => panic!("leakwatch::check cannot run: {e}"),
         };
         verify_tracking(&scope);
-        let handle = scope.handle();
         for _ in 0..self.warmup {
-            let _inside = handle.enter();
-            std::hint::black_box(__leakwatch_check_boundary(&mut self.code));
+            self.code.run_once(&scope);
         }
         let mut readings = Vec::with_capacity(self.iterations + 1);
         let mut allocs = Vec::with_capacity(self.iterations + 1);
@@ -184,22 +199,22 @@ impl<F: FnMut() -> R, R> Check<F> {
         allocs.push(first.allocs);
         readings.push(first);
         for _ in 0..self.iterations {
-            {
-                let _inside = handle.enter();
-                std::hint::black_box(__leakwatch_check_boundary(&mut self.code));
-            }
+            self.code.run_once(&scope);
             let stats = scope.stats();
             allocs.push(stats.allocs);
             readings.push(stats);
         }
+        let notes = self.code.notes();
         crate::untracked(|| {
-            analyse(
+            let mut result = analyse(
                 &readings,
                 &allocs,
                 self.warmup,
                 self.max_growth_per_run,
                 &self.allow,
-            )
+            );
+            result.warnings.extend(notes);
+            result
         })
     }
 
@@ -292,6 +307,35 @@ impl<F: FnMut() -> R, R> Check<F> {
         }
     }
 }
+
+/// What a check can run: a closure ([`check`]), or a future's maker and an executor
+/// ([`check_async`]). Sealed: leakwatch implements it, for those two.
+pub trait CheckedCode: sealed::RunOnce {}
+
+mod sealed {
+    use leakwatch_alloc::Scope;
+
+    /// How a check runs its code.
+    pub trait RunOnce {
+        /// Runs the checked code once, its allocations in `scope`, and returns when the
+        /// run is over (its readings can be taken).
+        fn run_once(&mut self, scope: &Scope);
+
+        /// What the check's result should say about how its runs went.
+        fn notes(&mut self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+}
+
+impl<F: FnMut() -> R, R> sealed::RunOnce for F {
+    fn run_once(&mut self, scope: &Scope) {
+        let _inside = scope.handle().enter();
+        std::hint::black_box(__leakwatch_check_boundary(self));
+    }
+}
+
+impl<F: FnMut() -> R, R> CheckedCode for F {}
 
 /// Spawns a thread whose allocations count in the calling thread's check (like
 /// `std::thread::spawn`). Outside a check it is `std::thread::spawn`.

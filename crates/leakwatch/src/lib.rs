@@ -24,6 +24,10 @@
 //! }
 //! ```
 //!
+//! In tests, [`check()`] fails when a closure's live memory grows with the number of
+//! times it runs, naming the call site; [`check_async`] does the same for a future,
+//! polled on any thread of the executor you give it (see [`check`](mod@check)).
+//!
 //! A snapshot alone says who holds memory now:
 //! ```
 //! #[global_allocator]
@@ -39,11 +43,12 @@
 
 pub mod check;
 mod files;
+pub mod future;
 mod limit;
 mod recorder;
 mod symbols;
 
-pub use check::check;
+pub use check::{check, check_async};
 pub use files::FileStats;
 pub use leakwatch_alloc::*;
 pub use leakwatch_report::RecorderMemory;
