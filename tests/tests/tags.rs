@@ -23,7 +23,9 @@ fn tags(pairs: &[(&str, &str)]) -> Tags {
 /// live bytes.
 #[inline(never)]
 fn tagged_store(n: usize) -> Vec<Vec<u8>> {
-    (0..n).map(|_| black_box(vec![7u8; 1000])).collect()
+    let kept: Vec<Vec<u8>> = (0..n).map(|_| black_box(vec![7u8; 1000])).collect();
+    // Work after the call: no tail call may take this frame off the stack.
+    black_box(kept)
 }
 
 /// Live bytes of the sites whose stack passes through `tagged_store`, by tag set.
@@ -114,6 +116,53 @@ fn a_tag_set_carries_to_another_thread() {
     drop(kept);
 }
 
+/// A task that keeps `n` blocks across `yields` awaits, so its polls run on whichever
+/// worker picks it up each time.
+async fn task_keeping(n: usize, yields: usize) -> Vec<Vec<u8>> {
+    let mut kept = Vec::new();
+    for _ in 0..yields {
+        kept.extend(tagged_store(n));
+        tokio::task::yield_now().await;
+    }
+    kept
+}
+
+fn tagged_tasks_keep_their_tags_on_every_worker() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let (kept, workers_after) = runtime.block_on(async {
+        let mut handles = Vec::new();
+        for model in ["1", "2"] {
+            for _ in 0..4 {
+                let task = leakwatch::tagged([("model", model)], task_keeping(1, 5));
+                handles.push(tokio::spawn(task));
+            }
+        }
+        let mut kept = Vec::new();
+        for handle in handles {
+            kept.push(handle.await.expect("task"));
+        }
+        // An untagged task after them: the workers' own tags are none again.
+        let after = tokio::spawn(async { TagSet::current() })
+            .await
+            .expect("task");
+        (kept, after)
+    });
+    assert_eq!(workers_after, TagSet::none());
+    let live = live_by_tags();
+    // 4 tasks x 5 polls x 1 block of 1,000 bytes per model (the one-element Vec each
+    // came in is freed by `extend`): exactly its own 20 blocks, wherever each poll ran.
+    for model in ["1", "2"] {
+        let bytes = live.get(&tags(&[("model", model)])).copied().unwrap_or(0);
+        assert_eq!(bytes, 20 * 1000, "model {model} ({live:?})");
+    }
+    assert_eq!(live.get(&Tags::new()).copied().unwrap_or(0), 0, "{live:?}");
+    drop(kept);
+    drop(runtime);
+}
+
 fn sets_are_interned_once_and_keys_cut() {
     let a = TagSet::none().with("model", "2").with("route", "/a");
     let b = TagSet::none().with("route", "/a").with("model", "2");
@@ -182,6 +231,10 @@ fn main() {
         (
             "a_tag_set_carries_to_another_thread",
             a_tag_set_carries_to_another_thread,
+        ),
+        (
+            "tagged_tasks_keep_their_tags_on_every_worker",
+            tagged_tasks_keep_their_tags_on_every_worker,
         ),
         (
             "sets_are_interned_once_and_keys_cut",

@@ -5,7 +5,8 @@
 //! check's scope, see [`check::inherit`](crate::check::inherit)) must therefore be set
 //! for each poll and taken back when the poll returns, so that the thread is itself
 //! again when it goes on to poll other tasks. [`Within`] does that around the future it
-//! wraps, for anything that implements [`AroundPoll`].
+//! wraps, for anything that implements [`AroundPoll`]; [`tagged`] uses it to keep a
+//! task's tags (`leakwatch::tag`) in force on every poll.
 //!
 //! ```
 //! use leakwatch::future::{AroundPoll, Within};
@@ -30,6 +31,7 @@
 //! assert_eq!(future.around().0, 1);
 //! ```
 
+use leakwatch_alloc::TagSet;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -88,4 +90,49 @@ impl<F, A: std::fmt::Debug> std::fmt::Debug for Within<F, A> {
             .field("around", &self.around)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs each poll with a tag set in force: what [`tagged`] wraps a future with.
+#[derive(Debug, Clone, Copy)]
+pub struct WithTags(TagSet);
+
+impl WithTags {
+    /// The tag set in force during each poll.
+    pub fn tags(&self) -> TagSet {
+        self.0
+    }
+}
+
+impl AroundPoll for WithTags {
+    fn poll_within<F: Future>(
+        &mut self,
+        future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        let _tags = self.0.enter();
+        future.poll(cx)
+    }
+}
+
+/// `future` with `tags` added to the tags in force where this is called, in force for
+/// every poll on whichever thread polls it (a task on a multi-threaded runtime moves
+/// between worker threads; a thread-local guard would tag the wrong work). The tag set
+/// is interned once, here; each poll costs a swap of the thread's current set.
+///
+/// ```
+/// # async fn handle_request() {}
+/// let request = leakwatch::tagged([("route", "/v1/generate"), ("model", "2")], handle_request());
+/// // tokio::spawn(request);
+/// # drop(request);
+/// ```
+pub fn tagged<'a, F: Future>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    future: F,
+) -> Within<F, WithTags> {
+    Within::new(future, WithTags(TagSet::current().with_all(tags)))
+}
+
+/// `future` with the tag set `tags` in force for every poll (see [`tagged`]).
+pub fn with_tags<F: Future>(tags: TagSet, future: F) -> Within<F, WithTags> {
+    Within::new(future, WithTags(tags))
 }

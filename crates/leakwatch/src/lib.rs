@@ -50,6 +50,7 @@ mod symbols;
 
 pub use check::{check, check_async};
 pub use files::FileStats;
+pub use future::{tagged, with_tags};
 pub use leakwatch_alloc::*;
 pub use leakwatch_report::RecorderMemory;
 pub use limit::memory_limit;
