@@ -121,7 +121,10 @@ impl SymbolTable {
                     && !rules.ignores(Some(function), symbol.file.as_deref())
             })
         };
-        let lacks = |symbol: &Symbol| symbol.file.is_none() || symbol.line.is_none();
+        // No file: no debug info. A file without a line is debug info that names no line
+        // for that code (a runtime's generated code, tokio's worker loop in release): not
+        // what the hint is about.
+        let lacks = |symbol: &Symbol| symbol.file.is_none();
         // Frames without a file are few in a build with debug info: look at them first.
         let frames = || self.frames.values().flatten();
         let without = frames().filter(|s| lacks(s) && service(s)).count();

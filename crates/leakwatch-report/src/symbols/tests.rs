@@ -429,12 +429,18 @@ fn frames_without_files_are_warned_about() {
     bare.function = Some("std::rt::lang_start".into());
     table.insert(3, vec![bare.clone()]);
     assert!(table.warnings().is_empty());
+    // A frame with a file and no line has debug info: nothing to set.
+    let mut fileonly = Symbol::default();
+    fileonly.function = Some("tokio::runtime::worker::Context::run".into());
+    fileonly.file = Some("/cargo/tokio/src/runtime/worker.rs".into());
+    table.insert(5, vec![fileonly]);
+    assert!(table.warnings().is_empty(), "{:?}", table.warnings());
     // The service's code without debug info does.
     bare.function = Some("app::handler".into());
     table.insert(4, vec![bare]);
     let warnings = table.warnings();
     assert_eq!(warnings.len(), 1);
-    assert!(warnings[0].starts_with("1 of 2 frames"), "{warnings:?}");
+    assert!(warnings[0].starts_with("1 of 3 frames"), "{warnings:?}");
     assert!(
         warnings[0].contains("debug = \"line-tables-only\""),
         "{warnings:?}"
