@@ -54,7 +54,9 @@ fn main() {
             / f64::from((after.tag_sets - before.tag_sets).max(1))
     );
 
-    let tags = TagSet::none().with("model", "2").with("route", "/v1/generate");
+    let tags = TagSet::none()
+        .with("model", "2")
+        .with("route", "/v1/generate");
     pairs(PAIRS); // warm up: sites interned, tables grown
     {
         let _tags = tags.enter();
