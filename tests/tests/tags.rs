@@ -163,6 +163,40 @@ fn tagged_tasks_keep_their_tags_on_every_worker() {
     drop(runtime);
 }
 
+fn a_sites_ages_add_up_to_its_live_bytes() {
+    // A snapshot first: the blocks after it are at most as old as it.
+    let _ = leakwatch::snapshot();
+    let kept = tagged_store(6);
+    let snapshot = leakwatch::snapshot();
+    let mut symbolizer = Symbolizer::new();
+    let stacks = leakwatch_tests::stacks_of(&snapshot, &mut symbolizer);
+    let mut seen = 0;
+    for (site, stack) in snapshot.sites.iter().zip(stacks) {
+        let here = stack.iter().any(|s| {
+            s.function
+                .as_deref()
+                .is_some_and(|f| f.ends_with("tagged_store"))
+        });
+        if here && site.tags.is_empty() && site.live_bytes > 0 {
+            seen += 1;
+            assert_eq!(
+                site.age_bytes.len(),
+                leakwatch::AGE_BOUNDS_SECONDS.len() + 1
+            );
+            // Exact mode, nothing allocating there meanwhile: every live byte is in a
+            // bucket, and all of them are seconds old at most.
+            assert_eq!(
+                site.age_bytes.iter().sum::<u64>(),
+                site.live_bytes,
+                "{site:?}"
+            );
+            assert_eq!(site.age_bytes[0], site.live_bytes, "{site:?}");
+        }
+    }
+    assert!(seen >= 1, "no untagged live site of tagged_store");
+    drop(kept);
+}
+
 fn sets_are_interned_once_and_keys_cut() {
     let a = TagSet::none().with("model", "2").with("route", "/a");
     let b = TagSet::none().with("route", "/a").with("model", "2");
@@ -235,6 +269,10 @@ fn main() {
         (
             "tagged_tasks_keep_their_tags_on_every_worker",
             tagged_tasks_keep_their_tags_on_every_worker,
+        ),
+        (
+            "a_sites_ages_add_up_to_its_live_bytes",
+            a_sites_ages_add_up_to_its_live_bytes,
         ),
         (
             "sets_are_interned_once_and_keys_cut",

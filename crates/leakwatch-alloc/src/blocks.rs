@@ -49,22 +49,51 @@ pub(crate) struct Entry {
     /// an older epoch was live at a snapshot, and its free counts in the site's
     /// `freed_old_bytes`.
     pub(crate) epoch: u32,
-    /// Unused. Reserved for issue 11, which will store the block's tag-set id here.
-    pub(crate) spare: u32,
+    /// The block's size ([`Entry::size`]): bytes below 2^31, else 4 KiB pages with the
+    /// top bit set (up to 8 TiB). What snapshots weigh its age by (`snapshot::ages`).
+    pub(crate) size: u32,
 }
+
+/// The top bit of [`Entry::size`]: the rest counts 4 KiB pages, not bytes.
+const SIZE_IN_PAGES: u32 = 1 << 31;
 
 impl Entry {
     /// An empty slot.
     const EMPTY: Entry = Entry::new(0, 0, 0, 0);
 
-    /// An entry for a block at `addr`.
+    /// An entry for a block at `addr` (of no recorded size: see [`Entry::sized`]).
     pub(crate) const fn new(addr: usize, site: u32, rate: u32, epoch: u32) -> Entry {
         Entry {
             addr,
             site,
             rate,
             epoch,
-            spare: 0,
+            size: 0,
+        }
+    }
+
+    /// This entry for a block of `size` bytes.
+    pub(crate) const fn sized(mut self, size: usize) -> Entry {
+        self.size = if size < SIZE_IN_PAGES as usize {
+            size as u32
+        } else {
+            let pages = size >> 12;
+            SIZE_IN_PAGES
+                | if pages < SIZE_IN_PAGES as usize {
+                    pages as u32
+                } else {
+                    SIZE_IN_PAGES - 1
+                }
+        };
+        self
+    }
+
+    /// The block's size in bytes (rounded down to 4 KiB from 2 GiB up).
+    pub(crate) const fn size(&self) -> usize {
+        if self.size & SIZE_IN_PAGES == 0 {
+            self.size as usize
+        } else {
+            ((self.size & !SIZE_IN_PAGES) as usize) << 12
         }
     }
 }
@@ -733,13 +762,13 @@ fn delete(slots: &mut [Entry], i: usize) {
     slots[hole] = Entry::EMPTY;
 }
 
-/// Tracks a block.
-pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32) -> Inserted {
+/// Tracks a block of `size` bytes.
+pub(crate) fn insert(addr: usize, site: u32, rate: u32, epoch: u32, size: usize) -> Inserted {
     let h = hash(addr);
     insert_into(
         shard_of(h),
         h,
-        Entry::new(addr, site, rate, epoch),
+        Entry::new(addr, site, rate, epoch).sized(size),
         Mapping::zeroed,
     )
 }
@@ -880,8 +909,7 @@ pub(crate) fn resident_bytes() -> usize {
 }
 
 /// Calls `f` on every tracked block (shard by shard; each shard is locked while visited,
-/// so `f` must not allocate through the tracked allocator).
-#[cfg(test)]
+/// so `f` must not allocate, and takes no other lock).
 pub(crate) fn for_each(mut f: impl FnMut(&Entry)) {
     for shard in &SHARD_TABLE {
         let table = shard.0.lock();

@@ -101,9 +101,9 @@ pub use tags::{TagGuard, TagSet, tag};
 // The plain data types live in `leakwatch-types`, which report readers use without
 // depending on the allocator.
 pub use leakwatch_types::{
-    MAX_TAG_BYTES, MAX_TAG_SETS, MAX_TAGS, Mode, Module, OLD_SNAPSHOTS, OVERFLOW_TAGS,
-    OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, Symbol, Tags, TrackerStats,
-    Unwinder, parse_size,
+    AGE_BOUNDS_SECONDS, MAX_TAG_BYTES, MAX_TAG_SETS, MAX_TAGS, Mode, Module, OLD_SNAPSHOTS,
+    OVERFLOW_TAGS, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, Symbol, Tags,
+    TrackerStats, Unwinder, parse_size,
 };
 pub use symbolize::{Symbolizer, SymbolizerStats};
 

@@ -561,7 +561,7 @@ fn track(t: &ThreadState, addr: usize, size: usize, rate: u32, sp: usize) {
     }
     let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), 0);
     let weight = Weight::of(size, rate);
-    match blocks::insert(addr, site, rate, current_epoch()) {
+    match blocks::insert(addr, site, rate, current_epoch(), size) {
         Inserted::New => {
             filter::insert(addr);
             note_site(t, sites, site, SiteCounters::alloc(weight));
@@ -597,7 +597,7 @@ fn track_scoped(t: &ThreadState, addr: usize, size: usize, sp: usize, tag: u64) 
         scope::note_site_overflow(tag);
     }
     let weight = Weight::of(size, 1);
-    match blocks::insert(addr, site, 1, current_epoch()) {
+    match blocks::insert(addr, site, 1, current_epoch(), size) {
         Inserted::New => {
             filter::insert(addr);
             sites.record(site).add(&SiteCounters::alloc(weight));
@@ -667,7 +667,7 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
             THREAD.with(|t| note_site(t, sites, entry.site, delta));
         }
     };
-    match blocks::insert(addr, entry.site, entry.rate, entry.epoch) {
+    match blocks::insert(addr, entry.site, entry.rate, entry.epoch, size) {
         Inserted::New => {
             filter::insert(addr);
             unfree(SiteCounters::unfree(weight, age));

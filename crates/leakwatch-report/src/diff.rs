@@ -146,6 +146,7 @@ mod tests {
                     rank: i + 1,
                     label: label.into(),
                     tags: Default::default(),
+                    age_bytes: Vec::new(),
                     function: None,
                     file: None,
                     line: None,

@@ -382,6 +382,8 @@ impl History {
                 known.freed_blocks = site.freed_blocks;
                 known.freed_old_bytes = site.freed_old_bytes;
                 known.freed_seen_bytes = site.freed_seen_bytes;
+                // Ages are the latest snapshot's (series files carry none).
+                known.age_bytes.clone_from(&site.age_bytes);
                 departed
             };
             let column = &mut self.columns[slot];

@@ -395,6 +395,12 @@ pub struct SiteReport {
     /// Ids of the call sites merged here.
     #[serde(deserialize_with = "bounded::list")]
     pub site_ids: Vec<u32>,
+    /// Live bytes by age at the latest point, summed over its sites: younger than each
+    /// of [`leakwatch_types::AGE_BOUNDS_SECONDS`] (10 s, 1 min, 10 min, 1 h), then older.
+    /// Empty when the snapshots carry no ages (series files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::list")]
+    pub age_bytes: Vec<u64>,
     /// The stack of the member site that grew most, innermost first (inlined frames
     /// expanded). Only for the first `detail` sites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -790,6 +796,8 @@ struct Members<'a> {
     label: &'a str,
     tags: &'a Tags,
     ids: Vec<u32>,
+    /// Summed `SiteStats::age_bytes` (empty when none has ages).
+    age_bytes: Vec<u64>,
     live_blocks: f64,
     alloc_bytes: u64,
     alloc_blocks: f64,
@@ -855,6 +863,7 @@ impl<'a> Merged<'a> {
                     label,
                     tags: &site.tags,
                     ids: Vec::new(),
+                    age_bytes: Vec::new(),
                     live_blocks: 0.0,
                     alloc_bytes: 0,
                     alloc_blocks: 0.0,
@@ -862,6 +871,12 @@ impl<'a> Merged<'a> {
                     frames: &site.frames,
                 });
             m.ids.push(site.id);
+            if m.age_bytes.len() < site.age_bytes.len() {
+                m.age_bytes.resize(site.age_bytes.len(), 0);
+            }
+            for (sum, bytes) in m.age_bytes.iter_mut().zip(&site.age_bytes) {
+                *sum = sum.saturating_add(*bytes);
+            }
             m.live_blocks += site.live_blocks;
             m.alloc_bytes = m.alloc_bytes.saturating_add(site.alloc_bytes);
             m.alloc_blocks += site.alloc_blocks;
@@ -928,6 +943,7 @@ impl<'a> Merged<'a> {
                     verdict_window_seconds: trend.window_seconds,
                     function_rank: 0,
                     site_ids: members.ids.clone(),
+                    age_bytes: members.age_bytes.clone(),
                     stack: Vec::new(),
                     label_frame,
                     history: Vec::new(),

@@ -130,7 +130,18 @@ pub struct SiteStats {
     /// under two tag sets is two sites. Empty for untagged allocations.
     #[serde(default, skip_serializing_if = "Tags::is_empty")]
     pub tags: Tags,
+    /// Live bytes by age (weighted as `live_bytes` is): younger than each bound of
+    /// [`AGE_BOUNDS_SECONDS`] in turn, then older than the last; coarse, from the snapshot
+    /// a block was allocated after. Taken from the live blocks at the snapshot, so it may
+    /// differ from `live_bytes` by what threads were doing meanwhile. Empty when not
+    /// measured (a series file's points, a snapshot of tracking off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub age_bytes: Vec<u64>,
 }
+
+/// The upper bounds, in seconds, of the age buckets of [`SiteStats::age_bytes`]: under
+/// 10 s, 1 min, 10 min, 1 h, and older (five buckets).
+pub const AGE_BOUNDS_SECONDS: [u64; 4] = [10, 60, 600, 3600];
 
 /// A tag set: keys and values, at most [`MAX_TAGS`] pairs, each key and value at most
 /// [`MAX_TAG_BYTES`] bytes.

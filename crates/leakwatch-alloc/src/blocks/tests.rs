@@ -11,10 +11,10 @@ fn insert_remove_many_with_collisions() {
     let base = 0x1000_0000_0000usize;
     let n = 50_000;
     for i in 0..n {
-        assert_eq!(insert(base + i * 16, i as u32, 1, 5), Inserted::New);
+        assert_eq!(insert(base + i * 16, i as u32, 1, 5, 0), Inserted::New);
     }
     assert_eq!(
-        insert(base, 99, 1, 6),
+        insert(base, 99, 1, 6, 0),
         Inserted::Replaced(Entry::new(base, 0, 1, 5))
     );
     for i in (0..n).rev().step_by(2) {
@@ -37,7 +37,7 @@ fn entries_are_twenty_four_bytes() {
 fn visits_every_entry() {
     let base = 0x2000_0000_0000usize;
     for i in 0..100 {
-        insert(base + i * 64, 7, 3, 9);
+        insert(base + i * 64, 7, 3, 9, 0);
     }
     let mut seen = 0;
     for_each(|e| {
@@ -453,4 +453,21 @@ fn a_table_installed_early_waits_for_its_populating_threads() {
     for i in 0..next {
         assert!(take(&shard, base + i * 16).is_some(), "block {i}");
     }
+}
+
+#[test]
+fn sizes_are_kept_in_bytes_then_in_pages() {
+    for size in [0usize, 1, 4096, (1 << 31) - 1] {
+        assert_eq!(Entry::new(1, 1, 1, 1).sized(size).size(), size);
+    }
+    // From 2 GiB up, in 4 KiB pages (rounded down), up to 8 TiB.
+    assert_eq!(Entry::new(1, 1, 1, 1).sized(1 << 31).size(), 1 << 31);
+    assert_eq!(
+        Entry::new(1, 1, 1, 1).sized((5 << 30) + 4095).size(),
+        5 << 30
+    );
+    assert_eq!(
+        Entry::new(1, 1, 1, 1).sized(usize::MAX).size(),
+        ((1usize << 31) - 1) << 12
+    );
 }

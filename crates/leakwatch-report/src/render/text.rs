@@ -637,6 +637,23 @@ fn table(report: &Report, sites: &[SiteReport], report_window: f64) -> Vec<Strin
     lines
 }
 
+/// `< 10 s 1.0 MiB, < 1 min 2.0 MiB, < 10 min 0 B, < 1 h 0 B, older 0 B` for live bytes
+/// by age ([`SiteReport::age_bytes`]); `None` without ages.
+pub(crate) fn age_line(age_bytes: &[u64]) -> Option<String> {
+    if age_bytes.is_empty() {
+        return None;
+    }
+    let names = leakwatch_types::AGE_BOUNDS_SECONDS
+        .iter()
+        .map(|&s| format!("< {}", duration(s as f64)))
+        .chain(std::iter::once("older".to_string()));
+    let parts: Vec<String> = names
+        .zip(age_bytes)
+        .map(|(name, &b)| format!("{name} {}", bytes(b as f64)))
+        .collect();
+    Some(parts.join(", "))
+}
+
 /// The user stack of a leaking site, with a title line.
 fn leak_stack(site: &SiteReport) -> Vec<String> {
     let mut lines = vec![format!(
@@ -645,6 +662,9 @@ fn leak_stack(site: &SiteReport) -> Vec<String> {
         rate(current_rate(site)),
         bytes(site.live_bytes as f64)
     )];
+    if let Some(ages) = age_line(&site.age_bytes) {
+        lines.push(format!("    live by age: {ages}"));
+    }
     let stack = site.user_stack();
     if stack.is_empty() {
         lines.push("    (no stack in this report: only the first sites keep theirs)".to_string());
