@@ -261,7 +261,7 @@ fn stacks(report: &Report, page: &mut String) {
         let open = if Some(i) == first_leak { " open" } else { "" };
         page.push_str(&format!(
             "<details id=\"lw-site-{}\"{open}>\n<summary>#{} {} <code>{}</code> \
-             <span class=\"lw-muted\">{}, {} live</span></summary>\n<ol class=\"lw-stack\">\n",
+             <span class=\"lw-muted\">{}, {} live</span></summary>\n",
             site.rank,
             site.rank,
             verdict_badge(site.verdict),
@@ -269,6 +269,8 @@ fn stacks(report: &Report, page: &mut String) {
             escape(&rate(site.rate)),
             escape(&bytes(site.live_bytes as f64)),
         ));
+        page.push_str(&age_bar(&site.age_bytes));
+        page.push_str("<ol class=\"lw-stack\">\n");
         for frame in site.user_stack() {
             page.push_str(&format!(
                 "<li><code>{}</code></li>\n",
@@ -301,6 +303,34 @@ fn stacks(report: &Report, page: &mut String) {
         page.push_str("</ol>\n</details>\n</details>\n");
     }
     page.push_str("</section>\n");
+}
+
+/// Colours of the age buckets, youngest first.
+const AGE_COLOURS: [&str; 5] = ["#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b"];
+
+/// A site's live bytes by age as one stacked bar (youngest left) with its numbers
+/// beside it; empty without ages.
+fn age_bar(age_bytes: &[u64]) -> String {
+    let Some(text) = crate::render::text::age_line(age_bytes) else {
+        return String::new();
+    };
+    let total: u64 = age_bytes.iter().sum();
+    let mut bar = String::new();
+    for (bytes, colour) in age_bytes.iter().zip(AGE_COLOURS) {
+        if *bytes == 0 || total == 0 {
+            continue;
+        }
+        let percent = *bytes as f64 * 100.0 / total as f64;
+        bar.push_str(&format!(
+            "<span style=\"display:inline-block;height:0.8em;width:{percent:.1}%;background:{colour}\"></span>"
+        ));
+    }
+    format!(
+        "<div class=\"lw-ages\"><div role=\"img\" aria-label=\"live bytes by age\" \
+         style=\"width:20em;background:var(--muted);line-height:0\">{bar}</div>\
+         <span class=\"lw-muted\">live by age: {}</span></div>\n",
+        escape(&text)
+    )
 }
 
 fn verdict_badge(verdict: Verdict) -> String {

@@ -16,9 +16,10 @@
 //! that read its profiles expect (and the one leakwatch symbolizes). Every recorded
 //! address is a return address, the innermost one too (the return into the service from
 //! its allocating call). Sites with nothing to show (all four values 0) are left out.
-//! Each sample carries its site id as the numeric label `site` and the site's tags
+//! Each sample carries its site id as the numeric label `site`, the site's tags
 //! (`leakwatch::tag`) as string labels, so `go tool pprof -tagfocus model=2` keeps one
-//! model version's memory.
+//! model version's memory, and its live bytes by age as numeric labels in bytes
+//! (`live_age_under_10s` ... `live_age_older`) when the snapshot measured them.
 //!
 //! Functions carry the name reports show (full path: the symbol table's for machine
 //! functions, see [`SymbolTable::insert`]) and, for the machine function of an address,
@@ -102,7 +103,18 @@ struct Sample {
     site_id: u32,
     /// The site's tags as string ids of (key, value): a label each.
     tags: Vec<(i64, i64)>,
+    /// The site's live bytes by age as (key's string id, bytes): a numeric label each.
+    ages: Vec<(i64, i64)>,
 }
+
+/// The keys of the age labels, one per bucket of `SiteStats::age_bytes`.
+const AGE_LABELS: [&str; 5] = [
+    "live_age_under_10s",
+    "live_age_under_1m",
+    "live_age_under_10m",
+    "live_age_under_1h",
+    "live_age_older",
+];
 
 #[derive(Debug)]
 struct Mapping {
@@ -171,6 +183,7 @@ impl Profile {
         }
         p.string("space");
         p.string("site");
+        p.string("bytes");
 
         let comment = p.string(&mode_comment(snapshot));
         p.comments.push(comment);
@@ -296,11 +309,17 @@ impl Profile {
             .iter()
             .map(|(key, value)| (self.string(key), self.string(value)))
             .collect();
+        let ages = AGE_LABELS
+            .iter()
+            .zip(&site.age_bytes)
+            .map(|(key, &bytes)| (self.string(key), bytes.min(i64::MAX as u64) as i64))
+            .collect();
         self.samples.push(Sample {
             location_ids,
             values,
             site_id: site.id,
             tags,
+            ages,
         });
     }
 
@@ -392,6 +411,14 @@ impl Profile {
                     m.message(3, |label| {
                         label.int(1, key);
                         label.int(2, value);
+                    });
+                }
+                // Live bytes by age as numeric labels (`go tool pprof -tags`).
+                for &(key, bytes) in &sample.ages {
+                    m.message(3, |label| {
+                        label.int(1, key);
+                        label.int(3, bytes);
+                        label.int(4, id("bytes"));
                     });
                 }
             });

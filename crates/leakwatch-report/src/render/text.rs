@@ -643,9 +643,14 @@ pub(crate) fn age_line(age_bytes: &[u64]) -> Option<String> {
     if age_bytes.is_empty() {
         return None;
     }
+    let round = |s: u64| match s {
+        0..60 => format!("< {s} s"),
+        60..3600 => format!("< {} min", s / 60),
+        _ => format!("< {} h", s / 3600),
+    };
     let names = leakwatch_types::AGE_BOUNDS_SECONDS
         .iter()
-        .map(|&s| format!("< {}", duration(s as f64)))
+        .map(|&s| round(s))
         .chain(std::iter::once("older".to_string()));
     let parts: Vec<String> = names
         .zip(age_bytes)

@@ -645,3 +645,39 @@ fn tag_label_names_are_valid_and_distinct() {
         "{line}"
     );
 }
+
+#[test]
+fn a_lines_live_bytes_by_age_are_summed_and_shown() {
+    let mut h = History::default();
+    for i in 0..60u64 {
+        let mut s = point(i);
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        let mut a = site(1, vec![0x901, 0x101, 0x777], 20_000.0 * i as f64);
+        a.age_bytes = vec![1000, 2000, 0, 0, 0];
+        let mut b = site(2, vec![0x901, 0x101, 0x301, 0x777], 10_000.0 * i as f64);
+        b.age_bytes = vec![0, 500, 0, 0, 7];
+        s.sites = vec![a, b];
+        h.push(&s);
+    }
+    let r = Report::build(&h, &symbols(), &ReportOptions::default());
+    let line = r
+        .sites
+        .iter()
+        .find(|l| l.site_ids.len() == 2)
+        .expect("both sites on one line");
+    assert_eq!(line.age_bytes, vec![1000, 2500, 0, 0, 7]);
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["sites"][0]["age_bytes"][1], 2500);
+    let text = crate::render::text::text(&r, 10);
+    assert!(
+        text.contains("live by age: < 10 s 1000 B, < 1 min 2.4 KiB"),
+        "{text}"
+    );
+    let html = crate::render::html::html(&r, None);
+    assert!(
+        html.contains("live by age: &lt; 10 s 1000 B"),
+        "ages in the page"
+    );
+    assert!(html.contains("aria-label=\"live bytes by age\""));
+}

@@ -218,6 +218,8 @@ struct DSample {
     site: u64,
     /// String labels (the site's tags), in order.
     tags: Vec<(String, String)>,
+    /// Numeric labels (live bytes by age): key, value, unit.
+    ages: Vec<(String, i64, String)>,
 }
 
 #[derive(Debug)]
@@ -337,7 +339,16 @@ fn decode(data: &[u8]) -> Decoded {
                     locations: repeated(m, 1),
                     values: repeated(m, 2).into_iter().map(|v| v as i64).collect(),
                     site: scalar(&labels[0], 3),
-                    tags: labels[1..].iter().map(|l| pair(l)).collect(),
+                    tags: labels[1..]
+                        .iter()
+                        .filter(|l| scalar(l, 2) != 0)
+                        .map(|l| pair(l))
+                        .collect(),
+                    ages: labels[1..]
+                        .iter()
+                        .filter(|l| scalar(l, 2) == 0)
+                        .map(|l| (s(scalar(l, 1)), scalar(l, 3) as i64, s(scalar(l, 4))))
+                        .collect(),
                 }
             })
             .collect(),
@@ -890,4 +901,28 @@ fn a_sites_tags_are_string_labels_of_its_sample() {
             .filter(|x| x.site != u64::from(s.sites[0].id))
             .all(|x| x.tags.is_empty())
     );
+}
+
+#[test]
+fn a_sites_live_bytes_by_age_are_numeric_labels_in_bytes() {
+    let mut s = snapshot();
+    s.sites[0].age_bytes = vec![100, 200, 0, 0, 5];
+    let d = decode(&pprof(&s, &symbols()));
+    let sample = d
+        .samples
+        .iter()
+        .find(|x| x.site == u64::from(s.sites[0].id))
+        .expect("the sample");
+    let b = |k: &str, v: i64| (k.to_string(), v, "bytes".to_string());
+    assert_eq!(
+        sample.ages,
+        vec![
+            b("live_age_under_10s", 100),
+            b("live_age_under_1m", 200),
+            b("live_age_under_10m", 0),
+            b("live_age_under_1h", 0),
+            b("live_age_older", 5),
+        ]
+    );
+    assert!(sample.tags.is_empty());
 }
