@@ -875,6 +875,12 @@ impl State {
         if !self.symbolize || !self.symbols_fit() {
             return;
         }
+        self.symbolize_sites(|_| true);
+    }
+
+    /// Symbolizes the sites of the history that `wanted` picks and that are not
+    /// symbolized yet, counting the addresses; returns how many it resolved.
+    fn symbolize_sites(&mut self, wanted: impl Fn(&SiteStats) -> bool) -> u64 {
         let State {
             history,
             symbols,
@@ -883,8 +889,10 @@ impl State {
             stats,
             ..
         } = self;
-        stats.symbolized_addresses +=
-            symbolize_new_sites(symbols, symbolized, symbolizer, history.sites());
+        let sites = history.sites().filter(|site| wanted(site));
+        let added = symbolize_new_sites(symbols, symbolized, symbolizer, sites);
+        stats.symbolized_addresses += added;
+        added
     }
 
     /// Builds the report, first naming the sites of its first `shown` lines (see
@@ -941,18 +949,7 @@ impl State {
                 .filter(|(i, line)| *i < shown || line.verdict != leakwatch_report::Verdict::Stable)
                 .flat_map(|(_, line)| line.site_ids.iter().copied())
                 .collect();
-            let State {
-                history,
-                symbols,
-                symbolized,
-                symbolizer,
-                stats,
-                ..
-            } = self;
-            let sites = history.sites().filter(|site| wanted.contains(&site.id));
-            let added = symbolize_new_sites(symbols, symbolized, symbolizer, sites);
-            stats.symbolized_addresses += added;
-            if added == 0 {
+            if self.symbolize_sites(|site| wanted.contains(&site.id)) == 0 {
                 return;
             }
         }
