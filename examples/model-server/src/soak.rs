@@ -450,7 +450,7 @@ fn leaks_in(report: &Report, t: Duration) -> impl Iterator<Item = String> + '_ {
         .sites
         .iter()
         .filter(|s| s.verdict == Verdict::Leak)
-        .map(move |s| format!("{:.0}s: {}", t.as_secs_f64(), s.label))
+        .map(move |s| format!("{:.0}s: {}", t.as_secs_f64(), s.tagged_label()))
 }
 
 fn session_verdicts(report: &Report) -> String {

@@ -100,13 +100,28 @@ fn a_late_step_is_a_plateau() {
 fn a_leak_that_starts_late_is_still_a_leak() {
     check(
         &[("late leak", &|t, n| {
-            if t <= 400.0 {
+            if t <= 350.0 {
                 0.0
             } else {
-                20_000.0 * (t - 400.0) + 50_000.0 * (1.0 + n.next())
+                20_000.0 * (t - 350.0) + 50_000.0 * (1.0 + n.next())
             }
         })],
         &[("late leak", Verdict::Leak)],
+    );
+}
+
+#[test]
+fn a_site_born_fewer_than_30_snapshots_ago_is_growing_at_most() {
+    // As steady as a leak, but 20 snapshots old: a cache still filling looks the same.
+    check(
+        &[("newborn", &|t, n| {
+            if t <= 579.0 {
+                0.0
+            } else {
+                500_000.0 * (t - 579.0) + 50_000.0 * (1.0 + n.next())
+            }
+        })],
+        &[("newborn", Verdict::Growing)],
     );
 }
 
