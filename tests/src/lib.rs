@@ -143,3 +143,15 @@ pub fn is_runtime_frame(symbol: &Symbol) -> bool {
 fn last_segment(path: &str) -> &str {
     path.rsplit("::").next().unwrap_or(path)
 }
+
+/// The message of the panic `f` raises (a failed leak check's), or empty; panics if `f`
+/// does not.
+pub fn panic_message(f: impl FnOnce()) -> String {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .expect_err("the check should fail");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}

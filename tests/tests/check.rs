@@ -4,10 +4,10 @@
 
 use leakwatch::LeakWatch;
 use leakwatch::check::CheckResult;
+use leakwatch_tests::panic_message;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
@@ -368,15 +368,6 @@ fn two_leaky_and_two_clean_checks_at_once() {
             assert_clean(&result);
         }
     }
-}
-
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the check should fail");
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 #[test]

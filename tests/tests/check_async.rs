@@ -11,8 +11,8 @@
 
 use leakwatch::LeakWatch;
 use leakwatch::check::{CheckResult, CheckSite, inherit};
+use leakwatch_tests::panic_message;
 use std::hint::black_box;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -45,15 +45,6 @@ fn assert_clean(result: &CheckResult) {
     let leaks: Vec<_> = result.leaks().map(|s| &s.label).collect();
     assert!(leaks.is_empty(), "false leaks: {leaks:#?}\n{result:#?}");
     assert_eq!(result.untracked, 0);
-}
-
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = catch_unwind(AssertUnwindSafe(f)).expect_err("the check should fail");
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -645,10 +645,9 @@ fn describe(report: &Report) -> (String, String) {
     let mut by_model: std::collections::BTreeMap<&str, Verdict> = Default::default();
     for site in &sites {
         let model = site.tags.get("model").map_or("-", String::as_str);
+        // Verdicts order most urgent first.
         let verdict = by_model.entry(model).or_insert(site.verdict);
-        if urgency(site.verdict) > urgency(*verdict) {
-            *verdict = site.verdict;
-        }
+        *verdict = (*verdict).min(site.verdict);
     }
     let verdicts: Vec<String> = by_model
         .iter()
@@ -669,17 +668,6 @@ fn describe(report: &Report) -> (String, String) {
         _ => String::new(),
     };
     (sessions, first)
-}
-
-/// How urgent a verdict is, for picking one per model version.
-fn urgency(verdict: Verdict) -> u8 {
-    match verdict {
-        Verdict::Leak => 4,
-        Verdict::Growing => 3,
-        Verdict::Plateau => 2,
-        Verdict::Stable => 1,
-        _ => 0,
-    }
 }
 
 fn mib(bytes: f64) -> String {
