@@ -89,8 +89,8 @@ fn clock_ms() -> u64 {
 /// Walks the block table shard by shard (each locked while walked; the walk neither
 /// allocates nor takes another lock): about as long as the live tracked blocks (sampled
 /// mode: a few thousand; exact mode: every live block).
-fn ages(sites: usize, now_epoch: u64, now_ms: u64) -> Vec<[u64; AGE_BUCKETS]> {
-    let mut ages = vec![[0u64; AGE_BUCKETS]; sites];
+fn ages(sites: usize, now_epoch: u64, now_ms: u64) -> Vec<SiteAges> {
+    let mut ages = vec![SiteAges::default(); sites];
     let oldest_kept = now_epoch.saturating_sub(EPOCH_TIMES_KEPT as u64 - 1);
     let time_of = |epoch: u64| {
         let stamp = EPOCH_TIMES[epoch as usize % EPOCH_TIMES_KEPT].load(Relaxed);
@@ -116,13 +116,28 @@ fn ages(sites: usize, now_epoch: u64, now_ms: u64) -> Vec<[u64; AGE_BUCKETS]> {
             .iter()
             .position(|&bound| age_s < bound)
             .unwrap_or(AGE_BOUNDS_SECONDS.len());
-        slot[bucket] += Weight::of(entry.size(), entry.rate).bytes;
+        let bytes = Weight::of(entry.size(), entry.rate).bytes;
+        slot.buckets[bucket] += bytes;
+        // Lived through OLD_SNAPSHOTS snapshots (epoch 0: before the first): should it be
+        // freed from now on, its bytes count in `freed_old_bytes`.
+        if behind >= u64::from(tracker::OLD_SNAPSHOTS) {
+            slot.old += bytes;
+        }
     });
     ages
 }
 
 /// Age buckets: one per bound, and one for older.
 const AGE_BUCKETS: usize = AGE_BOUNDS_SECONDS.len() + 1;
+
+/// One site's live bytes by age.
+#[derive(Debug, Clone, Copy, Default)]
+struct SiteAges {
+    /// By [`AGE_BOUNDS_SECONDS`] bucket.
+    buckets: [u64; AGE_BUCKETS],
+    /// In blocks that lived through `OLD_SNAPSHOTS` snapshots.
+    old: u64,
+}
 
 fn blocks_of(fixed_point: u64) -> f64 {
     fixed_point as f64 / COUNT_ONE as f64
@@ -196,7 +211,8 @@ pub(crate) fn build() -> Snapshot {
         let ages = ages(table.len() as usize, epoch, clock_ms());
         for site in &mut sites_out {
             if let Some(age) = ages.get(site.id as usize) {
-                site.age_bytes = age.to_vec();
+                site.age_bytes = age.buckets.to_vec();
+                site.old_bytes = Some(age.old);
             }
         }
     }
@@ -345,13 +361,22 @@ mod tests {
         };
         stamp(10_000, 0);
         stamp(9_999, 5_000); // 5 s
+        stamp(9_993, 6_000); // 7 snapshots back: not yet old
+        stamp(9_992, 7_000); // 8 snapshots back: old
         stamp(9_950, 30_000); // 30 s
         stamp(9_000, 1_000_000); // 16 min
-        // Blocks of 100, 200, 400 and 800 bytes (exact: weight 1), the last from before
+        // Blocks of 100 to 2,000 bytes (exact: weight 1), the last from before
         // the kept snapshot times (as old as the oldest kept, at least).
         stamp(now_epoch - EPOCH_TIMES_KEPT as u64 + 1, 7_200_000); // 2 h
         let base = 0x6a00_0000_0000usize;
-        let blocks = [(9_999u32, 100usize), (9_950, 200), (9_000, 400), (10, 800)];
+        let blocks = [
+            (9_999u32, 100usize),
+            (9_950, 200),
+            (9_000, 400),
+            (10, 800),
+            (9_993, 1_000),
+            (9_992, 2_000),
+        ];
         for (i, &(epoch, size)) in blocks.iter().enumerate() {
             assert_eq!(
                 blocks::insert(base + i * 64, SITE, 1, epoch, size),
@@ -362,6 +387,9 @@ mod tests {
         for i in 0..blocks.len() {
             blocks::remove(base + i * 64);
         }
-        assert_eq!(ages[SITE as usize], [100, 200, 0, 400, 800]);
+        let site = ages[SITE as usize];
+        assert_eq!(site.buckets, [3_100, 200, 0, 400, 800]);
+        // Lived through OLD_SNAPSHOTS (8) snapshots: all but the two youngest blocks.
+        assert_eq!(site.old, 200 + 400 + 800 + 2_000);
     }
 }

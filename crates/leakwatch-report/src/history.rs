@@ -58,6 +58,10 @@ pub struct History {
     /// (`freed_seen_bytes`): what the budget counts for them.
     old_columns: usize,
     seen_columns: usize,
+    /// Sites that had old bytes at some point: what the budget counts for them.
+    aged_columns: usize,
+    /// Whether every snapshot measured its sites' old bytes (`SiteStats::old_bytes`).
+    ages_known: bool,
     /// Whether every snapshot counted departures (a snapshot epoch above 0); recordings
     /// from before that did not.
     departures_known: bool,
@@ -80,13 +84,15 @@ struct Column {
     /// without one): of old blocks, and of blocks seen at a snapshot.
     old: Entries,
     seen: Entries,
+    /// Old bytes (`SiteStats::old_bytes`) where they changed, held as `live` is.
+    aged: Entries,
     /// Entries after the last trim: the next comes when they have doubled.
     trimmed: usize,
 }
 
 impl Column {
     fn len(&self) -> usize {
-        self.live.len() + self.old.len() + self.seen.len()
+        self.live.len() + self.old.len() + self.seen.len() + self.aged.len()
     }
 
     /// Trims once the entries have grown by half since the last trim (amortized: a
@@ -103,18 +109,19 @@ impl Column {
     /// thinning adds a dropped point's departures to the next kept point).
     fn trim(&mut self, seqs: &[u32]) {
         let kept_at = |seq: u32| seqs.partition_point(|&s| s < seq);
-        let mut live = Entries::with_capacity(self.live.len());
-        for (i, &(seq, value)) in self.live.iter().enumerate() {
-            let from = kept_at(seq);
-            let until = self
-                .live
-                .get(i + 1)
-                .map_or(seqs.len(), |&(next, _)| kept_at(next));
-            if from < until && from < seqs.len() {
-                live.push((seqs[from], value));
+        for levels in [&mut self.live, &mut self.aged] {
+            let mut kept = Entries::with_capacity(levels.len());
+            for (i, &(seq, value)) in levels.iter().enumerate() {
+                let from = kept_at(seq);
+                let until = levels
+                    .get(i + 1)
+                    .map_or(seqs.len(), |&(next, _)| kept_at(next));
+                if from < until && from < seqs.len() {
+                    kept.push((seqs[from], value));
+                }
             }
+            *levels = kept;
         }
-        self.live = live;
         for departures in [&mut self.old, &mut self.seen] {
             let mut merged = Entries::with_capacity(departures.len());
             for &(seq, bytes) in departures.iter() {
@@ -141,7 +148,7 @@ impl Column {
     }
 
     fn memory_bytes(&self) -> usize {
-        (self.live.capacity() + self.old.capacity() + self.seen.capacity())
+        (self.live.capacity() + self.old.capacity() + self.seen.capacity() + self.aged.capacity())
             * std::mem::size_of::<(u32, f32)>()
     }
 }
@@ -306,6 +313,8 @@ impl History {
             sites: Vec::new(),
             old_columns: 0,
             seen_columns: 0,
+            aged_columns: 0,
+            ages_known: true,
             departures_known: true,
             latest: Header::default(),
             thinned: 0,
@@ -358,6 +367,7 @@ impl History {
         self.process.push(snapshot.process);
         self.seqs.push(seq);
         self.departures_known &= snapshot.epoch > 0;
+        self.ages_known &= snapshot.sites.iter().all(|s| s.old_bytes.is_some());
         for site in &snapshot.sites {
             let next = self.columns.len();
             let slot = *self.slots.entry(site.id).or_insert(next);
@@ -384,12 +394,22 @@ impl History {
                 known.freed_seen_bytes = site.freed_seen_bytes;
                 // Ages are the latest snapshot's (series files carry none).
                 known.age_bytes.clone_from(&site.age_bytes);
+                known.old_bytes = site.old_bytes;
                 departed
             };
             let column = &mut self.columns[slot];
             let live = site.live_bytes as f32;
             if column.live.last().is_none_or(|&(_, last)| last != live) {
                 Column::push(&mut column.live, (seq, live));
+            }
+            let old = site.old_bytes.unwrap_or(0) as f32;
+            if column
+                .aged
+                .last()
+                .map_or(old != 0.0, |&(_, last)| last != old)
+            {
+                self.aged_columns += usize::from(column.aged.is_empty());
+                Column::push(&mut column.aged, (seq, old));
             }
             if departed_old > 0 {
                 self.old_columns += usize::from(column.old.is_empty());
@@ -416,7 +436,12 @@ impl History {
     fn renumber(&mut self) {
         for column in &mut self.columns {
             column.trim(&self.seqs);
-            for entries in [&mut column.live, &mut column.old, &mut column.seen] {
+            for entries in [
+                &mut column.live,
+                &mut column.old,
+                &mut column.seen,
+                &mut column.aged,
+            ] {
                 for (seq, _) in entries.iter_mut() {
                     *seq = self.seqs.partition_point(|&s| s < *seq) as u32;
                 }
@@ -434,7 +459,7 @@ impl History {
         let per_point = std::mem::size_of::<f64>()
             + std::mem::size_of::<ProcessStats>()
             + std::mem::size_of::<u32>()
-            + (self.sites.len() + self.old_columns + self.seen_columns)
+            + (self.sites.len() + self.old_columns + self.seen_columns + self.aged_columns)
                 * std::mem::size_of::<(u32, f32)>();
         (self.budget_bytes / per_point).clamp(MIN_POINTS, self.max_points)
     }
@@ -568,6 +593,21 @@ impl History {
         })
     }
 
+    /// Old bytes of site `id` at each point (`SiteStats::old_bytes`; `None` when some
+    /// snapshot did not measure them).
+    pub fn aged(&self, id: u32) -> Option<Vec<f64>> {
+        if !self.ages_known {
+            return None;
+        }
+        let column = &self.columns[*self.slots.get(&id)?];
+        Some(
+            live_at(&column.aged, &self.seqs)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        )
+    }
+
     /// The history as a series keyed by site id (live bytes as `f64`).
     pub fn series(&self) -> Series<u32> {
         self.series_by(|site| site.id)
@@ -592,6 +632,16 @@ impl History {
                 _ => {
                     series.departed.remove(&key);
                     unknown.insert(key.clone());
+                }
+            }
+            // Ages are known for every site or none.
+            if let Some(old) = self.aged(site.id) {
+                let sum = series
+                    .aged
+                    .entry(key.clone())
+                    .or_insert_with(|| vec![0.0; old.len()]);
+                for (s, v) in sum.iter_mut().zip(&old) {
+                    *s += v;
                 }
             }
             let sum = series

@@ -126,6 +126,11 @@ pub struct SiteTrend<K> {
     pub seconds_to_limit: Option<f64>,
     /// The window these statistics cover, in seconds.
     pub window_seconds: f64,
+    /// What the site's old bytes (in blocks at least [`OLD_AGE_SECONDS`] old) did over
+    /// the same window, when the series knows ages: the second leak signal (see
+    /// [`with_age`]'s rules in docs/ARCHITECTURE.md, "Age, the second signal").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_verdict: Option<Verdict>,
 }
 
 /// Every site's trend, most urgent first.
@@ -158,33 +163,19 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
         .limit_bytes
         .map(|l| (l as f64 - process_live).max(0.0));
     // Every site shares the time axis: bucket it once.
-    let axes = Axes {
-        coarse: Bucketing::new(&series.times, options.max_points),
-        fine: Bucketing::new(&series.times, options.max_points.saturating_mul(4)),
-        window: series.times.last().copied().unwrap_or(0.0)
-            - series.times.first().copied().unwrap_or(0.0),
-        raw_points: series.times.len(),
-    };
+    let axes = Axes::over(&series.times, options);
     let mut sites: Vec<SiteTrend<K>> = series
         .sites
         .iter()
         .map(|(key, values)| {
             let departed = series.departed.get(key);
+            let aged = series.aged.get(key).filter(|a| a.len() == values.len());
             let mut trend = match young(&series.times, values) {
                 // A site that appeared within the window is ranked over its own life.
                 Some(born) => {
                     let times = &series.times[born..];
-                    let life = Axes {
-                        coarse: Bucketing::new(times, options.max_points),
-                        fine: Bucketing::new(times, options.max_points.saturating_mul(4)),
-                        window: times.last().copied().unwrap_or(0.0)
-                            - times.first().copied().unwrap_or(0.0),
-                        raw_points: times.len(),
-                    };
-                    let departed = departed.map(|d| Departed {
-                        old: d.old.get(born..).unwrap_or_default().to_vec(),
-                        seen: d.seen.get(born..).unwrap_or_default().to_vec(),
-                    });
+                    let life = Axes::over(times, options);
+                    let departed = departed.map(|d| d.since(born));
                     let mut trend = site_trend(
                         key.clone(),
                         &life,
@@ -193,9 +184,15 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                         options,
                     );
                     trend.window_seconds = life.window;
+                    let too_young = life.raw_points < YOUNG_POINTS;
+                    if let Some(aged) = aged {
+                        let (live, old) = (&values[born..], &aged[born..]);
+                        let d = departed.as_ref();
+                        trend = with_age(trend, times, live, old, d, options, too_young);
+                    }
                     // Fewer than YOUNG_POINTS snapshots old: too young to be told from a
                     // cache still filling, however steadily it has climbed.
-                    if trend.verdict == Verdict::Leak && life.raw_points < YOUNG_POINTS {
+                    if trend.verdict == Verdict::Leak && too_young {
                         trend.verdict = Verdict::Growing;
                     }
                     trend
@@ -203,7 +200,13 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                 None => {
                     let mut trend = site_trend(key.clone(), &axes, values, departed, options);
                     trend.window_seconds = axes.window;
-                    trend
+                    match aged {
+                        Some(old) => {
+                            let times = &series.times;
+                            with_age(trend, times, values, old, departed, options, false)
+                        }
+                        None => trend,
+                    }
                 }
             };
             trend.seconds_to_limit = time_to(headroom, trend.recent_rate, trend.verdict);
@@ -333,6 +336,7 @@ fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
         score: values.last().copied().unwrap_or(0.0),
         seconds_to_limit: None,
         window_seconds: 0.0,
+        old_verdict: None,
     }
 }
 
@@ -573,6 +577,17 @@ struct Axes {
     raw_points: usize,
 }
 
+impl Axes {
+    fn over(times: &[f64], o: &RankOptions) -> Axes {
+        Axes {
+            coarse: Bucketing::new(times, o.max_points),
+            fine: Bucketing::new(times, o.max_points.saturating_mul(4)),
+            window: times.last().copied().unwrap_or(0.0) - times.first().copied().unwrap_or(0.0),
+            raw_points: times.len(),
+        }
+    }
+}
+
 /// A site born in the window is `growing` at most until it has lived this many
 /// snapshots. A cache that appears with a new model version fills as fast as requests
 /// bring new sessions: 1 to 2 s in the demo, but 9 s in the soak under load (one
@@ -601,6 +616,111 @@ fn young(times: &[f64], values: &[f64]) -> Option<usize> {
     } else {
         None
     }
+}
+
+/// The age signal: the verdict of the site's old bytes (`old`, one value per point: live
+/// bytes in blocks that have lived through `OLD_SNAPSHOTS` snapshots), ranked with the
+/// same rules and noise model as its live bytes, combined with the verdict of those
+/// (`trend`, ranked over `times`).
+///
+/// A leaked block is never freed, so it ages: a leak's old bytes climb at its rate,
+/// `OLD_SNAPSHOTS` snapshots behind its live bytes, and only departures of old blocks
+/// (`Departed::old`, of the same age) move them down. Blocks that die younger (a
+/// request's buffers, a churning cache's entries) never enter them, and neither does
+/// their sampling noise: in sampled mode a leak on a churning site, buried in the wander
+/// of its young samples, is a staircase of its kept samples among its old bytes. A cache
+/// that turns over faster than that holds no old bytes, however it fills.
+///
+/// Old bytes that appear within the window (a site born in it, or one whose blocks only
+/// began to live long) are ranked over their own life, as live bytes are (`young`), and
+/// are `growing` at most until that life is [`YOUNG_POINTS`] snapshots long.
+///
+/// - **Confirm**: live bytes `growing` or `stable`, their growth lost in the noise of
+///   young blocks (the last third's young bytes at least [`YOUNG_SHARE`] of the old
+///   bytes' growth), and old bytes a `leak` (beyond their own noise, significant, still
+///   climbing): `leak`. Where young bytes are few, old bytes are the live bytes a few
+///   snapshots late, and a second test of the same evidence would only add its own
+///   false alarms.
+/// - **Veto**: live bytes a `leak` over at least [`VETO_SNAPSHOTS`] snapshots, but old
+///   bytes neither a leak nor growing, and grown by under a quarter of what the live
+///   growth would have aged into: the growth is young bytes that turn over, `growing` at
+///   most. (A leaked container whose buffer is reallocated as it grows is one such: its
+///   buffer is always young; `growing` is its verdict.)
+fn with_age<K: Clone>(
+    mut trend: SiteTrend<K>,
+    times: &[f64],
+    live: &[f64],
+    old: &[f64],
+    departed: Option<&Departed>,
+    o: &RankOptions,
+    too_young: bool,
+) -> SiteTrend<K> {
+    let n = times.len();
+    if matches!(trend.verdict, Verdict::Plateau | Verdict::Shrinking)
+        || old.len() != n
+        || live.len() != n
+    {
+        return trend;
+    }
+    let born = young(times, old).unwrap_or(0);
+    let life = Axes::over(&times[born..], o);
+    let departed = departed.map(|d| d.since(born));
+    let mut aged = site_trend(trend.key.clone(), &life, &old[born..], departed.as_ref(), o);
+    if aged.verdict == Verdict::Leak && life.raw_points < YOUNG_POINTS {
+        aged.verdict = Verdict::Growing;
+    }
+    trend.old_verdict = Some(aged.verdict);
+    // The young bytes the live verdict had to see the growth through (the last third's
+    // level of live bytes not yet old): where they are few, old bytes are live bytes
+    // a few snapshots late and a second look at the same evidence, not a cleaner one.
+    let third = n - n / 3;
+    let young: Vec<f64> = live[third..]
+        .iter()
+        .zip(&old[third..])
+        .map(|(l, o)| (l - o).max(0.0))
+        .collect();
+    let obscured = median_of(&young) >= YOUNG_SHARE * aged.window_growth.max(0.0);
+    match trend.verdict {
+        Verdict::Growing | Verdict::Stable
+            if aged.verdict == Verdict::Leak && obscured && !too_young =>
+        {
+            trend.verdict = Verdict::Leak;
+            trend.score = aged.score.max(
+                trend.recent_rate.max(trend.rate).max(0.0) * (1.0 - aged.p_increasing.min(1.0)),
+            );
+        }
+        Verdict::Leak if n >= VETO_SNAPSHOTS => {
+            let lag = OLD_SNAPSHOTS as f64 / n as f64;
+            let would_age = trend.window_growth.max(0.0) * (1.0 - lag);
+            if !matches!(aged.verdict, Verdict::Leak | Verdict::Growing)
+                && old_growth(old) < 0.25 * would_age
+            {
+                trend.verdict = Verdict::Growing;
+            }
+        }
+        _ => {}
+    }
+    trend
+}
+
+/// Young bytes, as a share of the old bytes' growth, from which the old bytes' verdict may
+/// confirm a leak the live bytes' could not.
+const YOUNG_SHARE: f64 = 0.25;
+/// The age, in snapshots, of the old bytes (`Series::aged`).
+const OLD_SNAPSHOTS: u32 = leakwatch_types::OLD_SNAPSHOTS;
+/// Fewest snapshots of a leak's life before its old bytes may veto it: three times the
+/// age they lag by, so that most of a leak's growth would have aged into them.
+const VETO_SNAPSHOTS: usize = 3 * OLD_SNAPSHOTS as usize;
+
+/// How much old bytes grew over the window: the level of its last tenth minus that of
+/// its first tenth.
+fn old_growth(old: &[f64]) -> f64 {
+    let n = old.len();
+    let k = (n / 10).max(1).min(n);
+    if n == 0 {
+        return 0.0;
+    }
+    median_of(&old[n - k..]) - median_of(&old[..k])
 }
 
 fn site_trend<K>(
@@ -770,6 +890,7 @@ fn site_trend<K>(
         score,
         seconds_to_limit: None,
         window_seconds: 0.0,
+        old_verdict: None,
     }
 }
 

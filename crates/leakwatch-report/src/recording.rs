@@ -78,7 +78,18 @@ struct Line {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[serde(deserialize_with = "bounded::sites")]
     departed: Vec<(u32, u64, u64)>,
+    /// Ages of the sites whose ages changed: `[id, old_bytes, [age_bytes...]]`
+    /// (`SiteStats::old_bytes` and `age_bytes`). Lines without it (from before ages)
+    /// leave ages unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::sites")]
+    ages: Vec<(u32, u64, AgeBuckets)>,
 }
+
+/// A site's live bytes by age bucket, as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct AgeBuckets(#[serde(deserialize_with = "bounded::age_buckets")] Vec<u64>);
 
 /// Lists read with a bound on their length, checked as they are read: a line must not
 /// make the reader hold more than the limits allow before it can refuse it.
@@ -170,6 +181,11 @@ pub(crate) mod bounded {
         Ok(tags)
     }
 
+    /// A site's age buckets (five today; a few more allowed for later bounds).
+    pub(super) fn age_buckets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        at_most(d, 16, "age buckets in one site")
+    }
+
     pub(super) fn inlined<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         d: D,
     ) -> Result<Vec<T>, D::Error> {
@@ -213,6 +229,8 @@ pub struct SeriesWriter {
     pid: Option<u32>,
     /// Last written counters, by site id.
     written: std::collections::HashMap<u32, Counters>,
+    /// Last written ages (`old_bytes`, `age_bytes`), by site id, for sites that had any.
+    ages_written: std::collections::HashMap<u32, (u64, AgeBuckets)>,
     symbols_written: HashSet<u64>,
     limit_written: Option<Option<u64>>,
 }
@@ -238,6 +256,12 @@ impl SeriesWriter {
         // A hashbrown table holds its capacity in (key, value) slots plus a control
         // byte each.
         self.written.capacity() * (std::mem::size_of::<(u32, Counters)>() + 1)
+            + self.ages_written.capacity() * (std::mem::size_of::<(u32, (u64, AgeBuckets))>() + 1)
+            + self
+                .ages_written
+                .values()
+                .map(|(_, b)| b.0.capacity() * 8)
+                .sum::<usize>()
             + self.symbols_written.capacity() * (std::mem::size_of::<u64>() + 1)
     }
 
@@ -272,6 +296,7 @@ impl SeriesWriter {
             symbols: Vec::new(),
             sites: Vec::new(),
             departed: Vec::new(),
+            ages: Vec::new(),
         };
         if self.limit_written != Some(memory_limit) {
             line.memory_limit = memory_limit;
@@ -279,8 +304,14 @@ impl SeriesWriter {
         }
         for site in &snapshot.sites {
             let now = counters(site);
+            // Ages change as blocks age, with no allocation or free: such a site is
+            // written for them alone.
+            let ages = site
+                .old_bytes
+                .map(|old| (old, AgeBuckets(site.age_bytes.clone())));
+            let ages_changed = ages.is_some() && self.ages_written.get(&site.id) != ages.as_ref();
             match self.written.get(&site.id).copied() {
-                Some(before) if before == now => continue,
+                Some(before) if before == now && !ages_changed => continue,
                 Some(_) => {}
                 None => {
                     line.new_sites.push(NewSite {
@@ -306,6 +337,10 @@ impl SeriesWriter {
             line.sites.push((site.id, now.0, now.1, now.2, now.3));
             if now.4 != departed_before {
                 line.departed.push((site.id, now.4.0, now.4.1));
+            }
+            if let Some((old, buckets)) = ages.filter(|_| ages_changed) {
+                line.ages.push((site.id, old, buckets.clone()));
+                self.ages_written.insert(site.id, (old, buckets));
             }
         }
         // Lines hold plain numbers and strings: serializing cannot fail.
@@ -572,6 +607,11 @@ impl Reader {
             changed[i].freed_old_bytes = freed_old_bytes;
             changed[i].freed_seen_bytes = freed_seen_bytes;
         }
+        for (id, old_bytes, AgeBuckets(age_bytes)) in line.ages {
+            let i = named(&mut changed, &mut position, history, id, "ages")?;
+            changed[i].old_bytes = Some(old_bytes);
+            changed[i].age_bytes = age_bytes;
+        }
         self.current.sites = changed;
         if line.memory_limit.is_some() {
             self.recording.memory_limit = line.memory_limit;
@@ -690,6 +730,8 @@ fn named(
     site.freed_blocks = known.freed_blocks;
     site.freed_old_bytes = known.freed_old_bytes;
     site.freed_seen_bytes = known.freed_seen_bytes;
+    site.old_bytes = known.old_bytes;
+    site.age_bytes.clone_from(&known.age_bytes);
     position.insert(id, changed.len());
     changed.push(site);
     Ok(changed.len() - 1)

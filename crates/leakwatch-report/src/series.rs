@@ -21,6 +21,11 @@ pub struct Series<K> {
     /// much a sampled estimate wanders between two points by the blocks that departed
     /// between them (blocks born and freed between two snapshots move it by nothing).
     pub departed: BTreeMap<K, Departed>,
+    /// Per-site old bytes: live bytes in blocks that have lived through `OLD_SNAPSHOTS`
+    /// snapshots (`SiteStats::old_bytes`), one value per point, where known: the
+    /// ranking's second leak signal (a leak's old bytes pile up; a cache's turn over).
+    /// The same age as [`Departed::old`]'s, so those departures are what moves them down.
+    pub aged: BTreeMap<K, Vec<f64>>,
 }
 
 impl<K: Ord + Clone> Series<K> {
@@ -32,6 +37,7 @@ impl<K: Ord + Clone> Series<K> {
             process: Vec::new(),
             sites: BTreeMap::new(),
             departed: BTreeMap::new(),
+            aged: BTreeMap::new(),
         }
     }
 
@@ -44,6 +50,7 @@ impl<K: Ord + Clone> Series<K> {
             start_ms,
             sites: BTreeMap::new(),
             departed: BTreeMap::new(),
+            aged: BTreeMap::new(),
         }
     }
 
@@ -94,6 +101,11 @@ impl<K: Ord + Clone> Series<K> {
                 .iter()
                 .map(|(k, d)| (k.clone(), d.since(first)))
                 .collect(),
+            aged: self
+                .aged
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get(first..).unwrap_or(&[]).to_vec()))
+                .collect(),
         }
     }
 
@@ -119,13 +131,19 @@ impl<K: Ord + Clone> Series<K> {
     pub fn regroup<K2: Ord + Clone + Hash>(&self, mut key_of: impl FnMut(&K) -> K2) -> Series<K2> {
         let mut sites: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
         let mut departed: BTreeMap<K2, Departed> = BTreeMap::new();
+        let mut aged: BTreeMap<K2, Vec<f64>> = BTreeMap::new();
         let mut unknown: Vec<K2> = Vec::new();
+        let mut unaged: Vec<K2> = Vec::new();
         for (key, column) in &self.sites {
             let new_key = key_of(key);
-            // A merged key knows its departures only if every part does.
+            // A merged key knows its departures (and ages) only if every part does.
             match self.departed.get(key) {
                 Some(d) => departed.entry(new_key.clone()).or_default().add(d),
                 None => unknown.push(new_key.clone()),
+            }
+            match self.aged.get(key) {
+                Some(old) => add_column(aged.entry(new_key.clone()).or_default(), old),
+                None => unaged.push(new_key.clone()),
             }
             let merged = sites
                 .entry(new_key)
@@ -144,6 +162,12 @@ impl<K: Ord + Clone> Series<K> {
                     departed.remove(&key);
                 }
                 departed
+            },
+            aged: {
+                for key in unaged {
+                    aged.remove(&key);
+                }
+                aged
             },
         }
     }

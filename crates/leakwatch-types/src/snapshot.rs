@@ -134,9 +134,15 @@ pub struct SiteStats {
     /// [`AGE_BOUNDS_SECONDS`] in turn, then older than the last; coarse, from the snapshot
     /// a block was allocated after. Taken from the live blocks at the snapshot, so it may
     /// differ from `live_bytes` by what threads were doing meanwhile. Empty when not
-    /// measured (a series file's points, a snapshot of tracking off).
+    /// measured (a snapshot of tracking off, a series file from before ages).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub age_bytes: Vec<u64>,
+    /// Old bytes: live bytes (weighted as `live_bytes` is) in blocks that have lived
+    /// through [`OLD_SNAPSHOTS`] snapshots, the age from which their departures count in
+    /// `freed_old_bytes`. A leak's old bytes pile up at its rate; a cache's turn over.
+    /// `None` when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_bytes: Option<u64>,
 }
 
 /// The upper bounds, in seconds, of the age buckets of [`SiteStats::age_bytes`]: under

@@ -252,3 +252,36 @@ fn a_snapshot_naming_few_of_many_sites_costs_what_it_names() {
     assert_eq!(*h.column(5).unwrap().last().unwrap(), 105.0);
     assert_eq!(*h.column(9_999).unwrap().last().unwrap(), 100.0);
 }
+
+#[test]
+fn old_bytes_are_kept_where_they_changed_and_through_thinning() {
+    let mut h = History::new(1 << 20, 64);
+    for i in 0..200u64 {
+        let mut s = Snapshot::default();
+        s.timestamp_ms = 1_000 * i;
+        s.epoch = i + 1;
+        let mut site = SiteStats::default();
+        site.id = 3;
+        site.live_bytes = 1_000 + 10 * i;
+        site.old_bytes = Some(10 * i.saturating_sub(8));
+        s.sites = vec![site];
+        h.push(&s);
+    }
+    let aged = h.aged(3).unwrap();
+    assert_eq!(aged.len(), h.len());
+    assert_eq!(*aged.last().unwrap(), 10.0 * 191.0);
+    // Thinned, but in order and still the values pushed at the kept points.
+    let times = h.times();
+    for (t, v) in times.iter().zip(&aged) {
+        assert_eq!(*v, 10.0 * (*t as u64).saturating_sub(8) as f64, "at {t}");
+    }
+    // One snapshot without ages makes them unknown from then on.
+    let mut s = Snapshot::default();
+    s.timestamp_ms = 1_000_000;
+    let mut site = SiteStats::default();
+    site.id = 3;
+    s.sites = vec![site];
+    h.push(&s);
+    assert_eq!(h.aged(3), None);
+    assert!(h.series().aged.is_empty());
+}

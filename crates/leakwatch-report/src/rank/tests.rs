@@ -312,6 +312,9 @@ impl Rng {
 struct Simulated {
     estimate: Vec<f64>,
     departed: Departed,
+    /// The estimate of the old bytes: in blocks that lived through OLD_SNAPSHOTS
+    /// snapshots.
+    aged: Vec<f64>,
 }
 
 /// A site simulated at sampling rate `r` as the allocator samples it: each allocation of
@@ -331,13 +334,18 @@ fn simulate(
     let p = 1.0 - (-size / r).exp();
     let weight = size / p;
     // Sampled blocks alive: (birth, death). Those alive at the start were born before it.
+    // Their ages: as their remaining lives (both exponential in a steady state).
     let mut live: Vec<(f64, f64)> = (0..rng.poisson(shape.initial / size * p))
-        .map(|_| (-1.0, (shape.initial_death)(rng)))
+        .map(|_| {
+            let death = (shape.initial_death)(rng);
+            (-(shape.initial_death)(rng).min(1e9), death)
+        })
         .collect();
     let (mut old, mut seen) = (0.0, 0.0);
     let mut out = Simulated {
         estimate: Vec::with_capacity(points),
         departed: Departed::default(),
+        aged: Vec::with_capacity(points),
     };
     for i in 0..points {
         let t1 = i as f64 * step;
@@ -361,13 +369,32 @@ fn simulate(
             alive
         });
         out.estimate.push(live.len() as f64 * weight);
+        let old_birth = t1 - OLD_SNAPSHOTS as f64 * step;
+        let aged = live.iter().filter(|&&(birth, _)| birth <= old_birth);
+        out.aged.push(aged.count() as f64 * weight);
         out.departed.old.push(old);
         out.departed.seen.push(seen);
     }
     out
 }
 
+/// Whether the simulations give the ranking the sites' old bytes (`LW_NO_AGES` set: not,
+/// to measure what the age signal changes).
+fn with_ages() -> bool {
+    std::env::var_os("LW_NO_AGES").is_none()
+}
+
 fn verdict_of(sim: &Simulated, r: f64, step: f64, with_departed: bool) -> SiteTrend<&'static str> {
+    verdict_with(sim, r, step, with_departed, with_ages())
+}
+
+fn verdict_with(
+    sim: &Simulated,
+    r: f64,
+    step: f64,
+    with_departed: bool,
+    ages: bool,
+) -> SiteTrend<&'static str> {
     let mut s = Series::new();
     for (i, v) in sim.estimate.iter().enumerate() {
         s.push(
@@ -378,6 +405,9 @@ fn verdict_of(sim: &Simulated, r: f64, step: f64, with_departed: bool) -> SiteTr
     }
     if with_departed {
         s.departed.insert("site", sim.departed.clone());
+    }
+    if ages && !sim.aged.is_empty() {
+        s.aged.insert("site", sim.aged.clone());
     }
     let options = RankOptions {
         sample_bytes: r,
@@ -776,6 +806,7 @@ fn doubling(
     let mut out = Simulated {
         estimate: Vec::new(),
         departed: Departed::default(),
+        aged: Vec::new(),
     };
     let (mut capacity, mut sampled, mut weight, mut born) = (0.0f64, false, 0.0, 0usize);
     let (mut old, mut seen) = (0.0, 0.0);
@@ -801,6 +832,9 @@ fn doubling(
             weight = capacity / p;
         }
         out.estimate.push(if sampled { weight } else { 0.0 });
+        let old_enough = i - born >= OLD_SNAPSHOTS as usize;
+        out.aged
+            .push(if sampled && old_enough { weight } else { 0.0 });
         out.departed.old.push(old);
         out.departed.seen.push(seen);
     }
@@ -842,6 +876,7 @@ fn a_single_sample_that_stays_is_not_a_leak() {
             old: vec![0.0; 60],
             seen: vec![0.0; 60],
         },
+        aged: (0..60).map(|i| if i < 58 { 0.0 } else { r }).collect(),
     };
     assert_ne!(verdict_of(&sim, r, 0.5, true).verdict, Verdict::Leak);
     assert_ne!(verdict_of(&sim, r, 0.5, false).verdict, Verdict::Leak);
@@ -885,4 +920,80 @@ fn the_demo_session_store_is_not_a_leak_and_its_leak_is_found() {
         "{cache_leaks} of {DRAWS} session stores called leaks"
     );
     assert!(found >= 190, "only {found} of {DRAWS} leaks found");
+}
+
+/// Leaks found and false leaks, with and without old bytes, over `DRAWS` draws of each
+/// shape at every rate and window.
+fn with_and_without_ages(seed: u64, shape: &dyn Fn(f64, f64) -> Shape) -> [Tally; 2] {
+    let mut tallies = [Tally::default(), Tally::default()];
+    for (ri, &r) in RATES.iter().enumerate() {
+        for (wi, &(points, step)) in WINDOWS.iter().enumerate() {
+            let window = (points - 1) as f64 * step;
+            let shape = shape(r, window);
+            for draw in 0..DRAWS {
+                let mut rng =
+                    Rng::new(seed ^ ((draw + 1) * 0x9E37) ^ (((ri * 8 + wi) as u64) << 56));
+                let sim = simulate(&mut rng, r, 4096.0, points, step, &shape);
+                tallies[0].add(verdict_with(&sim, r, step, true, true).verdict);
+                tallies[1].add(verdict_with(&sim, r, step, true, false).verdict);
+            }
+        }
+    }
+    tallies
+}
+
+#[test]
+fn old_bytes_confirm_leaks_hidden_in_young_churn_and_add_no_false_ones() {
+    // One allocation in a hundred kept, the rest living 2 s: the young samples' wander
+    // hides the leak from the live bytes (`growing` or `stable` for most draws), while
+    // its old bytes are the kept samples alone.
+    let [with, without] = with_and_without_ages(17, &churning_leak(0.01, 32.0, 2.0));
+    eprintln!("hidden leak: with ages {with:?}, without {without:?}");
+    assert!(
+        with.leak >= without.leak + 30,
+        "old bytes found {} leaks, live bytes alone {}",
+        with.leak,
+        without.leak
+    );
+    // Where young bytes are few (entries that live long), old bytes are the live bytes a
+    // few snapshots late: they must not add a second chance at a false alarm.
+    let shapes: Vec<ShapeFor> = vec![
+        Box::new(steady(32.0, 30.0)),
+        Box::new(steady(8.0, 300.0)),
+        Box::new(cache(16.0, 0.3, 3.0)),
+        Box::new(late_cache(16.0, 0.65, 0.03, 3.0)),
+        Box::new(late_cache(16.0, 0.65, 0.03, 0.0)),
+    ];
+    for (i, shape) in shapes.iter().enumerate() {
+        let [with, without] = with_and_without_ages(40 + i as u64, &**shape);
+        eprintln!("shape {i}: with ages {with:?}, without {without:?}");
+        assert!(
+            with.leak <= without.leak,
+            "shape {i}: {with:?} against {without:?}"
+        );
+    }
+}
+
+#[test]
+fn growth_that_never_ages_is_growing_not_a_leak() {
+    // A backlog of young blocks that grows steadily (each block freed within a few
+    // snapshots, more of them alive each second): its live bytes climb like a leak's,
+    // but nothing it holds ever grows old, so nothing it holds was lost.
+    let mut s = Series::new();
+    for i in 0..600u64 {
+        let live = 10.0 * MIB + 20_000.0 * i as f64;
+        s.push(i * 1000, live, [("backlog", live)]);
+    }
+    let options = RankOptions::default();
+    assert_eq!(rank(&s, &options).sites[0].verdict, Verdict::Leak);
+    s.aged.insert("backlog", vec![0.0; 600]);
+    let trend = rank(&s, &options).sites.remove(0);
+    assert_eq!(trend.verdict, Verdict::Growing, "{trend:#?}");
+    assert_eq!(trend.old_verdict, Some(Verdict::Stable));
+    // The same growth, aged as a leak's: a leak.
+    let aged = (0..600).map(|i| (20_000.0 * (i as f64 - 8.0)).max(0.0) + 10.0 * MIB);
+    s.aged.insert("backlog", aged.collect());
+    let trend = rank(&s, &options).sites.remove(0);
+    assert_eq!(trend.verdict, Verdict::Leak, "{trend:#?}");
+    assert_eq!(trend.old_verdict, Some(Verdict::Leak));
 }

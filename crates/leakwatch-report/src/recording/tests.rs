@@ -415,3 +415,89 @@ fn a_sites_tags_travel_with_its_description_and_bad_ones_are_an_error() {
         error(&crafted)
     );
 }
+
+/// `site` with ages: `old` old bytes, the rest of its live bytes under 10 s.
+fn aged_site(id: u32, alloc: u64, freed: u64, old: u64) -> SiteStats {
+    let mut s = site(id, alloc, freed);
+    s.old_bytes = Some(old);
+    s.age_bytes = vec![s.live_bytes - old, old, 0, 0, 0];
+    s
+}
+
+#[test]
+fn ages_travel_and_a_site_that_only_aged_is_written_for_them() {
+    let snapshots = vec![
+        snapshot(
+            7,
+            1_000,
+            vec![aged_site(1, 100, 0, 0), aged_site(2, 50, 0, 0)],
+        ),
+        // Site 1 only aged (same counters); site 2 did not change at all.
+        snapshot(
+            7,
+            2_000,
+            vec![aged_site(1, 100, 0, 60), aged_site(2, 50, 0, 0)],
+        ),
+        snapshot(
+            7,
+            3_000,
+            vec![aged_site(1, 100, 0, 100), aged_site(2, 90, 0, 0)],
+        ),
+    ];
+    let text = write(&snapshots);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[1]["sites"].as_array().unwrap().len(),
+        1,
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[1]["ages"][0][0], 1);
+    assert_eq!(lines[1]["ages"][0][1], 60);
+    assert_eq!(
+        lines[1]["ages"].as_array().unwrap().len(),
+        1,
+        "site 2's ages held"
+    );
+    // Site 2's live bytes grew, all young: its buckets changed, its old bytes did not.
+    assert_eq!(
+        lines[2]["ages"].as_array().unwrap().len(),
+        2,
+        "{}",
+        lines[2]
+    );
+    let recording = read(&text).unwrap();
+    let mut direct = History::default();
+    for s in &snapshots {
+        direct.push(s);
+    }
+    assert_eq!(recording.history.aged(1), Some(vec![0.0, 60.0, 100.0]));
+    assert_eq!(recording.history.aged(2), Some(vec![0.0, 0.0, 0.0]));
+    assert_eq!(recording.history.aged(1), direct.aged(1));
+    let latest = recording.history.latest_snapshot();
+    assert_eq!(latest.sites[0].age_bytes, vec![0, 100, 0, 0, 0]);
+    assert_eq!(latest.sites[1].old_bytes, Some(0));
+    assert_eq!(
+        recording.history.series().aged.get(&1),
+        Some(&vec![0.0, 60.0, 100.0])
+    );
+}
+
+#[test]
+fn a_series_without_ages_leaves_them_unknown_and_bad_ages_are_an_error() {
+    // Lines written before ages (three_points has none): the series has no old bytes.
+    let recording = read(&write(&three_points())).unwrap();
+    assert_eq!(recording.history.aged(1), None);
+    assert!(recording.history.series().aged.is_empty());
+    let mut line: serde_json::Value =
+        serde_json::from_str(write(&three_points()).lines().next().unwrap()).unwrap();
+    line["ages"] = serde_json::json!([[1, 5, vec![0u64; 17]]]);
+    let e = error(&format!("{line}\n"));
+    assert!(e.contains(":1:") && e.contains("age buckets"), "{e}");
+    line["ages"] = serde_json::json!([[9, 5, [0, 5]]]);
+    let e = error(&format!("{line}\n"));
+    assert!(e.contains("ages for site 9"), "{e}");
+}
