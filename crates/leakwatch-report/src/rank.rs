@@ -126,9 +126,10 @@ pub struct SiteTrend<K> {
     pub seconds_to_limit: Option<f64>,
     /// The window these statistics cover, in seconds.
     pub window_seconds: f64,
-    /// What the site's old bytes (in blocks at least [`OLD_AGE_SECONDS`] old) did over
-    /// the same window, when the series knows ages: the second leak signal (see
-    /// [`with_age`]'s rules in docs/ARCHITECTURE.md, "Age, the second signal").
+    /// What the site's old bytes (`Series::aged`: in blocks that lived through
+    /// `OLD_SNAPSHOTS` snapshots) did over the same window, when the series knows ages:
+    /// the second leak signal (its rules in docs/ARCHITECTURE.md, "Age, the second
+    /// signal").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_verdict: Option<Verdict>,
 }
