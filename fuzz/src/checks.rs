@@ -74,39 +74,71 @@ fn round_trip(report: &Report) {
     }
 }
 
-/// Arguments (the input split at NUL bytes, each lossily UTF-8) either parse into a
-/// command naming files that were given, or fail with one line.
+/// Arguments (the input split at NUL bytes, each taken as raw bytes: an argument need
+/// not be UTF-8) either parse into a command naming only files that were given, print
+/// a help or version text, or fail with one line.
 pub fn check_args(data: &[u8]) {
-    let args: Vec<String> = if data.is_empty() {
+    use super::args::{Command, DiffArgs, Parsed, ReportArgs};
+    use std::ffi::{OsStr, OsString};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    let args: Vec<OsString> = if data.is_empty() {
         Vec::new()
     } else {
         data.split(|&b| b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .map(|a| OsStr::from_bytes(a).to_owned())
             .collect()
     };
-    // A file is an argument, or the value of one (`--output=FILE`).
-    let given = |path: &std::path::Path| {
+    // A file is an argument as given, or the value of an option spelled with it
+    // (`--output=FILE`, `-o=FILE`, `-oFILE`).
+    let given = |path: &Path, spellings: &[&str]| {
+        let path = path.as_os_str().as_bytes();
         args.iter().any(|a| {
-            std::path::Path::new(a) == path
-                || a.split_once('=')
-                    .is_some_and(|(_, v)| std::path::Path::new(v) == path)
+            let a = a.as_bytes();
+            a == path
+                || spellings
+                    .iter()
+                    .any(|s| a.strip_prefix(s.as_bytes()) == Some(path))
         })
     };
+    const OUTPUT: &[&str] = &["--output=", "-o=", "-o"];
     match super::args::parse(&args) {
         Err(message) => one_line(&message),
-        Ok(super::args::Command::Report { series, output, .. }) => {
-            assert!(given(&series), "series {series:?} not among {args:?}");
-            assert!(output.as_deref().is_none_or(given), "output not given");
+        Ok(Parsed::Print(text)) => assert!(!text.trim().is_empty(), "empty help for {args:?}"),
+        Ok(Parsed::Command(Command::Report(ReportArgs {
+            series,
+            output,
+            symbols,
+            ..
+        }))) => {
+            assert!(given(&series, &[]), "series {series:?} not among {args:?}");
+            assert!(
+                output.as_deref().is_none_or(|o| given(o, OUTPUT)),
+                "output {output:?} not among {args:?}"
+            );
+            for s in &symbols {
+                assert!(
+                    given(s, &["--symbols="]),
+                    "symbols {s:?} not among {args:?}"
+                );
+            }
         }
-        Ok(super::args::Command::Diff {
+        Ok(Parsed::Command(Command::Diff(DiffArgs {
             before,
             after,
             output,
             ..
-        }) => {
-            assert!(given(&before) && given(&after), "files not among {args:?}");
-            assert!(output.as_deref().is_none_or(given), "output not given");
+        }))) => {
+            assert!(
+                given(&before, &[]) && given(&after, &[]),
+                "files not among {args:?}"
+            );
+            assert!(
+                output.as_deref().is_none_or(|o| given(o, OUTPUT)),
+                "output {output:?} not among {args:?}"
+            );
         }
-        Ok(_) => {}
+        Ok(Parsed::Command(Command::Completions(_) | Command::Version)) => {}
     }
 }

@@ -1,5 +1,6 @@
 //! `leakwatch`: rank the call sites of a recorded series whose memory keeps growing, and
-//! compare two reports. Run `leakwatch help` for the usage.
+//! compare two reports. Run `leakwatch --help` (or `leakwatch report --help`, ...) for
+//! the usage, `leakwatch completions SHELL` for a completion script.
 //!
 //! Every failure is one line on standard error: exit code 2 for bad arguments or input
 //! (naming the file and line), 1 when the output cannot be written.
@@ -7,12 +8,17 @@
 
 mod args;
 
-use args::{Command, Format, USAGE};
+use args::{
+    Cli, Command, CompletionsArgs, DiffArgs, DiffFormat, Format, Parsed, ReportArgs,
+    escape_line_breaks,
+};
+use clap::CommandFactory;
 use leakwatch_report::recording::rotated_set;
 use leakwatch_report::render::text::bytes;
 use leakwatch_report::render::{flamegraph, html, pprof, prometheus, text};
 use leakwatch_report::{Diff, History, Recording, Report, ReportOptions, diff};
 use leakwatch_symbolize::{ModuleRef, SymbolFiles, Symbolizer};
+use std::ffi::OsString;
 use std::io::{BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,32 +32,22 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    // Arguments that are not UTF-8 are refused in one line (never a panic).
-    let args: Result<Vec<String>, String> = std::env::args_os()
-        .skip(1)
-        .enumerate()
-        .map(|(i, arg)| {
-            arg.into_string().map_err(|arg| {
-                format!(
-                    "argument {} is not valid UTF-8 ({}): give paths in UTF-8",
-                    i + 1,
-                    arg.to_string_lossy()
-                )
-            })
-        })
-        .collect();
-    let result = args
-        .and_then(|args| args::parse(&args))
-        .map_err(Failure::Input)
-        .and_then(run);
+    // Arguments as the OS gave them: a path need not be UTF-8.
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let result = match args::parse(&args) {
+        Ok(Parsed::Print(text)) => emit(None, text.as_bytes()),
+        Ok(Parsed::Command(command)) => run(command),
+        Err(message) => Err(Failure::Input(message)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A file name or a line a file held may carry a newline: still one line.
         Err(Failure::Input(message)) => {
-            eprintln!("leakwatch: {message}");
+            eprintln!("leakwatch: {}", escape_line_breaks(&message));
             ExitCode::from(2)
         }
         Err(Failure::Output(message)) => {
-            eprintln!("leakwatch: {message}");
+            eprintln!("leakwatch: {}", escape_line_breaks(&message));
             ExitCode::from(1)
         }
     }
@@ -59,19 +55,20 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Help => emit(None, format!("{USAGE}\n").as_bytes()),
-        Command::Version => emit(
-            None,
-            format!("leakwatch {}\n", env!("CARGO_PKG_VERSION")).as_bytes(),
-        ),
-        Command::Report {
+        Command::Version => emit(None, args::version().as_bytes()),
+        Command::Completions(CompletionsArgs { shell }) => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "leakwatch", &mut script);
+            emit(None, &script)
+        }
+        Command::Report(ReportArgs {
             series,
             top,
             format,
             limit,
             output,
             symbols,
-        } => {
+        }) => {
             if format == Format::Pprof && output.is_none() && std::io::stdout().is_terminal() {
                 return Err(Failure::Input(
                     "pprof output is binary: give --output FILE or redirect standard output".into(),
@@ -85,26 +82,26 @@ fn run(command: Command) -> Result<(), Failure> {
                 None => Vec::new(),
             };
             for warning in &warnings {
-                eprintln!("leakwatch: warning: {warning}");
+                eprintln!("leakwatch: warning: {}", escape_line_breaks(warning));
             }
             let out = render_report(&recording, top, format, limit, &warnings);
             emit(output.as_deref(), &out)
         }
-        Command::Diff {
+        Command::Diff(DiffArgs {
             before,
             after,
             top,
             format,
             output,
-        } => {
+        }) => {
             let a = read_report(&before)?;
             let b = read_report(&after)?;
             let d = diff(&a, &b);
             let out = match format {
-                Format::Json => {
+                DiffFormat::Json => {
                     format!("{}\n", serde_json::to_string_pretty(&d).unwrap_or_default())
                 }
-                _ => diff_text(&d, top.unwrap_or(20), &before, &after),
+                DiffFormat::Text => diff_text(&d, top.unwrap_or(20), &before, &after),
             };
             emit(output.as_deref(), out.as_bytes())
         }

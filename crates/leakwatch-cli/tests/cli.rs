@@ -279,33 +279,205 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         &["series-not-report.json: not a leakwatch report"],
     );
 
-    // Wrong flags.
-    fails(&["report"], &["takes SERIES.jsonl"]);
+    // Wrong flags: each names what was wrong and where the help is.
+    fails(
+        &["report"],
+        &["`leakwatch report` takes SERIES.jsonl (missing SERIES.jsonl)"],
+    );
     fails(
         &["report", "x.jsonl", "--format", "xml"],
-        &["unknown format \"xml\""],
+        &[
+            "--format: unknown value \"xml\" (one of: text, json, pprof, prom, svg, html)",
+            "; see `leakwatch report --help`",
+        ],
     );
     fails(
         &["report", "x.jsonl", "--top", "-3"],
-        &["--top: not a positive number"],
+        &["--top: not a positive number: \"-3\""],
+    );
+    fails(&["report", "x.jsonl", "--top"], &["--top needs a value"]);
+    fails(
+        &["report", "x.jsonl", "--limit", "lots"],
+        &["--limit: not a size"],
     );
     fails(
         &["report", "x.jsonl", "--bogus"],
-        &["unknown option --bogus"],
+        &["unknown option --bogus for `leakwatch report`"],
     );
-    fails(&["diff", "a.json"], &["takes A.json and B.json"]);
-    fails(&["explode"], &["unknown command \"explode\""]);
-    fails(&[], &["no command given"]);
+    fails(
+        &["report", "x.jsonl", "--symbol", "bin"],
+        &["unknown option --symbol", "(did you mean --symbols?)"],
+    );
+    fails(
+        &["report", "x.jsonl", "y.jsonl"],
+        &["unexpected argument \"y.jsonl\": `leakwatch report` takes SERIES.jsonl"],
+    );
+    fails(
+        &["diff", "a.json"],
+        &["`leakwatch diff` takes A.json and B.json (missing B.json)"],
+    );
+    fails(
+        &["diff", "a.json", "b.json", "--format", "pprof"],
+        &["--format: unknown value \"pprof\" (one of: text, json)"],
+    );
+    fails(
+        &["diff", "a.json", "b.json", "--symbols", "bin"],
+        &["unknown option --symbols for `leakwatch diff`"],
+    );
+    fails(
+        &["completions", "tcsh"],
+        &["SHELL: unknown value \"tcsh\" (one of: bash, elvish, fish, powershell, zsh)"],
+    );
+    fails(
+        &["explode"],
+        &["unknown command \"explode\"", "; see `leakwatch --help`"],
+    );
+    fails(
+        &["--top", "5", "report", "x.jsonl"],
+        &["unknown option --top for `leakwatch` (an option of: report, diff"],
+    );
+    fails(
+        &[],
+        &["no command given (commands: report, diff, completions, help)"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `args`, expects exit code 0, nothing on stderr, and stdout containing every
+/// `needle`; returns stdout.
+fn prints(args: &[&str], needles: &[&str]) -> String {
+    let o = leakwatch(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+    let out = stdout(&o);
+    for needle in needles {
+        assert!(out.contains(needle), "{args:?} lacks {needle:?}:\n{out}");
+    }
+    out
+}
+
 #[test]
-fn help_and_version_succeed() {
-    let o = leakwatch(&["help"]);
-    assert!(o.status.success());
-    assert!(stdout(&o).contains("leakwatch report SERIES.jsonl"));
-    let o = leakwatch(&["--version"]);
-    assert!(o.status.success() && stdout(&o).starts_with("leakwatch "));
+fn help_per_subcommand_and_version_succeed_on_stdout() {
+    let report = [
+        "Usage: leakwatch report [OPTIONS] <SERIES.jsonl>",
+        "--top <N>",
+        "--format <FORMAT>",
+        "--limit <BYTES>",
+        "-o, --output <FILE>",
+        "--symbols <PATH>",
+    ];
+    let long_report = prints(&["report", "--help"], &report);
+    for needle in [
+        "Rotated files beside it (SERIES.jsonl.1, .2, ...) are read first",
+        "prom:  Prometheus text exposition (also: prometheus)",
+        "matched to the recorded modules by build id",
+        "Exit status: 0 on success, 2 on bad arguments",
+    ] {
+        assert!(
+            long_report.contains(needle),
+            "lacks {needle:?}:\n{long_report}"
+        );
+    }
+    assert_eq!(prints(&["help", "report"], &report), long_report);
+    let short_report = prints(&["report", "-h"], &report);
+    assert!(short_report.len() < long_report.len());
+    let diff = [
+        "Usage: leakwatch diff [OPTIONS] <A.json> <B.json>",
+        "which sites hold more memory in B than in A",
+        "--format <FORMAT>",
+    ];
+    prints(&["diff", "--help"], &diff);
+    prints(&["help", "diff"], &diff);
+    prints(
+        &["completions", "--help"],
+        &[
+            "Usage: leakwatch completions <SHELL>",
+            "bash",
+            "zsh",
+            "fish",
+        ],
+    );
+    let top = [
+        "Usage: leakwatch <COMMAND>",
+        "report",
+        "diff",
+        "completions",
+    ];
+    for args in [&["help"][..], &["--help"], &["-h"]] {
+        let out = prints(args, &top);
+        assert!(
+            out.lines().all(|l| l.chars().count() <= 100),
+            "{args:?}:\n{out}"
+        );
+        assert!(
+            !out.contains("The same as `leakwatch --version`"),
+            "the version command is hidden: {out}"
+        );
+    }
+    let version = format!("leakwatch {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["--version"][..], &["-V"], &["version"]] {
+        assert_eq!(prints(args, &[]), version, "{args:?}");
+    }
+}
+
+#[test]
+fn completions_complete_commands_flags_and_formats() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = prints(
+            &["completions", shell],
+            // fish spells options `-l symbols`.
+            &[
+                "report",
+                "diff",
+                "completions",
+                "symbols",
+                "format",
+                "pprof",
+            ],
+        );
+        assert!(script.lines().count() > 10, "{shell}:\n{script}");
+    }
+    // The bash script, run: it parses, and completes what a user would type.
+    let script = stdout(&leakwatch(&["completions", "bash"]));
+    let complete = |words: &[&str]| -> String {
+        // bash calls `_leakwatch COMMAND CURRENT-WORD PREVIOUS-WORD`.
+        let current = words.len() - 1;
+        let line = format!(
+            "{script}\nCOMP_WORDS=({}); COMP_CWORD={current}; _leakwatch leakwatch '{}' '{}'; \
+             echo \"${{COMPREPLY[*]}}\"",
+            words
+                .iter()
+                .map(|w| format!("'{w}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words[current],
+            words[current - 1],
+        );
+        let o = Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &line])
+            .output()
+            .expect("run bash");
+        assert!(o.status.success(), "{words:?}: {}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    assert_eq!(complete(&["leakwatch", "re"]), "report");
+    assert_eq!(
+        complete(&["leakwatch", "report", "s.jsonl", "--sy"]),
+        "--symbols"
+    );
+    assert_eq!(
+        complete(&["leakwatch", "report", "s.jsonl", "--format", ""]),
+        "text json pprof prom svg html"
+    );
+    assert_eq!(
+        complete(&["leakwatch", "diff", "a", "b", "--format", ""]),
+        "text json"
+    );
+    assert_eq!(
+        complete(&["leakwatch", "completions", "f"]),
+        "fish",
+        "shells complete too"
+    );
 }
 
 /// An exact-mode snapshot of process `pid` whose sites `(id, frames, live bytes, live
@@ -499,18 +671,81 @@ fn diff_reads_version_1_and_version_2_reports_alike() {
 }
 
 #[test]
-fn non_utf8_arguments_and_endless_lines_get_one_line_and_exit_2() {
+fn non_utf8_paths_work_and_endless_lines_get_one_line_and_exit_2() {
     use std::os::unix::ffi::OsStrExt;
-    let bad = std::ffi::OsStr::from_bytes(b"series-\xff.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
-        .arg("report")
-        .arg(bad)
-        .output()
-        .expect("run leakwatch");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("not valid UTF-8"), "{stderr}");
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+            .args(args)
+            .output()
+            .expect("run leakwatch")
+    };
+    // A series and an output file whose names are not UTF-8: read and written.
+    let dir = scratch("non-utf8");
+    let name = |bytes: &[u8]| dir.join(std::ffi::OsStr::from_bytes(bytes));
+    let (series, out) = (name(b"series-\xff.jsonl"), name(b"report-\xfe.json"));
+    std::fs::write(&series, series_text(5)).unwrap();
+    let o = run(&[
+        "report".as_ref(),
+        series.as_os_str(),
+        "--format=json".as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["sites"][0]["function"], "svc::sessions::remember");
+    // Two reports so named, compared.
+    let o = run(&["diff".as_ref(), out.as_os_str(), out.as_os_str()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("report-\u{fffd}.json"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Missing: one line naming it (lossily), exit 2.
+    let missing = name(b"missing-\xff.jsonl");
+    let o = run(&["report".as_ref(), missing.as_os_str()]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("missing-\u{fffd}.jsonl: cannot open"), "{err}");
+
+    // Where text is needed (a number, a format, a command), not UTF-8 is refused.
+    let bad = std::ffi::OsStr::from_bytes(b"\xff");
+    for args in [
+        &["report".as_ref(), series.as_os_str(), "--top".as_ref(), bad][..],
+        &[
+            "report".as_ref(),
+            series.as_os_str(),
+            "--format".as_ref(),
+            bad,
+        ],
+        &["completions".as_ref(), bad],
+        &[bad],
+    ] {
+        let o = run(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("leakwatch: "), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    let err = stderr(&run(&[
+        "report".as_ref(),
+        series.as_os_str(),
+        "--top".as_ref(),
+        bad,
+    ]));
+    assert!(err.contains("not valid UTF-8"), "{err}");
+
+    // A file name holding a newline stays one line in the error.
+    let o = leakwatch(&["report", "no\nsuch.jsonl"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no\\nsuch.jsonl: cannot open"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 
     // No newline ever: the reader stops at its line bound instead of growing.
     let out = leakwatch(&["report", "/dev/zero"]);
