@@ -193,9 +193,7 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                     }
                     // Fewer than YOUNG_POINTS snapshots old: too young to be told from a
                     // cache still filling, however steadily it has climbed.
-                    if trend.verdict == Verdict::Leak && too_young {
-                        trend.verdict = Verdict::Growing;
-                    }
+                    trend.verdict = growing_at_most_if_young(trend.verdict, life.raw_points);
                     trend
                 }
                 None => {
@@ -311,13 +309,7 @@ const STOP_SIGMAS: f64 = 2.0;
 /// The trend of a site that never moved by `min_growth`: stable, with rates from the
 /// change between the window's ends (no significance test: p-values of 1).
 fn flat_trend<K>(key: K, window: f64, values: &[f64]) -> SiteTrend<K> {
-    let n = values.len();
-    let k = (n / 10).max(1).min(n);
-    let window_growth = if n == 0 {
-        0.0
-    } else {
-        median_of(&values[n - k..]) - median_of(&values[..k])
-    };
+    let window_growth = tenths_growth(values);
     let rate = if window > 0.0 {
         window_growth / window
     } else {
@@ -656,20 +648,16 @@ fn with_age<K: Clone>(
     o: &RankOptions,
     too_young: bool,
 ) -> SiteTrend<K> {
+    // One value per point in each (the caller keeps only old bytes as long as the live).
     let n = times.len();
-    if matches!(trend.verdict, Verdict::Plateau | Verdict::Shrinking)
-        || old.len() != n
-        || live.len() != n
-    {
+    if matches!(trend.verdict, Verdict::Plateau | Verdict::Shrinking) {
         return trend;
     }
     let born = young(times, old).unwrap_or(0);
     let life = Axes::over(&times[born..], o);
     let departed = departed.map(|d| d.since(born));
     let mut aged = site_trend(trend.key.clone(), &life, &old[born..], departed.as_ref(), o);
-    if aged.verdict == Verdict::Leak && life.raw_points < YOUNG_POINTS {
-        aged.verdict = Verdict::Growing;
-    }
+    aged.verdict = growing_at_most_if_young(aged.verdict, life.raw_points);
     trend.old_verdict = Some(aged.verdict);
     // The young bytes the live verdict had to see the growth through (the last third's
     // level of live bytes not yet old): where they are few, old bytes are live bytes
@@ -694,7 +682,7 @@ fn with_age<K: Clone>(
             let lag = OLD_SNAPSHOTS as f64 / n as f64;
             let would_age = trend.window_growth.max(0.0) * (1.0 - lag);
             if !matches!(aged.verdict, Verdict::Leak | Verdict::Growing)
-                && old_growth(old) < 0.25 * would_age
+                && tenths_growth(old) < 0.25 * would_age
             {
                 trend.verdict = Verdict::Growing;
             }
@@ -713,15 +701,25 @@ const OLD_SNAPSHOTS: u32 = leakwatch_types::OLD_SNAPSHOTS;
 /// age they lag by, so that most of a leak's growth would have aged into them.
 const VETO_SNAPSHOTS: usize = 3 * OLD_SNAPSHOTS as usize;
 
-/// How much old bytes grew over the window: the level of its last tenth minus that of
-/// its first tenth.
-fn old_growth(old: &[f64]) -> f64 {
-    let n = old.len();
+/// Growth from a series' start to its end: the level (median) of its last tenth minus
+/// that of its first tenth (0 for an empty one).
+fn tenths_growth(values: &[f64]) -> f64 {
+    let n = values.len();
     let k = (n / 10).max(1).min(n);
     if n == 0 {
         return 0.0;
     }
-    median_of(&old[n - k..]) - median_of(&old[..k])
+    median_of(&values[n - k..]) - median_of(&values[..k])
+}
+
+/// `verdict`, but `growing` at most for a site (or old bytes) fewer than [`YOUNG_POINTS`]
+/// snapshots old.
+fn growing_at_most_if_young(verdict: Verdict, points: usize) -> Verdict {
+    if verdict == Verdict::Leak && points < YOUNG_POINTS {
+        Verdict::Growing
+    } else {
+        verdict
+    }
 }
 
 fn site_trend<K>(
