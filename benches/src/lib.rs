@@ -4,10 +4,13 @@
 //! with its configuration's name, so the same workloads run against each.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "criterion")]
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+
+pub mod instructions;
 
 /// Alloc+free pairs per churn iteration.
 pub const CHURN_BATCH: u64 = 1_000;
@@ -64,10 +67,17 @@ retained_sites!(
 /// Allocates `RETAINED_BLOCKS` blocks of 16 to 256 bytes from `RETAINED_SITES` sites and
 /// returns them (the caller frees them by dropping).
 pub fn retained_growth() -> Vec<Box<[u8]>> {
-    let mut keep = Vec::with_capacity(RETAINED_BLOCKS);
-    let per_site = RETAINED_BLOCKS / RETAINED_SITES;
+    retained_blocks(RETAINED_BLOCKS)
+}
+
+/// Allocates `blocks` blocks of 16 to 256 bytes from `RETAINED_SITES` sites (as evenly
+/// as they divide, the first sites taking one more) and returns them.
+pub fn retained_blocks(blocks: usize) -> Vec<Box<[u8]>> {
+    let mut keep = Vec::with_capacity(blocks);
+    let per_site = blocks / RETAINED_SITES;
+    let one_more = blocks % RETAINED_SITES;
     for (salt, site) in SITES.iter().enumerate() {
-        site(&mut keep, per_site, salt);
+        site(&mut keep, per_site + usize::from(salt < one_more), salt);
     }
     keep
 }
@@ -106,6 +116,7 @@ pub fn two_threads_churn(pairs: u64) -> Duration {
 }
 
 /// Registers every workload under `config` (the allocator configuration's name).
+#[cfg(feature = "criterion")]
 pub fn register(c: &mut Criterion, config: &str) {
     let mut group = c.benchmark_group("churn");
     group.throughput(Throughput::Elements(CHURN_BATCH));
