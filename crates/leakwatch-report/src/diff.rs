@@ -147,6 +147,8 @@ mod tests {
                     label: label.into(),
                     tags: Default::default(),
                     age_bytes: Vec::new(),
+                    old_bytes: None,
+                    old_verdict: None,
                     function: None,
                     file: None,
                     line: None,

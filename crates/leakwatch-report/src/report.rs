@@ -401,6 +401,18 @@ pub struct SiteReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[serde(deserialize_with = "bounded::list")]
     pub age_bytes: Vec<u64>,
+    /// Old bytes at the latest point, summed over its sites: live bytes in blocks that
+    /// have lived through [`leakwatch_types::OLD_SNAPSHOTS`] snapshots. `None` when a
+    /// member's snapshots carry no ages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_bytes: Option<u64>,
+    /// The verdict of its old bytes over the same window: the second leak signal
+    /// (docs/ARCHITECTURE.md, "Age, the second signal"), which may confirm a `leak`
+    /// whose live bytes' growth is lost in young blocks' noise, or veto one whose growth
+    /// never ages. `None` when the series knows no ages or the line is a `plateau` or
+    /// `shrinking` (the signal is not consulted there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_verdict: Option<Verdict>,
     /// The stack of the member site that grew most, innermost first (inlined frames
     /// expanded). Only for the first `detail` sites.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -798,6 +810,8 @@ struct Members<'a> {
     ids: Vec<u32>,
     /// Summed `SiteStats::age_bytes` (empty when none has ages).
     age_bytes: Vec<u64>,
+    /// Summed `SiteStats::old_bytes` (`None` when a member has none).
+    old_bytes: Option<u64>,
     live_blocks: f64,
     alloc_bytes: u64,
     alloc_blocks: f64,
@@ -864,6 +878,7 @@ impl<'a> Merged<'a> {
                     tags: &site.tags,
                     ids: Vec::new(),
                     age_bytes: Vec::new(),
+                    old_bytes: Some(0),
                     live_blocks: 0.0,
                     alloc_bytes: 0,
                     alloc_blocks: 0.0,
@@ -877,6 +892,10 @@ impl<'a> Merged<'a> {
             for (sum, bytes) in m.age_bytes.iter_mut().zip(&site.age_bytes) {
                 *sum = sum.saturating_add(*bytes);
             }
+            m.old_bytes = m
+                .old_bytes
+                .zip(site.old_bytes)
+                .map(|(sum, old)| sum.saturating_add(old));
             m.live_blocks += site.live_blocks;
             m.alloc_bytes = m.alloc_bytes.saturating_add(site.alloc_bytes);
             m.alloc_blocks += site.alloc_blocks;
@@ -944,6 +963,8 @@ impl<'a> Merged<'a> {
                     function_rank: 0,
                     site_ids: members.ids.clone(),
                     age_bytes: members.age_bytes.clone(),
+                    old_bytes: members.old_bytes,
+                    old_verdict: trend.old_verdict,
                     stack: Vec::new(),
                     label_frame,
                     history: Vec::new(),

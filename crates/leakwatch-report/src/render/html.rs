@@ -270,6 +270,12 @@ fn stacks(report: &Report, page: &mut String) {
             escape(&bytes(site.live_bytes as f64)),
         ));
         page.push_str(&age_bar(&site.age_bytes));
+        if let Some(old) = crate::render::text::old_line(site) {
+            page.push_str(&format!(
+                "<div class=\"lw-muted\">old bytes: {}</div>\n",
+                escape(&old)
+            ));
+        }
         page.push_str("<ol class=\"lw-stack\">\n");
         for frame in site.user_stack() {
             page.push_str(&format!(

@@ -659,6 +659,30 @@ pub(crate) fn age_line(age_bytes: &[u64]) -> Option<String> {
     Some(parts.join(", "))
 }
 
+/// `4.0 MiB in blocks that lived through 8 snapshots, a leak too` for a line's old bytes
+/// and their verdict ([`SiteReport::old_bytes`], [`SiteReport::old_verdict`]): the
+/// second signal, said in words where it decided the line's verdict; `None` without
+/// ages.
+pub(crate) fn old_line(site: &SiteReport) -> Option<String> {
+    let old = site.old_bytes?;
+    let held = format!(
+        "{} in blocks that lived through {} snapshots",
+        bytes(old as f64),
+        leakwatch_types::OLD_SNAPSHOTS
+    );
+    let Some(verdict) = site.old_verdict else {
+        return Some(held);
+    };
+    let said = match (site.verdict, verdict) {
+        (Verdict::Leak, Verdict::Leak) => "a leak too".to_string(),
+        (Verdict::Growing, Verdict::Stable | Verdict::Plateau | Verdict::Shrinking) => {
+            "not growing: the growth is in younger blocks".to_string()
+        }
+        (_, v) => format!("their verdict: {}", v.as_str()),
+    };
+    Some(format!("{held}, {said}"))
+}
+
 /// The user stack of a leaking site, with a title line.
 fn leak_stack(site: &SiteReport) -> Vec<String> {
     let mut lines = vec![format!(
@@ -669,6 +693,9 @@ fn leak_stack(site: &SiteReport) -> Vec<String> {
     )];
     if let Some(ages) = age_line(&site.age_bytes) {
         lines.push(format!("    live by age: {ages}"));
+    }
+    if let Some(old) = old_line(site) {
+        lines.push(format!("    old bytes: {old}"));
     }
     let stack = site.user_stack();
     if stack.is_empty() {

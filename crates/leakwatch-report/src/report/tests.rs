@@ -669,6 +669,10 @@ fn a_lines_live_bytes_by_age_are_summed_and_shown() {
     assert_eq!(line.age_bytes, vec![1000, 2500, 0, 0, 7]);
     let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
     assert_eq!(json["sites"][0]["age_bytes"][1], 2500);
+    // Snapshots that measured no old bytes: none reported, and none in JSON.
+    assert_eq!((line.old_bytes, line.old_verdict), (None, None));
+    assert!(json["sites"][0].get("old_bytes").is_none());
+    assert!(json["sites"][0].get("old_verdict").is_none());
     let text = crate::render::text::text(&r, 10);
     assert!(
         text.contains("live by age: < 10 s 1000 B, < 1 min 2.4 KiB"),
@@ -680,4 +684,72 @@ fn a_lines_live_bytes_by_age_are_summed_and_shown() {
         "ages in the page"
     );
     assert!(html.contains("aria-label=\"live bytes by age\""));
+}
+
+/// Old bytes (blocks that lived through `OLD_SNAPSHOTS` snapshots) are summed over a
+/// line's sites and carried with their verdict into JSON, text and HTML: one line whose
+/// old bytes climb with its live bytes (a leak, confirmed), one whose growth never ages
+/// (vetoed: `growing`, its old bytes `stable`). Without them, see
+/// `a_lines_live_bytes_by_age_are_summed_and_shown`.
+#[test]
+fn a_lines_old_bytes_and_their_verdict_are_reported() {
+    let mut h = History::default();
+    for i in 0..60u64 {
+        let mut s = point(i);
+        s.mode = Mode::Exact;
+        s.sample_rate = 1;
+        // Leaks: every block stays, so old bytes are live bytes 8 snapshots late.
+        let old = |rate: u64| rate * i.saturating_sub(u64::from(leakwatch_types::OLD_SNAPSHOTS));
+        let mut a = site(1, vec![0x901, 0x101, 0x777], 20_000.0 * i as f64);
+        a.old_bytes = Some(old(20_000));
+        let mut b = site(2, vec![0x901, 0x101, 0x301, 0x777], 10_000.0 * i as f64);
+        b.old_bytes = Some(old(10_000));
+        // Grows, but nothing in it ever gets old: a backlog of young blocks.
+        let mut young = site(3, vec![0x902, 0x102, 0x778], 30_000.0 * i as f64);
+        young.old_bytes = Some(0);
+        s.sites = vec![a, b, young];
+        h.push(&s);
+    }
+    let r = Report::build(&h, &symbols(), &ReportOptions::default());
+    let by_ids = |ids: &[u32]| {
+        r.sites
+            .iter()
+            .find(|l| l.site_ids == ids)
+            .unwrap_or_else(|| panic!("a line of sites {ids:?}: {:#?}", r.sites))
+    };
+    let leak = by_ids(&[1, 2]);
+    assert_eq!(leak.verdict, Verdict::Leak);
+    assert_eq!(leak.old_bytes, Some(30_000 * 51));
+    assert_eq!(leak.old_verdict, Some(Verdict::Leak));
+    let backlog = by_ids(&[3]);
+    assert_eq!(backlog.verdict, Verdict::Growing, "vetoed by its old bytes");
+    assert_eq!(backlog.old_bytes, Some(0));
+    assert_eq!(backlog.old_verdict, Some(Verdict::Stable));
+
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    let line = |ids: &[u32]| {
+        json["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["site_ids"] == serde_json::json!(ids))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(line(&[1, 2])["old_bytes"], 30_000 * 51);
+    assert_eq!(line(&[1, 2])["old_verdict"], "leak");
+    assert_eq!(line(&[3])["old_verdict"], "stable");
+    let back = Report::from_json("r.json", &r.to_json()).unwrap();
+    assert_eq!(back.sites, r.sites, "the fields survive a round trip");
+
+    let text = crate::render::text::text(&r, 10);
+    assert!(
+        text.contains("old bytes: 1.5 MiB in blocks that lived through 8 snapshots, a leak too"),
+        "{text}"
+    );
+    let html = crate::render::html::html(&r, None);
+    assert!(
+        html.contains("old bytes: 0 B in blocks that lived through 8 snapshots, not growing"),
+        "the veto said in the page"
+    );
 }
