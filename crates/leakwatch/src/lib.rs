@@ -24,6 +24,10 @@
 //! }
 //! ```
 //!
+//! With the `axum` feature, [`http::router`] serves the reports to a service's operators
+//! (`/debug/leaks`, `/debug/pprof/heap`, `/debug/pprof/allocs`), open to loopback and to
+//! a bearer token, closed to other sites' pages.
+//!
 //! In tests, [`check()`] fails when a closure's live memory grows with the number of
 //! times it runs, naming the call site; [`check_async`] does the same for a future,
 //! polled on any thread of the executor you give it (see [`check`](mod@check)).
@@ -44,6 +48,8 @@
 pub mod check;
 mod files;
 pub mod future;
+#[cfg(feature = "axum")]
+pub mod http;
 mod limit;
 mod recorder;
 mod symbols;

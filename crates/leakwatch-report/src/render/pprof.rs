@@ -66,7 +66,31 @@ pub const SAMPLE_TYPES: [(&str, &str); 4] = [
 /// assert_eq!(&profile[..2], &[0x1f, 0x8b]); // gzip
 /// ```
 pub fn pprof(snapshot: &Snapshot, symbols: &SymbolTable) -> Vec<u8> {
-    let raw = Profile::build(snapshot, symbols).encode(snapshot);
+    render(snapshot, symbols, SAMPLE_TYPES[0].0)
+}
+
+/// [`pprof`] with `alloc_space` as the default sample type: what Go serves as
+/// `/debug/pprof/allocs`, so `go tool pprof` shows the bytes allocated at each site since
+/// tracking began (the same samples and values as [`pprof`]; `-sample_index` picks
+/// another).
+///
+/// # Examples
+///
+/// ```
+/// use leakwatch_types::Snapshot;
+/// use leakwatch_report::SymbolTable;
+/// use leakwatch_report::render::pprof::pprof_allocs;
+///
+/// let profile = pprof_allocs(&Snapshot::default(), &SymbolTable::new());
+/// assert_eq!(&profile[..2], &[0x1f, 0x8b]); // gzip
+/// ```
+pub fn pprof_allocs(snapshot: &Snapshot, symbols: &SymbolTable) -> Vec<u8> {
+    render(snapshot, symbols, SAMPLE_TYPES[2].0)
+}
+
+/// The gzipped profile with `default_type` (one of [`SAMPLE_TYPES`]) as its default.
+fn render(snapshot: &Snapshot, symbols: &SymbolTable, default_type: &str) -> Vec<u8> {
+    let raw = Profile::build(snapshot, symbols).encode(snapshot, default_type);
     // Writing to a Vec cannot fail; should it anyway, pprof also reads an uncompressed
     // profile.
     gzip(&raw).unwrap_or(raw)
@@ -389,7 +413,7 @@ impl Profile {
         id
     }
 
-    fn encode(&self, snapshot: &Snapshot) -> Vec<u8> {
+    fn encode(&self, snapshot: &Snapshot, default_type: &str) -> Vec<u8> {
         let mut w = Writer::default();
         let id = |s: &str| self.string_ids.get(s).copied().unwrap_or(0);
         for (kind, unit) in SAMPLE_TYPES {
@@ -470,7 +494,7 @@ impl Profile {
         });
         w.int(field::PERIOD, i64::from(snapshot.sample_rate));
         w.packed(field::COMMENT, self.comments.iter().map(|&c| c as u64));
-        w.int(field::DEFAULT_SAMPLE_TYPE, id(SAMPLE_TYPES[0].0));
+        w.int(field::DEFAULT_SAMPLE_TYPE, id(default_type));
         w.buf
     }
 }

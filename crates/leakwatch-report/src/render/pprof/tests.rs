@@ -424,6 +424,23 @@ fn header_sample_types_period_and_comment() {
 }
 
 #[test]
+fn the_allocs_profile_is_the_heap_profile_with_alloc_space_its_default() {
+    let heap = decode(&pprof(&snapshot(), &symbols()));
+    let allocs = decode(&pprof_allocs(&snapshot(), &symbols()));
+    assert_eq!(allocs.default_sample_type, "alloc_space");
+    assert_eq!(allocs.sample_types, heap.sample_types);
+    let values = |d: &Decoded| -> Vec<(u64, Vec<i64>)> {
+        d.samples
+            .iter()
+            .map(|s| (s.site, s.values.clone()))
+            .collect()
+    };
+    assert_eq!(values(&allocs), values(&heap));
+    assert_eq!(allocs.locations.len(), heap.locations.len());
+    assert_eq!(allocs.functions.len(), heap.functions.len());
+}
+
+#[test]
 fn one_sample_per_site_with_unscaled_values_and_zero_sites_skipped() {
     let d = decode(&pprof(&snapshot(), &symbols()));
     let by_site: Vec<(u64, &[i64])> = d.samples.iter().map(|s| (s.site, &s.values[..])).collect();
