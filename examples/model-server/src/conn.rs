@@ -22,6 +22,7 @@
 use crate::server::{Timeouts, error};
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::response::Response;
 use http_body_util::BodyExt;
@@ -32,6 +33,7 @@ use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -64,9 +66,10 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     connections.spawn(connection(
                         stream,
+                        peer,
                         router.clone(),
                         timeouts,
                         max_header_bytes,
@@ -105,9 +108,11 @@ pub async fn serve(
     }
 }
 
-/// One connection: HTTP/1.1 with keep-alive, watched by its [`Clock`].
+/// One connection from `peer`: HTTP/1.1 with keep-alive, watched by its [`Clock`]. Its
+/// requests carry `ConnectInfo(peer)`.
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     router: Router,
     timeouts: Timeouts,
     max_header_bytes: usize,
@@ -122,8 +127,10 @@ async fn connection(
     let service = {
         let clock = Arc::clone(&clock);
         let router = TowerToHyperService::new(router);
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let in_flight = InFlight::begin(&clock);
+            // Who is asking, as `axum::serve` tells it: leakwatch's guard reads it.
+            request.extensions_mut().insert(ConnectInfo(peer));
             let answer = hyper::service::Service::call(&router, request);
             async move {
                 let response = match tokio::time::timeout(timeouts.request, answer).await {
