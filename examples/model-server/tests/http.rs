@@ -475,9 +475,14 @@ fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
         "not gzip: {:02x?}",
         &response.body[..response.body.len().min(16)]
     );
+    let allocs = server.get("/debug/pprof/allocs");
+    assert_eq!(allocs.status, 200, "{allocs:?}");
+    assert!(allocs.body.starts_with(&[0x1f, 0x8b]), "allocs: not gzip");
     let dir = TempDir::new("pprof");
     let file = dir.0.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
+    let allocs_file = dir.0.join("allocs.pb.gz");
+    std::fs::write(&allocs_file, &allocs.body).expect("write the allocs profile");
     let Some((status, output)) = common::pprof_top(&file, &dir.0) else {
         return;
     };
@@ -485,6 +490,15 @@ fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
     assert!(
         output.contains("Type: inuse_space") && output.contains("flat%"),
         "go tool pprof -top:\n{output}"
+    );
+    // The allocs profile's default is the bytes allocated, as Go's.
+    let Some((status, output)) = common::pprof_top(&allocs_file, &dir.0) else {
+        return;
+    };
+    assert!(status.success(), "go tool pprof -top allocs: {status}\n{output}");
+    assert!(
+        output.contains("Type: alloc_space") && output.contains("flat%"),
+        "go tool pprof -top allocs:\n{output}"
     );
 }
 
@@ -495,6 +509,7 @@ fn debug_endpoints_answer_503_when_leakwatch_is_off() {
         "/debug/leaks",
         "/debug/leaks?format=json",
         "/debug/pprof/heap",
+        "/debug/pprof/allocs",
     ] {
         assert_json_error(&server.get(path), 503, path);
     }
@@ -606,6 +621,7 @@ fn check_token_s3cret(server: &Server) {
         ("GET", "/debug/leaks"),
         ("GET", "/debug/leaks?format=json"),
         ("GET", "/debug/pprof/heap"),
+        ("GET", "/debug/pprof/allocs"),
         ("POST", "/admin/model"),
     ] {
         for token in [
@@ -636,6 +652,7 @@ fn check_token_s3cret(server: &Server) {
         ("GET", "/debug/leaks"),
         ("GET", "/debug/leaks?format=json"),
         ("GET", "/debug/pprof/heap"),
+        ("GET", "/debug/pprof/allocs"),
         ("POST", "/admin/model"),
     ] {
         let response = server.request(method, path, &right, b"");
@@ -687,6 +704,7 @@ fn beyond_loopback_without_a_token_admin_and_debug_refuse_everyone() {
     for (method, path) in [
         ("GET", "/debug/leaks"),
         ("GET", "/debug/pprof/heap"),
+        ("GET", "/debug/pprof/allocs"),
         ("POST", "/admin/model"),
     ] {
         for header in [None, Some("Bearer s3cret"), Some("Bearer ")] {
