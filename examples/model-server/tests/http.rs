@@ -495,7 +495,10 @@ fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
     let Some((status, output)) = common::pprof_top(&allocs_file, &dir.0) else {
         return;
     };
-    assert!(status.success(), "go tool pprof -top allocs: {status}\n{output}");
+    assert!(
+        status.success(),
+        "go tool pprof -top allocs: {status}\n{output}"
+    );
     assert!(
         output.contains("Type: alloc_space") && output.contains("flat%"),
         "go tool pprof -top allocs:\n{output}"
