@@ -11,6 +11,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 pub mod instructions;
+pub mod rank_series;
 
 /// Alloc+free pairs per churn iteration.
 pub const CHURN_BATCH: u64 = 1_000;

@@ -189,7 +189,8 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                     if let Some(aged) = aged {
                         let (live, old) = (&values[born..], &aged[born..]);
                         let d = departed.as_ref();
-                        trend = with_age(trend, times, live, old, d, options, too_young);
+                        let axes = &life;
+                        trend = with_age(trend, axes, times, live, old, d, options, too_young);
                     }
                     // Fewer than YOUNG_POINTS snapshots old: too young to be told from a
                     // cache still filling, however steadily it has climbed.
@@ -202,7 +203,8 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                     match aged {
                         Some(old) => {
                             let times = &series.times;
-                            with_age(trend, times, values, old, departed, options, false)
+                            let d = departed;
+                            with_age(trend, &axes, times, values, old, d, options, false)
                         }
                         None => trend,
                     }
@@ -486,7 +488,8 @@ fn point_noise(values: &[f64]) -> f64 {
     let mut diffs: Vec<f64> = values.windows(2).map(|w| w[1] - w[0]).collect();
     let center = median(&mut diffs.clone()).unwrap_or(0.0);
     diffs.iter_mut().for_each(|d| *d = (*d - center).abs());
-    diffs.sort_by(f64::total_cmp);
+    // Unstable is enough: values equal under `total_cmp` are the same bits.
+    diffs.sort_unstable_by(f64::total_cmp);
     let keep = diffs.len() - (diffs.len() / 20).max(1);
     let mean_square = diffs[..keep].iter().map(|d| d * d).sum::<f64>() / keep as f64;
     (mean_square / 2.0).sqrt()
@@ -614,7 +617,7 @@ fn young(times: &[f64], values: &[f64]) -> Option<usize> {
 /// The age signal: the verdict of the site's old bytes (`old`, one value per point: live
 /// bytes in blocks that have lived through `OLD_SNAPSHOTS` snapshots), ranked with the
 /// same rules and noise model as its live bytes, combined with the verdict of those
-/// (`trend`, ranked over `times`).
+/// (`trend`, ranked over `times`, which `axes` bucket).
 ///
 /// A leaked block is never freed, so it ages: a leak's old bytes climb at its rate,
 /// `OLD_SNAPSHOTS` snapshots behind its live bytes, and only departures of old blocks
@@ -639,8 +642,10 @@ fn young(times: &[f64], values: &[f64]) -> Option<usize> {
 ///   growth would have aged into: the growth is young bytes that turn over, `growing` at
 ///   most. (A leaked container whose buffer is reallocated as it grows is one such: its
 ///   buffer is always young; `growing` is its verdict.)
+#[allow(clippy::too_many_arguments)]
 fn with_age<K: Clone>(
     mut trend: SiteTrend<K>,
+    axes: &Axes,
     times: &[f64],
     live: &[f64],
     old: &[f64],
@@ -654,9 +659,16 @@ fn with_age<K: Clone>(
         return trend;
     }
     let born = young(times, old).unwrap_or(0);
-    let life = Axes::over(&times[born..], o);
+    // `axes` bucket all of `times`: rebucket only for old bytes born later.
+    let rebucketed;
+    let life = if born == 0 {
+        axes
+    } else {
+        rebucketed = Axes::over(&times[born..], o);
+        &rebucketed
+    };
     let departed = departed.map(|d| d.since(born));
-    let mut aged = site_trend(trend.key.clone(), &life, &old[born..], departed.as_ref(), o);
+    let mut aged = site_trend(trend.key.clone(), life, &old[born..], departed.as_ref(), o);
     aged.verdict = growing_at_most_if_young(aged.verdict, life.raw_points);
     trend.old_verdict = Some(aged.verdict);
     // The young bytes the live verdict had to see the growth through (the last third's
