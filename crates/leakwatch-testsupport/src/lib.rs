@@ -1,7 +1,7 @@
 //! What leakwatch's tests share, in one place instead of a copy per package:
 //!
 //! - [`temp_dir`]: a fresh temporary directory (the `tempfile` crate's), removed when
-//!   dropped, that derefs to its [`Path`](std::path::Path).
+//!   dropped, that derefs to its `Path`.
 //! - [`tool`]: whether an external program (`go`, `promtool`, `valgrind`, `chromium`) is
 //!   on `PATH`, and [`tool::require`], which fails the test under `CI` and otherwise
 //!   prints `SKIPPED: ...` and lets it pass.

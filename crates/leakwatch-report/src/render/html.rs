@@ -5,7 +5,12 @@
 //! site's stack in a `<details>` element, the warnings, and a flame graph when one is
 //! given. Everything is inline: styles, the chart, the flame graph. Nothing is fetched
 //! from the network (no script, font, image or stylesheet), so the page reads the same
-//! offline from a file. Every piece of text taken from the report is escaped.
+//! offline from a file. Every piece of text taken from the report is escaped. Names
+//! longer than 120 characters (`LONG_NAME`) are shortened, with the whole name in a `title`;
+//! sites with 0 bytes live are folded under one `<details>` line below the table.
+//!
+//! Tested in headless Chromium too (`browser.rs`): no console errors, the chart, the
+//! table and the flame graph laid out, nothing wider than the window.
 //!
 //! The flame graph comes from [`flamegraph`](crate::render::flamegraph) and is embedded
 //! as it is, script included. Its script (inferno's) takes the document's *first*
