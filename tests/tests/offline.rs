@@ -19,27 +19,6 @@ fn keep_offline(kept: &mut Vec<Vec<u8>>) {
     kept.push(vec![7u8; 64 << 10]);
 }
 
-/// A temporary series file, removed on drop.
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(tag: &str) -> TempFile {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        TempFile(std::env::temp_dir().join(format!(
-            "leakwatch-{tag}-{}-{nanos}.jsonl",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The sorted labels of a report.
 fn labels(report: &Report) -> Vec<String> {
     let mut labels: Vec<String> = report.sites.iter().map(|s| s.label.clone()).collect();
@@ -48,11 +27,12 @@ fn labels(report: &Report) -> Vec<String> {
 }
 
 fn symbolization_off_keeps_symbols_out_of_the_process_and_the_file() {
-    let series = TempFile::new("offline");
+    let dir = leakwatch_testsupport::temp_dir("offline");
+    let series = dir.join("series.jsonl");
     let recorder = Recorder::builder()
         .manual()
         .symbolize(false)
-        .file(&series.0)
+        .file(&series)
         .start()
         .expect("recorder");
     assert!(!recorder.symbolizes());
@@ -101,7 +81,7 @@ fn symbolization_off_keeps_symbols_out_of_the_process_and_the_file() {
     );
 
     // The file: addresses and modules, no symbols.
-    let file = std::fs::read_to_string(&series.0).expect("read series");
+    let file = std::fs::read_to_string(&series).expect("read series");
     let lines: Vec<serde_json::Value> = file
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))

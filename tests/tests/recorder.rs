@@ -120,8 +120,7 @@ fn workload(stop: &AtomicBool) -> (Vec<Vec<u8>>, HashMap<usize, Vec<u8>>) {
 fn leak_ranks_first_and_cache_is_plateau() {
     let _ = log::set_logger(&LOG);
     log::set_max_level(log::LevelFilter::Warn);
-    let dir = std::env::temp_dir().join(format!("leakwatch-recorder-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = leakwatch_testsupport::temp_dir("recorder");
     let series = dir.join("series.jsonl");
     let alerts: Arc<Mutex<Vec<String>>> = Arc::default();
     let hook_alerts = Arc::clone(&alerts);
@@ -202,7 +201,6 @@ fn leak_ranks_first_and_cache_is_plateau() {
     );
     assert_eq!(replay.sites[0].label, first.label);
     assert_eq!(replay.sites[0].verdict, Verdict::Leak);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn manual_recorder_takes_snapshots_by_hand() {

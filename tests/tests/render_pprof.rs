@@ -12,10 +12,9 @@ use leakwatch::report::render::pprof::pprof;
 use leakwatch::{LeakWatch, Recorder, Snapshot, Symbolizer};
 use leakwatch_tests::run;
 use std::hint::black_box;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 #[global_allocator]
 static ALLOC: LeakWatch = LeakWatch::system().enabled().exact();
@@ -42,93 +41,36 @@ fn leak_and_snapshot() -> (Snapshot, SymbolTable) {
     (snapshot, symbols)
 }
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path =
-            std::env::temp_dir().join(format!("leakwatch-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Whether `go` can run; when it cannot, prints why and says to skip, unless `CI` is set.
-fn go_available() -> bool {
-    match Command::new("go")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("go not found ({e}) and CI is set: install golang-go")
-        }
-        Err(_) => {
-            // Straight to stderr, past libtest's capture of `eprintln!`: a skip must show.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: go not found (apt-get install golang-go)"
-            );
-            false
-        }
-    }
-}
-
 /// Runs `go tool pprof ARGS FILE` in `dir` (offline: only a file path, its temp dir in
-/// `dir`), killing it after 60 s, and returns its stdout. The tool is run straight from
-/// `go env GOTOOLDIR`, not through `go tool`, so that killing it kills pprof itself
-/// (killing `go` leaves its pprof child running).
+/// `dir`), killed with its process group (go and the pprof it starts) after 60 s, and
+/// returns its stdout.
 fn go_tool_pprof(dir: &Path, args: &[&str], file: &Path) -> String {
-    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let tools = Command::new("go")
-        .args(["env", "GOTOOLDIR"])
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .expect("go env GOTOOLDIR");
-    let tools = String::from_utf8_lossy(&tools.stdout).trim().to_string();
-    assert!(!tools.is_empty(), "go env GOTOOLDIR printed nothing");
-    let mut child = Command::new(Path::new(&tools).join("pprof"))
-        .args(args)
-        .arg(file)
-        .current_dir(dir)
-        .env("PPROF_TMPDIR", dir)
-        .env("GOTOOLCHAIN", "local")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn go tool pprof");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for go tool pprof") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("go tool pprof did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let out = leakwatch_testsupport::process::run(
+        Command::new("go")
+            .arg("tool")
+            .arg("pprof")
+            .args(args)
+            .arg(file)
+            .current_dir(dir)
+            .env("PPROF_TMPDIR", dir)
+            .env("GOTOOLCHAIN", "local"),
+        None,
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        status.success(),
-        "go tool pprof failed: {status}\n{stderr}\n{stdout}"
+        out.status.success(),
+        "go tool pprof failed: {}\n{}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
     stdout
+}
+
+/// Whether go is there (see `leakwatch_testsupport::tool::require`: `SKIPPED`, or a
+/// failure under CI).
+fn go_available() -> bool {
+    leakwatch_testsupport::tool::require("go", "apt-get install golang-go")
 }
 
 /// Whether a function name is `leaky_function`'s: in full (`render_pprof::leaky_function`)
@@ -167,10 +109,10 @@ fn go_tool_pprof_finds_leaky_function() {
     if !go_available() {
         return;
     }
-    let dir = TempDir::new("render-pprof");
-    let file = dir.0.join("heap.pb.gz");
+    let dir = leakwatch_testsupport::temp_dir("render-pprof");
+    let file = dir.join("heap.pb.gz");
     std::fs::write(&file, &profile).expect("write profile");
-    let top = go_tool_pprof(&dir.0, &["-top", "-sample_index=inuse_space"], &file);
+    let top = go_tool_pprof(&dir, &["-top", "-sample_index=inuse_space"], &file);
     println!("{top}");
     assert_leaky_function_holds_the_leak(&top);
     // The tracker's own frames are not in the profile: the flat bytes are the
@@ -225,14 +167,14 @@ fn go_tool_pprof_with_the_binary_names_an_unsymbolized_profile() {
     if !go_available() {
         return;
     }
-    let dir = TempDir::new("render-pprof-offline");
-    let (file, leaks_file) = (dir.0.join("heap.pb.gz"), dir.0.join("leaks.pb.gz"));
+    let dir = leakwatch_testsupport::temp_dir("render-pprof-offline");
+    let (file, leaks_file) = (dir.join("heap.pb.gz"), dir.join("leaks.pb.gz"));
     std::fs::write(&file, &profile).expect("write profile");
     std::fs::write(&leaks_file, &leaks).expect("write profile");
     // The profile itself names nothing: without symbolizing, pprof can only show each
     // module (`[render_pprof-…]`), as it does for addresses without functions.
     let bare = go_tool_pprof(
-        &dir.0,
+        &dir,
         &["-top", "-symbolize=none", "-sample_index=inuse_space"],
         &file,
     );
@@ -248,7 +190,7 @@ fn go_tool_pprof_with_the_binary_names_an_unsymbolized_profile() {
     let exe = std::env::current_exe().expect("current_exe");
     let exe = exe.to_str().expect("UTF-8 path");
     let top = go_tool_pprof(
-        &dir.0,
+        &dir,
         &["-top", "-sample_index=inuse_space", exe],
         &leaks_file,
     );

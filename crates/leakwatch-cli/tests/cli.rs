@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{leakwatch, scratch};
+use common::leakwatch;
+use leakwatch_testsupport::temp_dir;
 
 fn symbols() -> SymbolTable {
     let mut table = SymbolTable::new();
@@ -93,7 +94,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn report_ranks_the_leak_first_in_every_format() {
-    let dir = scratch("formats");
+    let dir = temp_dir("cli-formats");
     let series = write_series(&dir);
     let s = series.to_str().unwrap();
 
@@ -151,7 +152,7 @@ fn report_ranks_the_leak_first_in_every_format() {
 
 #[test]
 fn diff_compares_two_json_reports() {
-    let dir = scratch("diff");
+    let dir = temp_dir("cli-diff");
     // The first report covers the first minute, the second all five.
     let full = series_text(7);
     let early: String = full.lines().take(60).map(|l| format!("{l}\n")).collect();
@@ -210,7 +211,7 @@ fn fails(args: &[&str], needles: &[&str]) {
 
 #[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
-    let dir = scratch("bad");
+    let dir = temp_dir("cli-bad");
     let good = series_text(1);
     let path = |name: &str, content: &[u8]| {
         let p = dir.join(name);
@@ -532,7 +533,7 @@ fn series_stamped(dir: &Path, name: &str, stamp: impl Fn(u64) -> u64) -> PathBuf
 
 #[test]
 fn a_series_whose_clock_stands_still_or_steps_back_is_ranked_with_a_warning() {
-    let dir = scratch("clock");
+    let dir = temp_dir("cli-clock");
     let still = series_stamped(&dir, "still.jsonl", |_| 1_800_000_000_000);
     // Steps back ten minutes after 100 s, then runs on.
     let back = series_stamped(&dir, "back.jsonl", |i| {
@@ -606,7 +607,7 @@ fn as_version_1(report: &Path, out: &Path) {
 
 #[test]
 fn diff_reads_version_1_and_version_2_reports_alike() {
-    let dir = scratch("diff-versions");
+    let dir = temp_dir("cli-diff-versions");
     let full = series_text(7);
     let early: String = full.lines().take(60).map(|l| format!("{l}\n")).collect();
     let (early_path, full_path) = (dir.join("early.jsonl"), dir.join("full.jsonl"));
@@ -680,7 +681,7 @@ fn non_utf8_paths_work_and_endless_lines_get_one_line_and_exit_2() {
             .expect("run leakwatch")
     };
     // A series and an output file whose names are not UTF-8: read and written.
-    let dir = scratch("non-utf8");
+    let dir = temp_dir("cli-non-utf8");
     let name = |bytes: &[u8]| dir.join(std::ffi::OsStr::from_bytes(bytes));
     let (series, out) = (name(b"series-\xff.jsonl"), name(b"report-\xfe.json"));
     std::fs::write(&series, series_text(5)).unwrap();
@@ -758,7 +759,7 @@ fn non_utf8_paths_work_and_endless_lines_get_one_line_and_exit_2() {
     );
 
     // Binary garbage with newlines: not UTF-8, named by line.
-    let dir = scratch("binary");
+    let dir = temp_dir("cli-binary");
     let path = dir.join("garbage.jsonl");
     std::fs::write(&path, b"\n\xff\xfe\x00garbage\n").unwrap();
     let out = leakwatch(&["report", path.to_str().unwrap()]);
@@ -790,7 +791,7 @@ fn series_with_ids(ids: &[u32], points: u64) -> String {
 
 #[test]
 fn huge_and_many_site_ids_cost_what_the_sites_do() {
-    let dir = scratch("ids");
+    let dir = temp_dir("cli-ids");
     // The largest ids a file can name: read into tables as long as the sites, not the ids.
     let path = dir.join("huge-ids.jsonl");
     std::fs::write(&path, series_with_ids(&[u32::MAX, 50_000_000, 3], 20)).unwrap();
@@ -812,7 +813,7 @@ fn huge_and_many_site_ids_cost_what_the_sites_do() {
 
 #[test]
 fn report_reads_a_rotated_set_oldest_first_or_one_file_named_alone() {
-    let dir = scratch("rotated");
+    let dir = temp_dir("cli-rotated");
     let whole = write_series(&dir);
     let path = dir.join("rotated.jsonl");
     let files = series_files(4242, &[100, 200]);

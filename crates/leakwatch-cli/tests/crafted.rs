@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{leakwatch, scratch};
+use common::leakwatch;
+use leakwatch_testsupport::temp_dir;
 
 /// The head of a series line at `t` seconds (everything but the sites).
 fn head(t: u64) -> String {
@@ -52,7 +53,7 @@ fn succeeded(o: &Output) -> String {
 /// at 200,000 sites), then lines that name only one site each. About 40 MB.
 #[test]
 fn the_most_sites_a_file_may_have_one_a_line_are_read() {
-    let dir = scratch("sites-one-a-line");
+    let dir = temp_dir("cli-sites-one-a-line");
     let max = leakwatch_report::recording::MAX_SITES as u64;
     let mut text = String::with_capacity(45 << 20);
     for t in 0..max + 10_000 {
@@ -80,7 +81,7 @@ fn the_most_sites_a_file_may_have_one_a_line_are_read() {
 /// are held: sites in one line, frames of a site, symbols.
 #[test]
 fn lists_longer_than_a_recorder_writes_are_refused() {
-    let dir = scratch("lists");
+    let dir = temp_dir("cli-lists");
     let max_sites = leakwatch_report::recording::MAX_SITES;
     let mut sites = head(0) + r#","new_sites":["#;
     for id in 0..=max_sites {
@@ -159,7 +160,7 @@ fn lists_longer_than_a_recorder_writes_are_refused() {
 /// -1e308 is infinite, which a JSON report cannot hold).
 #[test]
 fn block_counts_out_of_range_are_refused() {
-    let dir = scratch("blocks");
+    let dir = temp_dir("cli-blocks");
     for (name, counts) in [
         ("huge.jsonl", "1e308,0,-1e308"),
         ("negative.jsonl", "-1,0,0"),
@@ -178,7 +179,7 @@ fn block_counts_out_of_range_are_refused() {
 /// took 2.4 GB for a 100 MB line): a truncated 30 MB line gets its one line quickly.
 #[test]
 fn a_huge_broken_line_is_explained_in_one_line() {
-    let dir = scratch("broken");
+    let dir = temp_dir("cli-broken");
     let mut text =
         head(0) + r#","new_sites":[{"id":1,"frames":[1]}],"sites":[[1,1,1,0,0]],"warnings":["#;
     while text.len() < 30 << 20 {
@@ -239,7 +240,7 @@ fn diff(dir: &Path, name: &str, report: &str) -> Output {
 /// their numbers are written (`0,` is 2 bytes of JSON and 8 of memory).
 #[test]
 fn reports_beyond_the_readers_bounds_are_refused() {
-    let dir = scratch("reports");
+    let dir = temp_dir("cli-reports");
     let mut report = small_report(&dir);
     let mut site = report["sites"][0].clone();
     site["history"] = serde_json::json!([]);
@@ -287,7 +288,7 @@ fn reports_beyond_the_readers_bounds_are_refused() {
 /// a release build wrapped around): two lines of one label at u64::MAX each.
 #[test]
 fn huge_byte_counts_in_reports_saturate() {
-    let dir = scratch("huge-bytes");
+    let dir = temp_dir("cli-huge-bytes");
     let mut report = small_report(&dir);
     let sites = report["sites"].as_array_mut().unwrap();
     for site in sites.iter_mut() {

@@ -6,7 +6,8 @@ use leakwatch_report::{SeriesWriter, SymbolTable};
 use leakwatch_types::{Mode, Module, SiteStats, Snapshot};
 
 mod common;
-use common::{leakwatch, scratch};
+use common::leakwatch;
+use leakwatch_testsupport::temp_dir;
 
 const BASE: u64 = 0x5555_0000_0000;
 
@@ -53,7 +54,7 @@ fn unsymbolized_series() -> String {
 
 #[test]
 fn an_unsymbolized_series_is_labelled_by_module_and_offset_with_one_warning() {
-    let dir = scratch("offline");
+    let dir = temp_dir("cli-offline");
     let series = dir.join("series.jsonl");
     let text = unsymbolized_series();
     assert!(!text.contains("\"symbols\""), "written without symbols");

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{leakwatch, scratch};
+use common::leakwatch;
+use leakwatch_testsupport::temp_dir;
 
 #[global_allocator]
 static ALLOC: leakwatch::LeakWatch = leakwatch::LeakWatch::system();
@@ -80,7 +81,7 @@ fn labels(series: &Path, args: &[&str]) -> (Vec<String>, String) {
 
 #[test]
 fn stripped_symbols_come_back_the_same_from_the_binary_or_a_build_id_directory() {
-    let dir = scratch("symbols");
+    let dir = temp_dir("cli-symbols");
     let recorded = record(&dir);
     let stripped = dir.join("stripped.jsonl");
     rewrite(&recorded, &stripped, strip_symbols);
@@ -140,7 +141,7 @@ fn stripped_symbols_come_back_the_same_from_the_binary_or_a_build_id_directory()
 
 #[test]
 fn a_missing_or_non_elf_symbols_path_is_one_line_and_exit_2() {
-    let dir = scratch("symbols-bad");
+    let dir = temp_dir("cli-symbols-bad");
     let series = dir.join("series.jsonl");
     std::fs::write(&series, "").expect("write");
     let series_arg = series.to_str().expect("utf-8 path");

@@ -172,9 +172,7 @@ fn symbol_files_are_matched_by_build_id_and_refuse_what_is_not_elf() {
     m.build_id = Some(&wrong);
     assert!(files.locate(&m).is_err_and(|e| e.contains(&wrong)));
 
-    let dir = std::env::temp_dir().join(format!("leakwatch-symbolize-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = leakwatch_testsupport::temp_dir("symbolize");
     let text = dir.join("notes.txt");
     std::fs::write(&text, "not an elf file").expect("write");
     assert!(
@@ -183,5 +181,4 @@ fn symbol_files_are_matched_by_build_id_and_refuse_what_is_not_elf() {
             .is_err_and(|e| e.contains("not an ELF file"))
     );
     assert!(files.add(&dir.join("missing")).is_err());
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -69,13 +69,7 @@ fn read_limit(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fake_root(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("leakwatch-cgroup-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
+    use leakwatch_testsupport::temp_dir;
 
     fn write(path: PathBuf, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -84,7 +78,7 @@ mod tests {
 
     #[test]
     fn cgroup_v2_takes_the_smallest_limit_up_the_tree() {
-        let root = fake_root("v2");
+        let root = temp_dir("cgroup-v2");
         write(root.join("memory.max"), "max\n");
         write(root.join("kubepods/memory.max"), "8589934592\n");
         write(root.join("kubepods/pod1/memory.max"), "2147483648\n");
@@ -100,7 +94,7 @@ mod tests {
 
     #[test]
     fn cgroup_v1_reads_the_memory_controller() {
-        let root = fake_root("v1");
+        let root = temp_dir("cgroup-v1");
         write(
             root.join("memory/docker/abc/memory.limit_in_bytes"),
             "536870912\n",

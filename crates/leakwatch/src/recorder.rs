@@ -1097,6 +1097,7 @@ const SYMBOLIZER_CACHE: usize = 0;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use leakwatch_testsupport::temp_dir;
 
     #[test]
     fn stamps_follow_the_monotonic_clock_from_the_wall_clock_at_start() {
@@ -1199,15 +1200,6 @@ mod tests {
         assert!(stamps[0].abs_diff(before) < 1000, "{stamps:?} vs {before}");
         assert_eq!(recorder.history_size().0, 5);
         assert!(recorder.report().clock.is_none());
-    }
-
-    /// A fresh scratch directory for one test.
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("leakwatch-recorder-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     /// A snapshot at second `t` with `sites` sites, site `k` holding `k * t` bytes.
@@ -1337,7 +1329,7 @@ mod tests {
 
     #[test]
     fn a_rotating_recorder_keeps_its_files_and_counts_what_it_deleted() {
-        let dir = scratch("rotate");
+        let dir = temp_dir("recorder-rotate");
         let path = dir.join("series.jsonl");
         let recorder = Recorder::builder()
             .manual()
@@ -1374,7 +1366,7 @@ mod tests {
 
     #[test]
     fn the_recorders_memory_is_reported_part_by_part_with_its_bounds() {
-        let dir = scratch("memory");
+        let dir = temp_dir("recorder-memory");
         let recorder = Recorder::builder()
             .manual()
             .memory_limit(None)
@@ -1450,7 +1442,8 @@ mod tests {
 
     #[test]
     fn pprof_dumps_are_written_periodically_and_their_failures_reported() {
-        let dir = scratch("pprof").join("dumps");
+        let scratch = temp_dir("recorder-pprof");
+        let dir = scratch.join("dumps");
         let recorder = Recorder::builder()
             .interval(Duration::from_millis(10))
             .memory_limit(None)

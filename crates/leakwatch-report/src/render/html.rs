@@ -5,7 +5,12 @@
 //! site's stack in a `<details>` element, the warnings, and a flame graph when one is
 //! given. Everything is inline: styles, the chart, the flame graph. Nothing is fetched
 //! from the network (no script, font, image or stylesheet), so the page reads the same
-//! offline from a file. Every piece of text taken from the report is escaped.
+//! offline from a file. Every piece of text taken from the report is escaped. Names
+//! longer than 120 characters (`LONG_NAME`) are shortened, with the whole name in a `title`;
+//! sites with 0 bytes live are folded under one `<details>` line below the table.
+//!
+//! Tested in headless Chromium too (`browser.rs`): no console errors, the chart, the
+//! table and the flame graph laid out, nothing wider than the window.
 //!
 //! The flame graph comes from [`flamegraph`](crate::render::flamegraph) and is embedded
 //! as it is, script included. Its script (inferno's) takes the document's *first*
@@ -164,68 +169,37 @@ fn ranking(report: &Report, page: &mut String) {
              site's recent rate.</p>\n",
             escape(&duration(report.window_seconds))
         ));
-        page.push_str("<div class=\"lw-scroll\"><table class=\"lw-ranking\">\n<thead><tr>");
-        for (head, numeric) in [
-            ("#", true),
-            ("verdict", false),
-            ("live", true),
-            ("rate", true),
-            ("growth", true),
-            ("to limit", true),
-            ("site", false),
-        ] {
-            let class = if numeric { " class=\"lw-num\"" } else { "" };
-            page.push_str(&format!("<th{class}>{head}</th>"));
-        }
-        page.push_str("</tr></thead>\n<tbody>\n");
+        // Each function's rows stay together: a function of several lines is folded when
+        // the function holds 0 bytes, a one-line function when its line does.
+        let mut groups: Vec<Vec<Row>> = Vec::new();
         for row in rows(report, &report.sites) {
-            let (site, grouped) = match row {
-                Row::Function(function, lines) => {
-                    page.push_str(&format!(
-                        "<tr class=\"lw-function\"><td class=\"lw-num\"></td><td>{}</td>\
-                         <td class=\"lw-num\">{}</td><td class=\"lw-num\">{}</td>\
-                         <td class=\"lw-num\">{}</td><td class=\"lw-num\"></td>\
-                         <td><code>{}</code> <span class=\"lw-muted\">{lines} lines</span></td></tr>\n",
-                        verdict_badge(function.verdict),
-                        escape(&bytes(function.live_bytes as f64)),
-                        escape(&rate(function.rate)),
-                        escape(&signed_bytes(function.growth)),
-                        escape(&function.function),
-                    ));
-                    continue;
-                }
-                Row::Line(site, grouped) => (site, grouped),
-            };
-            let (text, class) = if grouped {
-                (
-                    format!("{}{}", line_location(site), site.tags_suffix()),
-                    " class=\"lw-line\"",
-                )
-            } else {
-                (site.tagged_label(), "")
-            };
-            let label = if site.stack.is_empty() {
-                format!("<code>{}</code>", escape(&text))
-            } else {
-                format!(
-                    "<a href=\"#lw-site-{}\"><code>{}</code></a>",
-                    site.rank,
-                    escape(&text)
-                )
-            };
-            page.push_str(&format!(
-                "<tr{class}><td class=\"lw-num\">{}</td><td>{}</td><td class=\"lw-num\">{}</td>\
-                 <td class=\"lw-num\">{}</td><td class=\"lw-num\">{}</td>\
-                 <td class=\"lw-num\">{}</td><td>{label}</td></tr>\n",
-                site.rank,
-                verdict_badge(site.verdict),
-                escape(&bytes(site.live_bytes as f64)),
-                escape(&rate(site.rate)),
-                escape(&signed_bytes(site.growth)),
-                escape(&site.seconds_to_limit.map_or("-".to_string(), duration)),
-            ));
+            let grouped = matches!(row, Row::Line(_, true));
+            match groups.last_mut() {
+                Some(group) if grouped => group.push(row),
+                _ => groups.push(vec![row]),
+            }
         }
-        page.push_str("</tbody>\n</table></div>\n");
+        let (shown, zero): (Vec<Vec<Row>>, Vec<Vec<Row>>) =
+            groups.into_iter().partition(|g| match g[0] {
+                Row::Function(function, _) => function.live_bytes > 0,
+                Row::Line(site, _) => site.live_bytes > 0,
+            });
+        if !shown.is_empty() {
+            ranking_table(shown.iter().flatten(), page);
+        }
+        let folded = zero
+            .iter()
+            .flatten()
+            .filter(|r| matches!(r, Row::Line(..)))
+            .count();
+        if folded > 0 {
+            page.push_str(&format!(
+                "<details class=\"lw-zero\"><summary>{folded} {} with 0 bytes live</summary>\n",
+                plural(folded, "site", "sites")
+            ));
+            ranking_table(zero.iter().flatten(), page);
+            page.push_str("</details>\n");
+        }
     }
     if report.omitted_sites > 0 {
         page.push_str(&format!(
@@ -236,6 +210,68 @@ fn ranking(report: &Report, page: &mut String) {
         ));
     }
     page.push_str("</section>\n");
+}
+
+/// One table of ranking rows, with its header.
+fn ranking_table<'a>(rows: impl Iterator<Item = &'a Row<'a>>, page: &mut String) {
+    page.push_str("<div class=\"lw-scroll\"><table class=\"lw-ranking\">\n<thead><tr>");
+    for (head, numeric) in [
+        ("#", true),
+        ("verdict", false),
+        ("live", true),
+        ("rate", true),
+        ("growth", true),
+        ("to limit", true),
+        ("site", false),
+    ] {
+        let class = if numeric { " class=\"lw-num\"" } else { "" };
+        page.push_str(&format!("<th{class}>{head}</th>"));
+    }
+    page.push_str("</tr></thead>\n<tbody>\n");
+    for row in rows {
+        let (site, grouped) = match row {
+            Row::Function(function, lines) => {
+                page.push_str(&format!(
+                    "<tr class=\"lw-function\"><td class=\"lw-num\"></td><td>{}</td>\
+                     <td class=\"lw-num\">{}</td><td class=\"lw-num\">{}</td>\
+                     <td class=\"lw-num\">{}</td><td class=\"lw-num\"></td>\
+                     <td>{} <span class=\"lw-muted\">{lines} lines</span></td></tr>\n",
+                    verdict_badge(function.verdict),
+                    escape(&bytes(function.live_bytes as f64)),
+                    escape(&rate(function.rate)),
+                    escape(&signed_bytes(function.growth)),
+                    name(&function.function),
+                ));
+                continue;
+            }
+            Row::Line(site, grouped) => (site, grouped),
+        };
+        let (text, class) = if *grouped {
+            (
+                format!("{}{}", line_location(site), site.tags_suffix()),
+                " class=\"lw-line\"",
+            )
+        } else {
+            (site.tagged_label(), "")
+        };
+        let label = if site.stack.is_empty() {
+            name(&text)
+        } else {
+            format!("<a href=\"#lw-site-{}\">{}</a>", site.rank, name(&text))
+        };
+        page.push_str(&format!(
+            "<tr{class}><td class=\"lw-num\">{}</td><td>{}</td><td class=\"lw-num\">{}</td>\
+             <td class=\"lw-num\">{}</td><td class=\"lw-num\">{}</td>\
+             <td class=\"lw-num\">{}</td><td>{label}</td></tr>\n",
+            site.rank,
+            verdict_badge(site.verdict),
+            escape(&bytes(site.live_bytes as f64)),
+            escape(&rate(site.rate)),
+            escape(&signed_bytes(site.growth)),
+            escape(&site.seconds_to_limit.map_or("-".to_string(), duration)),
+        ));
+    }
+    page.push_str("</tbody>\n</table></div>\n");
 }
 
 /// The stack of every site that carries one, the first leak's open.
@@ -260,12 +296,12 @@ fn stacks(report: &Report, page: &mut String) {
         }
         let open = if Some(i) == first_leak { " open" } else { "" };
         page.push_str(&format!(
-            "<details id=\"lw-site-{}\"{open}>\n<summary>#{} {} <code>{}</code> \
+            "<details id=\"lw-site-{}\"{open}>\n<summary>#{} {} {} \
              <span class=\"lw-muted\">{}, {} live</span></summary>\n",
             site.rank,
             site.rank,
             verdict_badge(site.verdict),
-            escape(&site.tagged_label()),
+            name(&site.tagged_label()),
             escape(&rate(site.rate)),
             escape(&bytes(site.live_bytes as f64)),
         ));
@@ -278,10 +314,7 @@ fn stacks(report: &Report, page: &mut String) {
         }
         page.push_str("<ol class=\"lw-stack\">\n");
         for frame in site.user_stack() {
-            page.push_str(&format!(
-                "<li><code>{}</code></li>\n",
-                escape(&frame.label())
-            ));
+            page.push_str(&format!("<li>{}</li>\n", name(&frame.label())));
         }
         page.push_str("</ol>\n");
         page.push_str(&format!(
@@ -302,8 +335,8 @@ fn stacks(report: &Report, page: &mut String) {
                 ""
             };
             page.push_str(&format!(
-                "<li{class}><code>{}</code>{inlined}</li>\n",
-                escape(&frame.label())
+                "<li{class}>{}{inlined}</li>\n",
+                name(&frame.label())
             ));
         }
         page.push_str("</ol>\n</details>\n</details>\n");
@@ -492,10 +525,10 @@ fn chart(report: &Report) -> String {
         };
         let now = line.points.last().map_or(0.0, |&(_, v)| v);
         svg.push_str(&format!(
-            "<li><span class=\"{class}\" style=\"border-color:{}\"></span><code>{}</code> \
+            "<li><span class=\"{class}\" style=\"border-color:{}\"></span>{} \
              <span class=\"lw-muted\">{}</span></li>\n",
             line.colour,
-            escape(&line.name),
+            name(&line.name),
             escape(&bytes(now))
         ));
     }
@@ -601,6 +634,33 @@ fn decimal_step(raw: f64) -> f64 {
         .unwrap_or(10.0 * power)
 }
 
+/// Names (functions, labels, frames) longer than this many characters are shortened.
+const LONG_NAME: usize = 120;
+
+/// A name as `<code>`: shortened when longer than [`LONG_NAME`] characters, first its
+/// long generic argument lists (`short_generics`), then, if still too long, its middle
+/// (`…`), keeping the crate at the start and the function at the end, with the full
+/// name in the `title` attribute (shown on hover, and copied by a long press). What is
+/// shown still wraps anywhere (`overflow-wrap` in the style sheet): a Rust path has no
+/// spaces to break at.
+fn name(text: &str) -> String {
+    if text.chars().count() <= LONG_NAME {
+        return format!("<code>{}</code>", escape(text));
+    }
+    let mut short = crate::symbols::short_generics(text);
+    let chars: Vec<char> = short.chars().collect();
+    if chars.len() > LONG_NAME {
+        let head: String = chars[..LONG_NAME / 2].iter().collect();
+        let tail: String = chars[chars.len() - (LONG_NAME / 2 - 1)..].iter().collect();
+        short = format!("{head}…{tail}");
+    }
+    format!(
+        "<code class=\"lw-long\" title=\"{}\">{}</code>",
+        escape(text),
+        escape(&short)
+    )
+}
+
 /// `s` safe in HTML text and attribute values.
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -629,7 +689,8 @@ body { margin: 0; color: var(--fg); background: #fff;
 .lw-page > .lw-flame-section { order: 1; }
 h1 { font-size: 1.5rem; margin: 0 0 .2rem; }
 h2 { font-size: 1.15rem; margin: 2rem 0 .6rem; padding-bottom: .2rem; border-bottom: 1px solid var(--rule); }
-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; font-size: .88em; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; font-size: .88em; overflow-wrap: anywhere; }
+.lw-long { cursor: help; text-decoration: underline dotted var(--muted); }
 a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underline; }
 .lw-muted { color: var(--muted); }
 .lw-headline { padding: .6rem .9rem; border-radius: 6px; font-weight: 600; }
@@ -665,9 +726,16 @@ summary { cursor: pointer; }
 .lw-function td { border-top: 1px solid #c8ccd0; font-weight: 600; }
 .lw-line td:last-child { padding-left: 1.5rem; }
 .lw-flame { overflow-x: auto; }
+/* inferno's script removes the graph's width and viewBox so that it fills its parent:
+   without a width here it would be drawn 300 px wide (a replaced element's default). */
+.lw-flame > svg { display: block; width: 100%; }
+.lw-zero > summary { color: var(--muted); }
+.lw-zero .lw-ranking { margin-top: .4rem; }
 .lw-page > footer { order: 2; margin-top: 2.5rem; font-size: .85em; }
 </style>
 "#;
 
+#[cfg(test)]
+mod browser;
 #[cfg(test)]
 mod tests;

@@ -2,15 +2,8 @@ use super::*;
 use leakwatch_alloc::{Mode, SiteStats, Symbol};
 use leakwatch_report::recording::rotated_set;
 use leakwatch_report::{History, Recording};
+use leakwatch_testsupport::temp_dir;
 use std::io::BufReader;
-
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakwatch-files-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn site(id: u32, alloc: u64, freed: u64) -> SiteStats {
     let mut s = SiteStats::default();
@@ -125,7 +118,7 @@ fn times(h: &History) -> Vec<f64> {
 
 #[test]
 fn a_rotated_set_reads_as_one_unrotated_file_of_the_same_snapshots() {
-    let dir = scratch("set");
+    let dir = temp_dir("files-set");
     let snapshots = snapshots(200);
     let whole = dir.join("whole.jsonl");
     record(&whole, None, &snapshots);
@@ -167,7 +160,7 @@ fn a_rotated_set_reads_as_one_unrotated_file_of_the_same_snapshots() {
 
 #[test]
 fn each_rotated_file_stands_alone_and_deleting_the_oldest_loses_only_their_points() {
-    let dir = scratch("keep");
+    let dir = temp_dir("files-keep");
     let snapshots = snapshots(300);
     let whole = dir.join("whole.jsonl");
     record(&whole, None, &snapshots);
@@ -242,7 +235,7 @@ fn each_rotated_file_stands_alone_and_deleting_the_oldest_loses_only_their_point
 
 #[test]
 fn a_failed_write_leaves_a_readable_file_and_the_next_line_describes_everything() {
-    let dir = scratch("fail");
+    let dir = temp_dir("files-fail");
     let path = dir.join("series.jsonl");
     let snapshots = snapshots(60);
     let table = symbols();
@@ -293,9 +286,9 @@ fn pprof_dump_names_sort_in_time_order() {
 
 #[test]
 fn pprof_dumps_keep_the_newest_and_leave_no_temporary_files() {
-    let dir = scratch("dumps");
+    let dir = temp_dir("files-dumps");
     let dumps = PprofDumps {
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         every: std::time::Duration::from_secs(60),
         keep: 3,
     };
@@ -340,7 +333,7 @@ fn pprof_dumps_keep_the_newest_and_leave_no_temporary_files() {
 
 #[test]
 fn a_rotation_that_fails_keeps_writing_to_the_file_and_is_tried_again() {
-    let dir = scratch("stuck");
+    let dir = temp_dir("files-stuck");
     let path = dir.join("series.jsonl");
     // `path.1` is a directory with a file in it: it cannot be deleted as the oldest.
     let blocker = rotated_path(&path, 1);

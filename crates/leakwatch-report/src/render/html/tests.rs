@@ -316,3 +316,87 @@ fn a_functions_lines_sit_under_one_row_of_its_totals() {
     // A report without such functions has none.
     assert_eq!(count(&html(&model_server(None), None), "lw-function\">"), 0);
 }
+
+#[test]
+fn long_names_are_shortened_with_the_full_name_in_a_title() {
+    // Short enough: as it is.
+    assert_eq!(
+        name("app::Cache<K>::put"),
+        "<code>app::Cache&lt;K&gt;::put</code>"
+    );
+    // Long generic arguments go first.
+    let generic = format!(
+        "alloc::collections::btree::map::BTreeMap<{}>::insert",
+        "alloc::string::String,alloc::vec::Vec<app::Session>".repeat(3)
+    );
+    let shown = name(&generic);
+    assert!(
+        shown.starts_with("<code class=\"lw-long\" title=\"alloc::collections::btree::map::BTreeMap&lt;alloc::string::String,"),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with(">alloc::collections::btree::map::BTreeMap&lt;…&gt;::insert</code>"),
+        "{shown}"
+    );
+    // Still too long: the middle, keeping both ends.
+    let path = format!("app::{}::store", "very_long_module".repeat(12));
+    let shown = name(&path);
+    let text = &shown[shown.find("\">").unwrap() + 2..shown.len() - "</code>".len()];
+    assert_eq!(text.chars().count(), LONG_NAME);
+    assert!(
+        text.starts_with("app::very_long_module") && text.ends_with("_module::store"),
+        "{text}"
+    );
+    assert!(
+        text.contains('…') && shown.contains(&format!("title=\"{path}\"")),
+        "{shown}"
+    );
+    // Titles are escaped like the text.
+    let evil = format!("{}<\"&'>", "a".repeat(LONG_NAME));
+    assert!(name(&evil).contains("title=\"aaaa"));
+    assert!(
+        name(&evil).contains("&lt;&quot;&amp;&#39;&gt;\">"),
+        "{}",
+        name(&evil)
+    );
+}
+
+#[test]
+fn zero_byte_sites_are_folded_under_one_line() {
+    let mut specs = vec![spec(vec![loc("app::leak", "/w/app/src/leak.rs", 1)], |t| {
+        50.0 * KIB * t
+    })];
+    for k in 0..30u32 {
+        specs.push(spec(
+            vec![loc(&format!("app::handler_{k}"), "/w/app/src/h.rs", k + 1)],
+            move |t| if t < 50.0 { 8.0 * KIB } else { 0.0 },
+        ));
+    }
+    let report = synthetic(&specs, 100, 1.0, &ReportOptions::default());
+    assert_eq!(
+        report.sites.iter().filter(|s| s.live_bytes == 0).count(),
+        30
+    );
+    let page = html(&report, None);
+    assert_eq!(count(&page, "<details class=\"lw-zero\">"), 1);
+    assert!(
+        page.contains("<summary>30 sites with 0 bytes live</summary>"),
+        "{page}"
+    );
+    // The leak is in the first table, the handlers in the fold's, each once.
+    let fold = page.find("<details class=\"lw-zero\">").unwrap();
+    let leak = page.find("app::leak (app/src/leak.rs:1)").unwrap();
+    assert!(leak < fold);
+    for k in 0..30 {
+        let row = format!("<code>app::handler_{k} (app/src/h.rs:{})</code>", k + 1);
+        let at = page.find(&row).unwrap_or_else(|| panic!("{row}"));
+        assert!(at > fold, "{row}");
+    }
+    assert_eq!(count(&page, "<table class=\"lw-ranking\">"), 2);
+
+    // No fold without 0-byte sites; one site reads in the singular.
+    let page = html(&model_server(None), None);
+    assert!(!page.contains("lw-zero\">"));
+    let report = synthetic(&specs[..2], 100, 1.0, &ReportOptions::default());
+    assert!(html(&report, None).contains("<summary>1 site with 0 bytes live</summary>"));
+}

@@ -1,10 +1,9 @@
 use super::*;
 use flate2::read::GzDecoder;
 use leakwatch_types::{Symbol, Unwinder};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::process::Command;
+use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 const CACHE_PUT: &str = "<app::Cache<[u8; 4]> as app::Store>::put";
@@ -727,96 +726,37 @@ fn varints_round_trip() {
 
 // ---- go tool pprof ----
 
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path =
-            std::env::temp_dir().join(format!("leakwatch-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Whether `go` can run; when it cannot, prints why and says to skip, unless `CI` is set.
-fn go_available() -> bool {
-    match Command::new("go")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("go not found ({e}) and CI is set: install golang-go")
-        }
-        Err(_) => {
-            // Straight to stderr, past libtest's capture of `eprintln!`: a skip must show.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: go not found (apt-get install golang-go)"
-            );
-            false
-        }
-    }
-}
-
-/// Runs `go tool pprof ARGS FILE` on `profile` written to a temp file, with a 60 s
-/// timeout, and returns its stdout; `None` when go is missing (see [`go_available`]).
+/// Runs `go tool pprof ARGS FILE` on `profile` written to a temp file (offline: only a
+/// file path, pprof's own temp dir in the same directory), killed with its process group
+/// after 60 s, and returns its stdout; `None` when go is missing (see
+/// [`leakwatch_testsupport::tool::require`]).
 fn go_pprof(profile: &[u8], args: &[&str]) -> Option<String> {
-    if !go_available() {
+    if !leakwatch_testsupport::tool::require("go", "apt-get install golang-go") {
         return None;
     }
-    let dir = TempDir::new("pprof-unit");
-    let file = dir.0.join("heap.pb.gz");
+    let dir = leakwatch_testsupport::temp_dir("pprof-unit");
+    let file = dir.join("heap.pb.gz");
     std::fs::write(&file, profile).expect("write profile");
-    Some(run_with_timeout(&dir.0, args, &file))
-}
-
-fn run_with_timeout(dir: &Path, args: &[&str], file: &Path) -> String {
-    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new("go")
-        .arg("tool")
-        .arg("pprof")
-        .args(args)
-        .arg(file)
-        .current_dir(dir)
-        .env("PPROF_TMPDIR", dir)
-        .env("GOTOOLCHAIN", "local")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn go tool pprof");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for go tool pprof") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("go tool pprof did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    assert!(
-        status.success(),
-        "go tool pprof failed: {status}\n{stderr}\n{stdout}"
+    let out = leakwatch_testsupport::process::run(
+        Command::new("go")
+            .arg("tool")
+            .arg("pprof")
+            .args(args)
+            .arg(&file)
+            .current_dir(&dir)
+            .env("PPROF_TMPDIR", &*dir)
+            .env("GOTOOLCHAIN", "local"),
+        None,
+        Duration::from_secs(60),
     );
-    stdout
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof failed: {}\n{}\n{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(stdout)
 }
 
 #[test]

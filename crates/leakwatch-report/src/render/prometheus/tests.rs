@@ -2,9 +2,8 @@ use super::*;
 use crate::render::text::tests::{absurd, empty, many_leaks, model_server, with_leak_named};
 use crate::report::ReportOptions;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// A function name with every character the format escapes, and some it does not.
 const NASTY: &str = "app::weird<\"quoted\\path\">\nnext line {a=\"b\"} # HELP";
@@ -132,61 +131,26 @@ fn parse_sample(line: &str) -> Sample {
 }
 
 /// `promtool check metrics` on `text`: `Some(complaints)` (stdout and stderr, empty when
-/// all is well), or `None` when promtool is not installed (unless `CI` is set).
+/// all is well), or `None` when promtool is not installed (unless `CI` is set: see
+/// [`leakwatch_testsupport::tool::require`]).
 ///
 /// # Panics
 /// When promtool fails, takes more than 30 s, or is missing under CI.
 fn promtool(text: &str) -> Option<String> {
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool not found, and CI is set: install it (apt-get install prometheus)"
-            );
-            // Straight to stderr: libtest captures `eprintln!` of passing tests.
-            let _ = std::io::stderr().write_all(
-                b"\n*** SKIPPED: promtool not found (apt-get install prometheus) ***\n\n",
-            );
-            return None;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    // Feed and drain the pipes on threads, so that neither side blocks the other.
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = text.as_bytes().to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut out = String::new();
-            pipe.read_to_string(&mut out).map(|_| out)
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        match child.try_wait().expect("waiting for promtool") {
-            Some(status) => break status,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("promtool check metrics took more than 30 s");
-            }
-        }
-    };
-    writer.join().unwrap().expect("writing to promtool");
-    let complaints = stdout.join().unwrap().unwrap() + &stderr.join().unwrap().unwrap();
+    if !leakwatch_testsupport::tool::require("promtool", "apt-get install prometheus") {
+        return None;
+    }
+    let out = leakwatch_testsupport::process::run(
+        Command::new("promtool").args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        Duration::from_secs(30),
+    );
+    let complaints =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        status.success(),
-        "promtool check metrics failed ({status}):\n{complaints}\n{text}"
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{complaints}\n{text}",
+        out.status
     );
     Some(complaints)
 }
