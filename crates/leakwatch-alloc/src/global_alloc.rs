@@ -8,7 +8,8 @@ use crate::hot::{self, STATE};
 use crate::stack::Unwinder;
 use crate::tracker;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::compiler_fence;
 
 /// A global allocator that wraps `A` and tracks live allocations by call site.
 ///
@@ -113,7 +114,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if hot::is_off() || hot::try_count_unsampled_alloc(layout.size()) {
+        let state = hot::state();
+        if hot::is_off(state) || hot::try_count_unsampled_alloc(state, layout.size()) {
             // SAFETY: our caller guarantees `layout` has non-zero size, as `A::alloc` requires.
             return unsafe { self.inner.alloc(layout) };
         }
@@ -123,7 +125,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if hot::is_off() {
+        let state = hot::state();
+        if hot::is_off(state) || hot::try_count_unsampled_alloc(state, layout.size()) {
             // SAFETY: as for `alloc`.
             return unsafe { self.inner.alloc_zeroed(layout) };
         }
@@ -133,24 +136,33 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if hot::is_off() || hot::try_count_untracked_free(ptr as usize, layout.size()) {
+        let state = hot::state();
+        if hot::is_off(state) || hot::try_count_untracked_free(state, ptr as usize, layout.size()) {
             // SAFETY: our caller guarantees `ptr` was allocated by this allocator (hence by
             // `A`, which produced every pointer we returned) with `layout`.
             return unsafe { self.inner.dealloc(ptr, layout) };
         }
         // SAFETY: as above.
-        unsafe { self.dealloc_tracked(ptr, layout) }
+        unsafe { self.dealloc_tracked(ptr, layout) };
+        // Keeps the call above a call, not a tail call: the one block that then needs a
+        // stack frame is this one, so the frame pointer's prologue moves into it and the
+        // fast path above needs none (measured: 3 instructions a free, see BENCHMARKS).
+        // Emits no instruction.
+        compiler_fence(SeqCst);
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if hot::is_off() {
+        if hot::is_off(hot::state()) {
             // SAFETY: our caller guarantees `ptr` came from this allocator (so from `A`)
             // with `layout`, and that `new_size` is valid for `layout.align()`.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
         // SAFETY: as above.
-        unsafe { self.realloc_tracked(ptr, layout, new_size) }
+        let new_ptr = unsafe { self.realloc_tracked(ptr, layout, new_size) };
+        // As in `dealloc`: the frame only where the call is.
+        compiler_fence(SeqCst);
+        new_ptr
     }
 }
 

@@ -15,7 +15,10 @@ use crate::stack::stack_pointer;
 use crate::threads::Counts;
 use crate::tracker;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32,
+    Ordering::{AcqRel, Relaxed},
+};
 
 /// Mode bits of [`STATE`]: not yet configured (first allocation pending).
 pub(crate) const UNINIT: u32 = 0;
@@ -30,6 +33,12 @@ pub(crate) const MODE_MASK: u32 = 3;
 /// Set once any block has been tracked: frees must consult the filter from then on, even
 /// with tracking off, so that tracked blocks are always accounted when freed.
 pub(crate) const FREE_CHECK: u32 = 4;
+/// Set in [`STATE`] exactly when the rest of the word is [`SAMPLED`] with [`FREE_CHECK`]
+/// and no scope open: the steady state of sampled tracking, the only one whose
+/// operations may take the fast paths below. Derived by [`update_state`] after every
+/// change, so the hot path decides it by one bit test (an equality compare would let
+/// the compiler merge it with the [`OFF`] compare into one switch, and order it first).
+pub(crate) const SAMPLING: u32 = 8;
 /// One open [`Scope`](crate::Scope) in [`STATE`]: bits 8 and up count the open scopes.
 pub(crate) const ONE_SCOPE: u32 = 1 << 8;
 /// The open-scope count of [`STATE`]. Non-zero while any scope is open: with tracking
@@ -43,6 +52,27 @@ pub(crate) const SCOPES: u32 = !(ONE_SCOPE - 1);
 /// the configuration changes or a scope opens or closes, always by one atomic
 /// read-modify-write of the whole word.
 pub(crate) static STATE: AtomicU32 = AtomicU32::new(UNINIT);
+
+/// `state` with its [`SAMPLING`] bit derived from the rest.
+pub(crate) const fn with_sampling_bit(state: u32) -> u32 {
+    let state = state & !SAMPLING;
+    if state == SAMPLED | FREE_CHECK {
+        state | SAMPLING
+    } else {
+        state
+    }
+}
+
+/// Changes [`STATE`] by `transition` in one atomic step (a compare-and-swap loop: every
+/// retry means another thread changed the word meanwhile, so some thread always makes
+/// progress; only scopes and configuration changes write the word). `transition` sees
+/// the word without its [`SAMPLING`] bit (`None`: leave it as it is); the bit is derived
+/// from the result.
+pub(crate) fn update_state(transition: impl Fn(u32) -> Option<u32>) {
+    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
+        transition(s & !SAMPLING).map(with_sampling_bit)
+    });
+}
 
 /// Whether `state` says a scope is open.
 #[inline(always)]
@@ -109,14 +139,21 @@ thread_local! {
     pub(crate) static THREAD: ThreadState = const { ThreadState::new() };
 }
 
-/// True when tracking is off and nothing was ever tracked: allocations and frees then
-/// need no bookkeeping at all.
+/// The state word, read once per operation (one relaxed load) and passed to the checks
+/// below, so each operation decides on one value.
 #[inline(always)]
-pub(crate) fn is_off() -> bool {
-    STATE.load(Relaxed) == OFF
+pub(crate) fn state() -> u32 {
+    STATE.load(Relaxed)
 }
 
-/// The common case of an allocation while tracking: sampled mode and the countdown does
+/// Whether `state` says tracking is off and nothing was ever tracked: allocations and
+/// frees then need no bookkeeping at all.
+#[inline(always)]
+pub(crate) const fn is_off(state: u32) -> bool {
+    state == OFF
+}
+
+/// The common case of an allocation while tracking: [`SAMPLING`] set, and the countdown does
 /// not run out. Counts the allocation (of `size` bytes, about to be made) and returns
 /// true; returns false, changing nothing, when the allocation needs [`on_alloc`].
 ///
@@ -124,39 +161,41 @@ pub(crate) fn is_off() -> bool {
 /// allocation then fails, it stays counted: at most one countdown (about `R` bytes) per
 /// failed small allocation; larger ones run out the countdown and take the exact path.
 #[inline(always)]
-pub(crate) fn try_count_unsampled_alloc(size: usize) -> bool {
-    if STATE.load(Relaxed) & MODE_MASK != SAMPLED {
+pub(crate) fn try_count_unsampled_alloc(state: u32, size: usize) -> bool {
+    if state & SAMPLING == 0 {
         return false;
     }
     THREAD.with(|t| {
-        let left = t.counts.countdown.get().wrapping_sub(size as i64);
-        if left <= 0 {
+        // `size` is at most `isize::MAX` (a `Layout`'s bound), so it fits; with the
+        // countdown above it, the subtraction cannot overflow, and the compare and the
+        // subtraction are one instruction.
+        let size = size as i64;
+        let before = t.counts.countdown.get();
+        if before <= size {
             return false;
         }
-        t.counts.countdown.set(left);
+        t.counts.countdown.set(before - size);
         t.counts.allocs.set(t.counts.allocs.get().wrapping_add(1));
         true
     })
 }
 
-/// The common case of a free while tracking: the block is not tracked and no batch is
-/// due. Counts the free and returns true; returns false, changing nothing, when the free
-/// needs [`on_free`].
+/// The common case of a free while tracking: [`SAMPLING`] set, the block is not tracked and
+/// no batch is due. Counts the free and returns true; returns false, changing nothing,
+/// when the free needs [`on_free`].
 #[inline(always)]
-pub(crate) fn try_count_untracked_free(addr: usize, size: usize) -> bool {
-    let state = STATE.load(Relaxed);
-    if state & FREE_CHECK != 0 && filter::may_contain(addr) {
+pub(crate) fn try_count_untracked_free(state: u32, addr: usize, size: usize) -> bool {
+    if state & SAMPLING == 0 || filter::may_contain(addr) {
         return false;
     }
-    if state & MODE_MASK < SAMPLED {
-        return true;
-    }
     THREAD.with(|t| {
-        let left = t.counts.free_budget.get().wrapping_sub(size as i64);
-        if left <= 0 {
+        // As in `try_count_unsampled_alloc`: no overflow, one instruction.
+        let size = size as i64;
+        let before = t.counts.free_budget.get();
+        if before <= size {
             return false;
         }
-        t.counts.free_budget.set(left);
+        t.counts.free_budget.set(before - size);
         t.counts.frees.set(t.counts.frees.get().wrapping_add(1));
         true
     })

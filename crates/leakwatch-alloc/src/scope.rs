@@ -20,7 +20,7 @@
 //! word says none is (a count in a word of its own, and a flag set or cleared after
 //! changing it, could: close's decrement, open's increment and flag, close's clearing).
 
-use crate::hot::{FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT};
+use crate::hot::{self, FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT};
 use crate::snapshot::site_stats;
 use crate::tracker;
 use leakwatch_types::SiteStats;
@@ -79,11 +79,9 @@ pub(crate) const fn closed(state: u32) -> u32 {
     }
 }
 
-/// Applies `transition` to the state word in one atomic step (a compare-and-swap loop:
-/// every retry means another thread changed the word meanwhile, so some thread always
-/// makes progress; only scopes and configuration changes write the word).
+/// Applies `transition` to the state word in one atomic step ([`hot::update_state`]).
 fn update_state(transition: fn(u32) -> u32) {
-    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(transition(s)));
+    hot::update_state(|s| Some(transition(s)));
 }
 
 /// The slot of an open scope, `None` once it closed (its tag no longer matches).

@@ -12,8 +12,8 @@ use crate::blocks::{self, Entry, Inserted};
 use crate::config::{self, Config};
 use crate::filter;
 use crate::hot::{
-    EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD, ThreadState,
-    UNINIT, with_mode,
+    self, EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD,
+    ThreadState, UNINIT, with_mode,
 };
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
@@ -244,9 +244,7 @@ fn configure(config: &Config) {
     if config.enabled {
         start();
     } else {
-        let _ = STATE.fetch_update(AcqRel, Relaxed, |s| {
-            (s & MODE_MASK == UNINIT).then_some(with_mode(s, OFF))
-        });
+        hot::update_state(|s| (s & MODE_MASK == UNINIT).then_some(with_mode(s, OFF)));
     }
 }
 
@@ -256,7 +254,7 @@ fn configure(config: &Config) {
 pub(crate) fn restart_first_use_for_test() {
     hold_init_for_test();
     INIT.reset();
-    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(with_mode(s, UNINIT)));
+    hot::update_state(|s| Some(with_mode(s, UNINIT)));
 }
 
 /// Test support: the next initialisation step waits until [`release_init_for_test`].
@@ -364,7 +362,7 @@ pub(crate) fn stop() {
 }
 
 fn set_mode(mode: u32) {
-    let _ = STATE.fetch_update(AcqRel, Relaxed, |s| Some(moded(s, mode)));
+    hot::update_state(|s| Some(moded(s, mode)));
 }
 
 /// The state word after a change to `mode`: the open-scope count kept, [`FREE_CHECK`]
