@@ -42,6 +42,8 @@
 #![warn(missing_debug_implementations)]
 
 pub mod check;
+#[cfg(feature = "prometheus-client")]
+mod collector;
 mod files;
 pub mod future;
 mod limit;
@@ -49,6 +51,8 @@ mod recorder;
 mod symbols;
 
 pub use check::{check, check_async};
+#[cfg(feature = "prometheus-client")]
+pub use collector::PrometheusCollector;
 pub use files::FileStats;
 pub use future::{tagged, with_tags};
 pub use leakwatch_alloc::*;
