@@ -83,7 +83,15 @@ pub fn start_recorder(options: &ServeOptions) -> std::io::Result<Option<Recorder
         tracing::warn!("leakwatch could not start tracking: is it the global allocator?");
         return Ok(None);
     }
-    let mut builder = Recorder::builder().interval(options.interval);
+    // Alerts reach the subscriber as tracing events with their fields (leakwatch's
+    // `tracing` feature); its `log` line would arrive a second time through tracing-log.
+    let mut builder =
+        Recorder::builder()
+            .interval(options.interval)
+            .alerts(leakwatch::AlertOptions {
+                log: false,
+                ..Default::default()
+            });
     if let Some(limit) = options.memory_limit {
         builder = builder.memory_limit(Some(limit));
     }
