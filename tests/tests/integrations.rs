@@ -128,10 +128,10 @@ fn collector_encodes_the_renderers_families_in_the_services_registry() {
         .count();
     assert_eq!(site_series, 5, "{text}");
     assert!(
-        ours.keys()
-            .any(|s| s.starts_with("leakwatch_site_live_bytes{site=\"integrations::synthetic_site (")
-                && s.contains(",function=\"integrations::synthetic_site\",file=\"")
-                && s.contains("integrations.rs\",line=\"")),
+        ours.keys().any(|s| s
+            .starts_with("leakwatch_site_live_bytes{site=\"integrations::synthetic_site (")
+            && s.contains(",function=\"integrations::synthetic_site\",file=\"")
+            && s.contains("integrations.rs\",line=\"")),
         "{text}"
     );
 
@@ -139,7 +139,10 @@ fn collector_encodes_the_renderers_families_in_the_services_registry() {
     let mut open = String::new();
     prometheus_client::encoding::text::encode(&mut open, &registry).unwrap();
     assert!(open.ends_with("# EOF\n"), "{open}");
-    assert!(open.contains("\n# TYPE leakwatch_allocations counter\n"), "{open}");
+    assert!(
+        open.contains("\n# TYPE leakwatch_allocations counter\n"),
+        "{open}"
+    );
     assert_eq!(
         samples(&open.replace("# EOF\n", ""))
             .into_iter()
@@ -189,7 +192,8 @@ struct Fields(BTreeMap<String, String>);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}"));
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().to_string(), value.to_string());
@@ -265,7 +269,11 @@ fn alert_is_a_tracing_event_with_the_sites_fields_inside_the_current_span() {
     assert_eq!(event.target, "leakwatch");
     assert_eq!(event.level, tracing::Level::WARN);
     let field = |name: &str| event.fields.get(name).map(String::as_str);
-    assert_eq!(field("site"), Some(site.tagged_label().as_str()), "{event:#?}");
+    assert_eq!(
+        field("site"),
+        Some(site.tagged_label().as_str()),
+        "{event:#?}"
+    );
     assert_eq!(field("function"), site.function.as_deref(), "{event:#?}");
     assert!(
         field("function").is_some_and(|f| f.ends_with("synthetic_site")),
@@ -277,9 +285,16 @@ fn alert_is_a_tracing_event_with_the_sites_fields_inside_the_current_span() {
     );
     let line: u32 = field("line").and_then(|l| l.parse().ok()).expect("a line");
     assert_eq!(Some(line), site.line);
-    assert!(site.label.ends_with(&format!("integrations.rs:{line})")), "{}", site.label);
+    assert!(
+        site.label.ends_with(&format!("integrations.rs:{line})")),
+        "{}",
+        site.label
+    );
     assert_eq!(field("verdict"), Some("leak"));
-    assert_eq!(field("live_bytes"), Some(site.live_bytes.to_string().as_str()));
+    assert_eq!(
+        field("live_bytes"),
+        Some(site.live_bytes.to_string().as_str())
+    );
     let rate: f64 = field("rate_bytes_per_second").unwrap().parse().unwrap();
     assert!((rate - 100_000.0).abs() < 1_000.0, "{event:#?}");
     let growth: f64 = field("growth_bytes").unwrap().parse().unwrap();
@@ -292,7 +307,10 @@ fn alert_is_a_tracing_event_with_the_sites_fields_inside_the_current_span() {
     assert_eq!(event.spans.len(), 1, "{event:#?}");
     let (name, span_fields) = &event.spans[0];
     assert_eq!(name, "service");
-    assert_eq!(span_fields.get("replica").map(String::as_str), Some("test-1"));
+    assert_eq!(
+        span_fields.get("replica").map(String::as_str),
+        Some("test-1")
+    );
     assert_eq!(span_fields.get("port").map(String::as_str), Some("8080"));
 
     // Turned off, no event (the hooks and the return value stay).
@@ -365,8 +383,15 @@ fn background_alerts_carry_the_span_current_at_start() {
     };
     recorder.stop();
     drop(kept);
-    assert_eq!(found.thread.as_deref(), Some("leakwatch-recorder"), "{found:#?}");
-    assert_eq!(found.fields.get("verdict").map(String::as_str), Some("leak"));
+    assert_eq!(
+        found.thread.as_deref(),
+        Some("leakwatch-recorder"),
+        "{found:#?}"
+    );
+    assert_eq!(
+        found.fields.get("verdict").map(String::as_str),
+        Some("leak")
+    );
     assert_eq!(found.spans.len(), 1, "{found:#?}");
     assert_eq!(found.spans[0].0, "service");
     assert_eq!(

@@ -346,7 +346,11 @@ pub fn families(report: &Report, top: usize) -> Vec<Family> {
     out.gauge(
         "leakwatch_site_leak",
         "1 when a site's verdict is leak, else 0.",
-        per_site(&|s| Some(Value::Unsigned(u64::from(s.verdict == crate::Verdict::Leak)))),
+        per_site(&|s| {
+            Some(Value::Unsigned(u64::from(
+                s.verdict == crate::Verdict::Leak,
+            )))
+        }),
     );
     out.0
 }
