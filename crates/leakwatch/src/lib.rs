@@ -42,8 +42,8 @@
 //!
 //! Two cargo features fit leakwatch into the stack a service already runs:
 //!
-//! - `prometheus-client`: [`Recorder::prometheus_collector`] gives a
-//!   [`PrometheusCollector`] for the service's own `prometheus_client` registry: its
+//! - `prometheus-client`: `Recorder::prometheus_collector` gives a
+//!   `PrometheusCollector` for the service's own `prometheus_client` registry: its
 //!   `/metrics` then carries leakwatch's families (those of [`Recorder::prometheus`], the
 //!   same names, help texts and labels) beside the service's, read at every scrape.
 //! - `tracing`: every alert is also a `tracing` event at `WARN` level, target

@@ -564,7 +564,7 @@ impl Recorder {
     }
 
     /// The metric families [`Recorder::prometheus`] writes, as data (for a metrics
-    /// library's collector: see [`Recorder::prometheus_collector`] with the
+    /// library's collector: `Recorder::prometheus_collector` with the
     /// `prometheus-client` feature).
     pub fn metric_families(&self, top: usize) -> Vec<Family> {
         self.shared.metric_families(top)
@@ -573,7 +573,7 @@ impl Recorder {
     /// A `prometheus-client` [`Collector`](prometheus_client::collector::Collector) of
     /// the families [`Recorder::prometheus`] writes (per-site series for the top `top`),
     /// read from this recorder at every scrape: register it in the service's registry
-    /// (see [`PrometheusCollector`]).
+    /// (see [`PrometheusCollector`](crate::PrometheusCollector)).
     #[cfg(feature = "prometheus-client")]
     pub fn prometheus_collector(&self, top: usize) -> crate::PrometheusCollector {
         crate::PrometheusCollector::new(Arc::downgrade(&self.shared), top)
