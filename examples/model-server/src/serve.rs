@@ -98,7 +98,14 @@ pub fn start_recorder(options: &ServeOptions) -> std::io::Result<Option<Recorder
     if let Some(path) = &options.series {
         builder = builder.file(path);
     }
-    builder.start().map(Some)
+    // The recorder's thread raises its alerts inside the span current here: each alert's
+    // event carries `service` and `version`.
+    let span = tracing::info_span!(
+        "model_server",
+        service = "model-server",
+        version = env!("CARGO_PKG_VERSION")
+    );
+    span.in_scope(|| builder.start()).map(Some)
 }
 
 /// Serves until Ctrl-C or SIGTERM, then shuts down within the configured deadline
