@@ -41,11 +41,31 @@
 //! let snapshot = leakwatch::snapshot();
 //! println!("{} bytes live", snapshot.process.live_bytes);
 //! ```
+//!
+//! # Integrations
+//!
+//! Two cargo features fit leakwatch into the stack a service already runs:
+//!
+//! - `prometheus-client`: `Recorder::prometheus_collector` gives a
+//!   `PrometheusCollector` for the service's own `prometheus_client` registry: its
+//!   `/metrics` then carries leakwatch's families (those of [`Recorder::prometheus`], the
+//!   same names, help texts and labels) beside the service's, read at every scrape.
+//! - `tracing`: every alert is also a `tracing` event at `WARN` level, target
+//!   `leakwatch`, beside the `log` record ([`AlertOptions::log`], [`AlertOptions::tracing`]),
+//!   with the log line as its message and these fields: `site` (the label, with its
+//!   tags), `function`, `file` and `line` (where known), `verdict`, `live_bytes`,
+//!   `growth_bytes` (over `window_seconds`), `rate_bytes_per_second` (the recent rate of
+//!   a leak) and `seconds_to_limit` (with a memory limit). It is emitted in the current
+//!   span: the caller's for [`Recorder::check_alerts`], and for the background thread's
+//!   checks the span that was current when the recorder started, so a subscriber sees
+//!   the service's span fields on it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
 pub mod check;
+#[cfg(feature = "prometheus-client")]
+mod collector;
 mod files;
 pub mod future;
 #[cfg(feature = "axum")]
@@ -55,6 +75,8 @@ mod recorder;
 mod symbols;
 
 pub use check::{check, check_async};
+#[cfg(feature = "prometheus-client")]
+pub use collector::PrometheusCollector;
 pub use files::FileStats;
 pub use future::{tagged, with_tags};
 pub use leakwatch_alloc::*;

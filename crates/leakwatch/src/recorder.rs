@@ -9,6 +9,7 @@
 use crate::files::{FileStats, PprofDumps, Rotation, SeriesSink};
 use crate::limit::memory_limit;
 use leakwatch_alloc::{SiteStats, Snapshot, Symbolizer, SymbolizerStats};
+use leakwatch_report::render::prometheus::Family;
 use leakwatch_report::render::text::{bytes, duration, rate};
 use leakwatch_report::{
     History, LabelCache, RecorderMemory, Report, ReportOptions, SiteReport, SymbolTable,
@@ -36,8 +37,14 @@ pub struct AlertOptions {
     /// still filling up looks like a leak until it levels off.
     pub min_window: Duration,
     /// Log each alert through the `log` facade at `warn` level, target `leakwatch`
-    /// (default true). `tracing` subscribers receive it through `tracing-log`.
+    /// (default true). `tracing` subscribers receive it through `tracing-log`; with the
+    /// `tracing` feature, set this to false if yours does, or each alert shows twice.
     pub log: bool,
+    /// With the `tracing` feature: each alert is also a `tracing` event at `WARN` level,
+    /// target `leakwatch`, with the log line as its message and the site's numbers as
+    /// fields, inside the span current where it is raised (see the crate docs,
+    /// *Integrations*). Default true; no effect without the feature.
+    pub tracing: bool,
 }
 
 impl Default for AlertOptions {
@@ -47,6 +54,7 @@ impl Default for AlertOptions {
             max_p_value: 0.001,
             min_window: Duration::from_secs(30),
             log: true,
+            tracing: true,
         }
     }
 }
@@ -284,6 +292,8 @@ impl RecorderBuilder {
             },
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::current(),
         });
         let thread = if self.thread {
             let worker = Arc::clone(&shared);
@@ -364,11 +374,15 @@ impl std::fmt::Debug for Recorder {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     settings: Settings,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// The span current when the recorder started: the background thread raises its
+    /// alerts inside it, so their events carry the service's span fields.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 struct Settings {
@@ -495,13 +509,7 @@ impl Recorder {
     /// [`Recorder::report_with`], naming the sites of the first `shown` lines (see
     /// `State::symbolize_shown`; `None`: every site).
     fn report_naming(&self, options: &ReportOptions, shown: Option<usize>) -> Report {
-        crate::untracked(|| {
-            let mut options = options.clone();
-            if options.rank.limit_bytes.is_none() {
-                options.rank.limit_bytes = self.shared.settings.limit;
-            }
-            self.shared.state.lock().report(&options, shown)
-        })
+        self.shared.report_naming(options, shown)
     }
 
     /// Ranks the history and raises alerts for sites that newly turned into leaks (the
@@ -550,12 +558,25 @@ impl Recorder {
 
     /// The report in the Prometheus text format, with per-site series for the top `top`.
     pub fn prometheus(&self, top: usize) -> String {
-        // Every line (the families count sites by verdict), with only the first `top`
-        // (those given series of their own) named.
         crate::untracked(|| {
-            let report = self.report_naming(&self.shared.settings.report, Some(top));
-            leakwatch_report::render::prometheus::prometheus(&report, top)
+            leakwatch_report::render::prometheus::prometheus(&self.shared.metrics_report(top), top)
         })
+    }
+
+    /// The metric families [`Recorder::prometheus`] writes, as data (for a metrics
+    /// library's collector: `Recorder::prometheus_collector` with the
+    /// `prometheus-client` feature).
+    pub fn metric_families(&self, top: usize) -> Vec<Family> {
+        self.shared.metric_families(top)
+    }
+
+    /// A `prometheus-client` [`Collector`](prometheus_client::collector::Collector) of
+    /// the families [`Recorder::prometheus`] writes (per-site series for the top `top`),
+    /// read from this recorder at every scrape: register it in the service's registry
+    /// (see [`PrometheusCollector`](crate::PrometheusCollector)).
+    #[cfg(feature = "prometheus-client")]
+    pub fn prometheus_collector(&self, top: usize) -> crate::PrometheusCollector {
+        crate::PrometheusCollector::new(Arc::downgrade(&self.shared), top)
     }
 
     /// The latest snapshot as a gzipped pprof heap profile. With symbolization off it
@@ -644,6 +665,9 @@ fn run(shared: &Shared, alert_every: Duration, pprof_every: Option<Duration>) {
         shared.add_own(snapshot);
         let now = Instant::now();
         if now >= next_alert {
+            #[cfg(feature = "tracing")]
+            shared.span.in_scope(|| shared.check_alerts());
+            #[cfg(not(feature = "tracing"))]
             shared.check_alerts();
             next_alert = now + alert_every;
         }
@@ -663,6 +687,30 @@ fn run(shared: &Shared, alert_every: Duration, pprof_every: Option<Duration>) {
 }
 
 impl Shared {
+    /// [`Recorder::report_with`], naming the sites of the first `shown` lines.
+    fn report_naming(&self, options: &ReportOptions, shown: Option<usize>) -> Report {
+        crate::untracked(|| {
+            let mut options = options.clone();
+            if options.rank.limit_bytes.is_none() {
+                options.rank.limit_bytes = self.settings.limit;
+            }
+            self.state.lock().report(&options, shown)
+        })
+    }
+
+    /// The report the metrics render: every line (the families count sites by verdict),
+    /// with only the first `top` (those given series of their own) named.
+    fn metrics_report(&self, top: usize) -> Report {
+        self.report_naming(&self.settings.report, Some(top))
+    }
+
+    /// [`Recorder::metric_families`].
+    pub(crate) fn metric_families(&self, top: usize) -> Vec<Family> {
+        crate::untracked(|| {
+            leakwatch_report::render::prometheus::families(&self.metrics_report(top), top)
+        })
+    }
+
     /// Adds a snapshot of the recorder's own, restamped on its monotonic time axis.
     fn add_own(&self, mut snapshot: Snapshot) {
         let started = Instant::now();
@@ -774,12 +822,42 @@ impl Shared {
             if settings.alerts.log {
                 log::warn!(target: "leakwatch", "{}", alert_line(site, &report));
             }
+            #[cfg(feature = "tracing")]
+            if settings.alerts.tracing {
+                alert_event(site, &report);
+            }
             for hook in &settings.hooks {
                 hook(site);
             }
         }
         fresh
     }
+}
+
+/// The `tracing` event of an alert: the log line as its message, the site's numbers as
+/// fields (in the span current here).
+#[cfg(feature = "tracing")]
+fn alert_event(site: &SiteReport, report: &Report) {
+    let window_seconds = if site.verdict_window_seconds > 0.0 {
+        site.verdict_window_seconds
+    } else {
+        report.window_seconds
+    };
+    tracing::warn!(
+        target: "leakwatch",
+        site = %site.tagged_label(),
+        function = site.function.as_deref(),
+        file = site.file.as_deref(),
+        line = site.line,
+        verdict = site.verdict.as_str(),
+        live_bytes = site.live_bytes,
+        growth_bytes = site.growth,
+        window_seconds,
+        rate_bytes_per_second = leakwatch_report::render::text::current_rate(site),
+        seconds_to_limit = site.seconds_to_limit,
+        "{}",
+        alert_line(site, report)
+    );
 }
 
 /// Checks in a row without a `leak` verdict after which a site can alert again.

@@ -83,14 +83,29 @@ pub fn start_recorder(options: &ServeOptions) -> std::io::Result<Option<Recorder
         tracing::warn!("leakwatch could not start tracking: is it the global allocator?");
         return Ok(None);
     }
-    let mut builder = Recorder::builder().interval(options.interval);
+    // Alerts reach the subscriber as tracing events with their fields (leakwatch's
+    // `tracing` feature); its `log` line would arrive a second time through tracing-log.
+    let mut builder =
+        Recorder::builder()
+            .interval(options.interval)
+            .alerts(leakwatch::AlertOptions {
+                log: false,
+                ..Default::default()
+            });
     if let Some(limit) = options.memory_limit {
         builder = builder.memory_limit(Some(limit));
     }
     if let Some(path) = &options.series {
         builder = builder.file(path);
     }
-    builder.start().map(Some)
+    // The recorder's thread raises its alerts inside the span current here: each alert's
+    // event carries `service` and `version`.
+    let span = tracing::info_span!(
+        "model_server",
+        service = "model-server",
+        version = env!("CARGO_PKG_VERSION")
+    );
+    span.in_scope(|| builder.start()).map(Some)
 }
 
 /// Serves until Ctrl-C or SIGTERM, then shuts down within the configured deadline

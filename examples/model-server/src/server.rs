@@ -38,10 +38,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use leakwatch::http::Guard;
 use leakwatch::{Recorder, TagSet};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Limits and settings of the service. Its `Debug` shows the token as `<redacted>`.
@@ -152,6 +157,8 @@ pub struct AppState {
     started: Instant,
     /// The tags of the last model version's generations (`generate_tags`).
     generate_tags: RwLock<(u32, TagSet)>,
+    /// What `GET /metrics` encodes: the service's metrics and leakwatch's collector.
+    registry: Registry,
 }
 
 impl std::fmt::Debug for AppState {
@@ -178,7 +185,18 @@ impl AppState {
     pub fn new(config: Config, addr: SocketAddr, recorder: Option<Recorder>) -> Arc<AppState> {
         let model = Arc::new(Model::build(crate::model::CORPUS, config.initial_version));
         let sessions = SessionStore::new(config.store, config.initial_version);
-        Arc::new(AppState {
+        // leakwatch's families (per-site series for the top 20), read at every scrape.
+        let leakwatch = recorder.as_ref().map(|r| r.prometheus_collector(20));
+        let registry = move |state: &Weak<AppState>| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(ServiceMetrics(Weak::clone(state))));
+            if let Some(leakwatch) = leakwatch {
+                registry.register_collector(Box::new(leakwatch));
+            }
+            registry
+        };
+        Arc::new_cyclic(|state| AppState {
+            registry: registry(state),
             config,
             model: RwLock::new(model),
             sessions: Mutex::new(sessions),
@@ -583,93 +601,115 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// `GET /metrics`: the service's counters, then leakwatch's (top 20 sites).
+/// `GET /metrics`: the service's registry in the Prometheus text format: its own
+/// metrics, then leakwatch's (top 20 sites).
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let m = &state.metrics;
-    let store = state.store_stats();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    };
-    metric(
-        "model_server_generate_requests_total",
-        "counter",
-        "Generation requests answered.",
-        m.generate_ok.load(Relaxed).to_string(),
-    );
-    metric(
-        "model_server_client_errors_total",
-        "counter",
-        "Requests refused as malformed, too large or out of bounds.",
-        m.client_errors.load(Relaxed).to_string(),
-    );
-    metric(
-        "model_server_unauthorized_requests_total",
-        "counter",
-        "Requests to /admin or /debug refused: no token or a wrong one, or from another site's page.",
-        m.unauthorized.load(Relaxed).to_string(),
-    );
-    metric(
-        "model_server_generated_tokens_total",
-        "counter",
-        "Words generated.",
-        m.tokens.load(Relaxed).to_string(),
-    );
-    metric(
-        "model_server_generate_seconds_total",
-        "counter",
-        "Time spent generating.",
-        format!("{:.6}", m.generate_micros.load(Relaxed) as f64 / 1e6),
-    );
-    metric(
-        "model_server_model_swaps_total",
-        "counter",
-        "Model updates.",
-        m.model_swaps.load(Relaxed).to_string(),
-    );
-    metric(
-        "model_server_model_version",
-        "gauge",
-        "The model version serving.",
-        state.model_version().to_string(),
-    );
-    metric(
-        "model_server_sessions",
-        "gauge",
-        "Sessions in the session store.",
-        store.sessions.to_string(),
-    );
-    metric(
-        "model_server_session_cache_bytes",
-        "gauge",
-        "Bytes of session caches the store holds.",
-        store.held_bytes.to_string(),
-    );
-    metric(
-        "model_server_uptime_seconds",
-        "gauge",
-        "Seconds since the service started.",
-        format!("{:.3}", state.started.elapsed().as_secs_f64()),
-    );
-    if state.recorder().is_some() {
-        // leakwatch's part ranks the sites: off the runtime, as the reports.
-        let state = Arc::clone(&state);
-        let leakwatch =
-            tokio::task::spawn_blocking(move || state.recorder().map(|r| r.prometheus(20)));
-        if let Ok(Some(text)) = leakwatch.await {
-            out.push_str(&text);
-        }
+    // leakwatch's collector ranks the sites at every scrape: off the runtime, as the
+    // reports.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &state.registry).map(|()| text)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(text)) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            text,
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics\n",
+        )
+            .into_response(),
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+}
+
+/// The service's own metrics, read from its counters and state at every scrape.
+#[derive(Debug)]
+struct ServiceMetrics(Weak<AppState>);
+
+impl Collector for ServiceMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(state) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let m = &state.metrics;
+        // Counters are named without `_total`: the encoder appends it.
+        let counters = [
+            (
+                "model_server_generate_requests",
+                "Generation requests answered.",
+                m.generate_ok.load(Relaxed),
+            ),
+            (
+                "model_server_client_errors",
+                "Requests refused as malformed, too large or out of bounds.",
+                m.client_errors.load(Relaxed),
+            ),
+            (
+                "model_server_unauthorized_requests",
+                "Requests to /admin or /debug refused: no token or a wrong one, or from another site's page.",
+                m.unauthorized.load(Relaxed),
+            ),
+            (
+                "model_server_generated_tokens",
+                "Words generated.",
+                m.tokens.load(Relaxed),
+            ),
+            (
+                "model_server_model_swaps",
+                "Model updates.",
+                m.model_swaps.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let seconds = ConstCounter::new(m.generate_micros.load(Relaxed) as f64 / 1e6);
+        seconds.encode(encoder.encode_descriptor(
+            "model_server_generate_seconds",
+            "Time spent generating.",
+            None,
+            seconds.metric_type(),
+        )?)?;
+        let store = state.store_stats();
+        let gauges = [
+            (
+                "model_server_model_version",
+                "The model version serving.",
+                i64::from(state.model_version()),
+            ),
+            (
+                "model_server_sessions",
+                "Sessions in the session store.",
+                store.sessions as i64,
+            ),
+            (
+                "model_server_session_cache_bytes",
+                "Bytes of session caches the store holds.",
+                store.held_bytes as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let uptime = ConstGauge::new(state.started.elapsed().as_secs_f64());
+        uptime.encode(encoder.encode_descriptor(
+            "model_server_uptime_seconds",
+            "Seconds since the service started.",
+            None,
+            uptime.metric_type(),
+        )?)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

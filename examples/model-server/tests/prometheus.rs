@@ -12,6 +12,11 @@
 //!    `function`, `file` and `line` (and `job`, `instance`, `replica`), the session
 //!    store's among them; both rule groups are loaded and every rule evaluates without
 //!    error; the recording rules have data.
+//! 5. One registry: the service's `/metrics` is its prometheus-client registry, with
+//!    leakwatch's collector registered in it. Prometheus's metadata of the target lists
+//!    the service's own metrics and leakwatch's families with the types and help texts
+//!    of `Recorder::prometheus` (the families' one source), and the service's counter
+//!    has the requests served.
 //!
 //! Both processes are killed on every path (their guards' `Drop`), everything listens on
 //! and talks to 127.0.0.1 only, and each wait has a deadline (the whole test takes a few
@@ -173,6 +178,64 @@ fn prometheus_scrapes_leakwatch_sites_and_loads_the_rules() {
     let up = query(prom_addr, "up").unwrap_or_default();
     if up.len() != 1 || up[0]["value"][1] != "1" {
         fail(&format!("expected one target, up: {}", Value::from(up)));
+    }
+
+    // 5. The service's metrics and leakwatch's, through one registry.
+    let expected_metadata = [
+        (
+            "model_server_generate_requests_total",
+            "counter",
+            "Generation requests answered.",
+        ),
+        (
+            "model_server_sessions",
+            "gauge",
+            "Sessions in the session store.",
+        ),
+        (
+            "leakwatch_allocations_total",
+            "counter",
+            "Allocations since tracking started.",
+        ),
+        (
+            "leakwatch_heap_live_bytes",
+            "gauge",
+            "Live heap bytes: allocated minus freed since tracking started.",
+        ),
+        (
+            "leakwatch_site_live_bytes",
+            "gauge",
+            "Live bytes allocated at a site (an estimate in sampled mode).",
+        ),
+    ];
+    let metadata = wait_for(deadline, "the target's metadata", &prom, || {
+        let path = format!(
+            "/api/v1/targets/metadata?match_target={}",
+            percent_encode("{job=\"model-server\"}")
+        );
+        let (status, body) = http(prom_addr, "GET", &path, None).ok()?;
+        let body: Value = serde_json::from_str(&body).ok()?;
+        let data = body["data"].as_array()?;
+        let listed = |name: &str| data.iter().any(|m| m["metric"] == name);
+        (status == 200 && expected_metadata.iter().all(|(name, _, _)| listed(name)))
+            .then(|| data.clone())
+    });
+    for (name, kind, help) in expected_metadata {
+        let Some(entry) = metadata.iter().find(|m| m["metric"] == name) else {
+            fail(&format!("{name} is not in the target's metadata"));
+        };
+        if entry["type"] != kind || entry["help"] != help {
+            fail(&format!(
+                "{name}: expected {kind} {help:?}, Prometheus has {entry}"
+            ));
+        }
+    }
+    let requests = query(prom_addr, "model_server_generate_requests_total").unwrap_or_default();
+    if requests.len() != 1 || requests[0]["value"][1] != "60" {
+        fail(&format!(
+            "model_server_generate_requests_total: expected 60, Prometheus has {}",
+            Value::from(requests)
+        ));
     }
 
     // The rules: both groups loaded, every rule evaluated without error.
