@@ -8,10 +8,10 @@
 mod common;
 
 use common::{Response, Server, metric, run_binary, run_tool};
+use leakwatch_testsupport::temp_dir;
 use model_server::server::GenerateResponse;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -478,12 +478,12 @@ fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
     let allocs = server.get("/debug/pprof/allocs");
     assert_eq!(allocs.status, 200, "{allocs:?}");
     assert!(allocs.body.starts_with(&[0x1f, 0x8b]), "allocs: not gzip");
-    let dir = TempDir::new("pprof");
-    let file = dir.0.join("heap.pb.gz");
+    let dir = temp_dir("pprof");
+    let file = dir.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
-    let allocs_file = dir.0.join("allocs.pb.gz");
+    let allocs_file = dir.join("allocs.pb.gz");
     std::fs::write(&allocs_file, &allocs.body).expect("write the allocs profile");
-    let Some((status, output)) = common::pprof_top(&file, &dir.0) else {
+    let Some((status, output)) = common::pprof_top(&file, dir.path()) else {
         return;
     };
     assert!(status.success(), "go tool pprof -top: {status}\n{output}");
@@ -492,7 +492,7 @@ fn pprof_heap_is_a_gzipped_profile_that_go_tool_pprof_reads() {
         "go tool pprof -top:\n{output}"
     );
     // The allocs profile's default is the bytes allocated, as Go's.
-    let Some((status, output)) = common::pprof_top(&allocs_file, &dir.0) else {
+    let Some((status, output)) = common::pprof_top(&allocs_file, dir.path()) else {
         return;
     };
     assert!(
@@ -683,8 +683,8 @@ fn check_token_s3cret(server: &Server) {
 
 #[test]
 fn beyond_loopback_admin_and_debug_need_the_token_from_its_file() {
-    let dir = TempDir::new("token");
-    let file = dir.0.join("token");
+    let dir = temp_dir("token");
+    let file = dir.join("token");
     // A trailing newline, as `echo s3cret > file` writes, is not part of the token.
     std::fs::write(&file, "s3cret\n").expect("write the token file");
     let file = file.to_str().expect("a UTF-8 temp path");
@@ -807,8 +807,8 @@ fn serve_with_bad_flags_exits_2_with_one_line() {
 
 #[test]
 fn a_token_given_twice_is_refused_in_one_line() {
-    let dir = TempDir::new("two-tokens");
-    let file = dir.0.join("token");
+    let dir = temp_dir("two-tokens");
+    let file = dir.join("token");
     std::fs::write(&file, "s3cret").expect("write the token file");
     let file = file.to_str().expect("a UTF-8 temporary path");
     let (status, stdout, stderr) = common::run_binary_with(
@@ -818,29 +818,6 @@ fn a_token_given_twice_is_refused_in_one_line() {
     assert_eq!(status.code(), Some(2), "{stdout}{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("give one"), "{stderr}");
-}
-
-/// A directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "model-server-test-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A raw connection to `server`, for requests the blocking client cannot send (partial
@@ -1265,11 +1242,11 @@ fn symbolization_off_leaves_the_report_and_profile_without_names() {
 
     let response = server.get("/debug/pprof/heap");
     assert_eq!(response.status, 200, "{response:?}");
-    let dir = TempDir::new("pprof-offline");
-    let file = dir.0.join("heap.pb.gz");
+    let dir = temp_dir("pprof-offline");
+    let file = dir.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
     let none = std::ffi::OsStr::new("-symbolize=none");
-    let Some((status, bare)) = common::pprof_top_with(&[none], &file, &dir.0) else {
+    let Some((status, bare)) = common::pprof_top_with(&[none], &file, dir.path()) else {
         return;
     };
     assert!(status.success(), "go tool pprof -top: {status}\n{bare}");

@@ -257,13 +257,10 @@ fn after_a_model_update_the_leaky_store_is_ranked_first_as_a_leak_in_open_sessio
 fn pprof_top(server: &Server) -> Option<String> {
     let response = server.get("/debug/pprof/heap");
     assert_eq!(response.status, 200, "{response:?}");
-    let dir = std::env::temp_dir().join(format!("model-server-leak-pprof-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    let dir = leakwatch_testsupport::temp_dir("leak-pprof");
     let file = dir.join("heap.pb.gz");
     std::fs::write(&file, &response.body).expect("write the profile");
-    let output = common::pprof_top(&file, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    let (status, output) = output?;
+    let (status, output) = common::pprof_top(&file, dir.path())?;
     assert!(status.success(), "go tool pprof -top: {status}\n{output}");
     Some(output)
 }

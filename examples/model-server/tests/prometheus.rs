@@ -26,6 +26,7 @@
 //! prints `SKIPPED: prometheus not found (apt-get install prometheus)` and passes, unless
 //! the environment variable `CI` is set.
 
+use leakwatch_testsupport::temp_dir;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -52,7 +53,7 @@ fn prometheus_scrapes_leakwatch_sites_and_loads_the_rules() {
     let Some((prometheus, promtool)) = tools() else {
         return;
     };
-    let dir = TempDir::new("prometheus");
+    let dir = temp_dir("prometheus");
 
     // 1. The rules, offline.
     let config_dir = Path::new(CONFIG_DIR);
@@ -70,7 +71,7 @@ fn prometheus_scrapes_leakwatch_sites_and_loads_the_rules() {
             .env("LEAKWATCH_SAMPLE", "16k")
             .env("LEAKWATCH_SEED", "1")
             .env("RUST_LOG", "info"),
-        &dir.0,
+        dir.path(),
         true,
     );
     let server_addr = server.listening_address(deadline);
@@ -95,14 +96,18 @@ fn prometheus_scrapes_leakwatch_sites_and_loads_the_rules() {
         "evaluation_interval: 15s",
         "evaluation_interval: 1s",
     );
-    std::fs::write(dir.0.join("prometheus.yml"), config).expect("write prometheus.yml");
-    std::fs::copy(config_dir.join("rules.yml"), dir.0.join("rules.yml")).expect("copy rules");
-    std::fs::create_dir_all(dir.0.join("targets")).expect("create targets/");
+    std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
+    std::fs::copy(config_dir.join("rules.yml"), dir.join("rules.yml")).expect("copy rules");
+    std::fs::create_dir_all(dir.join("targets")).expect("create targets/");
     let targets = serde_json::json!([
         { "targets": [server_addr.to_string()], "labels": { "replica": REPLICA } }
     ]);
-    std::fs::write(dir.0.join("targets/test.json"), targets.to_string()).expect("targets");
-    run_tool(&promtool, &["check", "config", "prometheus.yml"], &dir.0);
+    std::fs::write(dir.join("targets/test.json"), targets.to_string()).expect("targets");
+    run_tool(
+        &promtool,
+        &["check", "config", "prometheus.yml"],
+        dir.path(),
+    );
 
     let port = free_port();
     let prom_addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -110,10 +115,10 @@ fn prometheus_scrapes_leakwatch_sites_and_loads_the_rules() {
         "prometheus",
         Command::new(&prometheus).args([
             "--config.file=prometheus.yml".to_string(),
-            format!("--storage.tsdb.path={}", dir.0.join("data").display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
             format!("--web.listen-address={prom_addr}"),
         ]),
-        &dir.0,
+        dir.path(),
         false,
     );
     let fail =
@@ -480,27 +485,6 @@ fn wait_for<T>(
             process.fail(&format!("gave up waiting for {what} after {DEADLINE:?}"));
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let path =
-            std::env::temp_dir().join(format!("model-server-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
