@@ -555,8 +555,9 @@ impl History {
             + self.columns.iter().map(Column::memory_bytes).sum::<usize>()
     }
 
-    /// Memory held by the record of each site (its frames and latest counters, and
-    /// its slot), in bytes: one record per site seen, outside the points' budget.
+    /// Memory held by the record of each site (its frames, tags, latest counters and
+    /// age buckets, and its slot), in bytes: one record per site seen, outside the
+    /// points' budget.
     pub fn sites_memory_bytes(&self) -> usize {
         self.sites.capacity() * std::mem::size_of::<SiteStats>()
             + self
@@ -564,6 +565,7 @@ impl History {
                 .iter()
                 .map(|s| {
                     s.frames.capacity() * std::mem::size_of::<u64>()
+                        + s.age_bytes.capacity() * std::mem::size_of::<u64>()
                         + s.tags
                             .iter()
                             .map(|(k, v)| k.capacity() + v.capacity() + 64)

@@ -285,3 +285,18 @@ fn old_bytes_are_kept_where_they_changed_and_through_thinning() {
     assert_eq!(h.aged(3), None);
     assert!(h.series().aged.is_empty());
 }
+
+#[test]
+fn the_site_records_count_their_age_buckets() {
+    let mut without = History::default();
+    let mut with = History::default();
+    let plain = snapshot(1_000, &[(1, 10), (2, 20)]);
+    let mut aged = plain.clone();
+    for site in &mut aged.sites {
+        site.age_bytes = vec![1, 2, 3, 4, 5];
+    }
+    without.push(&plain);
+    with.push(&aged);
+    let grown = with.sites_memory_bytes() - without.sites_memory_bytes();
+    assert!(grown >= 2 * 5 * 8, "age buckets of 2 sites: {grown} B more");
+}
