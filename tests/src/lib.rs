@@ -155,3 +155,27 @@ pub fn panic_message(f: impl FnOnce()) -> String {
         .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default()
 }
+
+/// A synthetic exact-mode snapshot at `t_seconds` (after a fixed epoch) with one site,
+/// its only frame `frame`, holding `live` bytes in blocks of 1,000 bytes; the process
+/// holds the same and has made 100 allocations a second.
+pub fn snapshot_at(t_seconds: u64, frame: u64, live: u64) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.timestamp_ms = 1_800_000_000_000 + t_seconds * 1000;
+    s.epoch = t_seconds + 1;
+    s.pid = 1;
+    s.mode = leakwatch::Mode::Exact;
+    s.sample_rate = 1;
+    let mut site = leakwatch::SiteStats::default();
+    site.id = 1;
+    site.frames = vec![frame];
+    site.live_bytes = live;
+    site.alloc_bytes = live;
+    site.live_blocks = (live / 1000) as f64;
+    site.alloc_blocks = site.live_blocks;
+    s.sites = vec![site];
+    s.process.live_bytes = live as i64;
+    s.process.allocs = t_seconds * 100;
+    s.process.alloc_bytes = live;
+    s
+}

@@ -5,7 +5,7 @@
 //! collects events and the fields of the spans they are in).
 
 use leakwatch::{LeakWatch, Recorder};
-use leakwatch_tests::run;
+use leakwatch_tests::{run, snapshot_at};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
@@ -28,28 +28,6 @@ fn synthetic_site() -> usize {
     black_box(synthetic_site as fn() -> usize as usize + 1)
 }
 
-/// A snapshot at `t_seconds` with one site (frame `frame`) holding `live` bytes.
-fn snapshot_at(t_seconds: u64, frame: usize, live: u64) -> leakwatch::Snapshot {
-    let mut s = leakwatch::Snapshot::default();
-    s.timestamp_ms = 1_800_000_000_000 + t_seconds * 1000;
-    s.epoch = t_seconds + 1;
-    s.pid = 1;
-    s.mode = leakwatch::Mode::Exact;
-    s.sample_rate = 1;
-    let mut site = leakwatch::SiteStats::default();
-    site.id = 1;
-    site.frames = vec![frame as u64];
-    site.live_bytes = live;
-    site.alloc_bytes = live;
-    site.live_blocks = (live / 1000) as f64;
-    site.alloc_blocks = site.live_blocks;
-    s.sites = vec![site];
-    s.process.live_bytes = live as i64;
-    s.process.allocs = t_seconds * 100;
-    s.process.alloc_bytes = live;
-    s
-}
-
 /// A manual recorder whose history is 120 s of one site growing 100 KB/s (a `leak`).
 fn leaking_recorder() -> Recorder {
     let recorder = Recorder::builder()
@@ -65,7 +43,7 @@ fn leaking_recorder() -> Recorder {
         .expect("a manual recorder");
     let frame = synthetic_site();
     for t in 0..120 {
-        recorder.push(&snapshot_at(t, frame, 1_000_000 + t * 100_000));
+        recorder.push(&snapshot_at(t, frame as u64, 1_000_000 + t * 100_000));
     }
     recorder
 }
@@ -153,7 +131,7 @@ fn collector_encodes_the_renderers_families_in_the_services_registry() {
 
     // Read at scrape time: a later snapshot moves the values.
     let before = ours["leakwatch_heap_live_bytes"];
-    recorder.push(&snapshot_at(500, synthetic_site(), 99_000_000));
+    recorder.push(&snapshot_at(500, synthetic_site() as u64, 99_000_000));
     let mut later = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut later, &registry).unwrap();
     assert_eq!(samples(&later)["leakwatch_heap_live_bytes"], 99_000_000.0);
@@ -171,7 +149,7 @@ fn collector_encodes_the_renderers_families_in_the_services_registry() {
 /// cuts the site list.
 fn leakwatch_recorder_with_sites() -> Recorder {
     let recorder = leaking_recorder();
-    let mut s = snapshot_at(120, synthetic_site(), 1_000_000 + 120 * 100_000);
+    let mut s = snapshot_at(120, synthetic_site() as u64, 1_000_000 + 120 * 100_000);
     for id in 2..12u32 {
         let mut site = leakwatch::SiteStats::default();
         site.id = id;
@@ -327,7 +305,11 @@ fn alert_is_a_tracing_event_with_the_sites_fields_inside_the_current_span() {
         .start()
         .unwrap();
     for t in 0..120 {
-        quiet.push(&snapshot_at(t, synthetic_site(), 1_000_000 + t * 100_000));
+        quiet.push(&snapshot_at(
+            t,
+            synthetic_site() as u64,
+            1_000_000 + t * 100_000,
+        ));
     }
     assert_eq!(span.in_scope(|| quiet.check_alerts()).len(), 1);
     assert!(EVENTS.lock().unwrap().is_empty());

@@ -5,7 +5,7 @@
 
 use leakwatch::report::{Recording, Verdict};
 use leakwatch::{LeakWatch, Recorder};
-use leakwatch_tests::run;
+use leakwatch_tests::{run, snapshot_at};
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,26 +223,6 @@ fn manual_recorder_takes_snapshots_by_hand() {
     black_box(kept);
 }
 
-/// A synthetic exact-mode snapshot with one site holding `live` bytes.
-fn snapshot_at(t_seconds: u64, live: u64) -> leakwatch::Snapshot {
-    let mut s = leakwatch::Snapshot::default();
-    s.timestamp_ms = 1_800_000_000_000 + t_seconds * 1000;
-    s.epoch = t_seconds + 1;
-    s.pid = 1;
-    s.mode = leakwatch::Mode::Exact;
-    s.sample_rate = 1;
-    let mut site = leakwatch::SiteStats::default();
-    site.id = 1;
-    site.frames = vec![0x1234];
-    site.live_bytes = live;
-    site.alloc_bytes = live;
-    site.live_blocks = (live / 1000) as f64;
-    site.alloc_blocks = site.live_blocks;
-    s.sites = vec![site];
-    s.process.live_bytes = live as i64;
-    s
-}
-
 fn alerts_fire_when_a_site_turns_into_a_leak_and_rearm_after_it_stops() {
     let alerts: Arc<Mutex<Vec<String>>> = Arc::default();
     let hook_alerts = Arc::clone(&alerts);
@@ -269,7 +249,7 @@ fn alerts_fire_when_a_site_turns_into_a_leak_and_rearm_after_it_stops() {
         if !(60..400).contains(&t) {
             live += 100_000;
         }
-        recorder.push(&snapshot_at(t, live));
+        recorder.push(&snapshot_at(t, 0x1234, live));
         if t % 10 == 9 {
             checks.push((t, recorder.check_alerts().len()));
         }
