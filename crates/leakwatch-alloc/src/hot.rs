@@ -1,7 +1,8 @@
 //! The hot path: what every allocation and free pays.
 //!
-//! An allocation costs one relaxed load of the global state word, an increment and a
-//! subtraction on thread-local counters (the allocation count and the sampling
+//! An allocation costs one relaxed load of the global state word (compared with `OFF`,
+//! then its `SAMPLING` bit tested), an increment and a subtraction on thread-local
+//! counters (the allocation count and the sampling
 //! countdown: owner-written atomics that snapshots may read, see `threads.rs`, updated
 //! with a relaxed load and store, like a `Cell`), and a branch. A free costs the same
 //! load, two thread-local updates, and one relaxed load from the sampled-address filter.
@@ -47,10 +48,11 @@ pub(crate) const ONE_SCOPE: u32 = 1 << 8;
 /// hot path sees change in one atomic step (`scope.rs`).
 pub(crate) const SCOPES: u32 = !(ONE_SCOPE - 1);
 
-/// The tracker's global state: mode bits, [`FREE_CHECK`] and the open-scope count
-/// ([`SCOPES`]). Read on every allocation and free (one relaxed load), written only when
-/// the configuration changes or a scope opens or closes, always by one atomic
-/// read-modify-write of the whole word.
+/// The tracker's global state: mode bits, [`FREE_CHECK`], [`SAMPLING`] and the
+/// open-scope count ([`SCOPES`]). Read on every allocation and free (one relaxed load),
+/// written only when the configuration changes or a scope opens or closes, always
+/// through [`update_state`] (one atomic read-modify-write of the whole word, which keeps
+/// [`SAMPLING`] true to the rest).
 pub(crate) static STATE: AtomicU32 = AtomicU32::new(UNINIT);
 
 /// `state` with its [`SAMPLING`] bit derived from the rest.

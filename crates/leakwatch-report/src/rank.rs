@@ -189,8 +189,7 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                     if let Some(aged) = aged {
                         let (live, old) = (&values[born..], &aged[born..]);
                         let d = departed.as_ref();
-                        let axes = &life;
-                        trend = with_age(trend, axes, times, live, old, d, options, too_young);
+                        trend = with_age(trend, &life, times, live, old, d, options, too_young);
                     }
                     // Fewer than YOUNG_POINTS snapshots old: too young to be told from a
                     // cache still filling, however steadily it has climbed.
@@ -203,8 +202,7 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                     match aged {
                         Some(old) => {
                             let times = &series.times;
-                            let d = departed;
-                            with_age(trend, &axes, times, values, old, d, options, false)
+                            with_age(trend, &axes, times, values, old, departed, options, false)
                         }
                         None => trend,
                     }

@@ -88,6 +88,12 @@ async fn send(app: &Router, request: Request) -> Answer {
     }
 }
 
+/// `path` from a remote peer, with `Host: host` and `Authorization: authorization`.
+async fn remote_with(app: &Router, path: &str, host: &str, authorization: &str) -> Answer {
+    let headers = [("Host", host), ("Authorization", authorization)];
+    send(app, request(path, Some(REMOTE), &headers)).await
+}
+
 /// A refusal or bad request: `status`, one line of text.
 #[track_caller]
 fn assert_one_line(answer: &Answer, status: StatusCode, what: &str) {
@@ -331,29 +337,13 @@ async fn other_peers_need_the_token() {
             "Basic czNjcmV0",
             "s3cret",
         ] {
-            let answer = send(
-                &app,
-                request(
-                    path,
-                    Some(REMOTE),
-                    &[host[0], ("Authorization", authorization)],
-                ),
-            )
-            .await;
+            let answer = remote_with(&app, path, host[0].1, authorization).await;
             let what = format!("{path} with {authorization:?}");
             assert_one_line(&answer, StatusCode::UNAUTHORIZED, &what);
             assert_eq!(answer.header("www-authenticate"), Some("Bearer"), "{what}");
         }
         for authorization in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret"] {
-            let answer = send(
-                &app,
-                request(
-                    path,
-                    Some(REMOTE),
-                    &[host[0], ("Authorization", authorization)],
-                ),
-            )
-            .await;
+            let answer = remote_with(&app, path, host[0].1, authorization).await;
             assert_eq!(
                 answer.status,
                 StatusCode::OK,
@@ -363,30 +353,14 @@ async fn other_peers_need_the_token() {
     }
     // A wrong token and a missing one read alike.
     let none = send(&app, request("/debug/leaks", Some(REMOTE), &host)).await;
-    let wrong = send(
-        &app,
-        request(
-            "/debug/leaks",
-            Some(REMOTE),
-            &[host[0], ("Authorization", "Bearer nope")],
-        ),
-    )
-    .await;
+    let wrong = remote_with(&app, "/debug/leaks", host[0].1, "Bearer nope").await;
     assert_eq!(none.text(), wrong.text());
 }
 
 #[tokio::test]
 async fn without_a_token_only_loopback_gets_in() {
     let app = app(Guard::new());
-    let answer = send(
-        &app,
-        request(
-            "/debug/leaks",
-            Some(REMOTE),
-            &[("Host", "debug.example"), ("Authorization", "Bearer ")],
-        ),
-    )
-    .await;
+    let answer = remote_with(&app, "/debug/leaks", "debug.example", "Bearer ").await;
     assert_one_line(&answer, StatusCode::UNAUTHORIZED, "no token configured");
     assert!(answer.text().contains("loopback"), "{answer:?}");
 }
