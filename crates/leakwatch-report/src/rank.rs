@@ -90,7 +90,7 @@ impl Default for RankOptions {
 impl RankOptions {
     /// The smallest growth that counts: `min_growth`, and at least four samples' worth.
     fn growth_floor(&self) -> f64 {
-        self.min_growth.max(4.0 * self.sample_bytes)
+        self.min_growth.max(3.0 * self.sample_bytes)
     }
 }
 
@@ -302,6 +302,14 @@ const TURNOVER_SIGMAS: f64 = 3.0;
 /// Fewest points (snapshots) a window needs before a site in it is called a leak or
 /// stopped.
 const MIN_POINTS: usize = 10;
+/// Fewest points before a sampled site is called a leak. A cache that fills in the
+/// first seconds of a history and then turns over has a sampled estimate that keeps
+/// wandering up as its few samples are replaced (the demo's session store, 8 MiB in about
+/// 16 samples, read `leak` at 10 to 15 points of 0.5 s in one run of eight, its estimate
+/// at 4.6 to 9.1 MiB); over twice that many points its fill lies in the window's first
+/// third, and the thirds see it stop. Exact estimates do not wander: they keep
+/// [`MIN_POINTS`].
+const MIN_SAMPLED_LEAK_POINTS: usize = 20;
 /// How far the last third must fall short of a steady climb, in standard deviations of
 /// that climb's noise, for a site to count as stopped.
 const STOP_SIGMAS: f64 = 2.0;
@@ -440,6 +448,33 @@ impl Noise<'_> {
             return 0.0;
         }
         (self.r * self.turnover(x, y, change)).sqrt()
+    }
+
+    /// The sampling part of the noise a rise of `change` bytes from the earlier level to
+    /// the later would have if the site did not grow: arrivals balanced by departures.
+    /// What departed (`D`) is counted; what arrived is `A = change + D`. Under no growth
+    /// both have the same mean, which the observed departures may undershoot by chance
+    /// (a pool of long-lived blocks sees a few samples arrive and a few leave in a
+    /// window, and in some draws only arrivals): so the balancing departures are the
+    /// larger of `D` and `A`, where the earlier level held that much to depart, and the
+    /// noise `sqrt(2 R x that)`. A site that held nothing has nothing to balance its
+    /// arrivals with: every sample that came and stayed is growth.
+    fn sampling_if_flat(&self, x: Level, y: Level, change: f64) -> f64 {
+        if self.r <= 0.0 {
+            return 0.0;
+        }
+        let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
+        let departed = self.departed(a, b);
+        let arrived = change.max(0.0) + departed;
+        let balancing = departed.max(arrived.min(a.value.max(0.0)));
+        (2.0 * self.r * balancing).sqrt()
+    }
+
+    /// The noise of a rise of `change` bytes from `x` to `y` if the site did not grow:
+    /// [`Noise::sampling_if_flat`] with the jitter, or the series' own swing where larger.
+    fn if_flat(&self, x: Level, y: Level, change: f64) -> f64 {
+        let modelled = self.jitter(x, y).hypot(self.sampling_if_flat(x, y, change));
+        modelled.max(self.swing(x, y))
     }
 
     /// `A + D`: bytes alive at one of the two levels' moments and not at the other, for
@@ -791,14 +826,14 @@ fn site_trend<K>(
     let recent_growth = late.value - middle.value;
     let window = axes.window;
     let mean_rate = if window > 0.0 { growth / window } else { 0.0 };
-    // Held to the noise the change would have if nothing grew (arrivals balancing
-    // departures: `sqrt(2 R D)`, with the jitter and swing), not to the noise of the
+    // Held to the noise the change would have if nothing grew (arrivals balanced by
+    // departures, `Noise::if_flat`, with the jitter and swing), not to the noise of the
     // change observed: the question is whether "no growth" explains it. Where nothing
-    // departs, every sample that arrived and stayed is growth, and the floor of four
-    // samples is what keeps chance arrivals out.
+    // was there to depart, every sample that arrived and stayed is growth, and the
+    // floor of four samples is what keeps chance arrivals out.
     let beyond = |x: Level, y: Level, sigmas: f64| {
         let change = y.value - x.value;
-        change >= min_growth && change > sigmas * noise.model(x, y, 0.0)
+        change >= min_growth && change > sigmas * noise.if_flat(x, y, change)
     };
     // Grew beyond noise: from the first third's level to the last's, or from the
     // window's first twentieth to its last tenth or third (a leak's full rise; a cache
@@ -846,8 +881,14 @@ fn site_trend<K>(
     let still_climbing = climbed_to(late, expected, CLIMB_SIGMAS)
         || climbed_to(last, 1.35 * expected, 2.0 * CLIMB_SIGMAS);
     // Mann-Kendall's normal approximation and the noise estimates need ten points: with
-    // fewer, a site is neither a leak nor stopped.
+    // fewer, a site is neither a leak nor stopped (and sampled, see
+    // [`MIN_SAMPLED_LEAK_POINTS`], not a leak with fewer than twenty).
     let enough_points = axes.raw_points >= MIN_POINTS;
+    let enough_for_leak = if o.sample_bytes > 0.0 {
+        axes.raw_points >= MIN_SAMPLED_LEAK_POINTS
+    } else {
+        enough_points
+    };
     // Stopped: flat for longer than it took to rise (see `flat_and_rise`), short of the
     // pace, and either short of it by more than the noise a steady climb of `expected`
     // would have, or risen early and clearly and not climbing since by more than noise
@@ -862,7 +903,7 @@ fn site_trend<K>(
         && (expected - recent_growth > STOP_SIGMAS * climb_noise
             || (rise > 1.5 * STOP_SIGMAS * noise.between(first, late)
                 && recent_growth <= CLIMB_SIGMAS * at_rest));
-    let verdict = if grew && significant_up && still_climbing && !stopped && enough_points {
+    let verdict = if grew && significant_up && still_climbing && !stopped && enough_for_leak {
         Verdict::Leak
     } else if grew && stopped {
         // Grew beyond noise and has stopped: a cache or pool that filled up.

@@ -427,6 +427,11 @@ open_session is a cache again, and no site is a `leak`."
         log_path(&options.out, Store::Fixed).display()
     );
     println!(
+        "Series (`leakwatch report FILE`): {} and {}",
+        series_path(&options.out, Store::Leaky).display(),
+        series_path(&options.out, Store::Fixed).display()
+    );
+    println!(
         "The demo took {:.0} s.",
         started.elapsed().as_secs_f64().ceil()
     );
@@ -440,11 +445,27 @@ fn log_path(out: &Path, store: Store) -> PathBuf {
     })
 }
 
+/// Where a run's recorder writes its series (`leakwatch report` reads it; a verdict seen
+/// in one per-second line can be replayed from it).
+fn series_path(out: &Path, store: Store) -> PathBuf {
+    out.join(match store {
+        Store::Leaky => "leaky.jsonl",
+        Store::Fixed => "fixed.jsonl",
+    })
+}
+
 /// One run: start the service, load it, update the model, watch the reports.
 async fn phase(exe: &Path, options: &DemoOptions, store: Store) -> Result<Phase, String> {
     let log = log_path(&options.out, store);
     let log_file =
         std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    // The recorder appends: each run starts its own file.
+    let series = series_path(&options.out, store);
+    match std::fs::remove_file(&series) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove {}: {e}", series.display())),
+    }
     let mut command = Command::new(exe);
     command
         .args(["serve", "--addr", "127.0.0.1:0"])
@@ -458,6 +479,8 @@ async fn phase(exe: &Path, options: &DemoOptions, store: Store) -> Result<Phase,
         ])
         .args(["--interval", &options.interval.as_secs_f64().to_string()])
         .args(["--memory-limit", "1GiB"])
+        .arg("--series")
+        .arg(&series)
         .stderr(log_file);
     if store == Store::Leaky {
         command.arg("--leaky");
