@@ -89,6 +89,9 @@ mod tags;
 mod threads;
 #[expect(unsafe_code)]
 mod tracker;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[expect(unsafe_code)]
+mod unwind;
 
 #[doc(hidden)]
 pub use blocks::BlockProbes;
@@ -240,6 +243,15 @@ pub fn __refuse_mappings_for_test(refuse: bool) {
 #[doc(hidden)]
 pub fn __block_probes_for_bench() -> BlockProbes {
     blocks::probes()
+}
+
+/// Test support, not part of the API: the caller's stack captured by the cached DWARF
+/// unwinder into `fast` and by `backtrace` into `slow`, the same frames skipped (both
+/// start at the caller's return address into its own caller); their lengths, `None`
+/// for `fast` when the cached unwinder fell back or does not run here.
+#[doc(hidden)]
+pub fn __capture_both_unwinders(fast: &mut [u64], slow: &mut [u64]) -> (Option<usize>, usize) {
+    tracker::capture_both_for_test(fast, slow)
 }
 
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`
