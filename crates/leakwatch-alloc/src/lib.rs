@@ -35,14 +35,16 @@
 //! Environment variables (read once, at the first allocation): `LEAKWATCH`,
 //! `LEAKWATCH_SAMPLE` (bytes, `512k`, `1m`; `1` = exact), `LEAKWATCH_MAX_DEPTH`,
 //! `LEAKWATCH_MAX_SITES`, `LEAKWATCH_MAX_BLOCKS`, `LEAKWATCH_UNWINDER`
-//! (`auto|fp|backtrace`), `LEAKWATCH_SEED`. Invalid values are ignored and reported in
+//! (`auto|fp|cached-dwarf|backtrace`), `LEAKWATCH_SEED`. Invalid values are ignored and reported in
 //! [`Snapshot::warnings`].
 //!
 //! # Stack capture
 //! Build with `RUSTFLAGS="-C force-frame-pointers=yes"` (or the same in
 //! `.cargo/config.toml`): stacks are then captured by walking frame pointers (about 51 ns
 //! for 20 frames). Without frame pointers leakwatch detects it and falls back to DWARF
-//! unwinding, about 47 times slower per sample, and says so in every snapshot's warnings.
+//! unwinding, and says so in every snapshot's warnings: on x86_64 Linux its own unwinder,
+//! with each return address's rule cached (docs/BENCHMARKS.md has its cost), elsewhere
+//! `backtrace` (libgcc), about 47 times slower per sample than frame pointers.
 //!
 //! # How it works
 //! The hot path (every allocation and free) is one relaxed load of a global byte plus a

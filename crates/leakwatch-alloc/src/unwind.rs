@@ -368,7 +368,7 @@ pub(crate) fn walk(above_sp: usize, stack_hi: usize, push: &mut impl FnMut(u64) 
         )
     };
     let lo = sp;
-    if !(lo < stack_hi) {
+    if lo >= stack_hi {
         return Walk::Slow;
     }
     let read = |at: usize| -> Option<usize> {
