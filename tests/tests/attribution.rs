@@ -104,6 +104,14 @@ fn foo_is_named_with_dwarf_unwinding() {
     leakwatch::set_unwinder(Unwinder::FramePointers);
 }
 
+fn foo_is_named_with_cached_dwarf_unwinding() {
+    check_attribution(Unwinder::CachedDwarf);
+    let snapshot = leakwatch::snapshot();
+    assert_eq!(snapshot.unwinder, Unwinder::CachedDwarf);
+    assert_eq!(snapshot.tracker.slow_captures, 0, "{:?}", snapshot.warnings);
+    leakwatch::set_unwinder(Unwinder::FramePointers);
+}
+
 fn main() {
     run(&[
         (
@@ -117,6 +125,10 @@ fn main() {
         (
             "foo_is_named_with_dwarf_unwinding",
             foo_is_named_with_dwarf_unwinding,
+        ),
+        (
+            "foo_is_named_with_cached_dwarf_unwinding",
+            foo_is_named_with_cached_dwarf_unwinding,
         ),
     ]);
 }

@@ -92,9 +92,16 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    for unwinder in ["frame-pointers", "backtrace"] {
-        if let Ok(ns) = mean_ns(&root.join("capture_20_frames").join(unwinder)) {
-            println!("- stack capture, {unwinder}: {ns:.1} ns per capture");
+    for unwinder in ["frame-pointers", "cached-dwarf", "backtrace"] {
+        if let Ok(ns) = mean_ns(&root.join("capture_24_frames").join(unwinder)) {
+            println!("- stack capture of 24 frames, {unwinder}: {ns:.1} ns per capture");
+        }
+    }
+    for unwinder in ["exact-cached-dwarf", "exact-backtrace"] {
+        if let Ok(ns) = mean_ns(&root.join("churn_by_unwinder").join(unwinder)) {
+            let per_op = ns / 1_000.0;
+            let ratio = churn_base.map_or("n/a".to_string(), |b| format!("{:.2}x", per_op / b));
+            println!("- churn, {unwinder}: {per_op:.1} ns per pair ({ratio} system)");
         }
     }
     ExitCode::SUCCESS

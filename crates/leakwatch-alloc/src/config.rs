@@ -108,6 +108,7 @@ pub(crate) fn apply_env(config: &mut Config) -> u32 {
             b"auto" => Unwinder::Auto,
             b"fp" | b"frame-pointers" => Unwinder::FramePointers,
             b"backtrace" | b"dwarf" => Unwinder::Backtrace,
+            b"cached-dwarf" => Unwinder::CachedDwarf,
             _ => return None,
         };
         Some(())

@@ -35,14 +35,16 @@
 //! Environment variables (read once, at the first allocation): `LEAKWATCH`,
 //! `LEAKWATCH_SAMPLE` (bytes, `512k`, `1m`; `1` = exact), `LEAKWATCH_MAX_DEPTH`,
 //! `LEAKWATCH_MAX_SITES`, `LEAKWATCH_MAX_BLOCKS`, `LEAKWATCH_UNWINDER`
-//! (`auto|fp|backtrace`), `LEAKWATCH_SEED`. Invalid values are ignored and reported in
+//! (`auto|fp|cached-dwarf|backtrace`), `LEAKWATCH_SEED`. Invalid values are ignored and reported in
 //! [`Snapshot::warnings`].
 //!
 //! # Stack capture
 //! Build with `RUSTFLAGS="-C force-frame-pointers=yes"` (or the same in
 //! `.cargo/config.toml`): stacks are then captured by walking frame pointers (about 51 ns
 //! for 20 frames). Without frame pointers leakwatch detects it and falls back to DWARF
-//! unwinding, about 47 times slower per sample, and says so in every snapshot's warnings.
+//! unwinding, and says so in every snapshot's warnings: on x86_64 Linux its own unwinder,
+//! with each return address's rule cached (docs/BENCHMARKS.md has its cost), elsewhere
+//! `backtrace` (libgcc), about 47 times slower per sample than frame pointers.
 //!
 //! # How it works
 //! The hot path (every allocation and free) is one relaxed load of a global byte plus a
@@ -89,6 +91,9 @@ mod tags;
 mod threads;
 #[expect(unsafe_code)]
 mod tracker;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[expect(unsafe_code)]
+mod unwind;
 
 #[doc(hidden)]
 pub use blocks::BlockProbes;
@@ -240,6 +245,15 @@ pub fn __refuse_mappings_for_test(refuse: bool) {
 #[doc(hidden)]
 pub fn __block_probes_for_bench() -> BlockProbes {
     blocks::probes()
+}
+
+/// Test support, not part of the API: the caller's stack captured by the cached DWARF
+/// unwinder into `fast` and by `backtrace` into `slow`, the same frames skipped (both
+/// start at the caller's return address into its own caller); their lengths, `None`
+/// for `fast` when the cached unwinder fell back or does not run here.
+#[doc(hidden)]
+pub fn __capture_both_unwinders(fast: &mut [u64], slow: &mut [u64]) -> (Option<usize>, usize) {
+    tracker::capture_both_for_test(fast, slow)
 }
 
 /// Benchmark support, not part of the API: captures the caller's stack with `unwinder`

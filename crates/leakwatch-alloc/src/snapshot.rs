@@ -231,6 +231,8 @@ pub(crate) fn build() -> Snapshot {
         tracker.max_depth = MAX_DEPTH.load(Relaxed);
         tracker.threads = pending.threads;
         tracker.tag_sets = tags::count() as u32;
+        tracker.slow_captures = stack::SLOW_CAPTURES.load(Relaxed);
+        tracker.unwind_rules_computed = stack::RULES_COMPUTED.load(Relaxed);
         tracker
     };
     let overflow = {
@@ -249,7 +251,7 @@ pub(crate) fn build() -> Snapshot {
         overflow
     };
     let unwinder = stack::unwinder();
-    let warnings = warnings(&overflow, unwinder);
+    let warnings = warnings(&overflow, unwinder, tracker.slow_captures);
     {
         let mut snapshot = Snapshot::default();
         snapshot.schema_version = SCHEMA_VERSION;
@@ -275,7 +277,7 @@ pub(crate) fn build() -> Snapshot {
     }
 }
 
-fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
+fn warnings(overflow: &OverflowStats, unwinder: Unwinder, slow_captures: u64) -> Vec<String> {
     let mut out = Vec::new();
     let invalid = ENV_INVALID.load(Relaxed);
     for (i, name) in config::ENV_NAMES.iter().enumerate() {
@@ -342,6 +344,17 @@ fn warnings(overflow: &OverflowStats, unwinder: Unwinder) -> Vec<String> {
             "stacks are captured by DWARF unwinding (slow); build with RUSTFLAGS=\"-C force-frame-pointers=yes\" for fast capture"
                 .into(),
         );
+    }
+    if unwinder == Unwinder::CachedDwarf {
+        out.push(
+            "stacks are captured by leakwatch's DWARF unwinder with cached rules (no frame pointers); build with RUSTFLAGS=\"-C force-frame-pointers=yes\" for the fastest capture"
+                .into(),
+        );
+    }
+    if slow_captures > 0 {
+        out.push(format!(
+            "{slow_captures} stacks were captured by the slow DWARF unwinder (backtrace/libgcc): the cached unwinder could not follow them (code outside loaded modules, rules it does not cache, signal frames)"
+        ));
     }
     out
 }

@@ -790,6 +790,14 @@ pub(crate) fn capture_for_bench(unwinder: stack::Unwinder, out: &mut [u64]) -> u
     })
 }
 
+/// Test support: [`stack::capture_both`] of the caller's stack, untracked (`backtrace`
+/// may allocate).
+#[inline(never)]
+pub(crate) fn capture_both_for_test(fast: &mut [u64], slow: &mut [u64]) -> (Option<usize>, usize) {
+    let (_, hi) = os::thread_stack_bounds();
+    untracked(|| stack::capture_both(fast, slow, hi))
+}
+
 /// Runs `f` with tracking suspended on this thread.
 pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);

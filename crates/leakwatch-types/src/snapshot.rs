@@ -196,6 +196,15 @@ pub struct TrackerStats {
     /// in `memory_bytes`.
     #[serde(default)]
     pub tag_sets: u32,
+    /// Stacks captured by the slow unwinder (`backtrace`) while
+    /// [`Unwinder::CachedDwarf`] was chosen: the ones it could not unwind (an address in
+    /// no loaded module, a rule it does not follow, a signal frame).
+    #[serde(default)]
+    pub slow_captures: u64,
+    /// Unwind rules [`Unwinder::CachedDwarf`] has computed from `.eh_frame` (its cache
+    /// misses; a hit costs a lookup).
+    #[serde(default)]
+    pub unwind_rules_computed: u64,
 }
 
 /// What could not be recorded, and how much of it.
@@ -259,6 +268,11 @@ pub enum Unwinder {
     FramePointers,
     /// DWARF unwinding through the `backtrace` crate (slow; always correct).
     Backtrace,
+    /// leakwatch's own DWARF unwinder with rules cached per return address (x86_64
+    /// Linux; fast after the first capture of each address). Stacks it cannot unwind are
+    /// captured by `backtrace` instead, counted in
+    /// [`TrackerStats::slow_captures`].
+    CachedDwarf,
 }
 
 /// Snapshots a freed block must have lived through for its free to count as a

@@ -89,14 +89,14 @@ fn assert_labelled(result: &CheckResult, function: &str) -> String {
     label.to_string()
 }
 
-/// The unwinder leakwatch uses: without frame pointers, DWARF unwinding.
+/// The unwinder leakwatch uses: without frame pointers, its cached DWARF unwinder.
 #[test]
 fn built_without_frame_pointers() {
     let result = leakwatch::check(|| black_box(vec![0u8; 10])).run();
     assert_eq!(result.leaks().count(), 0);
     assert_eq!(
         leakwatch::unwinder(),
-        leakwatch::Unwinder::Backtrace,
+        leakwatch::Unwinder::CachedDwarf,
         "this crate must be built without frame pointers (RUSTFLAGS= cargo test ...)"
     );
 }
