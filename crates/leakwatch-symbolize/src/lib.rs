@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod dwarf;
 mod elf;
 mod files;
 #[expect(unsafe_code)]
@@ -247,7 +248,8 @@ impl Symbolizer {
         };
         self.stats.files_mapped += 1;
         self.stats.peak_mapped_bytes = self.stats.peak_mapped_bytes.max(map.len() as u64);
-        let frames = elf::resolve(map.bytes(), module.base, addresses);
+        map.advise_random();
+        let frames = elf::resolve(map.bytes(), module.base, addresses, &mut || map.release());
         drop(map);
         match frames {
             Ok((frames, after)) => {

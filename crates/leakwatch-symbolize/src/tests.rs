@@ -182,3 +182,105 @@ fn symbol_files_are_matched_by_build_id_and_refuse_what_is_not_elf() {
     );
     assert!(files.add(&dir.join("missing")).is_err());
 }
+
+/// What one `addr2line` context over the whole file gives for `probe` (the resolver
+/// this crate used before `dwarf.rs`): `(raw name, file, line)`, innermost first.
+fn addr2line_frames(
+    context: &addr2line::Context<dwarf::Reader<'_>>,
+    probe: u64,
+) -> Vec<(Option<String>, Option<String>, Option<u32>)> {
+    let mut out = Vec::new();
+    if let Ok(mut frames) = context.find_frames(probe).skip_all_loads() {
+        while let Ok(Some(frame)) = frames.next() {
+            let name = frame
+                .function
+                .as_ref()
+                .and_then(|f| f.raw_name().ok().map(|n| n.into_owned()));
+            let (file, line) = frame
+                .location
+                .map_or((None, None), |l| (l.file.map(str::to_owned), l.line));
+            out.push((name, file, line));
+        }
+    }
+    out
+}
+
+fn dwarf_of<'a>(file: &object::File<'a>) -> gimli::Dwarf<dwarf::Reader<'a>> {
+    use object::ObjectSection;
+    let endian = if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    };
+    gimli::Dwarf::load(|id| -> Result<_, gimli::Error> {
+        let data = file
+            .section_by_name(id.name())
+            .and_then(|s| s.data().ok())
+            .unwrap_or(&[]);
+        Ok(gimli::EndianSlice::new(data, endian))
+    })
+    .expect("load")
+}
+
+/// File addresses spread over `file`'s functions: the start, the middle and the last
+/// byte of every k-th function symbol, about `n` functions.
+fn spread_addresses(file: &object::File<'_>, n: usize) -> Vec<u64> {
+    use object::ObjectSymbol;
+    let mut funcs: Vec<(u64, u64)> = file
+        .symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+        .map(|s| (s.address(), s.size()))
+        .collect();
+    funcs.sort_unstable();
+    funcs.dedup();
+    let step = (funcs.len() / n).max(1);
+    funcs
+        .iter()
+        .step_by(step)
+        .flat_map(|&(a, size)| [a, a + size / 2, a + size - 1])
+        .collect()
+}
+
+/// The per-unit resolver gives exactly what `addr2line`'s whole-file context gives, on
+/// the test binary (debug info with inlined std frames) and on every file named in
+/// `LEAKWATCH_COMPARE_FILES` (colon-separated; docs/BENCHMARKS.md lists the runs).
+#[test]
+fn the_per_unit_resolver_gives_what_addr2line_gives() {
+    let mut files = vec![std::fs::canonicalize("/proc/self/exe").expect("exe")];
+    if let Ok(more) = std::env::var("LEAKWATCH_COMPARE_FILES") {
+        files.extend(more.split(':').filter(|p| !p.is_empty()).map(PathBuf::from));
+    }
+    for path in files {
+        let bytes = std::fs::read(&path).expect("read");
+        let file = object::File::parse(&*bytes).expect("parse");
+        let probes = spread_addresses(&file, 1500);
+        let context = addr2line::Context::from_dwarf(dwarf_of(&file)).expect("context");
+        let ours = dwarf::find_frames(&dwarf_of(&file), &probes, &mut || {}).expect("ours");
+        let (mut differ, mut inlined, mut named) = (0, 0, 0);
+        for (probe, found) in probes.iter().zip(&ours) {
+            let reference = addr2line_frames(&context, *probe);
+            let ours: Vec<_> = match found {
+                dwarf::Found::Frames(frames) => frames
+                    .iter()
+                    .map(|f| (f.name.clone(), f.file.clone(), f.line))
+                    .collect(),
+                dwarf::Found::Error => Vec::new(),
+            };
+            inlined += reference.len().saturating_sub(1);
+            named += usize::from(reference.first().is_some_and(|f| f.1.is_some()));
+            if ours != reference {
+                differ += 1;
+                if differ <= 3 {
+                    eprintln!("{probe:#x}:\n  addr2line {reference:?}\n  ours      {ours:?}");
+                }
+            }
+        }
+        eprintln!(
+            "{}: {} addresses, {named} with a file, {inlined} inlined frames, {differ} differ",
+            path.display(),
+            probes.len()
+        );
+        assert_eq!(differ, 0, "{}", path.display());
+        assert!(named > probes.len() / 2, "{named} of {}", probes.len());
+    }
+}
