@@ -39,9 +39,17 @@ const MAX_CANDIDATES: usize = 64;
 const MAX_ROWS: usize = 1 << 22;
 /// At most this many other units are kept parsed for `DW_FORM_ref_addr` names.
 const MAX_REF_UNITS: usize = 16;
-/// Each time the walk over the unit headers has gone this far into `.debug_info`, the
-/// caller's `release` runs (it drops the mapped pages read so far from the resident set).
-const RELEASE_EVERY: usize = 1 << 20;
+/// Every this many units of the walk over the unit headers, the caller's `release`
+/// runs (it drops the mapped pages read so far from the resident set: each unit's root
+/// DIE, abbreviations, line program header and range list).
+const RELEASE_UNITS: usize = 32;
+/// So does every this many DIEs of a unit's walk over its subprograms, and every this
+/// many rows of its line program (a large unit's pages would pile up otherwise).
+const RELEASE_DIES: usize = 1 << 15;
+const RELEASE_ROWS: usize = 1 << 16;
+/// And every this many addresses resolved in one unit (their names may read many other
+/// units' headers and abbreviations).
+const RELEASE_ADDRESSES: usize = 16;
 
 /// One frame: the function's raw (mangled) name, the file and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +102,7 @@ pub(crate) fn find_frames(
             .header_from_offset(units.offsets[u])
             .and_then(|header| dwarf.unit(header))
         {
-            Ok(unit) => in_unit(dwarf, &unit, &units.offsets, &mut refs, &addresses),
+            Ok(unit) => in_unit(dwarf, &unit, &units.offsets, &mut refs, &addresses, release),
             Err(_) => vec![Some(Found::Error); addresses.len()],
         };
         for (p, answer) in waiting.into_iter().zip(answers) {
@@ -142,15 +150,15 @@ impl Units {
 
         let mut offsets = Vec::new();
         let mut candidates: Vec<Vec<(u64, usize)>> = vec![Vec::new(); probes.len()];
-        let mut released_at = 0usize;
+        let mut walked = 0usize;
         let mut headers = dwarf.units();
         while let Some(header) = headers.next()? {
             let Some(offset) = header.offset().as_debug_info_offset() else {
                 continue;
             };
-            if offset.0 >= released_at.saturating_add(RELEASE_EVERY) {
+            walked += 1;
+            if walked.is_multiple_of(RELEASE_UNITS) {
                 release();
-                released_at = offset.0;
             }
             let needs_ranges = match header.type_() {
                 gimli::UnitType::Type { .. } | gimli::UnitType::SplitType { .. } => continue,
@@ -241,7 +249,7 @@ fn unit_ranges(
     }
     if !found && let Some(program) = unit.line_program.clone() {
         // The unit declares no ranges: its line program's sequences (errors ignored).
-        if let Ok(lines) = Lines::parse(unit, program, &mut |_, _| false) {
+        if let Ok(lines) = Lines::parse(unit, program, &mut |_, _| false, &mut || {}) {
             for &(begin, end, _) in &lines.sequences {
                 add(gimli::Range { begin, end });
             }
@@ -327,17 +335,24 @@ struct Lines {
 }
 
 impl Lines {
-    /// Runs `program`, keeping the rows of the sequences `keep(start, end)` accepts.
+    /// Runs `program`, keeping the rows of the sequences `keep(start, end)` accepts,
+    /// calling `release` every [`RELEASE_ROWS`] rows.
     fn parse<'a>(
         unit: UnitRef<'_, 'a>,
         program: gimli::IncompleteLineProgram<Reader<'a>>,
         keep: &mut dyn FnMut(u64, u64) -> bool,
+        release: &mut dyn FnMut(),
     ) -> Result<Self, Error> {
         let mut sequences = Vec::new();
         let mut rows = Vec::new();
         let mut current: Vec<(u64, u64, u32)> = Vec::new();
         let mut program = program.rows();
+        let mut read = 0usize;
         while let Some((_, row)) = program.next_row()? {
+            read += 1;
+            if read.is_multiple_of(RELEASE_ROWS) {
+                release();
+            }
             if row.end_sequence() {
                 if let Some(&(start, ..)) = current.first() {
                     let end = row.address();
@@ -484,9 +499,10 @@ fn in_unit<'a>(
     offsets: &[gimli::DebugInfoOffset],
     refs: &mut RefUnits<'a>,
     addresses: &[u64],
+    release: &mut dyn FnMut(),
 ) -> Vec<Option<Found>> {
     let unit_ref = UnitRef::new(dwarf, unit);
-    let functions = match subprograms(unit_ref) {
+    let functions = match subprograms(unit_ref, release) {
         Ok(f) => f,
         Err(_) => return vec![Some(Found::Error); addresses.len()],
     };
@@ -496,7 +512,7 @@ fn in_unit<'a>(
                 let first = addresses.partition_point(|&a| a < start);
                 addresses.get(first).is_some_and(|&a| a < end)
             };
-            match Lines::parse(unit_ref, program, &mut keep) {
+            match Lines::parse(unit_ref, program, &mut keep, release) {
                 Ok(lines) => Some(lines),
                 Err(_) => return vec![Some(Found::Error); addresses.len()],
             }
@@ -507,7 +523,11 @@ fn in_unit<'a>(
     let mut parsed: Vec<(gimli::UnitOffset, Result<Function<'a>, Error>)> = Vec::new();
     addresses
         .iter()
-        .map(|&probe| {
+        .enumerate()
+        .map(|(i, &probe)| {
+            if i > 0 && i.is_multiple_of(RELEASE_ADDRESSES) {
+                release();
+            }
             let location = lines.as_ref().and_then(|l| l.find(probe));
             let Some(die) = find_subprogram(&functions, probe) else {
                 return location.map(|(file, line)| {
@@ -538,11 +558,20 @@ fn in_unit<'a>(
         .collect()
 }
 
-/// Every subprogram range of the unit `(range, DIE offset)`, sorted by start.
-fn subprograms(unit: UnitRef<'_, '_>) -> Result<Vec<(gimli::Range, gimli::UnitOffset)>, Error> {
+/// Every subprogram range of the unit `(range, DIE offset)`, sorted by start; `release`
+/// is called every [`RELEASE_DIES`] DIEs.
+fn subprograms(
+    unit: UnitRef<'_, '_>,
+    release: &mut dyn FnMut(),
+) -> Result<Vec<(gimli::Range, gimli::UnitOffset)>, Error> {
     let mut out = Vec::new();
     let mut entries = unit.entries_raw(None)?;
+    let mut read = 0usize;
     while !entries.is_empty() {
+        read += 1;
+        if read.is_multiple_of(RELEASE_DIES) {
+            release();
+        }
         let offset = entries.next_offset();
         let Some(abbrev) = entries.read_abbreviation()? else {
             continue;

@@ -364,16 +364,16 @@ fn inlining_nested_past_the_limit_is_an_error_not_a_stack_overflow() {
     assert_eq!(found[1], dwarf::Found::Frames(Vec::new()));
     // 100,000 levels (a recursive walk would overflow the test thread's stack).
     let sections = nested_unit(100_000, false);
-    let found = dwarf::find_frames(&dwarf_from(&sections), &[0x1010], &mut || {})
-        .expect("readable");
+    let found =
+        dwarf::find_frames(&dwarf_from(&sections), &[0x1010], &mut || {}).expect("readable");
     assert_eq!(found, vec![dwarf::Found::Error]);
 }
 
 #[test]
 fn an_origin_that_refers_to_itself_gives_no_name_and_stops() {
     let sections = nested_unit(3, true);
-    let found = dwarf::find_frames(&dwarf_from(&sections), &[0x1010], &mut || {})
-        .expect("readable");
+    let found =
+        dwarf::find_frames(&dwarf_from(&sections), &[0x1010], &mut || {}).expect("readable");
     let dwarf::Found::Frames(frames) = &found[0] else {
         panic!("{found:?}");
     };
@@ -436,18 +436,20 @@ fn corrupt_or_truncated_debug_sections_give_errors_or_frames_never_a_panic() {
         .collect();
     assert!(probes.len() >= 10, "{} known", probes.len());
     probes.extend(spread.iter().step_by(500));
-    let check = |sections: &[(&str, Vec<u8>)], what: &str| {
-        match dwarf::find_frames(&dwarf_from(sections), &probes, &mut || {}) {
-            Ok(found) => {
-                assert_eq!(found.len(), probes.len(), "{what}");
-                for f in &found {
-                    if let dwarf::Found::Frames(frames) = f {
-                        assert!(frames.len() <= 258, "{what}: {} frames", frames.len());
-                    }
+    let check = |sections: &[(&str, Vec<u8>)], what: &str| match dwarf::find_frames(
+        &dwarf_from(sections),
+        &probes,
+        &mut || {},
+    ) {
+        Ok(found) => {
+            assert_eq!(found.len(), probes.len(), "{what}");
+            for f in &found {
+                if let dwarf::Found::Frames(frames) = f {
+                    assert!(frames.len() <= 258, "{what}: {} frames", frames.len());
                 }
             }
-            Err(e) => assert!(!e.to_string().contains('\n'), "{what}: {e}"),
         }
+        Err(e) => assert!(!e.to_string().contains('\n'), "{what}: {e}"),
     };
     check(&clean, "clean");
     // Truncated: each section cut short at a few places.
@@ -473,7 +475,10 @@ fn corrupt_or_truncated_debug_sections_give_errors_or_frames_never_a_panic() {
             let end = (at + 64).min(data.len());
             let fill = if round % 2 == 0 { 0xff } else { 0x00 };
             data[at..end].fill(fill);
-            check(&sections, &format!("{} at {at} filled with {fill:#x}", clean[i].0));
+            check(
+                &sections,
+                &format!("{} at {at} filled with {fill:#x}", clean[i].0),
+            );
         }
     }
 }
