@@ -157,7 +157,7 @@ impl Units {
                 continue;
             };
             walked += 1;
-            if walked.is_multiple_of(RELEASE_UNITS) {
+            if walked % RELEASE_UNITS == 0 {
                 release();
             }
             let needs_ranges = match header.type_() {
@@ -247,7 +247,12 @@ fn unit_ranges(
     if !found {
         found = ranges.each(unit, add)?;
     }
-    if !found && let Some(program) = unit.line_program.clone() {
+    let program = if found {
+        None
+    } else {
+        unit.line_program.clone()
+    };
+    if let Some(program) = program {
         // The unit declares no ranges: its line program's sequences (errors ignored).
         if let Ok(lines) = Lines::parse(unit, program, &mut |_, _| false, &mut || {}) {
             for &(begin, end, _) in &lines.sequences {
@@ -350,7 +355,7 @@ impl Lines {
         let mut read = 0usize;
         while let Some((_, row)) = program.next_row()? {
             read += 1;
-            if read.is_multiple_of(RELEASE_ROWS) {
+            if read % RELEASE_ROWS == 0 {
                 release();
             }
             if row.end_sequence() {
@@ -375,11 +380,12 @@ impl Lines {
             // As addr2line: the low 32 bits.
             let line = row.line().map_or(0, std::num::NonZeroU64::get) as u32;
             // A row at the same address as the one before replaces it.
-            if let Some(last) = current.last_mut()
-                && last.0 == address
-            {
-                *last = (address, row.file_index(), line);
-                continue;
+            match current.last_mut() {
+                Some(last) if last.0 == address => {
+                    *last = (address, row.file_index(), line);
+                    continue;
+                }
+                _ => {}
             }
             if current.len() >= MAX_ROWS {
                 return Err(Error::UnsupportedOffset);
@@ -449,9 +455,11 @@ fn render_file<'a>(
         Some(dir) => dir.to_string_lossy().into_owned(),
         None => String::new(),
     };
-    if file.directory_index() != 0
-        && let Some(directory) = file.directory(header)
-    {
+    let directory = match file.directory_index() {
+        0 => None,
+        _ => file.directory(header),
+    };
+    if let Some(directory) = directory {
         push_path(&mut path, &unit.attr_string(directory)?.to_string_lossy());
     }
     push_path(
@@ -525,7 +533,7 @@ fn in_unit<'a>(
         .iter()
         .enumerate()
         .map(|(i, &probe)| {
-            if i > 0 && i.is_multiple_of(RELEASE_ADDRESSES) {
+            if i > 0 && i % RELEASE_ADDRESSES == 0 {
                 release();
             }
             let location = lines.as_ref().and_then(|l| l.find(probe));
@@ -569,7 +577,7 @@ fn subprograms(
     let mut read = 0usize;
     while !entries.is_empty() {
         read += 1;
-        if read.is_multiple_of(RELEASE_DIES) {
+        if read % RELEASE_DIES == 0 {
             release();
         }
         let offset = entries.next_offset();
@@ -672,10 +680,13 @@ impl<'a> Function<'a> {
                         match attr.name() {
                             gimli::DW_AT_call_file => {
                                 // DWARF 5 numbers files from 0; before, 0 is none.
-                                if let gimli::AttributeValue::FileIndex(f) = attr.value()
-                                    && (f > 0 || unit.header.version() >= 5)
-                                {
-                                    call.call_file = Some(f);
+                                match attr.value() {
+                                    gimli::AttributeValue::FileIndex(f)
+                                        if f > 0 || unit.header.version() >= 5 =>
+                                    {
+                                        call.call_file = Some(f);
+                                    }
+                                    _ => {}
                                 }
                             }
                             gimli::DW_AT_call_line => {
@@ -772,15 +783,11 @@ fn note_name<'a>(
                 *name = Some(value);
             }
         }
-        gimli::DW_AT_name => {
-            if name.is_none() {
-                *name = unit.attr_string(attr.value()).ok();
-            }
+        gimli::DW_AT_name if name.is_none() => {
+            *name = unit.attr_string(attr.value()).ok();
         }
-        gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => {
-            if name.is_none() {
-                *name = origin_name(dwarf, unit, attr.value(), offsets, refs)?;
-            }
+        gimli::DW_AT_abstract_origin | gimli::DW_AT_specification if name.is_none() => {
+            *name = origin_name(dwarf, unit, attr.value(), offsets, refs)?;
         }
         _ => {}
     }
