@@ -10,8 +10,14 @@
 //! `symbolize_cost METHOD [N] [ROUNDS]`: N addresses (default 2,000) spread over the
 //! binary's functions, symbolized ROUNDS times (default 10; later rounds miss any cache:
 //! each round asks for other addresses of the same functions). Prints one JSON line:
-//! RSS before, after and at its peak (VmHWM), and the time of the first and the other
-//! rounds.
+//! RSS before, after and at its peak (VmHWM, reset once the addresses are picked, so it
+//! is the method's), and the time of the first and the other rounds.
+//!
+//! `symbolize_cost file PATH [N]`: N addresses (default 300, one in the middle of every
+//! k-th function of PATH's symbol table) of the ELF file PATH symbolized offline in one
+//! batch by `leakwatch_symbolize::Symbolizer` (as `leakwatch report --symbols` does),
+//! on this thread; prints the same RSS figures, the time, how many addresses got a
+//! file, and the symbolizer's stats.
 use object::{Object, ObjectSymbol};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -25,6 +31,93 @@ fn status_kib(field: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Resets VmHWM to the current RSS (Linux: 5 to `clear_refs`), so the peak read later
+/// is what came after: reading the binary for its symbol table raised it.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// `symbolize_cost file PATH [N]`.
+fn offline(args: &[String]) -> ExitCode {
+    let Some(path) = args.first() else {
+        eprintln!("usage: symbolize_cost file PATH [N]");
+        return ExitCode::from(2);
+    };
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(300);
+    let Ok(bytes) = std::fs::read(path) else {
+        eprintln!("symbolize_cost: cannot read {path}");
+        return ExitCode::from(2);
+    };
+    let Ok(file) = object::File::parse(&*bytes) else {
+        eprintln!("symbolize_cost: {path} is not an object file");
+        return ExitCode::from(2);
+    };
+    let mut funcs: Vec<(u64, u64)> = file
+        .symbols()
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() >= 16)
+        .map(|s| (s.address(), s.size()))
+        .collect();
+    funcs.sort_unstable();
+    funcs.dedup();
+    let step = (funcs.len() / n.max(1)).max(1);
+    // Return addresses: one past a byte in the middle of each function.
+    let addresses: Vec<u64> = funcs
+        .iter()
+        .step_by(step)
+        .take(n)
+        .map(|f| f.0 + f.1 / 2 + 1)
+        .collect();
+    let (low, high) = (
+        funcs.first().map_or(0, |f| f.0),
+        funcs.last().map_or(0, |f| f.0 + f.1),
+    );
+    drop(file);
+    drop(bytes);
+    let mut files = leakwatch_symbolize::SymbolFiles::new();
+    if let Err(e) = files.add(std::path::Path::new(path)) {
+        eprintln!("symbolize_cost: {e}");
+        return ExitCode::from(2);
+    }
+    let id = leakwatch_symbolize::build_id(std::path::Path::new(path))
+        .ok()
+        .flatten();
+    let module = leakwatch_symbolize::ModuleRef {
+        path,
+        base: 0,
+        start: low,
+        end: high + 1,
+        build_id: id.as_deref(),
+    };
+    let mut symbolizer = leakwatch_symbolize::Symbolizer::with_capacity(0);
+    reset_peak();
+    let before = status_kib("VmRSS:");
+    let started = Instant::now();
+    let frames = symbolizer.symbolize(&[module], &addresses, &mut files);
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let with_file = frames
+        .iter()
+        .filter(|f| f.first().is_some_and(|s| s.file.is_some()))
+        .count();
+    let after = status_kib("VmRSS:");
+    println!(
+        "{}",
+        serde_json::json!({
+            "method": "file",
+            "addresses": addresses.len(),
+            "with_file": with_file,
+            "frames": frames.iter().map(Vec::len).sum::<usize>(),
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+            "rss_growth_kib": after.saturating_sub(before),
+            "peak_rss_kib": status_kib("VmHWM:"),
+            "ms": ms,
+            "symbolizer": format!("{:?}", symbolizer.stats()),
+            "warnings": symbolizer.warnings(),
+        })
+    );
+    ExitCode::SUCCESS
 }
 
 /// `(runtime address, size)` of every `step`-th function of this binary, N of them.
@@ -57,14 +150,18 @@ fn main() -> ExitCode {
     let method = args.next().unwrap_or_default();
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let rounds: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);
+    if method == "file" {
+        return offline(&std::env::args().skip(2).collect::<Vec<_>>());
+    }
     if !["backtrace", "batch", "compare"].contains(&method.as_str()) {
-        eprintln!("symbolize_cost: unknown method {method:?} (backtrace|batch|compare)");
+        eprintln!("symbolize_cost: unknown method {method:?} (backtrace|batch|compare|file)");
         return ExitCode::from(2);
     }
     let funcs = functions(n);
     if method == "compare" {
         return compare(&funcs);
     }
+    reset_peak();
     let rss_before = status_kib("VmRSS:");
     let mut first_ms = 0.0;
     let mut rest_ms = 0.0;

@@ -1,22 +1,25 @@
-//! One module file's part of a batch: its DWARF (through `addr2line`, parsed lazily: only
-//! the units that hold the asked addresses) and its ELF symbol table (the machine
-//! functions' full paths), both read from a memory map and dropped with it.
+//! One module file's part of a batch: its DWARF (`dwarf.rs`: only the units that hold
+//! the asked addresses) and its ELF symbol table (the machine functions' full paths),
+//! both read from a memory map and dropped with it.
 
 use crate::Symbol;
+use crate::dwarf::{self, Found};
 use object::{Object, ObjectSection, ObjectSymbol, ObjectSymbolTable};
 
 /// The frames of every address of `addresses` (return addresses, runtime), in order, from
-/// the module file `bytes` loaded with bias `base`.
+/// the module file `bytes` loaded with bias `base`. `release` is called whenever the
+/// pages read so far may leave the resident set (the bytes stay readable).
 ///
 /// # Errors
-/// When `bytes` is not an object file `object` can read, or its DWARF is malformed
-/// beyond the unit headers.
+/// When `bytes` is not an object file `object` can read, or its unit headers (or
+/// `.debug_aranges`, or a unit's root DIE) are malformed.
 /// Also returns the process's resident set size measured after the lookups, before the
-/// parsed DWARF is dropped.
+/// symbol table is dropped.
 pub(crate) fn resolve(
     bytes: &[u8],
     base: u64,
     addresses: &[u64],
+    release: &mut dyn FnMut(),
 ) -> Result<(Vec<Vec<Symbol>>, Option<u64>), String> {
     let file = object::File::parse(bytes).map_err(|e| format!("not an object file: {e}"))?;
     let endian = if file.is_little_endian() {
@@ -24,15 +27,33 @@ pub(crate) fn resolve(
     } else {
         gimli::RunTimeEndian::Big
     };
-    let load = |id: gimli::SectionId| -> Result<gimli::EndianSlice<'_, gimli::RunTimeEndian>, gimli::Error> {
+    let load = |id: gimli::SectionId| -> Result<dwarf::Reader<'_>, gimli::Error> {
         Ok(gimli::EndianSlice::new(section(&file, id.name()), endian))
     };
-    let dwarf = gimli::Dwarf::load(load).map_err(|e| format!("bad DWARF: {e}"))?;
-    let context = addr2line::Context::from_dwarf(dwarf).map_err(|e| format!("bad DWARF: {e}"))?;
+    let sections = gimli::Dwarf::load(load).map_err(|e| format!("bad DWARF: {e}"))?;
     let symbols = FunctionSymbols::read(&file);
+    release();
+    // A return address points after the call; the call itself is one byte earlier.
+    let probes: Vec<Option<u64>> = addresses
+        .iter()
+        .map(|&address| address.saturating_sub(1).checked_sub(base))
+        .collect();
+    let asked: Vec<u64> = probes.iter().flatten().copied().collect();
+    let found =
+        dwarf::find_frames(&sections, &asked, release).map_err(|e| format!("bad DWARF: {e}"))?;
+    let mut found = found.into_iter();
     let frames = addresses
         .iter()
-        .map(|&address| frames(&context, &symbols, base, address))
+        .zip(&probes)
+        .map(|(&address, probe)| match probe {
+            Some(probe) => frames(
+                found.next().unwrap_or(Found::Error),
+                &symbols,
+                address,
+                *probe,
+            ),
+            None => vec![crate::unknown(address)],
+        })
         .collect();
     Ok((frames, crate::map::resident_bytes()))
 }
@@ -53,36 +74,30 @@ fn section<'data>(file: &object::File<'data>, name: &str) -> &'data [u8] {
     section.data().unwrap_or(&[])
 }
 
-type Context<'data> = addr2line::Context<gimli::EndianSlice<'data, gimli::RunTimeEndian>>;
-
-/// The frames of one return address: inlined frames innermost first, then the function
-/// that holds them, which carries the symbol table's name in `symbol`.
+/// The frames of one return address from what its DWARF gave: inlined frames innermost
+/// first, then the function that holds them, which carries the symbol table's name in
+/// `symbol` (and lends it to frames without a name).
 fn frames(
-    context: &Context<'_>,
+    found: Found,
     symbols: &FunctionSymbols<'_, '_>,
-    base: u64,
     address: u64,
+    probe: u64,
 ) -> Vec<Symbol> {
-    // A return address points after the call; the call itself is one byte earlier.
-    let call = address.saturating_sub(1);
-    let Some(probe) = call.checked_sub(base) else {
-        return vec![crate::unknown(address)];
-    };
     let symbol = symbols.name_at(probe);
-    let mut out = Vec::new();
-    if let Ok(mut iter) = context.find_frames(probe).skip_all_loads() {
-        while let Ok(Some(frame)) = iter.next() {
-            let function = match &frame.function {
-                Some(f) => f.raw_name().ok().map(|name| demangle(&name)),
-                None => symbol.clone(),
-            };
-            let (file, line) = match &frame.location {
-                Some(l) => (l.file.map(str::to_owned), l.line),
-                None => (None, None),
-            };
-            out.push(crate::symbol(address, function, file, line, true, None));
-        }
-    }
+    let mut out: Vec<Symbol> = match found {
+        Found::Frames(frames) => frames
+            .into_iter()
+            .map(|f| {
+                let function = match f.name {
+                    Some(name) => Some(demangle(&name)),
+                    None => symbol.clone(),
+                };
+                crate::symbol(address, function, f.file, f.line, true, None)
+            })
+            .collect(),
+        // Unreadable DWARF for this address: the symbol table alone.
+        Found::Error => Vec::new(),
+    };
     match out.last_mut() {
         Some(last) => {
             last.inlined = false;

@@ -2,9 +2,10 @@
 //! what the asked addresses need, and keeping only a bounded cache of results.
 //!
 //! A batch ([`Symbolizer::symbolize`]) groups its addresses by module, maps each
-//! module's file read-only, parses its DWARF lazily through `addr2line` (the unit
-//! headers, then the line programs and functions of the units that hold the asked
-//! addresses) and its ELF symbol table, resolves the addresses, and drops all of it:
+//! module's file read-only, reads its DWARF with `gimli` one compilation unit at a
+//! time (each unit's root DIE to find the units that hold the asked addresses, then
+//! only those units' line programs and functions, and the units their names refer to)
+//! and its ELF symbol table, resolves the addresses, and drops all of it:
 //! between batches the symbolizer holds only its result cache, at most
 //! [`Symbolizer::with_capacity`] addresses (counted evictions beyond). Where a module's
 //! file is comes from a [`Locate`]: [`LoadedFiles`] in the process, [`SymbolFiles`]
@@ -27,6 +28,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+mod dwarf;
 mod elf;
 mod files;
 #[expect(unsafe_code)]
@@ -101,9 +103,9 @@ pub struct SymbolizerStats {
     /// its end; only the pages the lookups touch become resident).
     pub peak_mapped_bytes: u64,
     /// The largest growth of the process's resident set measured across one module of
-    /// a batch (`/proc/self/statm` before mapping the file and after its lookups, before
-    /// anything is dropped): the batch's transient cost, as an upper bound (other
-    /// threads' growth in the meantime counts too).
+    /// a batch (`/proc/self/statm` before mapping the file, then before each release of
+    /// the mapped pages read and after the lookups): the batch's transient cost, as an
+    /// upper bound (other threads' growth in the meantime counts too).
     pub peak_batch_rss_bytes: u64,
     /// Time spent in batches.
     pub time: Duration,
@@ -247,11 +249,21 @@ impl Symbolizer {
         };
         self.stats.files_mapped += 1;
         self.stats.peak_mapped_bytes = self.stats.peak_mapped_bytes.max(map.len() as u64);
-        let frames = elf::resolve(map.bytes(), module.base, addresses);
+        map.advise_random();
+        // The most resident measured before each release of the pages read.
+        let mut highest: Option<u64> = None;
+        let mut release = || {
+            if let Some(now) = map::resident_bytes() {
+                highest = Some(highest.map_or(now, |h| h.max(now)));
+            }
+            map.release();
+        };
+        let frames = elf::resolve(map.bytes(), module.base, addresses, &mut release);
         drop(map);
         match frames {
             Ok((frames, after)) => {
                 // Measured while the map and the parsed DWARF were live.
+                let after = after.max(highest);
                 if let (Some(before), Some(after)) = (before, after) {
                     self.stats.peak_batch_rss_bytes = self
                         .stats

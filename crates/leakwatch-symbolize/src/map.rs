@@ -55,6 +55,32 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
     }
 
+    /// Tells the kernel the map is read at random: a page fault maps that page alone,
+    /// not its neighbours (fault-around), so only the pages read become resident.
+    pub(crate) fn advise_random(&self) {
+        self.advise(libc::MADV_RANDOM);
+    }
+
+    /// Drops the pages read so far from the resident set. The map stays valid: a page
+    /// read again is faulted in again from the page cache, with the same bytes (the
+    /// file is mapped private and read-only, so no page ever differs from the file).
+    pub(crate) fn release(&self) {
+        self.advise(libc::MADV_DONTNEED);
+    }
+
+    fn advise(&self, advice: libc::c_int) {
+        if self.len > 0 {
+            // SAFETY: `ptr` and `len` are exactly the live mapping `open` made. Neither
+            // advice changes what the mapping reads: MADV_RANDOM only tunes read-ahead,
+            // and MADV_DONTNEED on a private, never-written file mapping only unmaps its
+            // pages, which read back as the file's bytes; slices of it stay valid. An
+            // error (the advice unsupported) changes nothing and is ignored.
+            unsafe {
+                libc::madvise(self.ptr, self.len, advice);
+            }
+        }
+    }
+
     /// Bytes mapped.
     pub(crate) fn len(&self) -> usize {
         self.len
