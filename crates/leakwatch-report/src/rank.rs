@@ -68,7 +68,7 @@ pub struct RankOptions {
     /// Bytes one sample stands for: the sampling rate `R` of sampled snapshots, 0 for
     /// exact ones ([`Report::build`](crate::Report::build) sets it from the history).
     /// Sampled estimates move in steps of about `R`, and between two levels by the
-    /// blocks that arrived and departed (see `Noise`), so growth must exceed four
+    /// blocks that arrived and departed (see `Noise`), so growth must exceed three
     /// samples and that noise before it counts.
     pub sample_bytes: f64,
 }
@@ -88,7 +88,7 @@ impl Default for RankOptions {
 }
 
 impl RankOptions {
-    /// The smallest growth that counts: `min_growth`, and at least four samples' worth.
+    /// The smallest growth that counts: `min_growth`, and at least three samples' worth.
     fn growth_floor(&self) -> f64 {
         self.min_growth.max(3.0 * self.sample_bytes)
     }
@@ -830,7 +830,7 @@ fn site_trend<K>(
     // departures, `Noise::if_flat`, with the jitter and swing), not to the noise of the
     // change observed: the question is whether "no growth" explains it. Where nothing
     // was there to depart, every sample that arrived and stayed is growth, and the
-    // floor of four samples is what keeps chance arrivals out.
+    // floor of three samples is what keeps chance arrivals out.
     let beyond = |x: Level, y: Level, sigmas: f64| {
         let change = y.value - x.value;
         change >= min_growth && change > sigmas * noise.if_flat(x, y, change)
