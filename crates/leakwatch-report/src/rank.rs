@@ -450,24 +450,43 @@ impl Noise<'_> {
         (self.r * self.turnover(x, y, change)).sqrt()
     }
 
-    /// The sampling part of the noise a rise of `change` bytes from the earlier level to
-    /// the later would have if the site did not grow: arrivals balanced by departures.
-    /// What departed (`D`) is counted; what arrived is `A = change + D`. Under no growth
-    /// both have the same mean, which the observed departures may undershoot by chance
-    /// (a pool of long-lived blocks sees a few samples arrive and a few leave in a
-    /// window, and in some draws only arrivals): so the balancing departures are the
-    /// larger of `D` and `A`, where the earlier level held that much to depart, and the
-    /// noise `sqrt(2 R x that)`. A site that held nothing has nothing to balance its
+    /// The arrivals of a rise of `change` bytes from the earlier of `x` and `y` to the
+    /// later that departures could have balanced if the site did not grow: the rise,
+    /// up to what the earlier level still held beyond the departures counted
+    /// (`Noise::departed`). A site that held nothing has nothing to balance its
     /// arrivals with: every sample that came and stayed is growth.
+    fn balanceable(&self, x: Level, y: Level, change: f64) -> f64 {
+        let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
+        let room = (a.value.max(0.0) - self.departed(a, b)).max(0.0);
+        change.max(0.0).min(room)
+    }
+
+    /// The sampling part of the noise a rise of `change` bytes would have if the site
+    /// did not grow, arrivals (`A = change + D`) and departures (`D`, counted) having
+    /// one mean. The departures seen may undershoot it by chance (a pool of long-lived
+    /// blocks sees a few samples arrive and a few leave in a window, and in some draws
+    /// only arrivals), so where the earlier level could have supplied them the noise is
+    /// that of the conditional test, `sqrt(R (A + D))`: given `n = A + D` samples that
+    /// came or went, "no growth" makes each an arrival with probability 1/2. Where it
+    /// could not ([`Noise::balanceable`] is 0), `sqrt(2 R D)`.
     fn sampling_if_flat(&self, x: Level, y: Level, change: f64) -> f64 {
         if self.r <= 0.0 {
             return 0.0;
         }
         let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
-        let departed = self.departed(a, b);
-        let arrived = change.max(0.0) + departed;
-        let balancing = departed.max(arrived.min(a.value.max(0.0)));
-        (2.0 * self.r * balancing).sqrt()
+        let turnover = 2.0 * self.departed(a, b) + self.balanceable(x, y, change);
+        (self.r * turnover).sqrt()
+    }
+
+    /// The continuity correction of that test: counts move by whole samples, so a rise
+    /// is held to the noise one sample short of it (`(A - D - 1) / sqrt(A + D)` is
+    /// within 0.15 standard deviations of the exact binomial tail from 4 samples on),
+    /// for the balanceable part only.
+    fn continuity(&self, x: Level, y: Level, change: f64) -> f64 {
+        if self.r <= 0.0 {
+            return 0.0;
+        }
+        self.balanceable(x, y, change).min(self.r)
     }
 
     /// The noise of a rise of `change` bytes from `x` to `y` if the site did not grow:
@@ -833,7 +852,8 @@ fn site_trend<K>(
     // floor of three samples is what keeps chance arrivals out.
     let beyond = |x: Level, y: Level, sigmas: f64| {
         let change = y.value - x.value;
-        change >= min_growth && change > sigmas * noise.if_flat(x, y, change)
+        change >= min_growth
+            && change - noise.continuity(x, y, change) > sigmas * noise.if_flat(x, y, change)
     };
     // Grew beyond noise: from the first third's level to the last's, or from the
     // window's first twentieth to its last tenth or third (a leak's full rise; a cache
