@@ -4,7 +4,7 @@
 //! each other's allocations.
 //!
 //! A thread inside a scope tracks every allocation exactly (weight 1), and appends a
-//! marker frame (`SCOPE_FRAME | tag`, a kernel-half address no return address can be)
+//! marker frame (`stack::SCOPE_FRAME | tag`, a kernel-half address no return address can be)
 //! to each stack, so the scope's sites are its own: their counters count only the
 //! scope's blocks, wherever those are freed. Each open scope also has a slot of
 //! counters (live bytes, peak, allocations) updated on every allocation and free of its
@@ -14,23 +14,22 @@
 //! With tracking off process-wide, an open scope sends allocations to the (out-of-line)
 //! tracking path, where threads outside any scope return at once; the unsampled fast path
 //! of sampled mode is not changed. The hot path learns that a scope is open from the
-//! open-scope count kept in the state word itself (`hot::SCOPES`): opening and closing
+//! open-scope count kept in the state word itself (`state::SCOPES`): opening and closing
 //! change that count with one atomic read-modify-write of the word ([`opened`],
 //! [`closed`]), so no interleaving of opens and closes can leave a scope open while the
 //! word says none is (a count in a word of its own, and a flag set or cleared after
 //! changing it, could: close's decrement, open's increment and flag, close's clearing).
 
-use crate::hot::{self, FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT};
 use crate::snapshot::site_stats;
+use crate::state::{
+    self, FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT, untracked,
+};
 use crate::tracker;
 use leakwatch_types::SiteStats;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
 
 /// Scopes open at once, at most.
 pub const MAX_SCOPES: usize = 256;
-
-/// Stack frames at or above this value are scope markers, not return addresses.
-pub(crate) const SCOPE_FRAME: u64 = 0xFFFF_0000_0000_0000;
 
 /// While scoped, a thread's sampling countdown is pinned this far below zero, so every
 /// allocation takes the tracking path (it then only counts bytes).
@@ -79,9 +78,9 @@ pub(crate) const fn closed(state: u32) -> u32 {
     }
 }
 
-/// Applies `transition` to the state word in one atomic step ([`hot::update_state`]).
+/// Applies `transition` to the state word in one atomic step ([`state::update_state`]).
 fn update_state(transition: fn(u32) -> u32) {
-    hot::update_state(|s| Some(transition(s)));
+    state::update_state(|s| Some(transition(s)));
 }
 
 /// The slot of an open scope, `None` once it closed (its tag no longer matches).
@@ -260,7 +259,7 @@ impl Scope {
 
     /// What the scope holds now: counters and its sites. Allocates (untracked).
     pub fn stats(&self) -> ScopeStats {
-        tracker::untracked(|| {
+        untracked(|| {
             tracker::flush_current_thread();
             let Some(s) = slot(self.handle.tag) else {
                 return ScopeStats::default();
