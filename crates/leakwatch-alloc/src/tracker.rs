@@ -13,7 +13,7 @@ use crate::config::{self, Config};
 use crate::filter;
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
-use crate::scope;
+use crate::scope::counters as scope_counters;
 use crate::sites::{self, SiteCounters};
 use crate::stack::{self, Stack};
 use crate::state::{
@@ -570,24 +570,24 @@ fn track_scoped(t: &ThreadState, addr: usize, size: usize, sp: usize, tag: u64) 
     stack.push_marker(stack::SCOPE_FRAME | tag);
     let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), tag);
     if site == sites::OVERFLOW {
-        scope::note_site_overflow(tag);
+        scope_counters::note_site_overflow(tag);
     }
     let weight = Weight::of(size, 1);
     match blocks::insert(addr, site, 1, current_epoch(), size) {
         Inserted::New => {
             filter::insert(addr);
             sites.record(site).add(&SiteCounters::alloc(weight));
-            scope::note_alloc(tag, size, true);
+            scope_counters::note_alloc(tag, size, true);
         }
         Inserted::Replaced(_) => {
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
             sites.record(site).add(&SiteCounters::alloc(weight));
-            scope::note_alloc(tag, size, true);
+            scope_counters::note_alloc(tag, size, true);
         }
         Inserted::Full => {
             OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
             OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
-            scope::note_untracked(tag);
+            scope_counters::note_untracked(tag);
         }
     }
 }
@@ -619,7 +619,7 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
         if tag != 0 {
             // A scope's block, freed by whichever thread: written through.
             sites.record(entry.site).add(&delta);
-            scope::note_free(tag, size);
+            scope_counters::note_free(tag, size);
         } else {
             THREAD.with(|t| note_site(t, sites, entry.site, delta));
         }
@@ -638,7 +638,7 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     let unfree = |delta: SiteCounters| {
         if tag != 0 {
             sites.record(entry.site).add(&delta);
-            scope::note_alloc(tag, size, false);
+            scope_counters::note_alloc(tag, size, false);
         } else {
             THREAD.with(|t| note_site(t, sites, entry.site, delta));
         }
