@@ -4,8 +4,9 @@
 //! cannot be reused and tracked by another thread before we forget it).
 
 use crate::config::Config;
-use crate::hot::{self, STATE};
+use crate::hot;
 use crate::stack::Unwinder;
+use crate::state::{self, STATE};
 use crate::tracker;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
@@ -114,7 +115,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let state = hot::state();
+        let state = state::load();
         if hot::is_off(state) || hot::try_count_unsampled_alloc(state, layout.size()) {
             // SAFETY: our caller guarantees `layout` has non-zero size, as `A::alloc` requires.
             return unsafe { self.inner.alloc(layout) };
@@ -125,7 +126,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let state = hot::state();
+        let state = state::load();
         if hot::is_off(state) || hot::try_count_unsampled_alloc(state, layout.size()) {
             // SAFETY: as for `alloc`.
             return unsafe { self.inner.alloc_zeroed(layout) };
@@ -136,7 +137,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let state = hot::state();
+        let state = state::load();
         if hot::is_off(state) || hot::try_count_untracked_free(state, ptr as usize, layout.size()) {
             // SAFETY: our caller guarantees `ptr` was allocated by this allocator (hence by
             // `A`, which produced every pointer we returned) with `layout`.
@@ -153,7 +154,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for LeakWatch<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if hot::is_off(hot::state()) {
+        if hot::is_off(state::load()) {
             // SAFETY: our caller guarantees `ptr` came from this allocator (so from `A`)
             // with `layout`, and that `new_size` is valid for `layout.align()`.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };

@@ -84,6 +84,7 @@ mod snapshot;
 mod spin;
 #[expect(unsafe_code)]
 mod stack;
+mod state;
 mod symbolize;
 #[expect(unsafe_code)]
 mod tags;
@@ -116,7 +117,7 @@ pub use symbolize::{Symbolizer, SymbolizerStats};
 /// tracker's own memory and overflow counters. Cheap enough to call every second
 /// (it copies the site table; it does not walk the block table).
 pub fn snapshot() -> Snapshot {
-    tracker::untracked(snapshot::build)
+    state::untracked(snapshot::build)
 }
 
 /// Turns tracking on at the current sample rate. Returns `false` when the tracker's
@@ -134,9 +135,9 @@ pub fn disable() {
 
 /// The current tracking mode.
 pub fn mode() -> Mode {
-    match hot::STATE.load(std::sync::atomic::Ordering::Relaxed) & hot::MODE_MASK {
-        hot::SAMPLED => Mode::Sampled,
-        hot::EXACT => Mode::Exact,
+    match state::load() & state::MODE_MASK {
+        state::SAMPLED => Mode::Sampled,
+        state::EXACT => Mode::Exact,
         _ => Mode::Off,
     }
 }
@@ -176,7 +177,7 @@ pub fn is_installed() -> bool {
 /// Runs `f` with tracking suspended on the calling thread: its allocations are counted
 /// in the process totals but never attributed to a site. Nests.
 pub fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    tracker::untracked(f)
+    state::untracked(f)
 }
 
 /// Publishes the calling thread's batched process counters now (threads publish at
@@ -227,7 +228,7 @@ pub fn __init_running_for_test() -> bool {
 /// batched counts to the process totals so far.
 #[doc(hidden)]
 pub fn __publications_for_test() -> u64 {
-    tracker::PROCESS
+    threads::PROCESS
         .publications
         .load(std::sync::atomic::Ordering::Relaxed)
 }

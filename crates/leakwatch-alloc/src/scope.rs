@@ -4,7 +4,7 @@
 //! each other's allocations.
 //!
 //! A thread inside a scope tracks every allocation exactly (weight 1), and appends a
-//! marker frame (`SCOPE_FRAME | tag`, a kernel-half address no return address can be)
+//! marker frame (`stack::SCOPE_FRAME | tag`, a kernel-half address no return address can be)
 //! to each stack, so the scope's sites are its own: their counters count only the
 //! scope's blocks, wherever those are freed. Each open scope also has a slot of
 //! counters (live bytes, peak, allocations) updated on every allocation and free of its
@@ -14,51 +14,28 @@
 //! With tracking off process-wide, an open scope sends allocations to the (out-of-line)
 //! tracking path, where threads outside any scope return at once; the unsampled fast path
 //! of sampled mode is not changed. The hot path learns that a scope is open from the
-//! open-scope count kept in the state word itself (`hot::SCOPES`): opening and closing
+//! open-scope count kept in the state word itself (`state::SCOPES`): opening and closing
 //! change that count with one atomic read-modify-write of the word ([`opened`],
 //! [`closed`]), so no interleaving of opens and closes can leave a scope open while the
 //! word says none is (a count in a word of its own, and a flag set or cleared after
 //! changing it, could: close's decrement, open's increment and flag, close's clearing).
 
-use crate::hot::{self, FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT};
 use crate::snapshot::site_stats;
+use crate::state::{
+    self, FREE_CHECK, MODE_MASK, ONE_SCOPE, SCOPES, STATE, THREAD, UNINIT, untracked,
+};
 use crate::tracker;
+use counters::{SLOTS, slot};
 use leakwatch_types::SiteStats;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
-/// Scopes open at once, at most.
-pub const MAX_SCOPES: usize = 256;
+pub(crate) mod counters;
 
-/// Stack frames at or above this value are scope markers, not return addresses.
-pub(crate) const SCOPE_FRAME: u64 = 0xFFFF_0000_0000_0000;
+pub use counters::MAX_SCOPES;
 
 /// While scoped, a thread's sampling countdown is pinned this far below zero, so every
 /// allocation takes the tracking path (it then only counts bytes).
 pub(crate) const PINNED_COUNTDOWN: i64 = i64::MIN / 4;
-
-#[repr(align(64))]
-struct Slot {
-    /// The open scope's tag (`id << 8 | slot`), 0 when the slot is free.
-    tag: AtomicU64,
-    live: AtomicI64,
-    peak: AtomicI64,
-    allocs: AtomicU64,
-    alloc_bytes: AtomicU64,
-    untracked_blocks: AtomicU64,
-    overflow_samples: AtomicU64,
-}
-
-static SLOTS: [Slot; MAX_SCOPES] = [const {
-    Slot {
-        tag: AtomicU64::new(0),
-        live: AtomicI64::new(0),
-        peak: AtomicI64::new(0),
-        allocs: AtomicU64::new(0),
-        alloc_bytes: AtomicU64::new(0),
-        untracked_blocks: AtomicU64::new(0),
-        overflow_samples: AtomicU64::new(0),
-    }
-}; MAX_SCOPES];
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -79,48 +56,9 @@ pub(crate) const fn closed(state: u32) -> u32 {
     }
 }
 
-/// Applies `transition` to the state word in one atomic step ([`hot::update_state`]).
+/// Applies `transition` to the state word in one atomic step ([`state::update_state`]).
 fn update_state(transition: fn(u32) -> u32) {
-    hot::update_state(|s| Some(transition(s)));
-}
-
-/// The slot of an open scope, `None` once it closed (its tag no longer matches).
-fn slot(tag: u64) -> Option<&'static Slot> {
-    let slot = &SLOTS[(tag & 0xFF) as usize];
-    (tag != 0 && slot.tag.load(Acquire) == tag).then_some(slot)
-}
-
-/// A block of `size` bytes was allocated in scope `tag` (or a freed one restored).
-pub(crate) fn note_alloc(tag: u64, size: usize, counted: bool) {
-    if let Some(s) = slot(tag) {
-        let live = s.live.fetch_add(size as i64, Relaxed) + size as i64;
-        s.peak.fetch_max(live, Relaxed);
-        if counted {
-            s.allocs.fetch_add(1, Relaxed);
-            s.alloc_bytes.fetch_add(size as u64, Relaxed);
-        }
-    }
-}
-
-/// A block of scope `tag` was freed.
-pub(crate) fn note_free(tag: u64, size: usize) {
-    if let Some(s) = slot(tag) {
-        s.live.fetch_sub(size as i64, Relaxed);
-    }
-}
-
-/// A scope allocation the block table had no room for.
-pub(crate) fn note_untracked(tag: u64) {
-    if let Some(s) = slot(tag) {
-        s.untracked_blocks.fetch_add(1, Relaxed);
-    }
-}
-
-/// A scope allocation whose stack found no room in the site table.
-pub(crate) fn note_site_overflow(tag: u64) {
-    if let Some(s) = slot(tag) {
-        s.overflow_samples.fetch_add(1, Relaxed);
-    }
+    state::update_state(|s| Some(transition(s)));
 }
 
 /// Why a scope could not be opened.
@@ -260,7 +198,7 @@ impl Scope {
 
     /// What the scope holds now: counters and its sites. Allocates (untracked).
     pub fn stats(&self) -> ScopeStats {
-        tracker::untracked(|| {
+        untracked(|| {
             tracker::flush_current_thread();
             let Some(s) = slot(self.handle.tag) else {
                 return ScopeStats::default();

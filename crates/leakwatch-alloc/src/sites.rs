@@ -10,7 +10,7 @@
 use crate::os::{Mapping, Zeroable};
 use crate::sampler::{Weight, mix64};
 use crate::spin::SpinLock;
-use crate::threads::{OwnedU32, OwnedU64};
+use crate::state::{BATCH_SLOTS, BatchSlot, NO_SITE, SiteBatch};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
@@ -134,7 +134,7 @@ impl SiteCounters {
         SiteCounters {
             freed_bytes: w.bytes,
             freed_count: w.count,
-            freed_old_bytes: if age >= crate::tracker::OLD_SNAPSHOTS {
+            freed_old_bytes: if age >= leakwatch_types::OLD_SNAPSHOTS {
                 w.bytes
             } else {
                 0
@@ -176,22 +176,6 @@ impl SiteCounters {
     }
 }
 
-/// Slots in a thread's [`SiteBatch`].
-pub(crate) const BATCH_SLOTS: usize = 8;
-/// Site id of an empty batch slot.
-pub(crate) const NO_SITE: u32 = u32::MAX;
-
-/// One slot of a [`SiteBatch`]: a site and its pending counter changes.
-struct BatchSlot {
-    site: OwnedU32,
-    alloc_bytes: OwnedU64,
-    alloc_count: OwnedU64,
-    freed_bytes: OwnedU64,
-    freed_count: OwnedU64,
-    freed_old_bytes: OwnedU64,
-    freed_seen_bytes: OwnedU64,
-}
-
 impl BatchSlot {
     fn get(&self) -> SiteCounters {
         SiteCounters {
@@ -214,34 +198,9 @@ impl BatchSlot {
     }
 }
 
-/// A thread's pending changes to a few sites' counters, so that a loop allocating and
-/// freeing at one site does not pay four atomic read-modify-writes per pair on a cache
-/// line other threads share. Direct-mapped by site id; a slot is published when another
-/// site needs it and whenever the thread publishes its process counters (at every
-/// sample, every 256 KiB, at exit, and before its own snapshots). Only the owner thread
-/// writes it; snapshots read it through the thread registry (`threads.rs`), and the
-/// owner changes a slot's site or publishes only inside a `threads::Move`.
-pub(crate) struct SiteBatch {
-    slots: [BatchSlot; BATCH_SLOTS],
-}
-
+// What a thread's [`SiteBatch`] (its storage is in `state.rs`, with the rest of the
+// per-thread state) does.
 impl SiteBatch {
-    pub(crate) const fn new() -> Self {
-        SiteBatch {
-            slots: [const {
-                BatchSlot {
-                    site: OwnedU32::new(NO_SITE),
-                    alloc_bytes: OwnedU64::new(0),
-                    alloc_count: OwnedU64::new(0),
-                    freed_bytes: OwnedU64::new(0),
-                    freed_count: OwnedU64::new(0),
-                    freed_old_bytes: OwnedU64::new(0),
-                    freed_seen_bytes: OwnedU64::new(0),
-                }
-            }; BATCH_SLOTS],
-        }
-    }
-
     /// Whether adding to `site` first publishes another site's pending changes (a move).
     pub(crate) fn evicts(&self, site: u32) -> bool {
         let id = self.slots[site as usize % BATCH_SLOTS].site.get();

@@ -1,15 +1,15 @@
 //! Builds [`Snapshot`]s (the types are in `leakwatch-types`) from the tracker's tables.
 
 use crate::filter;
-use crate::hot::{EXACT, MODE_MASK, SAMPLED, STATE};
 use crate::os;
 use crate::sampler::COUNT_ONE;
 use crate::sampler::Weight;
 use crate::sites;
 use crate::stack;
+use crate::state::{EXACT, MODE_MASK, SAMPLED, STATE};
 use crate::tags;
-use crate::threads;
-use crate::tracker::{self, ENV_INVALID, MAX_DEPTH, MAX_SITES, OVERFLOW, PROCESS, RATE};
+use crate::threads::{self, PROCESS};
+use crate::tracker::{self, ENV_INVALID, MAX_DEPTH, MAX_SITES, OVERFLOW, RATE};
 use crate::{blocks, config};
 use leakwatch_types::AGE_BOUNDS_SECONDS;
 use leakwatch_types::{
@@ -33,17 +33,13 @@ pub(crate) fn site_stats(
     let mut frames = Vec::new();
     let truncated = table.copy_frames(id, &mut frames);
     let scope = record.scope();
-    if scope != 0
-        && frames
-            .last()
-            .is_some_and(|&f| f >= crate::scope::SCOPE_FRAME)
-    {
+    if scope != 0 && frames.last().is_some_and(|&f| f >= stack::SCOPE_FRAME) {
         frames.pop();
     }
     // A tagged stack's marker names its tag set.
     let mut tags = leakwatch_types::Tags::new();
     if let Some(&last) = frames.last() {
-        if (tags::TAG_FRAME..crate::scope::SCOPE_FRAME).contains(&last) {
+        if (tags::TAG_FRAME..stack::SCOPE_FRAME).contains(&last) {
             frames.pop();
             if let Some(set) = tags::tags_of((last - tags::TAG_FRAME) as u32) {
                 tags = set.clone();

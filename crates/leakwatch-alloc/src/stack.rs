@@ -41,6 +41,10 @@ const CACHED_DWARF: u8 = 3;
 /// Stacks captured by `backtrace` while the cached DWARF unwinder was chosen.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) use crate::unwind::{RULES_COMPUTED, SLOW_CAPTURES};
+
+/// Stack frames at or above this value are scope markers (`scope.rs`), not return
+/// addresses.
+pub(crate) const SCOPE_FRAME: u64 = 0xFFFF_0000_0000_0000;
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 pub(crate) static SLOW_CAPTURES: std::sync::atomic::AtomicU64 =
     std::sync::atomic::AtomicU64::new(0);

@@ -11,7 +11,7 @@
 //! (`model_server::server::generate::{{closure}}`), kept in [`Symbol::symbol`] of the
 //! address's outermost frame.
 
-use crate::tracker::untracked;
+use crate::state::untracked;
 pub use leakwatch_symbolize::SymbolizerStats;
 use leakwatch_symbolize::{LoadedFiles, ModuleRef};
 pub use leakwatch_types::Symbol;

@@ -3,7 +3,7 @@
 //! to.
 //!
 //! A tag set is interned once, as a small id ([`TagSet`]); a thread's current set is one
-//! `Cell<u32>` in its state (`hot::ThreadState::tags`), which [`TagSet::enter`] swaps
+//! `Cell<u32>` in its state (`state::ThreadState::tags`), which [`TagSet::enter`] swaps
 //! and its guard restores. Only the sampled path reads it: a sampled block's stack gets
 //! the marker frame `TAG_FRAME | id` as its outermost frame (as a scope's stacks get
 //! theirs), so a stack under two tag sets is two sites with counters of their own, and
@@ -21,13 +21,13 @@
 //! before it is taken, dropped after it is released when a copy existed), so the fork
 //! handler can hold it like the other tables' locks.
 
-use crate::hot::THREAD;
 use crate::spin::SpinLock;
+use crate::state::{THREAD, untracked};
 use leakwatch_types::{MAX_TAG_BYTES, MAX_TAG_SETS, MAX_TAGS, OVERFLOW_TAGS, Tags};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 
-/// Stack frames in `[TAG_FRAME, SCOPE_FRAME)` are tag-set markers, not return addresses
+/// Stack frames in `[TAG_FRAME, stack::SCOPE_FRAME)` are tag-set markers, not return addresses
 /// (kernel-half addresses, as scope markers are).
 pub(crate) const TAG_FRAME: u64 = 0xFFFE_0000_0000_0000;
 
@@ -87,7 +87,7 @@ impl TagSet {
     /// values longer than [`MAX_TAG_BYTES`] are cut. Gives the overflow set when the
     /// result would hold more than [`MAX_TAGS`] tags or no more sets can be interned.
     pub fn with(self, key: &str, value: &str) -> TagSet {
-        crate::tracker::untracked(|| {
+        untracked(|| {
             let mut tags = self.tags();
             if tags.contains_key(OVERFLOW_TAGS) {
                 return self;
@@ -111,7 +111,7 @@ impl TagSet {
 
     /// Its tags (empty for [`TagSet::none`]).
     pub fn tags(self) -> Tags {
-        crate::tracker::untracked(|| tags_of(self.0).cloned().unwrap_or_default())
+        untracked(|| tags_of(self.0).cloned().unwrap_or_default())
     }
 
     /// Makes this the calling thread's current set until the guard is dropped (which

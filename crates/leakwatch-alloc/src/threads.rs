@@ -1,7 +1,7 @@
 //! The thread registry: lets a snapshot read every live thread's unpublished counts.
 //!
 //! A thread batches its process totals and site counter changes (see `tracker::flush`,
-//! `sites::SiteBatch`). Those batches live in the thread's [`Counts`], whose fields are
+//! `sites.rs`). Those batches live in the thread's [`Counts`] (`state.rs`), whose fields are
 //! atomics that only the owner writes, with a relaxed load and a plain store (the same
 //! instructions as a `Cell`; no read-modify-write, no shared cache line). On its first
 //! cold-path allocation a thread claims one of [`MAX_THREADS`] slots here and stores a
@@ -29,97 +29,12 @@
 //! published counters and frees their slots; the fork handlers hold `SNAP` across
 //! `fork`, so no move is half done.
 
-use crate::hot::{THREAD, ThreadState};
-use crate::sites::{self, BATCH_SLOTS, SiteBatch, SiteCounters};
+use crate::sites::{self, SiteCounters};
 use crate::spin::SpinLock;
-use crate::tracker::PROCESS;
+use crate::state::{BATCH_SLOTS, Counts, NO_SITE, THREAD, ThreadState};
 use std::sync::atomic::{
     AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering::*, compiler_fence, fence,
 };
-
-macro_rules! owned {
-    ($name:ident, $int:ty, $atomic:ty) => {
-        /// A value only its owner thread writes (relaxed load and store, compiled like a
-        /// `Cell`), which a snapshot on another thread may read.
-        #[derive(Debug)]
-        pub(crate) struct $name($atomic);
-
-        impl $name {
-            pub(crate) const fn new(value: $int) -> Self {
-                Self(<$atomic>::new(value))
-            }
-
-            #[inline(always)]
-            pub(crate) fn get(&self) -> $int {
-                self.0.load(Relaxed)
-            }
-
-            /// Only the owner thread may call this.
-            #[inline(always)]
-            pub(crate) fn set(&self, value: $int) {
-                self.0.store(value, Relaxed)
-            }
-        }
-    };
-}
-
-owned!(OwnedI64, i64, AtomicI64);
-owned!(OwnedU64, u64, AtomicU64);
-owned!(OwnedU32, u32, AtomicU32);
-
-impl OwnedU64 {
-    /// Only the owner thread may call this (a load and a store, not a swap).
-    #[inline(always)]
-    pub(crate) fn replace(&self, value: u64) -> u64 {
-        let old = self.get();
-        self.set(value);
-        old
-    }
-}
-
-/// A thread's unpublished counts: what a snapshot reads through the registry.
-pub(crate) struct Counts {
-    /// Bytes until the next sampled byte. Also the allocated-bytes counter: bytes
-    /// allocated since the last flush are `countdown_base - countdown`.
-    pub(crate) countdown: OwnedI64,
-    pub(crate) countdown_base: OwnedI64,
-    /// Allocations since the last flush.
-    pub(crate) allocs: OwnedU64,
-    /// Bytes of frees left before the next flush; freed bytes since the last flush are
-    /// `free_budget_base - free_budget`.
-    pub(crate) free_budget: OwnedI64,
-    pub(crate) free_budget_base: OwnedI64,
-    /// Frees since the last flush.
-    pub(crate) frees: OwnedU64,
-    /// Pending changes to site counters.
-    pub(crate) sites: SiteBatch,
-}
-
-impl Counts {
-    pub(crate) const fn new() -> Self {
-        Counts {
-            countdown: OwnedI64::new(0),
-            countdown_base: OwnedI64::new(0),
-            allocs: OwnedU64::new(0),
-            free_budget: OwnedI64::new(0),
-            free_budget_base: OwnedI64::new(0),
-            frees: OwnedU64::new(0),
-            sites: SiteBatch::new(),
-        }
-    }
-
-    /// Pending process totals: allocations, their bytes, frees, their bytes.
-    fn process(&self) -> [u64; 4] {
-        [
-            self.allocs.get(),
-            self.countdown_base.get().wrapping_sub(self.countdown.get()) as u64,
-            self.frees.get(),
-            self.free_budget_base
-                .get()
-                .wrapping_sub(self.free_budget.get()) as u64,
-        ]
-    }
-}
 
 /// Threads that can be registered at once.
 pub(crate) const MAX_THREADS: usize = 1024;
@@ -168,6 +83,28 @@ pub(crate) fn touched_bytes() -> usize {
         .next_multiple_of(4096)
         .min(BYTES)
 }
+
+/// Process-wide totals, published by threads in batches.
+pub(crate) struct ProcessCounters {
+    pub(crate) allocs: AtomicU64,
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) frees: AtomicU64,
+    pub(crate) freed_bytes: AtomicU64,
+    pub(crate) peak_live: AtomicI64,
+    /// Publications so far (flushes that wrote these counters): lets tests tell a thread
+    /// that batches from one that publishes every operation. On the same cache line as
+    /// the counters each publication writes anyway.
+    pub(crate) publications: AtomicU64,
+}
+
+pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
+    allocs: AtomicU64::new(0),
+    alloc_bytes: AtomicU64::new(0),
+    frees: AtomicU64::new(0),
+    freed_bytes: AtomicU64::new(0),
+    peak_live: AtomicI64::new(0),
+    publications: AtomicU64::new(0),
+};
 
 /// Threads that found every slot taken.
 pub(crate) static UNREGISTERED: AtomicU64 = AtomicU64::new(0);
@@ -417,10 +354,7 @@ pub(crate) fn read_pending() -> Pending {
             }
         };
         let batch = counts.sites.pending();
-        let used = batch
-            .iter()
-            .filter(|(site, _)| *site != sites::NO_SITE)
-            .count();
+        let used = batch.iter().filter(|(site, _)| *site != NO_SITE).count();
         if entries.len() + used > entries.capacity() {
             // No room without allocating while readers hold the registry.
             skipped += 1;
@@ -430,7 +364,7 @@ pub(crate) fn read_pending() -> Pending {
         for (sum, add) in process.iter_mut().zip(counts.process()) {
             *sum = sum.wrapping_add(add);
         }
-        for (site, pending) in batch.into_iter().filter(|(s, _)| *s != sites::NO_SITE) {
+        for (site, pending) in batch.into_iter().filter(|(s, _)| *s != NO_SITE) {
             let published = table.map_or_else(SiteCounters::default, |t| {
                 t.record(site).counters_unclamped()
             });
@@ -500,7 +434,7 @@ pub(crate) unsafe fn unlock_after_fork_child() {
                 PROCESS.freed_bytes.fetch_add(freed_bytes, Relaxed);
                 if let Some(table) = table {
                     for (site, pending) in counts.sites.pending() {
-                        if site != sites::NO_SITE {
+                        if site != NO_SITE {
                             table.record(site).add(&pending);
                         }
                     }
@@ -513,17 +447,4 @@ pub(crate) unsafe fn unlock_after_fork_child() {
         slot.state.store(FREE, Release);
     }
     Reading.end();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owned_cells_behave_like_cells() {
-        let c = OwnedU64::new(5);
-        assert_eq!(c.replace(3), 5);
-        c.set(c.get() - 1);
-        assert_eq!(c.get(), 2);
-    }
 }

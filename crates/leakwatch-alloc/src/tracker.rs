@@ -11,18 +11,18 @@
 use crate::blocks::{self, Entry, Inserted};
 use crate::config::{self, Config};
 use crate::filter;
-use crate::hot::{
-    self, EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD,
-    ThreadState, UNINIT, with_mode,
-};
 use crate::os;
 use crate::sampler::{Rng, Weight, mix64, next_countdown, sample_probability};
-use crate::scope;
+use crate::scope::counters as scope_counters;
 use crate::sites::{self, SiteCounters};
 use crate::stack::{self, Stack};
+use crate::state::{
+    self, EXACT, EXITED, FREE_CHECK, LIVE, MODE_MASK, NEW, OFF, SAMPLED, STATE, THREAD,
+    ThreadState, UNINIT, untracked, with_mode,
+};
 use crate::tags;
-use crate::threads;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+use crate::threads::{self, PROCESS};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
 
 /// Bytes of frees (and, in exact mode, of allocations) a thread batches before
 /// publishing them to the process totals.
@@ -166,28 +166,6 @@ fn pause_for_test() {
     }
 }
 
-/// Process-wide totals, published by threads in batches.
-pub(crate) struct ProcessCounters {
-    pub(crate) allocs: AtomicU64,
-    pub(crate) alloc_bytes: AtomicU64,
-    pub(crate) frees: AtomicU64,
-    pub(crate) freed_bytes: AtomicU64,
-    pub(crate) peak_live: AtomicI64,
-    /// Publications so far (flushes that wrote these counters): lets tests tell a thread
-    /// that batches from one that publishes every operation. On the same cache line as
-    /// the counters each publication writes anyway.
-    pub(crate) publications: AtomicU64,
-}
-
-pub(crate) static PROCESS: ProcessCounters = ProcessCounters {
-    allocs: AtomicU64::new(0),
-    alloc_bytes: AtomicU64::new(0),
-    frees: AtomicU64::new(0),
-    freed_bytes: AtomicU64::new(0),
-    peak_live: AtomicI64::new(0),
-    publications: AtomicU64::new(0),
-};
-
 /// Overflow and anomaly counters: what the tracker could not record, and how much.
 pub(crate) struct OverflowCounters {
     pub(crate) untracked_blocks: AtomicU64,
@@ -244,7 +222,7 @@ fn configure(config: &Config) {
     if config.enabled {
         start();
     } else {
-        hot::update_state(|s| (s & MODE_MASK == UNINIT).then_some(with_mode(s, OFF)));
+        state::update_state(|s| (s & MODE_MASK == UNINIT).then_some(with_mode(s, OFF)));
     }
 }
 
@@ -254,7 +232,7 @@ fn configure(config: &Config) {
 pub(crate) fn restart_first_use_for_test() {
     hold_init_for_test();
     INIT.reset();
-    hot::update_state(|s| Some(with_mode(s, UNINIT)));
+    state::update_state(|s| Some(with_mode(s, UNINIT)));
 }
 
 /// Test support: the next initialisation step waits until [`release_init_for_test`].
@@ -362,7 +340,7 @@ pub(crate) fn stop() {
 }
 
 fn set_mode(mode: u32) {
-    hot::update_state(|s| Some(moded(s, mode)));
+    state::update_state(|s| Some(moded(s, mode)));
 }
 
 /// The state word after a change to `mode`: the open-scope count kept, [`FREE_CHECK`]
@@ -589,27 +567,27 @@ fn track_scoped(t: &ThreadState, addr: usize, size: usize, sp: usize, tag: u64) 
     if stack.truncated() {
         OVERFLOW.truncated_stacks.fetch_add(1, Relaxed);
     }
-    stack.push_marker(scope::SCOPE_FRAME | tag);
+    stack.push_marker(stack::SCOPE_FRAME | tag);
     let site = sites.intern(stack.frames(), stack.truncated(), stack.hash(), tag);
     if site == sites::OVERFLOW {
-        scope::note_site_overflow(tag);
+        scope_counters::note_site_overflow(tag);
     }
     let weight = Weight::of(size, 1);
     match blocks::insert(addr, site, 1, current_epoch(), size) {
         Inserted::New => {
             filter::insert(addr);
             sites.record(site).add(&SiteCounters::alloc(weight));
-            scope::note_alloc(tag, size, true);
+            scope_counters::note_alloc(tag, size, true);
         }
         Inserted::Replaced(_) => {
             OVERFLOW.replaced_entries.fetch_add(1, Relaxed);
             sites.record(site).add(&SiteCounters::alloc(weight));
-            scope::note_alloc(tag, size, true);
+            scope_counters::note_alloc(tag, size, true);
         }
         Inserted::Full => {
             OVERFLOW.untracked_blocks.fetch_add(1, Relaxed);
             OVERFLOW.untracked_bytes.fetch_add(weight.bytes, Relaxed);
-            scope::note_untracked(tag);
+            scope_counters::note_untracked(tag);
         }
     }
 }
@@ -641,7 +619,7 @@ pub(crate) fn on_tracked_free(addr: usize, size: usize) -> Option<Entry> {
         if tag != 0 {
             // A scope's block, freed by whichever thread: written through.
             sites.record(entry.site).add(&delta);
-            scope::note_free(tag, size);
+            scope_counters::note_free(tag, size);
         } else {
             THREAD.with(|t| note_site(t, sites, entry.site, delta));
         }
@@ -660,7 +638,7 @@ pub(crate) fn restore(addr: usize, size: usize, entry: Entry) {
     let unfree = |delta: SiteCounters| {
         if tag != 0 {
             sites.record(entry.site).add(&delta);
-            scope::note_alloc(tag, size, false);
+            scope_counters::note_alloc(tag, size, false);
         } else {
             THREAD.with(|t| note_site(t, sites, entry.site, delta));
         }
@@ -796,18 +774,6 @@ pub(crate) fn capture_for_bench(unwinder: stack::Unwinder, out: &mut [u64]) -> u
 pub(crate) fn capture_both_for_test(fast: &mut [u64], slow: &mut [u64]) -> (Option<usize>, usize) {
     let (_, hi) = os::thread_stack_bounds();
     untracked(|| stack::capture_both(fast, slow, hi))
-}
-
-/// Runs `f` with tracking suspended on this thread.
-pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD.with(|t| t.busy.set(self.0));
-        }
-    }
-    let _restore = Restore(THREAD.with(|t| t.busy.replace(true)));
-    f()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 //! or cleared) is checked too, to show that the search finds its race.
 
 use super::{closed, opened};
-use crate::hot::{EXACT, FREE_CHECK, OFF, SAMPLED, SCOPES, scoped};
+use crate::state::{EXACT, FREE_CHECK, OFF, SAMPLED, SCOPES, scoped};
 use crate::tracker::moded;
 use std::collections::HashSet;
 
@@ -193,7 +193,7 @@ fn mode_changes_keep_the_scope_count() {
     for mode in MODES {
         let s = moded(two_open, mode);
         assert_eq!(s & SCOPES, two_open & SCOPES);
-        assert_eq!(s & crate::hot::MODE_MASK, mode);
+        assert_eq!(s & crate::state::MODE_MASK, mode);
     }
     assert!(scoped(closed(moded(two_open, EXACT))));
     assert!(!scoped(closed(closed(moded(two_open, SAMPLED)))));
