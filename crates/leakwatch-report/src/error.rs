@@ -37,15 +37,31 @@ impl Error {
 pub(crate) fn describe_json(e: &serde_json::Error) -> String {
     let text = e.to_string();
     let text = match text.rfind(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+        Some(i) => &text[..i],
+        None => &text,
     };
+    // serde quotes what it read, decoded: a string's `\r` or `\n` escape would break
+    // the line.
+    let text = printable(text);
     match e.classify() {
         serde_json::error::Category::Eof => format!("truncated: {text}"),
         serde_json::error::Category::Syntax => format!("not valid JSON: {text}"),
         serde_json::error::Category::Data => format!("unexpected content: {text}"),
         serde_json::error::Category::Io => format!("read error: {text}"),
     }
+}
+
+/// `text` with its control characters written as escapes (`\r`, `\n`, `\u{1b}`).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for Error {
@@ -58,3 +74,20 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_json_error_quoting_a_control_character_stays_one_line() {
+        // serde names an unknown variant as decoded: here with a CR and a LF in it (a
+        // fuzzed series line's `unwinder`).
+        let e = serde_json::from_str::<leakwatch_types::Unwinder>("\"fp\\r\\nx\"").unwrap_err();
+        assert!(e.to_string().contains('\r'), "{e}");
+        let message = super::describe_json(&e);
+        assert!(!message.contains(['\r', '\n']), "{message:?}");
+        assert!(
+            message.contains("unknown variant `fp\\r\\nx`"),
+            "{message:?}"
+        );
+    }
+}
