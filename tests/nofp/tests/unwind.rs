@@ -113,10 +113,7 @@ fn exact_mode_stacks_come_from_the_cached_unwinder() {
     );
     assert_eq!(snapshot.tracker.slow_captures, 0, "{:?}", snapshot.warnings);
     assert!(
-        snapshot
-            .warnings
-            .iter()
-            .any(|w| w.contains("cached rules")),
+        snapshot.warnings.iter().any(|w| w.contains("cached rules")),
         "{:?}",
         snapshot.warnings
     );
