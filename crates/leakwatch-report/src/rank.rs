@@ -450,50 +450,35 @@ impl Noise<'_> {
         (self.r * self.turnover(x, y, change)).sqrt()
     }
 
-    /// The arrivals of a rise of `change` bytes from the earlier of `x` and `y` to the
-    /// later that departures could have balanced if the site did not grow: the rise,
-    /// up to what the earlier level still held beyond the departures counted
-    /// (`Noise::departed`). A site that held nothing has nothing to balance its
-    /// arrivals with: every sample that came and stayed is growth.
-    fn balanceable(&self, x: Level, y: Level, change: f64) -> f64 {
-        let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
-        let room = (a.value.max(0.0) - self.departed(a, b)).max(0.0);
-        change.max(0.0).min(room)
-    }
-
-    /// The sampling part of the noise a rise of `change` bytes would have if the site
-    /// did not grow, arrivals (`A = change + D`) and departures (`D`, counted) having
-    /// one mean. The departures seen may undershoot it by chance (a pool of long-lived
+    /// How far a rise of `change` bytes from `x` to `y` stands out if the site did not
+    /// grow: its noise and the continuity correction to take off the rise first.
+    ///
+    /// Under no growth arrivals (`A = change + D`) and departures (`D`, counted) have one
+    /// mean, which the departures seen may undershoot by chance (a pool of long-lived
     /// blocks sees a few samples arrive and a few leave in a window, and in some draws
-    /// only arrivals), so where the earlier level could have supplied them the noise is
-    /// that of the conditional test, `sqrt(R (A + D))`: given `n = A + D` samples that
-    /// came or went, "no growth" makes each an arrival with probability 1/2. Where it
-    /// could not ([`Noise::balanceable`] is 0), `sqrt(2 R D)`.
-    fn sampling_if_flat(&self, x: Level, y: Level, change: f64) -> f64 {
-        if self.r <= 0.0 {
-            return 0.0;
-        }
+    /// only arrivals). The arrivals departures could have balanced are the rise, up to
+    /// what the earlier level held beyond the departures counted; for those the test is
+    /// the conditional one (given `n = A + D` samples that came or went, each is an
+    /// arrival with probability 1/2): noise `sqrt(R (A + D))`, and one sample off the
+    /// rise, since counts move by whole samples (`(A - D - 1) / sqrt(A + D)` is within
+    /// 0.15 standard deviations of the exact binomial tail from 4 samples on). A site
+    /// that held nothing has nothing to balance its arrivals with: `sqrt(2 R D)`, no
+    /// correction, and every sample that came and stayed is growth. The jitter, or the
+    /// series' own swing where larger, as in [`Noise::model`].
+    fn if_flat(&self, x: Level, y: Level, change: f64) -> FlatTest {
         let (a, b) = if x.center <= y.center { (x, y) } else { (y, x) };
-        let turnover = 2.0 * self.departed(a, b) + self.balanceable(x, y, change);
-        (self.r * turnover).sqrt()
-    }
-
-    /// The continuity correction of that test: counts move by whole samples, so a rise
-    /// is held to the noise one sample short of it (`(A - D - 1) / sqrt(A + D)` is
-    /// within 0.15 standard deviations of the exact binomial tail from 4 samples on),
-    /// for the balanceable part only.
-    fn continuity(&self, x: Level, y: Level, change: f64) -> f64 {
-        if self.r <= 0.0 {
-            return 0.0;
+        let (sampling, correction) = if self.r > 0.0 {
+            let departed = self.departed(a, b);
+            let balanceable = change.max(0.0).min((a.value.max(0.0) - departed).max(0.0));
+            let turnover = 2.0 * departed + balanceable;
+            ((self.r * turnover).sqrt(), balanceable.min(self.r))
+        } else {
+            (0.0, 0.0)
+        };
+        FlatTest {
+            noise: self.jitter(x, y).hypot(sampling).max(self.swing(x, y)),
+            correction,
         }
-        self.balanceable(x, y, change).min(self.r)
-    }
-
-    /// The noise of a rise of `change` bytes from `x` to `y` if the site did not grow:
-    /// [`Noise::sampling_if_flat`] with the jitter, or the series' own swing where larger.
-    fn if_flat(&self, x: Level, y: Level, change: f64) -> f64 {
-        let modelled = self.jitter(x, y).hypot(self.sampling_if_flat(x, y, change));
-        modelled.max(self.swing(x, y))
     }
 
     /// `A + D`: bytes alive at one of the two levels' moments and not at the other, for
@@ -526,6 +511,13 @@ impl Noise<'_> {
             .min(1.0);
         (old + weight * young).min(before)
     }
+}
+
+/// [`Noise::if_flat`]: the noise of a rise if the site did not grow, and the continuity
+/// correction taken off the rise before it is compared.
+struct FlatTest {
+    noise: f64,
+    correction: f64,
 }
 
 /// The standard deviation of one point's noise, from first differences around their
@@ -852,8 +844,10 @@ fn site_trend<K>(
     // floor of three samples is what keeps chance arrivals out.
     let beyond = |x: Level, y: Level, sigmas: f64| {
         let change = y.value - x.value;
-        change >= min_growth
-            && change - noise.continuity(x, y, change) > sigmas * noise.if_flat(x, y, change)
+        change >= min_growth && {
+            let flat = noise.if_flat(x, y, change);
+            change - flat.correction > sigmas * flat.noise
+        }
     };
     // Grew beyond noise: from the first third's level to the last's, or from the
     // window's first twentieth to its last tenth or third (a leak's full rise; a cache
