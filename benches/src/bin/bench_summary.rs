@@ -1,5 +1,10 @@
 //! Reads criterion's results (`target/criterion`) and prints the comparison table for
 //! docs/BENCHMARKS.md: time per operation and the ratio to the bare system allocator.
+//!
+//! `bench_summary [DIR]` reads one run (default `target/criterion`); `bench_summary
+//! --rounds DIR` reads the rounds `benches/time_ratios.sh` kept (`DIR/round-N`, each a
+//! criterion directory) and prints each configuration's ratio to System taken within
+//! every round: the median over rounds, the range, and the rounds it was slower.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -44,9 +49,99 @@ fn mean_ns(dir: &Path) -> Result<f64, String> {
         .ok_or_else(|| format!("{}: no mean.point_estimate", file.display()))
 }
 
+/// Groups `--rounds` compares (those `benches/time_ratios.sh` runs).
+const ROUND_GROUPS: [&str; 3] = ["churn", "two_threads_churn", "retained_growth"];
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The `--rounds` table: per group and configuration, the ratio to System within each
+/// round.
+fn rounds_summary(dir: &Path) -> ExitCode {
+    let mut rounds: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("round-"))
+            })
+            .collect(),
+        Err(e) => {
+            eprintln!("bench_summary: {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    rounds.sort();
+    if rounds.is_empty() {
+        eprintln!("bench_summary: no round-N directories in {}", dir.display());
+        return ExitCode::from(2);
+    }
+    println!(
+        "| workload | configuration | System, median | ratio, median of {} rounds | range | rounds slower than System |",
+        rounds.len()
+    );
+    println!("|---|---|---|---|---|---|");
+    for group in ROUND_GROUPS {
+        let ops = GROUPS
+            .iter()
+            .find(|(g, _, _)| *g == group)
+            .map_or(1.0, |(_, ops, _)| *ops);
+        let mut base: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| mean_ns(&r.join(group).join("system")).ok())
+            .map(|ns| ns / ops)
+            .collect();
+        if base.is_empty() {
+            continue;
+        }
+        let base_median = median(&mut base);
+        for config in &CONFIGS[1..] {
+            let mut ratios: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| {
+                    let b = mean_ns(&r.join(group).join("system")).ok()?;
+                    let c = mean_ns(&r.join(group).join(config)).ok()?;
+                    Some(c / b)
+                })
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            let slower = ratios.iter().filter(|&&x| x > 1.0).count();
+            let n = ratios.len();
+            let m = median(&mut ratios);
+            println!(
+                "| {group} | {config} | {base_median:.1} ns | {m:.3}x | {:.3}x to {:.3}x | {slower} of {n} |",
+                ratios[0],
+                ratios[n - 1]
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
-    let root = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--rounds") {
+        let Some(dir) = args.get(1) else {
+            eprintln!(
+                "bench_summary: --rounds takes a directory (usage: bench_summary [DIR | --rounds DIR])"
+            );
+            return ExitCode::from(2);
+        };
+        return rounds_summary(Path::new(dir));
+    }
+    let root = args
+        .first()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/criterion"));
     if !root.is_dir() {

@@ -191,6 +191,15 @@ impl Departed {
         add_column(&mut self.seen, &other.seen);
     }
 
+    /// The departures that move a site's old bytes (`Series::aged`): only those of old
+    /// blocks, since a block younger than `OLD_SNAPSHOTS` snapshots was never in them.
+    pub fn of_old_blocks(&self) -> Departed {
+        Departed {
+            old: self.old.clone(),
+            seen: self.old.clone(),
+        }
+    }
+
     /// From point `first` on.
     pub fn since(&self, first: usize) -> Departed {
         Departed {
