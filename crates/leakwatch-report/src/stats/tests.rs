@@ -69,3 +69,39 @@ fn buckets_average_runs() {
     let (t, _) = bucket(&times, &times, 20);
     assert_eq!(t.len(), 10);
 }
+
+#[test]
+fn selection_agrees_with_a_sort_with_and_without_nans() {
+    // A deterministic scramble of values with ties, infinities and signed zeros.
+    let base: Vec<f64> = (0..101)
+        .map(|i| match i % 7 {
+            0 => f64::INFINITY,
+            1 => -0.0,
+            2 => 0.0,
+            3 => f64::NEG_INFINITY,
+            _ => ((i * 37) % 23) as f64 - 11.0,
+        })
+        .collect();
+    let mut sorted = base.clone();
+    sorted.sort_by(f64::total_cmp);
+    for k in [0, 1, 50, 99, 100] {
+        let mut xs = base.clone();
+        select(&mut xs, k);
+        // Equal as numbers (the plain comparison does not order -0 before +0).
+        assert_eq!(xs[k], sorted[k], "k = {k}");
+        assert!(xs[..k].iter().all(|&x| x <= xs[k]) && xs[k + 1..].iter().all(|&x| x >= xs[k]));
+    }
+    // With NaNs the order is `total_cmp`'s (positive NaN last), and nothing panics.
+    let mut with_nan = base.clone();
+    with_nan[3] = f64::NAN;
+    with_nan[60] = f64::NAN;
+    let mut sorted = with_nan.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mut xs = with_nan.clone();
+    select(&mut xs, 100);
+    assert!(xs[100].is_nan());
+    let mut xs = with_nan;
+    select(&mut xs, 50);
+    assert_eq!(xs[50], sorted[50]);
+    assert_eq!(median(&mut [3.0, f64::NAN, 1.0]), Some(3.0));
+}
