@@ -184,6 +184,7 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                         &values[born..],
                         departed.as_ref(),
                         young_life,
+                        true,
                         options,
                     );
                     trend.window_seconds = life.window;
@@ -199,8 +200,15 @@ pub fn rank<K: Ord + Clone>(series: &Series<K>, options: &RankOptions) -> Rankin
                     trend
                 }
                 None => {
-                    let mut trend =
-                        site_trend(key.clone(), &axes, values, departed, young_life, options);
+                    let mut trend = site_trend(
+                        key.clone(),
+                        &axes,
+                        values,
+                        departed,
+                        young_life,
+                        true,
+                        options,
+                    );
                     trend.window_seconds = axes.window;
                     match aged {
                         Some(old) => {
@@ -766,6 +774,7 @@ fn with_age<K: Clone>(
         &old[born..],
         departed.as_ref(),
         None,
+        false,
         o,
     );
     aged.verdict = growing_at_most_if_young(aged.verdict, life.raw_points);
@@ -877,6 +886,7 @@ fn site_trend<K>(
     values: &[f64],
     departed: Option<&Departed>,
     young_life: Option<f64>,
+    rates_shown: bool,
     o: &RankOptions,
 ) -> SiteTrend<K> {
     let live_bytes = values.last().copied().unwrap_or(0.0);
@@ -894,10 +904,22 @@ fn site_trend<K>(
     let t = &axes.coarse.times;
     let v = axes.coarse.apply(values);
     let n = t.len();
-    let rate = theil_sen(t, &v).unwrap_or(0.0);
     let mk = mann_kendall(&v);
     let recent_len = ((n as f64 * o.recent_fraction).round() as usize).clamp(n.min(3), n);
-    let recent_rate = theil_sen(&t[n - recent_len..], &v[n - recent_len..]).unwrap_or(0.0);
+    // The Theil-Sen rates (a third of a ranking's instructions), computed once and only
+    // where asked for: always for live bytes (reports show them); for old bytes only
+    // where a verdict's test needs them.
+    let computed = std::cell::OnceCell::new();
+    let rates = || {
+        *computed.get_or_init(|| {
+            let rate = theil_sen(t, &v).unwrap_or(0.0);
+            let recent = theil_sen(&t[n - recent_len..], &v[n - recent_len..]).unwrap_or(0.0);
+            (rate, recent)
+        })
+    };
+    if rates_shown {
+        rates();
+    }
 
     // Levels, on a finer bucketing than the trend statistics (still bounding the cost):
     // the window's three thirds, and its first and last tenths.
@@ -952,11 +974,10 @@ fn site_trend<K>(
     let grew = (beyond(early, late, GREW_SIGMAS)
         || beyond(first, last, from_start)
         || beyond(first, late, from_start))
-        && rate
-            .max(recent_rate)
-            .max(mean_rate)
-            .max(window_growth / window.max(1e-9))
-            > o.min_rate;
+        && (mean_rate.max(window_growth / window.max(1e-9)) > o.min_rate || {
+            let (rate, recent_rate) = rates();
+            rate.max(recent_rate) > o.min_rate
+        });
     let significant_up = mk.p_increasing < o.alpha;
     // How long it has been flat, and how long it rose for (see `flat_and_rise`).
     let rise = late.value - first.value;
@@ -1020,7 +1041,7 @@ fn site_trend<K>(
     } else if mk.p_decreasing < o.alpha
         && growth <= -min_growth
         && -growth > GREW_SIGMAS * noise.between(early, late)
-        && rate < -o.min_rate
+        && rates().0 < -o.min_rate
     {
         Verdict::Shrinking
     } else if grew {
@@ -1031,10 +1052,14 @@ fn site_trend<K>(
     };
     let score = match verdict {
         Verdict::Leak | Verdict::Growing => {
+            let (rate, recent_rate) = rates();
             recent_rate.max(rate).max(mean_rate) * (1.0 - mk.p_increasing.min(1.0))
         }
         _ => live_bytes,
     };
+    // Not asked for and not needed: the mean rate stands in (old bytes' rates are not
+    // shown).
+    let (rate, recent_rate) = computed.get().copied().unwrap_or((mean_rate, mean_rate));
     SiteTrend {
         key,
         live_bytes,
