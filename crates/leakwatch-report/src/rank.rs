@@ -757,6 +757,15 @@ fn with_age<K: Clone>(
     if matches!(trend.verdict, Verdict::Plateau | Verdict::Shrinking) {
         return trend;
     }
+    // Old bytes that are all of the live bytes (every block lived through
+    // `OLD_SNAPSHOTS` snapshots: a pool, a filled cache, configuration) with no young
+    // departure are the live series with the live noise: the same verdict, and neither
+    // rule below can fire (no young bytes to hide a leak, no growth to veto). Common in
+    // a service, and a second trend saved.
+    if old == live && departed.is_none_or(|d| d.seen == d.old) {
+        trend.old_verdict = Some(growing_at_most_if_young(trend.verdict, axes.raw_points));
+        return trend;
+    }
     let born = young(times, old, o.sample_bytes).unwrap_or(0);
     // `axes` bucket all of `times`: rebucket only for old bytes born later.
     let rebucketed;

@@ -1124,3 +1124,69 @@ fn a_sampled_leak_first_seen_after_the_first_third_keeps_the_window() {
     let born = super::young(&times, &values, r);
     assert!(born.is_some_and(|b| (340..360).contains(&b)), "{born:?}");
 }
+
+#[test]
+fn old_bytes_equal_to_the_live_bytes_take_the_live_verdict() {
+    // Sites whose blocks are all old (every point's old bytes are its live bytes, and
+    // nothing departed young) skip their second trend: their old verdict must be what
+    // ranking those old bytes on their own gives.
+    let r = 512.0 * 1024.0;
+    let shapes: Vec<(&str, Vec<f64>)> = vec![
+        ("leak", (0..300).map(|i| f64::from(i) * r / 10.0).collect()),
+        (
+            "flat",
+            (0..300).map(|i| 4.0 * r + f64::from(i % 3) * 1e4).collect(),
+        ),
+        (
+            "step",
+            (0..300)
+                .map(|i| if i < 120 { r } else { 9.0 * r })
+                .collect(),
+        ),
+        (
+            "young",
+            (0..300)
+                .map(|i| {
+                    if i < 200 {
+                        0.0
+                    } else {
+                        f64::from(i - 199) * r / 4.0
+                    }
+                })
+                .collect(),
+        ),
+    ];
+    for (name, values) in shapes {
+        let departed = Departed {
+            old: (0..300).map(|i| f64::from(i / 50) * r).collect(),
+            seen: (0..300).map(|i| f64::from(i / 50) * r).collect(),
+        };
+        let build = |with_ages: bool| {
+            let mut s = Series::new();
+            for (i, v) in values.iter().enumerate() {
+                s.push(i as u64 * 1000, *v, [("site", *v)]);
+            }
+            s.departed.insert("site", departed.clone());
+            if with_ages {
+                s.aged.insert("site", values.clone());
+            }
+            s
+        };
+        let options = RankOptions {
+            sample_bytes: r,
+            ..RankOptions::default()
+        };
+        let with = rank(&build(true), &options).sites.remove(0);
+        let alone = rank(&build(false), &options).sites.remove(0);
+        assert_eq!(with.verdict, alone.verdict, "{name}: the live verdict");
+        if matches!(alone.verdict, Verdict::Plateau | Verdict::Shrinking) {
+            assert_eq!(with.old_verdict, None, "{name}");
+        } else {
+            assert_eq!(
+                with.old_verdict,
+                Some(alone.verdict),
+                "{name}: the old verdict"
+            );
+        }
+    }
+}
