@@ -422,7 +422,8 @@ struct Noise<'a> {
     /// Snapshots each (fine) point averages.
     snapshots_per_point: f64,
     /// Snapshots at which a block that departed young was alive, on average (see
-    /// [`young_life`]; `OLD_SNAPSHOTS`, the most, where unknown).
+    /// [`young_life`]; `OLD_SNAPSHOTS`, the most, where unknown): how many of the young
+    /// departures were more than a snapshot's blip.
     young_snapshots: f64,
     /// Standard deviation of one point's jitter.
     point_sigma: f64,
@@ -521,10 +522,16 @@ impl Noise<'_> {
     /// what `a` held; without counts, that bound). Blocks that lived through
     /// `OLD_SNAPSHOTS` snapshots count in full; younger ones, alive at `k` of a
     /// stretch's `m` snapshots, move its median by about `k/m` of their weight, so
-    /// they count with `(k/m)^2` (in full over stretches that short), `k` the site's
-    /// [`young_life`] (`OLD_SNAPSHOTS` where unknown), and only as far as they departed
-    /// within one of the two stretches: a young block that came and went between them
-    /// was alive at neither.
+    /// they count with `(k/m)^2` (in full over stretches that short) at `k` =
+    /// `OLD_SNAPSHOTS`, the most, and only as far as they departed within one of the
+    /// two stretches: a young block that came and went between them was alive at
+    /// neither. A block seen at one snapshot moves no median (the jitter covers it), so
+    /// of the young departures only the share the site's [`young_life`] leaves for
+    /// longer-lived ones counts: as if each had been seen at one snapshot or at the
+    /// most, their mean `k` makes the share of the latter `(k - 1) / (OLD_SNAPSHOTS -
+    /// 1)` (all of them where `k` is unknown). (Counting them at `(k/m)^2` instead let
+    /// the demo's fixed session store, entries living 4 snapshots, read `leak` at 20
+    /// points of one run in ten.)
     fn departed(&self, a: Level, b: Level) -> f64 {
         let before = a.value.max(0.0);
         let Some(d) = self.departed.filter(|d| !d.old.is_empty()) else {
@@ -537,7 +544,9 @@ impl Noise<'_> {
         let old = between(&d.old);
         let young = (between(&d.seen) - old).max(0.0);
         let snapshots = a.points.min(b.points) as f64 * self.snapshots_per_point;
-        let weight = (self.young_snapshots / snapshots.max(1.0)).powi(2).min(1.0);
+        let most = f64::from(leakwatch_types::OLD_SNAPSHOTS);
+        let share = ((self.young_snapshots - 1.0) / (most - 1.0)).clamp(0.0, 1.0);
+        let weight = share * (most / snapshots.max(1.0)).powi(2).min(1.0);
         // Young blocks that came and went between the two stretches were alive at
         // neither: only those departing within one of them (its half towards the
         // other) moved a median.
