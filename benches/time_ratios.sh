@@ -31,14 +31,12 @@ filter='^(churn|two_threads_churn|retained_growth)/'
 args=(--bench --noplot --warm-up-time 1 --measurement-time 3)
 rm -rf "$out"
 for round in $(seq 1 "$rounds"); do
-  rm -rf "$target/criterion/churn" "$target/criterion/two_threads_churn" "$target/criterion/retained_growth"
+  # Each round writes criterion's results into a directory of its own (not
+  # target/criterion, whose earlier runs stay as they were).
   if [ $((round % 2)) -eq 1 ]; then order=("$system" "$leakwatch"); else order=("$leakwatch" "$system"); fi
   for bin in "${order[@]}"; do
-    CRITERION_HOME="$target/criterion" "$bin" "${args[@]}" "$filter" > /dev/null
+    CRITERION_HOME="$out/round-$round" "$bin" "${args[@]}" "$filter" > /dev/null
   done
-  mkdir -p "$out/round-$round"
-  cp -r "$target/criterion/churn" "$target/criterion/two_threads_churn" \
-    "$target/criterion/retained_growth" "$out/round-$round/"
   echo "round $round of $rounds done" >&2
 done
 cargo run -q --release -p leakwatch-benches --bin bench_summary -- --rounds "$out"

@@ -5,6 +5,7 @@
 //! --rounds DIR` reads the rounds `benches/time_ratios.sh` kept (`DIR/round-N`, each a
 //! criterion directory) and prints each configuration's ratio to System taken within
 //! every round: the median over rounds, the range, and the rounds it was slower.
+use leakwatch_report::stats::median;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -52,16 +53,6 @@ fn mean_ns(dir: &Path) -> Result<f64, String> {
 /// Groups `--rounds` compares (those `benches/time_ratios.sh` runs).
 const ROUND_GROUPS: [&str; 3] = ["churn", "two_threads_churn", "retained_growth"];
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// The `--rounds` table: per group and configuration, the ratio to System within each
 /// round.
 fn rounds_summary(dir: &Path) -> ExitCode {
@@ -103,7 +94,7 @@ fn rounds_summary(dir: &Path) -> ExitCode {
         if base.is_empty() {
             continue;
         }
-        let base_median = median(&mut base);
+        let base_median = median(&mut base).unwrap_or(0.0);
         for config in &CONFIGS[1..] {
             let mut ratios: Vec<f64> = rounds
                 .iter()
@@ -118,11 +109,14 @@ fn rounds_summary(dir: &Path) -> ExitCode {
             }
             let slower = ratios.iter().filter(|&&x| x > 1.0).count();
             let n = ratios.len();
-            let m = median(&mut ratios);
+            let (low, high) = ratios
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                    (l.min(x), h.max(x))
+                });
+            let m = median(&mut ratios).unwrap_or(0.0);
             println!(
-                "| {group} | {config} | {base_median:.1} ns | {m:.3}x | {:.3}x to {:.3}x | {slower} of {n} |",
-                ratios[0],
-                ratios[n - 1]
+                "| {group} | {config} | {base_median:.1} ns | {m:.3}x | {low:.3}x to {high:.3}x | {slower} of {n} |"
             );
         }
     }

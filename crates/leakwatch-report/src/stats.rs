@@ -57,13 +57,8 @@ fn mean_runs(xs: &[f64], per: usize) -> Vec<f64> {
 /// The Theil-Sen estimator: the median of the slopes between every pair of points with
 /// distinct times. Robust to up to ~29% outliers. `None` with fewer than two times.
 pub fn theil_sen(times: &[f64], values: &[f64]) -> Option<f64> {
-    thread_local! {
-        // The slopes, kept per thread: a ranking takes this twice a site.
-        static SLOPES: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     let n = times.len().min(values.len());
-    SLOPES.with_borrow_mut(|slopes| {
-        slopes.clear();
+    with_scratch(|slopes| {
         for i in 0..n {
             for j in i + 1..n {
                 let dt = times[j] - times[i];
@@ -72,13 +67,33 @@ pub fn theil_sen(times: &[f64], values: &[f64]) -> Option<f64> {
                 }
             }
         }
-        let median = median(slopes);
-        // The slopes of a long series (a caller's own, not the ranking's 32 points) are
-        // not kept.
-        if slopes.capacity() > 4096 {
-            *slopes = Vec::new();
+        median(slopes)
+    })
+}
+
+/// Runs `f` on an empty vector kept per thread, so that the ranking's many short-lived
+/// copies (about forty medians and two Theil-Sen slope sets a site) allocate nothing;
+/// one longer than 4,096 values (a caller's long series) is not kept. Not re-entrant:
+/// `f` must not call it again (the `RefCell` would panic).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f64>) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        let result = f(scratch);
+        if scratch.capacity() > 4096 {
+            *scratch = Vec::new();
         }
-        median
+        result
+    })
+}
+
+/// The median of `values`, left in place (0 for none): selected in a per-thread copy.
+pub(crate) fn median_of(values: &[f64]) -> f64 {
+    with_scratch(|copy| {
+        copy.extend_from_slice(values);
+        median(copy).unwrap_or(0.0)
     })
 }
 
