@@ -118,6 +118,14 @@ pub fn freed_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &st
         })
 }
 
+/// [`leakwatch::SiteStats::freed_old_age_sq`] summed over the sites [`totals_for`] would
+/// sum.
+pub fn old_age_sq_for(snapshot: &Snapshot, symbolizer: &mut Symbolizer, function: &str) -> u64 {
+    sites_of(snapshot, symbolizer, function)
+        .into_iter()
+        .fold(0u64, |sum, site| sum.wrapping_add(site.freed_old_age_sq))
+}
+
 /// Frames that belong to the allocator machinery rather than to the code under test:
 /// std/core/alloc (by their `/rustc/` sources or names), leakwatch's own crates, and the
 /// `__rust_alloc` shims. Inlined frames carry short names, so files are checked too.

@@ -3,7 +3,7 @@
 //! the workload keeps, and every site returns to zero once everything is freed.
 
 use leakwatch::{LeakWatch, Mode, Symbolizer};
-use leakwatch_tests::{Totals, freed_for, run, totals_for};
+use leakwatch_tests::{Totals, freed_for, old_age_sq_for, run, totals_for};
 use std::alloc::{Layout, alloc, alloc_zeroed, dealloc, realloc};
 use std::hint::black_box;
 
@@ -367,6 +367,19 @@ fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
         freed_for(&second, &mut symbolizer, "young_blocks"),
         (3240, 0)
     );
+    // Each old departure adds its KiB (rounded up: 1 for these) times its age squared:
+    // the 51 blocks of old_blocks and the 10 buffers realloc'd away lived 8 snapshots.
+    let age_sq = u64::from(leakwatch::OLD_SNAPSHOTS).pow(2);
+    let old_age_sq = old_age_sq_for;
+    assert_eq!(
+        old_age_sq(&second, &mut symbolizer, "old_blocks"),
+        51 * age_sq
+    );
+    assert_eq!(
+        old_age_sq(&second, &mut symbolizer, "old_resized"),
+        10 * age_sq
+    );
+    assert_eq!(old_age_sq(&second, &mut symbolizer, "young_blocks"), 0);
     // A worker frees blocks live at a snapshot and waits: its batched frees, old ones
     // included, are in the next snapshot.
     let old = old_blocks(20);
@@ -385,6 +398,10 @@ fn freed_old_bytes_count_only_blocks_live_at_a_snapshot() {
     assert_eq!(
         freed_for(&third, &mut symbolizer, "old_blocks"),
         (540 + 5400 + 2160, 5400 + 2160)
+    );
+    assert_eq!(
+        old_age_sq(&third, &mut symbolizer, "old_blocks"),
+        (51 + 21) * age_sq
     );
     drop(resized);
 }

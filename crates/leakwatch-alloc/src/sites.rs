@@ -33,6 +33,9 @@ pub(crate) struct SiteRecord {
     freed_old_bytes: AtomicU64,
     /// Weighted bytes of blocks freed after being live at one snapshot or more.
     freed_seen_bytes: AtomicU64,
+    /// Of the blocks in `freed_old_bytes`: weight in KiB times age squared (see
+    /// `SiteStats::freed_old_age_sq`).
+    freed_old_age_sq: AtomicU64,
     /// The scope whose allocations this site holds (see `scope.rs`), 0 for none. Set
     /// before the site is published, never changed.
     scope: AtomicU64,
@@ -59,6 +62,9 @@ pub(crate) struct SiteCounters {
     pub(crate) freed_old_bytes: u64,
     /// Weighted bytes of the frees that released blocks live at an earlier snapshot.
     pub(crate) freed_seen_bytes: u64,
+    /// Of the frees in `freed_old_bytes`: weight in KiB (rounded up) times age squared
+    /// (wrapping).
+    pub(crate) freed_old_age_sq: u64,
 }
 
 impl SiteRecord {
@@ -77,6 +83,8 @@ impl SiteRecord {
                 .fetch_add(delta.freed_old_bytes, Relaxed);
             self.freed_seen_bytes
                 .fetch_add(delta.freed_seen_bytes, Relaxed);
+            self.freed_old_age_sq
+                .fetch_add(delta.freed_old_age_sq, Relaxed);
         }
     }
 
@@ -96,6 +104,7 @@ impl SiteRecord {
     pub(crate) fn counters_unclamped(&self) -> SiteCounters {
         let freed_old_bytes = self.freed_old_bytes.load(Acquire);
         let freed_seen_bytes = self.freed_seen_bytes.load(Acquire);
+        let freed_old_age_sq = self.freed_old_age_sq.load(Acquire);
         let freed_bytes = self.freed_bytes.load(Acquire);
         let freed_count = self.freed_count.load(Acquire);
         SiteCounters {
@@ -105,6 +114,7 @@ impl SiteRecord {
             freed_count,
             freed_old_bytes,
             freed_seen_bytes,
+            freed_old_age_sq,
         }
     }
 }
@@ -131,15 +141,13 @@ impl SiteCounters {
     /// A batch holding one free of weight `w` of a block that lived through `age`
     /// snapshots.
     pub(crate) fn free(w: Weight, age: u32) -> Self {
+        let old = age >= leakwatch_types::OLD_SNAPSHOTS;
         SiteCounters {
             freed_bytes: w.bytes,
             freed_count: w.count,
-            freed_old_bytes: if age >= leakwatch_types::OLD_SNAPSHOTS {
-                w.bytes
-            } else {
-                0
-            },
+            freed_old_bytes: if old { w.bytes } else { 0 },
             freed_seen_bytes: if age >= 1 { w.bytes } else { 0 },
+            freed_old_age_sq: if old { age_sq_kib(w.bytes, age) } else { 0 },
             ..Default::default()
         }
     }
@@ -152,6 +160,7 @@ impl SiteCounters {
             freed_count: free.freed_count.wrapping_neg(),
             freed_old_bytes: free.freed_old_bytes.wrapping_neg(),
             freed_seen_bytes: free.freed_seen_bytes.wrapping_neg(),
+            freed_old_age_sq: free.freed_old_age_sq.wrapping_neg(),
             ..Default::default()
         }
     }
@@ -163,6 +172,7 @@ impl SiteCounters {
         self.freed_count = self.freed_count.wrapping_add(other.freed_count);
         self.freed_old_bytes = self.freed_old_bytes.wrapping_add(other.freed_old_bytes);
         self.freed_seen_bytes = self.freed_seen_bytes.wrapping_add(other.freed_seen_bytes);
+        self.freed_old_age_sq = self.freed_old_age_sq.wrapping_add(other.freed_old_age_sq);
     }
 
     /// Freed never above allocated (a sum of readings taken at slightly different
@@ -176,6 +186,15 @@ impl SiteCounters {
     }
 }
 
+/// One old departure's term of `freed_old_age_sq`: its weight in KiB, rounded up (so a
+/// block under a KiB still counts), times its age (at most `MAX_DEPARTED_AGE`) squared.
+/// At most 2^54 x 2^32 for any `u64` weight, wrapping beyond (the sum wraps anyway).
+fn age_sq_kib(bytes: u64, age: u32) -> u64 {
+    let kib = bytes.div_ceil(1024);
+    let age = u64::from(age.min(leakwatch_types::MAX_DEPARTED_AGE));
+    kib.wrapping_mul(age * age)
+}
+
 impl BatchSlot {
     fn get(&self) -> SiteCounters {
         SiteCounters {
@@ -185,6 +204,7 @@ impl BatchSlot {
             freed_count: self.freed_count.get(),
             freed_old_bytes: self.freed_old_bytes.get(),
             freed_seen_bytes: self.freed_seen_bytes.get(),
+            freed_old_age_sq: self.freed_old_age_sq.get(),
         }
     }
 
@@ -195,6 +215,7 @@ impl BatchSlot {
         self.freed_count.set(c.freed_count);
         self.freed_old_bytes.set(c.freed_old_bytes);
         self.freed_seen_bytes.set(c.freed_seen_bytes);
+        self.freed_old_age_sq.set(c.freed_old_age_sq);
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) fn site_stats(
         site.freed_blocks = blocks_of(c.freed_count);
         site.freed_old_bytes = c.freed_old_bytes;
         site.freed_seen_bytes = c.freed_seen_bytes;
+        site.freed_old_age_sq = c.freed_old_age_sq;
         site.scope = scope;
         site.tags = tags;
         site

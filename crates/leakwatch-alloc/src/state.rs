@@ -240,6 +240,7 @@ pub(crate) struct BatchSlot {
     pub(crate) freed_count: OwnedU64,
     pub(crate) freed_old_bytes: OwnedU64,
     pub(crate) freed_seen_bytes: OwnedU64,
+    pub(crate) freed_old_age_sq: OwnedU64,
 }
 
 /// A thread's pending changes to a few sites' counters, so that a loop allocating and
@@ -267,6 +268,7 @@ impl SiteBatch {
                     freed_count: OwnedU64::new(0),
                     freed_old_bytes: OwnedU64::new(0),
                     freed_seen_bytes: OwnedU64::new(0),
+                    freed_old_age_sq: OwnedU64::new(0),
                 }
             }; BATCH_SLOTS],
         }

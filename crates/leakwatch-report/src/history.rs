@@ -58,6 +58,11 @@ pub struct History {
     /// (`freed_seen_bytes`): what the budget counts for them.
     old_columns: usize,
     seen_columns: usize,
+    /// Sites whose old departures' ages were counted (`SiteStats::freed_old_age_sq`).
+    old_age_columns: usize,
+    /// Whether every interval with old departures counted their ages; recordings from
+    /// before that did not.
+    departure_ages_known: bool,
     /// Sites that had old bytes at some point: what the budget counts for them.
     aged_columns: usize,
     /// Whether every snapshot measured its sites' old bytes (`SiteStats::old_bytes`).
@@ -84,6 +89,9 @@ struct Column {
     /// without one): of old blocks, and of blocks seen at a snapshot.
     old: Entries,
     seen: Entries,
+    /// For the old departures of an entry's interval: their bytes times their age in
+    /// snapshots squared (1024 x the growth of `SiteStats::freed_old_age_sq`).
+    old_age_sq: Entries,
     /// Old bytes (`SiteStats::old_bytes`) where they changed, held as `live` is.
     aged: Entries,
     /// Entries after the last trim: the next comes when they have doubled.
@@ -92,7 +100,7 @@ struct Column {
 
 impl Column {
     fn len(&self) -> usize {
-        self.live.len() + self.old.len() + self.seen.len() + self.aged.len()
+        self.live.len() + self.old.len() + self.seen.len() + self.old_age_sq.len() + self.aged.len()
     }
 
     /// Trims once the entries have grown by half since the last trim (amortized: a
@@ -122,7 +130,7 @@ impl Column {
             }
             *levels = kept;
         }
-        for departures in [&mut self.old, &mut self.seen] {
+        for departures in [&mut self.old, &mut self.seen, &mut self.old_age_sq] {
             let mut merged = Entries::with_capacity(departures.len());
             for &(seq, bytes) in departures.iter() {
                 let Some(&kept) = seqs.get(kept_at(seq)) else {
@@ -148,7 +156,11 @@ impl Column {
     }
 
     fn memory_bytes(&self) -> usize {
-        (self.live.capacity() + self.old.capacity() + self.seen.capacity() + self.aged.capacity())
+        (self.live.capacity()
+            + self.old.capacity()
+            + self.seen.capacity()
+            + self.old_age_sq.capacity()
+            + self.aged.capacity())
             * std::mem::size_of::<(u32, f32)>()
     }
 }
@@ -313,6 +325,8 @@ impl History {
             sites: Vec::new(),
             old_columns: 0,
             seen_columns: 0,
+            old_age_columns: 0,
+            departure_ages_known: true,
             aged_columns: 0,
             ages_known: true,
             departures_known: true,
@@ -371,18 +385,21 @@ impl History {
         for site in &snapshot.sites {
             let next = self.columns.len();
             let slot = *self.slots.entry(site.id).or_insert(next);
-            let (departed_old, departed_seen) = if slot == next {
+            let (departed_old, departed_seen, departed_age_sq) = if slot == next {
                 // A site's first point only sets the baseline: what departed before
                 // the window does not matter.
                 self.columns.push(Column::default());
                 self.sites.push(site.clone());
-                (0, 0)
+                (0, 0, 0)
             } else {
                 let known = &mut self.sites[slot];
                 let departed = (
                     site.freed_old_bytes.saturating_sub(known.freed_old_bytes),
                     site.freed_seen_bytes.saturating_sub(known.freed_seen_bytes),
+                    // A wrapping sum: its difference is what the interval added.
+                    site.freed_old_age_sq.wrapping_sub(known.freed_old_age_sq),
                 );
+                known.freed_old_age_sq = site.freed_old_age_sq;
                 // Frames never change for an id; copy only the counters.
                 known.live_bytes = site.live_bytes;
                 known.live_blocks = site.live_blocks;
@@ -419,6 +436,14 @@ impl History {
                 self.seen_columns += usize::from(column.seen.is_empty());
                 Column::push(&mut column.seen, (seq, departed_seen as f32));
             }
+            // Every old departure adds at least its KiB times OLD_SNAPSHOTS squared:
+            // old departures without it come from an allocator that did not count ages.
+            self.departure_ages_known &= departed_old == 0 || departed_age_sq > 0;
+            if departed_age_sq > 0 {
+                self.old_age_columns += usize::from(column.old_age_sq.is_empty());
+                let bytes_age_sq = departed_age_sq as f64 * 1024.0;
+                Column::push(&mut column.old_age_sq, (seq, bytes_age_sq as f32));
+            }
             column.maybe_trim(&self.seqs);
         }
         let modules = std::mem::take(&mut self.latest.modules);
@@ -440,6 +465,7 @@ impl History {
                 &mut column.live,
                 &mut column.old,
                 &mut column.seen,
+                &mut column.old_age_sq,
                 &mut column.aged,
             ] {
                 for (seq, _) in entries.iter_mut() {
@@ -459,7 +485,11 @@ impl History {
         let per_point = std::mem::size_of::<f64>()
             + std::mem::size_of::<ProcessStats>()
             + std::mem::size_of::<u32>()
-            + (self.sites.len() + self.old_columns + self.seen_columns + self.aged_columns)
+            + (self.sites.len()
+                + self.old_columns
+                + self.seen_columns
+                + self.old_age_columns
+                + self.aged_columns)
                 * std::mem::size_of::<(u32, f32)>();
         (self.budget_bytes / per_point).clamp(MIN_POINTS, self.max_points)
     }
@@ -592,6 +622,11 @@ impl History {
         Some(crate::series::Departed {
             old: cumulative_at(column.map_or(none, |c| &c.old), &self.seqs),
             seen: cumulative_at(column.map_or(none, |c| &c.seen), &self.seqs),
+            old_age_sq: if self.departure_ages_known {
+                cumulative_at(column.map_or(none, |c| &c.old_age_sq), &self.seqs)
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -407,6 +407,9 @@ struct Noise<'a> {
     /// [`young_life`]; `OLD_SNAPSHOTS`, the most, where unknown): how many of the young
     /// departures were more than a snapshot's blip.
     young_snapshots: f64,
+    /// The mean square of the snapshots an old departure had lived through (see
+    /// [`old_life_sq`]), where known.
+    old_life_sq: Option<f64>,
     /// Standard deviation of one point's jitter.
     point_sigma: f64,
     /// The series' own swing: the standard deviation of the median of one block of
@@ -526,6 +529,18 @@ impl Noise<'_> {
         let old = between(&d.old);
         let young = (between(&d.seen) - old).max(0.0);
         let snapshots = a.points.min(b.points) as f64 * self.snapshots_per_point;
+        // An old block alive at `k` of a stretch's `m` snapshots moves its median by
+        // about `k/m` of its weight too: with `k` unknown, `E[min(k, m)^2] / m^2`, at most
+        // the measured `E[k^2] / m^2` (ages count up to MAX_DEPARTED_AGE, so only for
+        // stretches no longer). A pool's blocks, living longer than any stretch, count in
+        // full; blocks living seconds in a window of minutes hardly at all.
+        let old_weight = match self.old_life_sq {
+            Some(k2) if snapshots <= f64::from(leakwatch_types::MAX_DEPARTED_AGE) => {
+                (4.0 * k2 / snapshots.max(1.0).powi(2)).min(1.0)
+            }
+            _ => 1.0,
+        };
+        let old = old_weight * old;
         let most = f64::from(leakwatch_types::OLD_SNAPSHOTS);
         let share = ((self.young_snapshots - 1.0) / (most - 1.0)).clamp(0.0, 1.0);
         let weight = share * (most / snapshots.max(1.0)).powi(2).min(1.0);
@@ -880,6 +895,19 @@ fn young_life(
     Some(life.clamp(1.0, lag as f64))
 }
 
+/// The mean square of the lives (snapshots lived through) of a site's old departures over
+/// the window: their bytes times age squared over their bytes. `None` where the ages are
+/// not known or no old block departed.
+fn old_life_sq(departed: &Departed) -> Option<f64> {
+    let n = departed.old.len();
+    if n < 2 || departed.old_age_sq.len() != n {
+        return None;
+    }
+    let bytes = departed.old[n - 1] - departed.old[0];
+    let age_sq = departed.old_age_sq[n - 1] - departed.old_age_sq[0];
+    (bytes > 0.0 && age_sq.is_finite()).then(|| (age_sq / bytes).max(1.0))
+}
+
 fn site_trend<K>(
     key: K,
     axes: &Axes,
@@ -926,9 +954,11 @@ fn site_trend<K>(
     let times = &axes.fine.times;
     let values = axes.fine.apply(values);
     let values = values.as_slice();
+    let old_life_sq = departed.and_then(old_life_sq);
     let departed = departed.map(|d| Departed {
         old: axes.fine.apply(&d.old),
         seen: axes.fine.apply(&d.seen),
+        old_age_sq: Vec::new(),
     });
     let snapshots_per_point = axes.raw_points as f64 / values.len().max(1) as f64;
     let m = values.len();
@@ -944,6 +974,7 @@ fn site_trend<K>(
         departed: departed.as_ref(),
         snapshots_per_point,
         young_snapshots: young_life.unwrap_or(f64::from(leakwatch_types::OLD_SNAPSHOTS)),
+        old_life_sq,
         point_sigma: point_noise(values),
         block_sigma,
         block_points,

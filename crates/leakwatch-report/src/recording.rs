@@ -78,6 +78,12 @@ struct Line {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[serde(deserialize_with = "bounded::sites")]
     departed: Vec<(u32, u64, u64)>,
+    /// Ages of the departures above, where counted: `[id, freed_old_age_sq]`
+    /// (`SiteStats::freed_old_age_sq`). Lines without it (from before) leave them
+    /// unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "bounded::sites")]
+    departed_ages: Vec<(u32, u64)>,
     /// Ages of the sites whose ages changed: `[id, old_bytes, [age_bytes...]]`
     /// (`SiteStats::old_bytes` and `age_bytes`). Lines without it (from before ages)
     /// leave ages unknown.
@@ -210,7 +216,7 @@ struct NewSite {
     tags: Tags,
 }
 
-type Counters = (u64, f64, u64, f64, (u64, u64));
+type Counters = (u64, f64, u64, f64, (u64, u64, u64));
 
 fn counters(s: &SiteStats) -> Counters {
     (
@@ -218,7 +224,7 @@ fn counters(s: &SiteStats) -> Counters {
         s.alloc_blocks,
         s.freed_bytes,
         s.freed_blocks,
-        (s.freed_old_bytes, s.freed_seen_bytes),
+        (s.freed_old_bytes, s.freed_seen_bytes, s.freed_old_age_sq),
     )
 }
 
@@ -296,6 +302,7 @@ impl SeriesWriter {
             symbols: Vec::new(),
             sites: Vec::new(),
             departed: Vec::new(),
+            departed_ages: Vec::new(),
             ages: Vec::new(),
         };
         if self.limit_written != Some(memory_limit) {
@@ -332,11 +339,14 @@ impl SeriesWriter {
                     }
                 }
             }
-            let departed_before = self.written.get(&site.id).map_or((0, 0), |c| c.4);
+            let departed_before = self.written.get(&site.id).map_or((0, 0, 0), |c| c.4);
             self.written.insert(site.id, now);
             line.sites.push((site.id, now.0, now.1, now.2, now.3));
             if now.4 != departed_before {
                 line.departed.push((site.id, now.4.0, now.4.1));
+            }
+            if now.4.2 != departed_before.2 {
+                line.departed_ages.push((site.id, now.4.2));
             }
             if let Some((old, buckets)) = ages.filter(|_| ages_changed) {
                 line.ages.push((site.id, old, buckets.clone()));
@@ -607,6 +617,10 @@ impl Reader {
             changed[i].freed_old_bytes = freed_old_bytes;
             changed[i].freed_seen_bytes = freed_seen_bytes;
         }
+        for (id, freed_old_age_sq) in line.departed_ages {
+            let i = named(&mut changed, &mut position, history, id, "departure ages")?;
+            changed[i].freed_old_age_sq = freed_old_age_sq;
+        }
         for (id, old_bytes, AgeBuckets(age_bytes)) in line.ages {
             let i = named(&mut changed, &mut position, history, id, "ages")?;
             changed[i].old_bytes = Some(old_bytes);
@@ -730,6 +744,7 @@ fn named(
     site.freed_blocks = known.freed_blocks;
     site.freed_old_bytes = known.freed_old_bytes;
     site.freed_seen_bytes = known.freed_seen_bytes;
+    site.freed_old_age_sq = known.freed_old_age_sq;
     site.old_bytes = known.old_bytes;
     site.age_bytes.clone_from(&known.age_bytes);
     position.insert(id, changed.len());

@@ -175,20 +175,34 @@ impl<K: Ord + Clone> Series<K> {
 
 /// A site's departures, cumulative, one value per point: bytes freed from blocks that
 /// had lived through `OLD_SNAPSHOTS` snapshots (`old`), and from blocks seen at any
-/// snapshot (`seen`, which includes `old`).
+/// snapshot (`seen`, which includes `old`), and how long the old ones had lived
+/// (`old_age_sq`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Departed {
     /// Departures of blocks that lived through `OLD_SNAPSHOTS` snapshots or more.
     pub old: Vec<f64>,
     /// Departures of blocks seen at one snapshot or more.
     pub seen: Vec<f64>,
+    /// The same old departures, each block's bytes times the square of the snapshots it
+    /// lived through (at most [`leakwatch_types::MAX_DEPARTED_AGE`]): divided by the old
+    /// bytes that departed in an interval, their mean square life in snapshots. Empty
+    /// where unknown (recordings made before the allocator counted it).
+    pub old_age_sq: Vec<f64>,
 }
 
 impl Departed {
     /// Adds `other` point by point.
     pub fn add(&mut self, other: &Departed) {
+        // Known only where every part knows it: a sum missing a part would understate it.
+        let ages_known =
+            self.old_age_sq.len() == self.old.len() && other.old_age_sq.len() == other.old.len();
         add_column(&mut self.old, &other.old);
         add_column(&mut self.seen, &other.seen);
+        if ages_known {
+            add_column(&mut self.old_age_sq, &other.old_age_sq);
+        } else {
+            self.old_age_sq.clear();
+        }
     }
 
     /// The departures that move a site's old bytes (`Series::aged`): only those of old
@@ -197,6 +211,7 @@ impl Departed {
         Departed {
             old: self.old.clone(),
             seen: self.old.clone(),
+            old_age_sq: self.old_age_sq.clone(),
         }
     }
 
@@ -205,6 +220,7 @@ impl Departed {
         Departed {
             old: self.old.get(first..).unwrap_or(&[]).to_vec(),
             seen: self.seen.get(first..).unwrap_or(&[]).to_vec(),
+            old_age_sq: self.old_age_sq.get(first..).unwrap_or(&[]).to_vec(),
         }
     }
 }

@@ -12,8 +12,9 @@ mod snapshot;
 mod symbol;
 
 pub use snapshot::{
-    AGE_BOUNDS_SECONDS, MAX_TAG_BYTES, MAX_TAG_SETS, MAX_TAGS, Mode, OLD_SNAPSHOTS, OVERFLOW_TAGS,
-    OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot, Tags, TrackerStats, Unwinder,
+    AGE_BOUNDS_SECONDS, MAX_DEPARTED_AGE, MAX_TAG_BYTES, MAX_TAG_SETS, MAX_TAGS, Mode,
+    OLD_SNAPSHOTS, OVERFLOW_TAGS, OverflowStats, ProcessStats, SCHEMA_VERSION, SiteStats, Snapshot,
+    Tags, TrackerStats, Unwinder,
 };
 pub use symbol::{Module, Symbol};
 

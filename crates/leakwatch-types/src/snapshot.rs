@@ -121,6 +121,16 @@ pub struct SiteStats {
     /// too short for [`OLD_SNAPSHOTS`](crate::OLD_SNAPSHOTS) to mean long-lived.
     #[serde(default)]
     pub freed_seen_bytes: u64,
+    /// How long the blocks counted in `freed_old_bytes` had lived: the sum, over them,
+    /// of each one's weight in KiB (rounded up) times the square of the snapshots it
+    /// lived through (at most [`MAX_DEPARTED_AGE`]); wrapping, so only differences
+    /// between two snapshots mean anything. Over an interval, 1024 times its growth over
+    /// `freed_old_bytes`' growth is the mean square life of the old blocks that
+    /// departed, which tells the ranking how far they moved a level (a block living
+    /// seconds in a window of minutes hardly at all). 0 in recordings made before it was
+    /// counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freed_old_age_sq: u64,
     /// The scope (`leakwatch_alloc::Scope`) whose allocations this site holds, 0 for
     /// none. A scope's sites count only its own allocations, tracked exactly.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -280,3 +290,11 @@ pub enum Unwinder {
 /// between two levels by the blocks that departed between them; a block seen at fewer
 /// snapshots moves only a few neighbouring points, which the series' own jitter covers.
 pub const OLD_SNAPSHOTS: u32 = 8;
+
+/// The most snapshots a departed block's age counts as in `freed_old_age_sq` (each old
+/// departure adds its weight in KiB, rounded up, times its age squared): older blocks
+/// count as this old, which bounds one block's term (a TiB block: 2^30 KiB x 2^32)
+/// within a `u64`.
+/// Lives this long (18 hours at a snapshot a second) move every level as much as
+/// longer ones do.
+pub const MAX_DEPARTED_AGE: u32 = 65_535;

@@ -164,6 +164,35 @@ fn departures_are_kept_per_interval_and_survive_thinning() {
     assert!(h.series().departed.is_empty());
 }
 
+#[test]
+fn departure_ages_are_kept_in_bytes_and_unknown_from_allocators_that_did_not_count_them() {
+    let mut h = History::new(1 << 20, MIN_POINTS);
+    // 10 KiB of old departures an interval, each block 12 snapshots old: 10 x 144 in
+    // KiB x age squared; the counter wraps past u64::MAX on the way.
+    let start = u64::MAX - 5_000;
+    for i in 0..200u64 {
+        let mut s = departing(i + 1, 5_000, 10_240 * i, 10_240 * i);
+        s.sites[0].freed_old_age_sq = start.wrapping_add(10 * 144 * i);
+        h.push(&s);
+    }
+    assert!(h.thinned() > 0, "the history should have thinned");
+    let d = h.departed(1).expect("departures are known");
+    assert_eq!(d.old_age_sq.len(), d.old.len());
+    // Bytes times age squared, cumulative, nothing lost to thinning or the wrap: the
+    // mean square age of what departed is 144.
+    let bytes = d.old.last().unwrap() - d.old[0];
+    let age_sq = d.old_age_sq.last().unwrap() - d.old_age_sq[0];
+    assert!((age_sq / bytes - 144.0).abs() < 0.01, "{age_sq} / {bytes}");
+    // Old departures without ages (an allocator from before them): unknown, so that the
+    // ranking does not take them for departures of no age.
+    let mut older = History::new(1 << 20, MIN_POINTS);
+    for i in 0..50u64 {
+        older.push(&departing(i + 1, 5_000, 10_240 * i, 10_240 * i));
+    }
+    let d = older.departed(1).expect("departures are known");
+    assert!(d.old_age_sq.is_empty(), "{:?}", d.old_age_sq);
+}
+
 /// Columns keep only changes and follow thinning lazily: after thousands of points, with
 /// sites listed only sometimes, every kept point reads what a plain table of every point
 /// holds (live bytes as last listed, departures cumulative).

@@ -265,6 +265,52 @@ fn modules_travel_with_their_executable_segment() {
 }
 
 #[test]
+fn departure_ages_are_written_and_read_back_and_lines_without_them_leave_them_unknown() {
+    let mut sites = vec![site(1, 1000, 0)];
+    let mut snapshots = vec![snapshot(7, 1_000, sites.clone())];
+    for t in 1..20u64 {
+        sites[0].freed_bytes += 2048;
+        sites[0].alloc_bytes += 2048;
+        sites[0].freed_old_bytes += 2048;
+        sites[0].freed_seen_bytes += 2048;
+        // Two KiB, 10 snapshots old.
+        sites[0].freed_old_age_sq += 2 * 100;
+        snapshots.push(snapshot(7, 1_000 + t * 1000, sites.clone()));
+    }
+    for (epoch, s) in snapshots.iter_mut().enumerate() {
+        s.epoch = epoch as u64 + 1;
+    }
+    let text = write(&snapshots);
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|l| l.contains("\"departed_ages\"")),
+        "{text}"
+    );
+    let recording = read(&text).unwrap();
+    assert_eq!(
+        recording.history.latest_snapshot().sites[0].freed_old_age_sq,
+        19 * 200
+    );
+    let d = recording.history.departed(1).expect("departures are known");
+    let mean_sq =
+        (d.old_age_sq.last().unwrap() - d.old_age_sq[0]) / (d.old.last().unwrap() - d.old[0]);
+    assert_eq!(mean_sq, 100.0);
+    // The same file as a writer from before departure ages wrote it.
+    let older: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("departed_ages");
+            format!("{v}\n")
+        })
+        .collect();
+    let recording = read(&older).unwrap();
+    let d = recording.history.departed(1).expect("departures are known");
+    assert!(d.old_age_sq.is_empty(), "{d:?}");
+}
+
+#[test]
 fn a_line_lists_only_the_sites_whose_counters_moved() {
     // 1,000 sites; after the first snapshot, one site moves at each (alternately its
     // allocations, then its frees with departures), every snapshot listing all sites.
