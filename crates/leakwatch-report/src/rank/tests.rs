@@ -599,8 +599,12 @@ fn sampled_leaks_on_churning_sites_are_found() {
                         // looks the same), about 1% three samples that could be a
                         // pool's chance arrivals (docs/ARCHITECTURE.md).
                         (true, false) => (0.88, 0.9),
-                        (false, true) if young <= growth / 4.0 => (0.6, 0.95),
-                        (false, false) if young <= growth / 4.0 => (0.2, 0.6),
+                        // Blocks living 2 s: their departures, counted old at 8
+                        // snapshots, move the levels by their measured lives (97.5-100%
+                        // and 66-94% measured; 60-93% and 10-59% when every old
+                        // departure counted in full).
+                        (false, true) if young <= growth / 4.0 => (0.95, 0.99),
+                        (false, false) if young <= growth / 4.0 => (0.6, 0.9),
                         // A leak under a young population near its growth: `growing` or
                         // `stable` for a while, rarely a plateau.
                         _ => (0.0, 0.0),
@@ -1216,4 +1220,56 @@ fn old_bytes_equal_to_the_live_bytes_take_the_live_verdict() {
             );
         }
     }
+}
+
+#[test]
+fn old_departures_count_by_their_measured_lives() {
+    let r = 512.0 * 1024.0;
+    // A sample of old departures every 6 snapshots, each block 12 snapshots old.
+    let old: Vec<f64> = (0..240).map(|i| f64::from(i / 6) * r).collect();
+    let departed = Departed {
+        old: old.clone(),
+        seen: old.clone(),
+        old_age_sq: old.iter().map(|bytes| bytes * 144.0).collect(),
+    };
+    assert_eq!(super::old_life_sq(&departed), Some(144.0));
+    let unknown = Departed {
+        old_age_sq: Vec::new(),
+        ..departed.clone()
+    };
+    assert_eq!(super::old_life_sq(&unknown), None);
+    let none = Departed {
+        old: vec![0.0; 240],
+        seen: vec![0.0; 240],
+        old_age_sq: vec![0.0; 240],
+    };
+    assert_eq!(super::old_life_sq(&none), None);
+    // Two stretches of 80 snapshots: 14 samples departed between their middles. Lives
+    // of 12 snapshots move a median over 80 in at most 4 x 144 / 6400 of them; a pool's
+    // blocks, older than any stretch, in all; without ages, all.
+    let level = |a: usize, b: usize| super::Level {
+        value: 100.0 * r,
+        center: (a + b - 1) / 2,
+        points: b - a,
+    };
+    let noise = |old_life_sq: Option<f64>| super::Noise {
+        r,
+        departed: Some(&departed),
+        snapshots_per_point: 1.0,
+        young_snapshots: 8.0,
+        old_life_sq,
+        point_sigma: 0.0,
+        block_sigma: 0.0,
+        block_points: 1,
+    };
+    let (x, y) = (level(80, 160), level(160, 240));
+    let all = noise(None).departed(x, y);
+    assert_eq!(all, 14.0 * r);
+    let short = noise(Some(144.0)).departed(x, y);
+    assert!(
+        (short / all - 4.0 * 144.0 / 6400.0).abs() < 1e-12,
+        "{short} of {all}"
+    );
+    let pool = noise(Some(65_535f64.powi(2))).departed(x, y);
+    assert_eq!(pool, all);
 }
