@@ -529,11 +529,14 @@ impl Noise<'_> {
         let old = between(&d.old);
         let young = (between(&d.seen) - old).max(0.0);
         let snapshots = a.points.min(b.points) as f64 * self.snapshots_per_point;
-        // An old block alive at `k` of a stretch's `m` snapshots moves its median by
-        // about `k/m` of its weight too: with `k` unknown, `E[min(k, m)^2] / m^2`, at most
-        // the measured `E[k^2] / m^2` (ages count up to MAX_DEPARTED_AGE, so only for
-        // stretches no longer). A pool's blocks, living longer than any stretch, count in
-        // full; blocks living seconds in a window of minutes hardly at all.
+        // An old block alive at a share `f = min(k, m)/m` of a stretch's `m` snapshots
+        // moves its median by about `f` of its weight where the series is busy, and by
+        // all or nothing where it is quiet (a sampled series' levels are whole samples:
+        // all once it was alive at more than half the points). `4 f^2` bounds both, so
+        // with `k` unknown they count `4 E[min(k, m)^2] / m^2`, at most `4 E[k^2] / m^2`
+        // from the measured ages (which count up to MAX_DEPARTED_AGE: only for stretches
+        // no longer). A pool's blocks, living longer than any stretch, count in full;
+        // blocks living seconds in a window of minutes hardly at all.
         let old_weight = match self.old_life_sq {
             Some(k2) if snapshots <= f64::from(leakwatch_types::MAX_DEPARTED_AGE) => {
                 (4.0 * k2 / snapshots.max(1.0).powi(2)).min(1.0)
