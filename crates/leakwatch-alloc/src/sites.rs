@@ -79,12 +79,14 @@ impl SiteRecord {
             self.freed_count.fetch_add(delta.freed_count, Relaxed);
         }
         if delta.freed_seen_bytes | delta.freed_old_bytes != 0 {
-            self.freed_old_bytes
-                .fetch_add(delta.freed_old_bytes, Relaxed);
-            self.freed_seen_bytes
-                .fetch_add(delta.freed_seen_bytes, Relaxed);
+            // Ages before the old bytes they describe, which publish them: a reader
+            // that sees these old bytes (acquire, `counters_unclamped`) sees their ages.
             self.freed_old_age_sq
                 .fetch_add(delta.freed_old_age_sq, Relaxed);
+            self.freed_old_bytes
+                .fetch_add(delta.freed_old_bytes, Release);
+            self.freed_seen_bytes
+                .fetch_add(delta.freed_seen_bytes, Relaxed);
         }
     }
 
@@ -104,7 +106,7 @@ impl SiteRecord {
     pub(crate) fn counters_unclamped(&self) -> SiteCounters {
         let freed_old_bytes = self.freed_old_bytes.load(Acquire);
         let freed_seen_bytes = self.freed_seen_bytes.load(Acquire);
-        let freed_old_age_sq = self.freed_old_age_sq.load(Acquire);
+        let freed_old_age_sq = self.freed_old_age_sq.load(Relaxed);
         let freed_bytes = self.freed_bytes.load(Acquire);
         let freed_count = self.freed_count.load(Acquire);
         SiteCounters {

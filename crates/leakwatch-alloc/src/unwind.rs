@@ -89,9 +89,16 @@ fn resolve() -> bool {
     true
 }
 
-/// The module holding `pc`: the start of its mapping, its `.eh_frame_hdr`, the end of
-/// its mapping.
-fn find_module(pc: usize) -> Option<(usize, usize, usize)> {
+/// What `_dl_find_object` reports for `at`: the mapping holding it, `[start, end)`, and
+/// its module's `.eh_frame_hdr`.
+///
+/// The mapping is the whole module when the loader mapped its segments contiguously,
+/// but only the segment holding `at` when they have gaps between them (glibc then
+/// records each segment apart): a module whose read-only segment ends a few bytes
+/// short of a page boundary has its `.eh_frame_hdr` outside the mapping reported for
+/// its code. So the unwind tables are bounded by the mapping reported for their own
+/// address ([`module_tables`]), never by the code's.
+fn find_object(at: usize) -> Option<(usize, usize, usize)> {
     let f = FIND_OBJECT.load(Relaxed);
     if FIND_STATE.load(Acquire) != RESOLVED || f == 0 {
         return None;
@@ -109,12 +116,30 @@ fn find_module(pc: usize) -> Option<(usize, usize, usize)> {
     };
     // SAFETY: `out` is a valid, writable `struct dl_find_object`; `_dl_find_object`
     // only reads the loader's tables (lock-free, async-signal-safe).
-    let found = unsafe { find(pc, &mut out) } == 0;
-    (found && out.map_start <= out.eh_frame && out.eh_frame < out.map_end).then_some((
+    let found = unsafe { find(at, &mut out) } == 0;
+    (found && out.map_start <= at && at < out.map_end && out.eh_frame != 0).then_some((
         out.map_start,
-        out.eh_frame,
         out.map_end,
+        out.eh_frame,
     ))
+}
+
+/// The mapped extent holding `at` (`[at, end)`), for a table of the same module as
+/// `pc` whose `.eh_frame_hdr` is `hdr` (the loader's word on both, so that a stray
+/// pointer never makes a slice).
+fn extent_from(at: usize, hdr: usize) -> Option<usize> {
+    let (start, end, module_hdr) = find_object(at)?;
+    (module_hdr == hdr && start <= at && at < end).then_some(end)
+}
+
+/// The module holding `pc`: its `.eh_frame_hdr` and the end of the mapping holding it.
+fn find_module(pc: usize) -> Option<(usize, usize)> {
+    let (start, end, hdr) = find_object(pc)?;
+    if start <= hdr && hdr < end {
+        return Some((hdr, end));
+    }
+    // A module with gaps between its segments: the table is in another one.
+    Some((hdr, extent_from(hdr, hdr)?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -184,10 +209,10 @@ impl<T: gimli::ReaderOffset> UnwindContextStorage<T> for InlineRules {
 #[cold]
 #[inline(never)]
 fn compute(at: usize) -> Lookup {
-    let Some((map_start, hdr_at, map_end)) = find_module(at) else {
+    let Some((hdr_at, hdr_end)) = find_module(at) else {
         return Lookup::Slow;
     };
-    match evaluate(at, map_start, hdr_at, map_end) {
+    match evaluate(at, hdr_at, hdr_end) {
         Ok(Some(rule)) => {
             RULES_COMPUTED.fetch_add(1, Relaxed);
             cache_put(at, rule);
@@ -199,28 +224,32 @@ fn compute(at: usize) -> Lookup {
     }
 }
 
-/// The compact rule at `at` from the module mapped at `[map_start, map_end)` whose
-/// `.eh_frame_hdr` is at `hdr_at`: `Ok(None)` when the rule has no compact form.
-fn evaluate(
-    at: usize,
-    map_start: usize,
-    hdr_at: usize,
-    map_end: usize,
-) -> gimli::Result<Option<Rule>> {
-    // SAFETY: `_dl_find_object` reported `[hdr_at, map_end)` as part of a loaded
+/// The compact rule at `at` from the module whose `.eh_frame_hdr` is at `hdr_at`, in a
+/// mapping that ends at `hdr_end`: `Ok(None)` when the rule has no compact form or the
+/// tables are not where the loader mapped them.
+fn evaluate(at: usize, hdr_at: usize, hdr_end: usize) -> gimli::Result<Option<Rule>> {
+    // SAFETY: `_dl_find_object` reported `[hdr_at, hdr_end)` as part of a loaded
     // module's mapping, which stays mapped while code of that module is on the stack
     // (it is: `at` is one of its return addresses). The eh_frame data is read-only and
     // parsed only as far as its own lengths say.
-    let hdr_bytes = unsafe { std::slice::from_raw_parts(hdr_at as *const u8, map_end - hdr_at) };
+    let hdr_bytes = unsafe { std::slice::from_raw_parts(hdr_at as *const u8, hdr_end - hdr_at) };
     let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_at as u64);
     let hdr = EhFrameHdr::new(hdr_bytes, NativeEndian).parse(&bases, 8)?;
     let eh_frame_at = hdr.eh_frame_ptr().direct()? as usize;
-    if !(map_start <= eh_frame_at && eh_frame_at < map_end) {
-        return Ok(None);
-    }
-    // SAFETY: as above: `eh_frame_at` lies in the same module mapping, below its end.
+    // `.eh_frame` usually shares the header's mapping; otherwise the loader must
+    // place it in one of the same module.
+    let frame_end = if hdr_at <= eh_frame_at && eh_frame_at < hdr_end {
+        hdr_end
+    } else {
+        match extent_from(eh_frame_at, hdr_at) {
+            Some(end) => end,
+            None => return Ok(None),
+        }
+    };
+    // SAFETY: `[eh_frame_at, frame_end)` lies in a mapping `_dl_find_object` reported
+    // for this module (the header's, or its own), as above.
     let frame_bytes =
-        unsafe { std::slice::from_raw_parts(eh_frame_at as *const u8, map_end - eh_frame_at) };
+        unsafe { std::slice::from_raw_parts(eh_frame_at as *const u8, frame_end - eh_frame_at) };
     let eh_frame = EhFrame::new(frame_bytes, NativeEndian);
     let bases = bases.set_eh_frame(eh_frame_at as u64);
     let Some(table) = hdr.table() else {
@@ -464,5 +493,31 @@ mod tests {
         // This function's own code has a rule.
         let here = an_address_outside_every_module_needs_the_slow_unwinder as fn() as usize;
         assert!(matches!(compute(here + 1), Lookup::Rule(_)));
+    }
+
+    #[test]
+    fn the_tables_are_found_whichever_mapping_the_loader_reports_for_the_code() {
+        assert!(available());
+        // This binary's code and a shared library's (libc's getpid): each module's
+        // `.eh_frame_hdr`, whether it lies in the mapping reported for the code (a
+        // module mapped without gaps) or in another one (with gaps, glibc reports each
+        // segment apart: a test binary whose read-only segment ended 8 bytes short of a
+        // page had every cached capture fall back to the slow unwinder), and a rule.
+        let code = [
+            the_tables_are_found_whichever_mapping_the_loader_reports_for_the_code as fn() as usize,
+            libc::getpid as *const () as usize,
+        ];
+        for pc in code {
+            let (start, end, hdr) = find_object(pc).expect("a loaded module");
+            assert!(start <= pc && pc < end);
+            let (found_hdr, hdr_end) = find_module(pc).expect("its tables");
+            assert_eq!(found_hdr, hdr);
+            assert!(hdr < hdr_end);
+            // The header's own mapping, as the loader reports it, holds it.
+            let (hdr_start, hdr_map_end, same) = find_object(hdr).expect("the header's mapping");
+            assert_eq!(same, hdr);
+            assert!(hdr_start <= hdr && hdr_end <= hdr_map_end.max(end));
+            assert!(matches!(compute(pc + 1), Lookup::Rule(_)), "{pc:#x}");
+        }
     }
 }

@@ -60,9 +60,12 @@ pub struct History {
     seen_columns: usize,
     /// Sites whose old departures' ages were counted (`SiteStats::freed_old_age_sq`).
     old_age_columns: usize,
-    /// Whether every interval with old departures counted their ages; recordings from
-    /// before that did not.
-    departure_ages_known: bool,
+    /// Whether any interval had old departures, and whether any counted their ages
+    /// (every old departure adds to `freed_old_age_sq`; recordings from before it never
+    /// do). Not "every interval": a snapshot may read a site's old bytes a moment before
+    /// their ages, which the next interval then holds.
+    old_departures_seen: bool,
+    departure_ages_seen: bool,
     /// Sites that had old bytes at some point: what the budget counts for them.
     aged_columns: usize,
     /// Whether every snapshot measured its sites' old bytes (`SiteStats::old_bytes`).
@@ -326,7 +329,8 @@ impl History {
             old_columns: 0,
             seen_columns: 0,
             old_age_columns: 0,
-            departure_ages_known: true,
+            old_departures_seen: false,
+            departure_ages_seen: false,
             aged_columns: 0,
             ages_known: true,
             departures_known: true,
@@ -437,8 +441,10 @@ impl History {
                 Column::push(&mut column.seen, (seq, departed_seen as f32));
             }
             // Every old departure adds at least its KiB times OLD_SNAPSHOTS squared:
-            // old departures without it come from an allocator that did not count ages.
-            self.departure_ages_known &= departed_old == 0 || departed_age_sq > 0;
+            // old departures and never an age come from an allocator that did not count
+            // ages.
+            self.old_departures_seen |= departed_old > 0;
+            self.departure_ages_seen |= departed_age_sq > 0;
             if departed_age_sq > 0 {
                 self.old_age_columns += usize::from(column.old_age_sq.is_empty());
                 let bytes_age_sq = departed_age_sq as f64 * 1024.0;
@@ -622,7 +628,7 @@ impl History {
         Some(crate::series::Departed {
             old: cumulative_at(column.map_or(none, |c| &c.old), &self.seqs),
             seen: cumulative_at(column.map_or(none, |c| &c.seen), &self.seqs),
-            old_age_sq: if self.departure_ages_known {
+            old_age_sq: if self.departure_ages_seen || !self.old_departures_seen {
                 cumulative_at(column.map_or(none, |c| &c.old_age_sq), &self.seqs)
             } else {
                 Vec::new()

@@ -191,6 +191,17 @@ fn departure_ages_are_kept_in_bytes_and_unknown_from_allocators_that_did_not_cou
     }
     let d = older.departed(1).expect("departures are known");
     assert!(d.old_age_sq.is_empty(), "{:?}", d.old_age_sq);
+    // A snapshot that read a site's old bytes a moment before their ages (the next one
+    // has them) leaves them known.
+    let mut h = History::new(1 << 20, MIN_POINTS);
+    for i in 0..50u64 {
+        let mut s = departing(i + 1, 5_000, 10_240 * i, 10_240 * i);
+        s.sites[0].freed_old_age_sq = 10 * 144 * if i == 20 { i - 1 } else { i };
+        h.push(&s);
+    }
+    let d = h.departed(1).expect("departures are known");
+    let mean_sq = (d.old_age_sq[49] - d.old_age_sq[0]) / (d.old[49] - d.old[0]);
+    assert!((mean_sq - 144.0).abs() < 0.01, "{mean_sq}");
 }
 
 /// Columns keep only changes and follow thinning lazily: after thousands of points, with
