@@ -588,6 +588,11 @@ fn enclosing_function(
     // usize>, app::run::{closure_env#1}>`.
     // Runtime code's own closures (`Iterator::for_each::call::{closure_env#0}`) are not
     // the service's.
+    // Only up to the first outer frame of the service's own code (included: a generic
+    // function of its own may take the closure): the closure is called from there, so
+    // frames further out are its callers, and their generic arguments name other
+    // closures, perhaps with the same index (a thread's `main::{closure_env#0}` around a
+    // `process_batch::{closure#0}`).
     let rules = LabelRules::default();
     let marker = format!("::{env}");
     for outer in &frames[i + 1..] {
@@ -602,6 +607,12 @@ fn enclosing_function(
             if !path.is_empty() && !rules.ignores(Some(path), None) {
                 return Some(path.to_string());
             }
+        }
+        let own_code = closure_env(name).is_none()
+            && strip_closure_segment(name).is_none()
+            && !rules.ignores(Some(name), outer.file.as_deref());
+        if own_code {
+            break;
         }
     }
     // The machine function itself: its symbol is `app::run::{{closure}}`.

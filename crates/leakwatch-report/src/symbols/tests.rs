@@ -289,6 +289,24 @@ fn closures_take_the_function_they_are_defined_in() {
             "app::main",
         ]
     );
+    // A closure called by the function it is written in (`process_batch`), inlined with
+    // it into a thread's closure of the same index in another function: the thread
+    // start's generic arguments name that one (`main::{closure_env#0}`), not it.
+    let names = completed(
+        &[
+            ("{closure#0}", APP, 28),
+            ("process_batch", APP, 35),
+            ("{closure#0}", "/w/app/src/main.rs", 49),
+            (
+                "__rust_begin_short_backtrace<app::main::{closure_env#0}, usize>",
+                "/rustc/x/library/std/src/sys/backtrace.rs",
+                166,
+            ),
+        ],
+        Some("std::sys::backtrace::__rust_begin_short_backtrace<app::main::{{closure}}, usize>"),
+    );
+    assert_eq!(names[0], "process_batch::{closure#0}");
+    assert_eq!(names[2], "app::main::{closure#0}");
     // An async body that is its own machine function: its symbol is the fn's closure.
     let names = completed(
         &[("{async_fn#0}", "/w/srv/src/server.rs", 323)],
