@@ -321,6 +321,12 @@ const MIN_POINTS: usize = 10;
 /// third, and the thirds see it stop. Exact estimates do not wander: they keep
 /// [`MIN_POINTS`].
 const MIN_SAMPLED_LEAK_POINTS: usize = 20;
+/// The share of a site's rise over the window (its highest minus its lowest point) that
+/// one step must hold for the site to be a step, not a leak (see [`one_step`]).
+const ONE_STEP_SHARE: f64 = 0.8;
+/// How far a step must stand out of one point's noise, in its standard deviations: the
+/// largest of 600 differences of points with Gaussian noise is about 4.6 of them.
+const STEP_SIGMAS: f64 = 6.0;
 /// How far the last third must fall short of a steady climb, in standard deviations of
 /// that climb's noise, for a site to count as stopped.
 const STOP_SIGMAS: f64 = 2.0;
@@ -1067,7 +1073,13 @@ fn site_trend<K>(
         && (expected - recent_growth > STOP_SIGMAS * climb_noise
             || (rise > 1.5 * STOP_SIGMAS * noise.between(first, late)
                 && recent_growth <= CLIMB_SIGMAS * at_rest));
-    let verdict = if grew && significant_up && still_climbing && !stopped && enough_for_leak {
+    let verdict = if grew
+        && significant_up
+        && still_climbing
+        && !stopped
+        && enough_for_leak
+        && !one_step(values, noise.point_sigma)
+    {
         Verdict::Leak
     } else if grew && stopped {
         // Grew beyond noise and has stopped: a cache or pool that filled up.
@@ -1110,6 +1122,29 @@ fn site_trend<K>(
         window_seconds: 0.0,
         old_verdict: None,
     }
+}
+
+/// Whether a site's rise is one step: a leak piles up allocation after allocation,
+/// while a table that doubled once or a buffer taken once rises between two snapshots.
+/// However recent the step (all the growth is then in the last third, and no flat
+/// stretch is yet as long as the rise), that is no leak. One step: a rise over two
+/// neighbouring intervals (a step inside a bucket of averaged points spreads over two)
+/// holding [`ONE_STEP_SHARE`] of the rise from the lowest point to the highest, and
+/// standing out of the points' own noise (`sigma`, [`point_noise`]) by
+/// [`STEP_SIGMAS`], so that noise alone, whose extremes may span most of a slow leak's
+/// range, is no step.
+fn one_step(values: &[f64], sigma: f64) -> bool {
+    let (low, high) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let span = if values.len() >= 3 { 2 } else { 1 };
+    let largest = values
+        .windows(span + 1)
+        .map(|w| w[span] - w[0])
+        .fold(0.0f64, f64::max);
+    largest >= ONE_STEP_SHARE * (high - low) && largest > STEP_SIGMAS * sigma
 }
 
 #[cfg(test)]

@@ -1273,3 +1273,32 @@ fn old_departures_count_by_their_measured_lives() {
     let pool = noise(Some(65_535f64.powi(2))).departed(x, y);
     assert_eq!(pool, all);
 }
+
+#[test]
+fn one_recent_step_is_not_a_leak() {
+    // Exact mode, one snapshot a second: a hash table of 292 KiB doubles once at 16 s
+    // (a TTL store's deleted slots) and holds. Ranked at 20 to 40 s, the step is in the
+    // last third and nothing has been flat for as long as the window: a leak by every
+    // other test, but one step.
+    for points in [20u64, 25, 32, 40] {
+        let mut s = Series::new();
+        for i in 0..points {
+            let table = if i < 16 { 292.0 } else { 584.0 } * 1024.0;
+            s.push(i * 1000, table, [("table", table)]);
+        }
+        let trend = rank(&s, &RankOptions::default()).sites.remove(0);
+        assert_ne!(
+            trend.verdict,
+            Verdict::Leak,
+            "at {points} points: {trend:?}"
+        );
+    }
+    // Two steps (a vector that doubled twice) are growth that may go on.
+    let mut s = Series::new();
+    for i in 0..40u64 {
+        let buffer = f64::from(1u32 << (18 + (i / 13).min(2) as u32));
+        s.push(i * 1000, buffer, [("buffer", buffer)]);
+    }
+    let trend = rank(&s, &RankOptions::default()).sites.remove(0);
+    assert!(!super::one_step(&s.sites["buffer"], 0.0), "{trend:?}");
+}
