@@ -1078,7 +1078,7 @@ fn site_trend<K>(
         && still_climbing
         && !stopped
         && enough_for_leak
-        && !one_step(values, noise.point_sigma)
+        && !one_step(&v, high - low, noise.point_sigma)
     {
         Verdict::Leak
     } else if grew && stopped {
@@ -1129,22 +1129,18 @@ fn site_trend<K>(
 /// However recent the step (all the growth is then in the last third, and no flat
 /// stretch is yet as long as the rise), that is no leak. One step: a rise over two
 /// neighbouring intervals (a step inside a bucket of averaged points spreads over two)
-/// holding [`ONE_STEP_SHARE`] of the rise from the lowest point to the highest, and
+/// holding [`ONE_STEP_SHARE`] of the rise from the lowest point to the highest (`range`,
+/// of the raw points: averaged `values` may only hold less), and
 /// standing out of the points' own noise (`sigma`, [`point_noise`]) by
 /// [`STEP_SIGMAS`], so that noise alone, whose extremes may span most of a slow leak's
 /// range, is no step.
-fn one_step(values: &[f64], sigma: f64) -> bool {
-    let (low, high) = values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
+fn one_step(values: &[f64], range: f64, sigma: f64) -> bool {
     let span = if values.len() >= 3 { 2 } else { 1 };
     let largest = values
         .windows(span + 1)
         .map(|w| w[span] - w[0])
         .fold(0.0f64, f64::max);
-    largest >= ONE_STEP_SHARE * (high - low) && largest > STEP_SIGMAS * sigma
+    largest >= ONE_STEP_SHARE * range && largest > STEP_SIGMAS * sigma
 }
 
 #[cfg(test)]
