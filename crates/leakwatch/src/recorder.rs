@@ -33,8 +33,13 @@ pub struct AlertOptions {
     /// Mann-Kendall p-value of the trend at most this (default 0.001: 99.9% confident
     /// the site grows).
     pub max_p_value: f64,
-    /// No alert before the history spans this long (default 30 s): a cache that is
-    /// still filling up looks like a leak until it levels off.
+    /// No alert before the history spans this long (default 60 s). A cache that is
+    /// still filling up looks like a leak until it levels off, and the ranking calls a
+    /// rise `plateau` once it has been flat 1.2 times as long as it rose: at a window of
+    /// `W`, a warm-up fill longer than `W / 2.2` cannot yet be told from a leak. 60 s
+    /// keeps fills of up to 27 s at start-up from alerting (30 s, the earlier default,
+    /// let a bounded cache filling over 25 s alert at 30 s, in an outside scenario);
+    /// leaks that begin later alert as soon as they are ranked one.
     pub min_window: Duration,
     /// Log each alert through the `log` facade at `warn` level, target `leakwatch`
     /// (default true). `tracing` subscribers receive it through `tracing-log`; with the
@@ -52,7 +57,7 @@ impl Default for AlertOptions {
         AlertOptions {
             min_rate: 1024.0,
             max_p_value: 0.001,
-            min_window: Duration::from_secs(30),
+            min_window: Duration::from_secs(60),
             log: true,
             tracing: true,
         }
