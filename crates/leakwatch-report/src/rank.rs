@@ -634,8 +634,13 @@ fn flat_and_rise(times: &[f64], values: &[f64], start: f64, now: f64, band: f64)
     if n < FLAT_BLOCKS {
         return (0.0, 0.0);
     }
-    let (levels, per) = block_medians(&values[..n], FLAT_BLOCKS);
-    let center = |k: usize| times[(k * per + per / 2).min(n - 1)];
+    // Blocks that end at the newest point (the oldest few points left out, never the
+    // newest: at 16 points, 12 blocks of one left the last four unseen, and a doubling
+    // vector's newest doubling with them).
+    let skip = n % FLAT_BLOCKS;
+    let (levels, per) = block_medians(&values[skip..n], FLAT_BLOCKS);
+    let at = |k: usize| (skip + k * per).min(n - 1);
+    let center = |k: usize| times[(skip + k * per + per / 2).min(n - 1)];
     let Some(reached) = levels.iter().position(|&v| v >= now - band) else {
         return (0.0, 0.0);
     };
@@ -653,7 +658,7 @@ fn flat_and_rise(times: &[f64], values: &[f64], start: f64, now: f64, band: f64)
         [.., a, b] => center(*b) - center(*a),
         _ => 0.0,
     };
-    let flat = times[n - 1] - times[reached * per];
+    let flat = times[n - 1] - times[at(reached)];
     (flat, rise_time.max(2.0 * gap))
 }
 
@@ -1025,7 +1030,15 @@ fn site_trend<K>(
     // but never more than a quarter of the rise: a leak's last quarter is no flat stretch.
     let rise_up = rise.max(0.0);
     let band = (2.0 * noise.model(middle, late, 0.0)).clamp(0.1 * rise_up, 0.25 * rise_up);
-    let (flat_time, rise_span) = flat_and_rise(times, values, first.value, late.value, band);
+    // Flat since it reached the level it holds now: the last third's, or the newest
+    // tenth's where that rose beyond the band since (the last third's median lags a
+    // step inside it: a vector that just doubled again has not been flat at all).
+    let now = if last.value > late.value + band {
+        last.value
+    } else {
+        late.value
+    };
+    let (flat_time, rise_span) = flat_and_rise(times, values, first.value, now, band);
     // The growth from the middle third to the last that a steady climb predicts: half
     // the thirds' growth, or about 0.4 of the rise from the window's start.
     let expected = (growth / 2.0).max(0.4 * rise);

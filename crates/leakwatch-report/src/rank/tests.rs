@@ -1301,5 +1301,34 @@ fn one_recent_step_is_not_a_leak() {
     }
     let trend = rank(&s, &RankOptions::default()).sites.remove(0);
     let buffer = &s.sites["buffer"];
-    assert!(!super::one_step(buffer, 3.0 * f64::from(1u32 << 18), 0.0), "{trend:?}");
+    assert!(
+        !super::one_step(buffer, 3.0 * f64::from(1u32 << 18), 0.0),
+        "{trend:?}"
+    );
+}
+
+#[test]
+fn a_vector_that_just_doubled_again_has_not_stopped() {
+    // Exact, one snapshot a second: the buffer of a leaked list's vector, doubling from
+    // 256 KiB at 1, 2, 4, 7, 14, 27 and 53 s (an outside scenario's). Each next doubling
+    // takes about twice as long; just after one, the last third's median still holds
+    // the level before it. Never a plateau while it keeps doubling.
+    let doublings = [1u64, 2, 4, 7, 14, 27, 53];
+    for points in [16u64, 32, 60, 61] {
+        let mut s = Series::new();
+        for i in 0..points {
+            let times = doublings.iter().filter(|&&d| d <= i).count() as u32;
+            let bytes = if times == 0 {
+                0.0
+            } else {
+                f64::from(1u32 << (17 + times))
+            };
+            s.push(i * 1000, bytes, [("buffer", bytes)]);
+        }
+        let trend = rank(&s, &RankOptions::default()).sites.remove(0);
+        assert!(
+            matches!(trend.verdict, Verdict::Leak | Verdict::Growing),
+            "at {points} points: {trend:?}"
+        );
+    }
 }
