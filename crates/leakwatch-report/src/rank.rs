@@ -750,7 +750,8 @@ fn young(times: &[f64], values: &[f64], sample_bytes: f64) -> Option<usize> {
 /// began to live long) are ranked over their own life, as live bytes are (`young`), and
 /// are `growing` at most until that life is [`YOUNG_POINTS`] snapshots long.
 ///
-/// - **Confirm**: live bytes `growing` or `stable`, their growth lost in the noise of
+/// - **Confirm**: live bytes `growing`, `stable` or `plateau` (a store that filled at
+///   the start and wanders: its fill looks like a cache that stopped), their growth lost in the noise of
 ///   young blocks (the last third's young bytes at least [`YOUNG_SHARE`] of the old
 ///   bytes' growth), and old bytes a `leak` (beyond their own noise, significant, still
 ///   climbing): `leak`. Where young bytes are few, old bytes are the live bytes a few
@@ -774,7 +775,7 @@ fn with_age<K: Clone>(
 ) -> SiteTrend<K> {
     // One value per point in each (the caller keeps only old bytes as long as the live).
     let n = times.len();
-    if matches!(trend.verdict, Verdict::Plateau | Verdict::Shrinking) {
+    if trend.verdict == Verdict::Shrinking {
         return trend;
     }
     // Old bytes that are all of the live bytes (every block lived through
@@ -819,7 +820,7 @@ fn with_age<K: Clone>(
         .collect();
     let obscured = median_of(&young) >= YOUNG_SHARE * aged.window_growth.max(0.0);
     match trend.verdict {
-        Verdict::Growing | Verdict::Stable
+        Verdict::Growing | Verdict::Stable | Verdict::Plateau
             if aged.verdict == Verdict::Leak && obscured && !too_young =>
         {
             trend.verdict = Verdict::Leak;

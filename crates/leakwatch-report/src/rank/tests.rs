@@ -1332,3 +1332,67 @@ fn a_vector_that_just_doubled_again_has_not_stopped() {
         );
     }
 }
+
+#[test]
+fn a_leak_under_a_store_that_filled_at_the_start_is_not_a_plateau() {
+    // An outside scenario's TTL session store, sampled at 512 KiB, one snapshot a
+    // second (MiB): sessions expire 3 to 5 s after they open, 1 in 20 never. Its live
+    // bytes rise at once as the store fills, then wander around a slow climb: the fill
+    // alone looks like a cache that stopped, and the live verdict was `plateau` from
+    // 23 to 35 s and again at 53 to 56 s. Its old bytes (lived through 8 snapshots) are
+    // the kept sessions alone, a staircase of 9 samples, with young bytes three times
+    // their growth above them: they confirm the leak.
+    let live = [
+        0.0, 2.5, 3.0, 7.5, 8.0, 8.5, 8.0, 7.5, 6.5, 7.0, 8.5, 9.0, 10.0, 11.5, 12.5, 12.0, 11.5,
+        9.5, 9.5, 9.0, 10.0, 9.5, 9.5, 9.0, 8.5, 10.5, 11.5, 13.0, 12.0, 11.0, 12.0, 13.1, 12.6,
+        14.6, 13.1, 12.0, 11.5, 9.0, 10.5, 13.1, 14.1, 15.1, 13.6, 15.1, 13.6, 13.1, 12.5, 12.0,
+        11.5, 12.5, 14.1, 14.1, 16.6, 15.1, 14.6, 13.5,
+    ];
+    let old = [
+        0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0,
+        1.0, 1.0, 1.0, 1.5, 2.0, 2.0, 2.0, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5,
+        2.5, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.5, 4.5, 4.5, 4.5, 4.5,
+        4.5, 4.5,
+    ];
+    let seen = [
+        0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 4.0, 6.5, 8.5, 10.0, 10.5, 12.0, 13.6, 15.6, 17.6, 19.6,
+        22.1, 26.1, 27.1, 29.1, 30.1, 32.1, 33.6, 35.6, 37.1, 38.7, 40.2, 41.7, 43.7, 45.7, 47.7,
+        49.7, 52.7, 54.7, 56.2, 58.7, 61.2, 64.8, 66.3, 66.8, 68.3, 70.3, 73.3, 75.8, 79.3, 81.8,
+        84.3, 85.8, 88.4, 90.9, 91.9, 93.4, 93.4, 96.9, 100.4, 102.4,
+    ];
+    let verdict_at = |points: usize, ages: bool| {
+        let mut s = Series::new();
+        for (i, &v) in live[..points].iter().enumerate() {
+            s.push(i as u64 * 1000, v * MIB, [("store", v * MIB)]);
+        }
+        let mib = |column: &[f64]| column[..points].iter().map(|v| v * MIB).collect();
+        s.departed.insert(
+            "store",
+            Departed {
+                old: vec![0.0; points],
+                seen: mib(&seen),
+                old_age_sq: vec![0.0; points],
+            },
+        );
+        if ages {
+            s.aged.insert("store", mib(&old));
+        }
+        let options = RankOptions {
+            sample_bytes: 512.0 * 1024.0,
+            ..RankOptions::default()
+        };
+        rank(&s, &options).sites.remove(0).verdict
+    };
+    // Without ages, or with only the live verdict's, `plateau` at points where the old
+    // bytes already hold 5 samples and more; from 32 points on (6 samples aged), `leak`
+    // at every one. (Before 32 the old bytes are too few: `plateau` stays.)
+    let without: Vec<Verdict> = (32..=56).map(|n| verdict_at(n, false)).collect();
+    assert!(without.contains(&Verdict::Plateau), "{without:?}");
+    for points in 32..=56 {
+        assert_eq!(
+            verdict_at(points, true),
+            Verdict::Leak,
+            "at {points} points"
+        );
+    }
+}
