@@ -97,7 +97,7 @@ fn resolve() -> bool {
 /// records each segment apart): a module whose read-only segment ends a few bytes
 /// short of a page boundary has its `.eh_frame_hdr` outside the mapping reported for
 /// its code. So the unwind tables are bounded by the mapping reported for their own
-/// address ([`module_tables`]), never by the code's.
+/// address ([`find_module`], [`extent_from`]), never by the code's.
 fn find_object(at: usize) -> Option<(usize, usize, usize)> {
     let f = FIND_OBJECT.load(Relaxed);
     if FIND_STATE.load(Acquire) != RESOLVED || f == 0 {
@@ -124,12 +124,12 @@ fn find_object(at: usize) -> Option<(usize, usize, usize)> {
     ))
 }
 
-/// The mapped extent holding `at` (`[at, end)`), for a table of the same module as
-/// `pc` whose `.eh_frame_hdr` is `hdr` (the loader's word on both, so that a stray
-/// pointer never makes a slice).
+/// The end of the mapping holding `at` (so `[at, end)` may be read), when the loader
+/// places `at` in the module whose `.eh_frame_hdr` is `hdr` (its word on both, so that
+/// a stray pointer never makes a slice; [`find_object`] checks `start <= at < end`).
 fn extent_from(at: usize, hdr: usize) -> Option<usize> {
-    let (start, end, module_hdr) = find_object(at)?;
-    (module_hdr == hdr && start <= at && at < end).then_some(end)
+    let (_, end, module_hdr) = find_object(at)?;
+    (module_hdr == hdr).then_some(end)
 }
 
 /// The module holding `pc`: its `.eh_frame_hdr` and the end of the mapping holding it.

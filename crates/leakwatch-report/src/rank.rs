@@ -751,12 +751,12 @@ fn young(times: &[f64], values: &[f64], sample_bytes: f64) -> Option<usize> {
 /// are `growing` at most until that life is [`YOUNG_POINTS`] snapshots long.
 ///
 /// - **Confirm**: live bytes `growing`, `stable` or `plateau` (a store that filled at
-///   the start and wanders: its fill looks like a cache that stopped), their growth lost in the noise of
-///   young blocks (the last third's young bytes at least [`YOUNG_SHARE`] of the old
-///   bytes' growth), and old bytes a `leak` (beyond their own noise, significant, still
-///   climbing): `leak`. Where young bytes are few, old bytes are the live bytes a few
-///   snapshots late, and a second test of the same evidence would only add its own
-///   false alarms.
+///   the start and wanders: its fill looks like a cache that stopped), their growth
+///   lost in the noise of young blocks (the last third's young bytes at least
+///   [`YOUNG_SHARE`] of the old bytes' growth), and old bytes a `leak` (beyond their own
+///   noise, significant, still climbing): `leak`. Where young bytes are few, old bytes
+///   are the live bytes a few snapshots late, and a second test of the same evidence
+///   would only add its own false alarms.
 /// - **Veto**: live bytes a `leak` over at least [`VETO_SNAPSHOTS`] snapshots, but old
 ///   bytes neither a leak nor growing, and grown by under a quarter of what the live
 ///   growth would have aged into: the growth is young bytes that turn over, `growing` at
@@ -796,6 +796,28 @@ fn with_age<K: Clone>(
         rebucketed = Axes::over(&times[born..], o);
         &rebucketed
     };
+    // The young bytes the live verdict had to see the growth through (the last third's
+    // level of live bytes not yet old): where they are few, old bytes are live bytes
+    // a few snapshots late and a second look at the same evidence, not a cleaner one.
+    let third = n - n / 3;
+    let young_bytes = || -> Vec<f64> {
+        live[third..]
+            .iter()
+            .zip(&old[third..])
+            .map(|(l, o)| (l - o).max(0.0))
+            .collect()
+    };
+    // A plateau's old bytes matter only if they can confirm a leak: a second trend for
+    // every cache that filled (a quarter of the ranking bench's sites) was 13% of a
+    // ranking's instructions, so it is ranked only where the rule's other conditions
+    // can hold (see `may_be_obscured`).
+    if trend.verdict == Verdict::Plateau
+        && (too_young
+            || life.raw_points < YOUNG_POINTS
+            || !may_be_obscured(&young_bytes(), &old[born..], &life.fine))
+    {
+        return trend;
+    }
     // Old bytes move only with old blocks' departures: young ones were never in them.
     let departed = departed.map(|d| d.since(born).of_old_blocks());
     let mut aged = site_trend(
@@ -809,16 +831,7 @@ fn with_age<K: Clone>(
     );
     aged.verdict = growing_at_most_if_young(aged.verdict, life.raw_points);
     trend.old_verdict = Some(aged.verdict);
-    // The young bytes the live verdict had to see the growth through (the last third's
-    // level of live bytes not yet old): where they are few, old bytes are live bytes
-    // a few snapshots late and a second look at the same evidence, not a cleaner one.
-    let third = n - n / 3;
-    let young: Vec<f64> = live[third..]
-        .iter()
-        .zip(&old[third..])
-        .map(|(l, o)| (l - o).max(0.0))
-        .collect();
-    let obscured = median_of(&young) >= YOUNG_SHARE * aged.window_growth.max(0.0);
+    let obscured = median_of(&young_bytes()) >= YOUNG_SHARE * aged.window_growth.max(0.0);
     match trend.verdict {
         Verdict::Growing | Verdict::Stable | Verdict::Plateau
             if aged.verdict == Verdict::Leak && obscured && !too_young =>
@@ -840,6 +853,56 @@ fn with_age<K: Clone>(
         _ => {}
     }
     trend
+}
+
+/// Whether `young` bytes (the last third's, each at least 0) may obscure the growth of
+/// `old` bytes as `with_age`'s confirm rule asks: their median at least [`YOUNG_SHARE`]
+/// of the growth `site_trend` reports for the old bytes over `fine`. Settled first by
+/// bounds that need no sort (the median of values at least 0 is at most twice their
+/// mean; the reported growth is at least the lowest raw point under the last tenth's
+/// runs less the highest under the first twentieth's), and exactly only where they
+/// cannot tell.
+fn may_be_obscured(young: &[f64], old: &[f64], fine: &Bucketing) -> bool {
+    if young.is_empty() || old.is_empty() {
+        return true;
+    }
+    let mean = young.iter().sum::<f64>() / young.len() as f64;
+    let per = fine.per();
+    let m = old.len().div_ceil(per);
+    let (head, tail) = ((m / 20).max(1), (m / 10).max(1));
+    let extreme = |range: &[f64], hi: bool| {
+        range.iter().fold(
+            if hi { f64::NEG_INFINITY } else { f64::INFINITY },
+            |a, &v| if hi { a.max(v) } else { a.min(v) },
+        )
+    };
+    let lowest_growth = extreme(&old[((m - tail) * per).min(old.len())..], false)
+        - extreme(&old[..(head * per).min(old.len())], true);
+    if 2.0 * mean < YOUNG_SHARE * lowest_growth {
+        return false;
+    }
+    median_of(young) >= YOUNG_SHARE * ends_growth(&fine.view(old)).max(0.0)
+}
+
+/// The growth `site_trend` reports over a window of (fine) points `values`: from the
+/// level of its first twentieth to that of its last tenth. (A site that never moved by
+/// the growth floor takes [`tenths_growth`] there instead, and is `stable`.)
+fn ends_growth(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let (first, last) = window_ends(values);
+    last.value - first.value
+}
+
+/// The levels of the first twentieth and the last tenth of `values` (not empty).
+fn window_ends(values: &[f64]) -> (Level, Level) {
+    let m = values.len();
+    let tenth = (m / 10).max(1);
+    (
+        Level::of(values, 0, (m / 20).max(1)),
+        Level::of(values, m - tenth, m),
+    )
 }
 
 /// Young bytes, as a share of the old bytes' growth, from which the old bytes' verdict may
@@ -967,8 +1030,8 @@ fn site_trend<K>(
     // Levels, on a finer bucketing than the trend statistics (still bounding the cost):
     // the window's three thirds, and its first and last tenths.
     let times = &axes.fine.times;
-    let values = axes.fine.apply(values);
-    let values = values.as_slice();
+    let values = axes.fine.view(values);
+    let values = &*values;
     let old_life_sq = departed.and_then(old_life_sq);
     let departed = departed.map(|d| Departed {
         old: axes.fine.apply(&d.old),
@@ -979,10 +1042,9 @@ fn site_trend<K>(
     let m = values.len();
     let third = |k: usize| Level::of(values, m * k / 3, m * (k + 1) / 3);
     let (early, middle, late) = (third(0), third(1), third(2));
-    let tenth = (m / 10).max(1);
-    // The start: the first twentieth (a cache may fill within the first tenth).
-    let first = Level::of(values, 0, (m / 20).max(1));
-    let last = Level::of(values, m - tenth, m);
+    // The start: the first twentieth (a cache may fill within the first tenth); the end:
+    // the last tenth.
+    let (first, last) = window_ends(values);
     let (block_sigma, block_points) = block_noise(values);
     let noise = Noise {
         r: o.sample_bytes,
@@ -1143,11 +1205,10 @@ fn site_trend<K>(
 /// However recent the step (all the growth is then in the last third, and no flat
 /// stretch is yet as long as the rise), that is no leak. One step: a rise over two
 /// neighbouring intervals (a step inside a bucket of averaged points spreads over two)
-/// holding [`ONE_STEP_SHARE`] of the rise from the lowest point to the highest (`range`,
-/// of the raw points: averaged `values` may only hold less), and
-/// standing out of the points' own noise (`sigma`, [`point_noise`]) by
-/// [`STEP_SIGMAS`], so that noise alone, whose extremes may span most of a slow leak's
-/// range, is no step.
+/// holding [`ONE_STEP_SHARE`] of the rise from the lowest point to the highest
+/// (`range`, of the raw points: averaged `values` may only hold less), and standing out
+/// of the points' own noise (`sigma`, [`point_noise`]) by [`STEP_SIGMAS`], so that
+/// noise alone, whose extremes may span most of a slow leak's range, is no step.
 fn one_step(values: &[f64], range: f64, sigma: f64) -> bool {
     let span = if values.len() >= 3 { 2 } else { 1 };
     let largest = values

@@ -43,6 +43,21 @@ impl Bucketing {
     pub fn apply(&self, values: &[f64]) -> Vec<f64> {
         mean_runs(&values[..values.len().min(self.len)], self.per)
     }
+
+    /// Points per run (1: no averaging).
+    pub fn per(&self) -> usize {
+        self.per.max(1)
+    }
+
+    /// [`Bucketing::apply`] without a copy where nothing is averaged (runs of one point).
+    pub fn view<'a>(&self, values: &'a [f64]) -> std::borrow::Cow<'a, [f64]> {
+        let values = &values[..values.len().min(self.len)];
+        if self.per <= 1 {
+            std::borrow::Cow::Borrowed(values)
+        } else {
+            std::borrow::Cow::Owned(mean_runs(values, self.per))
+        }
+    }
 }
 
 fn mean_runs(xs: &[f64], per: usize) -> Vec<f64> {

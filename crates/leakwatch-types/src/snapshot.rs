@@ -294,7 +294,6 @@ pub const OLD_SNAPSHOTS: u32 = 8;
 /// The most snapshots a departed block's age counts as in `freed_old_age_sq` (each old
 /// departure adds its weight in KiB, rounded up, times its age squared): older blocks
 /// count as this old, which bounds one block's term (a TiB block: 2^30 KiB x 2^32)
-/// within a `u64`.
-/// Lives this long (18 hours at a snapshot a second) move every level as much as
-/// longer ones do.
+/// within a `u64`. Lives this long (18 hours at a snapshot a second) move every level as
+/// much as longer ones do.
 pub const MAX_DEPARTED_AGE: u32 = 65_535;
