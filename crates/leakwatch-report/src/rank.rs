@@ -799,23 +799,21 @@ fn with_age<K: Clone>(
     // The young bytes the live verdict had to see the growth through (the last third's
     // level of live bytes not yet old): where they are few, old bytes are live bytes
     // a few snapshots late and a second look at the same evidence, not a cleaner one.
-    let third = n - n / 3;
-    let young_bytes = || -> Vec<f64> {
-        live[third..]
-            .iter()
-            .zip(&old[third..])
-            .map(|(l, o)| (l - o).max(0.0))
-            .collect()
-    };
     // A plateau's old bytes matter only if they can confirm a leak: a second trend for
     // every cache that filled (a quarter of the ranking bench's sites) was 13% of a
     // ranking's instructions, so it is ranked only where the rule's other conditions
     // can hold (see `may_be_obscured`).
-    if trend.verdict == Verdict::Plateau
-        && (too_young
-            || life.raw_points < YOUNG_POINTS
-            || !may_be_obscured(&young_bytes(), &old[born..], &life.fine))
-    {
+    let plateau = trend.verdict == Verdict::Plateau;
+    if plateau && (too_young || life.raw_points < YOUNG_POINTS) {
+        return trend;
+    }
+    let third = n - n / 3;
+    let young_bytes: Vec<f64> = live[third..]
+        .iter()
+        .zip(&old[third..])
+        .map(|(l, o)| (l - o).max(0.0))
+        .collect();
+    if plateau && !may_be_obscured(&young_bytes, &old[born..], &life.fine) {
         return trend;
     }
     // Old bytes move only with old blocks' departures: young ones were never in them.
@@ -831,7 +829,7 @@ fn with_age<K: Clone>(
     );
     aged.verdict = growing_at_most_if_young(aged.verdict, life.raw_points);
     trend.old_verdict = Some(aged.verdict);
-    let obscured = median_of(&young_bytes()) >= YOUNG_SHARE * aged.window_growth.max(0.0);
+    let obscured = median_of(&young_bytes) >= YOUNG_SHARE * aged.window_growth.max(0.0);
     match trend.verdict {
         Verdict::Growing | Verdict::Stable | Verdict::Plateau
             if aged.verdict == Verdict::Leak && obscured && !too_young =>
@@ -870,14 +868,10 @@ fn may_be_obscured(young: &[f64], old: &[f64], fine: &Bucketing) -> bool {
     let per = fine.per();
     let m = old.len().div_ceil(per);
     let (head, tail) = ((m / 20).max(1), (m / 10).max(1));
-    let extreme = |range: &[f64], hi: bool| {
-        range.iter().fold(
-            if hi { f64::NEG_INFINITY } else { f64::INFINITY },
-            |a, &v| if hi { a.max(v) } else { a.min(v) },
-        )
-    };
-    let lowest_growth = extreme(&old[((m - tail) * per).min(old.len())..], false)
-        - extreme(&old[..(head * per).min(old.len())], true);
+    let lowest = |range: &[f64]| range.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = |range: &[f64]| range.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let lowest_growth = lowest(&old[((m - tail) * per).min(old.len())..])
+        - highest(&old[..(head * per).min(old.len())]);
     if 2.0 * mean < YOUNG_SHARE * lowest_growth {
         return false;
     }

@@ -1,6 +1,8 @@
 //! Robust trend statistics for one time series: the Theil-Sen slope and the
 //! Mann-Kendall trend test, plus the bucketing that keeps both cheap on long series.
 
+use std::borrow::Cow;
+
 /// Reduces `(times, values)` to at most `max_points` points by averaging consecutive
 /// runs of equal length (the last run may be shorter). Keeps short series as they are.
 pub fn bucket(times: &[f64], values: &[f64], max_points: usize) -> (Vec<f64>, Vec<f64>) {
@@ -41,7 +43,7 @@ impl Bucketing {
     /// `values` (one per time; extra values are ignored, missing ones shorten the
     /// result) averaged over the runs.
     pub fn apply(&self, values: &[f64]) -> Vec<f64> {
-        mean_runs(&values[..values.len().min(self.len)], self.per)
+        self.view(values).into_owned()
     }
 
     /// Points per run (1: no averaging).
@@ -50,16 +52,17 @@ impl Bucketing {
     }
 
     /// [`Bucketing::apply`] without a copy where nothing is averaged (runs of one point).
-    pub fn view<'a>(&self, values: &'a [f64]) -> std::borrow::Cow<'a, [f64]> {
+    pub fn view<'a>(&self, values: &'a [f64]) -> Cow<'a, [f64]> {
         let values = &values[..values.len().min(self.len)];
         if self.per <= 1 {
-            std::borrow::Cow::Borrowed(values)
+            Cow::Borrowed(values)
         } else {
-            std::borrow::Cow::Owned(mean_runs(values, self.per))
+            Cow::Owned(mean_runs(values, self.per))
         }
     }
 }
 
+/// `xs` averaged over runs of `per` points.
 fn mean_runs(xs: &[f64], per: usize) -> Vec<f64> {
     if per <= 1 {
         return xs.to_vec();
